@@ -1,0 +1,344 @@
+"""The engine: the facade a service calls.
+
+It reads the clock, validates input at the boundary, applies the policy and drives a
+store.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+from sticky.clock import Clock, ManualClock, SystemClock
+from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime
+from sticky.numbers import NumberType, SenderNumber, check_e164
+from sticky.policy import Chooser, is_live
+from sticky.settings import PoolSettings
+from sticky.store.base import Draw, Store
+from sticky.store.memory import MemoryStore
+from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
+
+__all__ = ["Engine"]
+
+# Slots of the engine's counters.
+_SLOT = {
+    Reason.STICKY: 0,
+    Reason.NEW: 1,
+    Reason.EXPIRED: 2,
+    Reason.REASSIGNED: 3,
+    Reason.POOL: 4,
+    GeoTier.AREA_CODE: 5,
+    GeoTier.OVERLAY: 6,
+    GeoTier.REGION: 7,
+    GeoTier.COUNTRY: 8,
+    GeoTier.NONE: 9,
+    None: 10,
+}
+_STICKY = _SLOT[Reason.STICKY]
+
+
+def _time(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"invalid time {value!r}: expected seconds since the epoch"
+        raise InvalidTime(msg)
+    if not math.isfinite(value):
+        msg = f"invalid time {value!r}: expected a finite number"
+        raise InvalidTime(msg)
+    return float(value)
+
+
+def _profile_id(value: object) -> str:
+    if type(value) is not str:
+        msg = f"invalid profile id {value!r}: expected a non-empty string"
+        raise InvalidProfileId(msg)
+    if not value:
+        msg = "invalid profile id '': expected a non-empty string"
+        raise InvalidProfileId(msg)
+    return value
+
+
+class Engine:
+    """Chooses the sender of each message; Sticky Sender over a pool of numbers.
+
+    ``clock`` defaults to :class:`SystemClock`, ``seed`` to OS randomness (the same
+    seed and the same calls give the same choices), ``store`` to a fresh in-memory
+    store; a store URL (``memory://``, ``sqlite:///file.db``, ``redis://host/0``) is
+    opened with :func:`sticky.open_store`. Every method is atomic and thread-safe; each
+    ``now`` keyword defaults to the clock, read once per call. Errors change nothing.
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        store: Store | str | None = None,
+    ) -> None:
+        self._clock: Clock = SystemClock() if clock is None else clock
+        now = self._clock.now
+        if isinstance(self._clock, (SystemClock, ManualClock)):
+            self._now = now
+        else:
+            self._now = lambda: _time(now())
+        if store is None:
+            store = MemoryStore()
+        elif isinstance(store, str):
+            from sticky.store import open_store  # noqa: PLC0415 - avoids an import cycle
+
+            store = open_store(store)
+        self._store: Store = store
+        self._random = random.Random(seed)  # noqa: S311 - not for cryptography
+        self._choosers: dict[str, Chooser] = {}
+        self._lock = threading.Lock()
+        self._counts = [0] * len(_SLOT)
+
+    def __repr__(self) -> str:
+        return f"Engine(clock={self._clock!r}, store={self._store!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def store(self) -> Store:
+        """The store this engine drives."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this engine reads."""
+        return self._clock
+
+    def close(self) -> None:
+        """Close the store."""
+        self._store.close()
+
+    def _at(self, now: float | None) -> float:
+        return self._now() if now is None else _time(now)
+
+    # -- profiles -------------------------------------------------------------------
+    def create_profile(self, profile_id: str, settings: PoolSettings | None = None) -> None:
+        """Create a profile with an empty pool. Raises ProfileExists, InvalidProfileId."""
+        profile_id = _profile_id(profile_id)
+        if settings is None:
+            settings = PoolSettings()
+        elif not isinstance(settings, PoolSettings):
+            msg = f"invalid settings {settings!r}: expected a PoolSettings"
+            raise InvalidSettings(msg)
+        self._store.create_profile(profile_id, settings)
+
+    def delete_profile(self, profile_id: str, *, now: float | None = None) -> int:
+        """Delete a profile, its pool and its mappings; return how many were live."""
+        return self._store.delete_profile(_profile_id(profile_id), self._at(now))
+
+    def settings(self, profile_id: str) -> PoolSettings:
+        """A profile's settings."""
+        return self._store.settings(_profile_id(profile_id))
+
+    def update_settings(self, profile_id: str, **changes: object) -> PoolSettings:
+        """Change some settings at once for every later call; return the new settings.
+
+        Raises InvalidSettings (nothing changes) for an unknown name or a bad value.
+        """
+        profile_id = _profile_id(profile_id)
+        while True:
+            old = self._store.settings(profile_id)
+            new = old.evolve(**changes)
+            if self._store.replace_settings(profile_id, old, new):
+                return new
+
+    def profiles(self) -> list[str]:
+        """Every profile id, sorted."""
+        return self._store.profiles()
+
+    # -- pools ----------------------------------------------------------------------
+    def add_number(
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType | str = NumberType.LONG_CODE,
+        *,
+        healthy: bool = True,
+    ) -> SenderNumber:
+        """Add a number to a profile's pool and return it.
+
+        Raises InvalidNumber, UnknownProfile, NumberInUse (it is in a pool already).
+        """
+        profile_id = _profile_id(profile_id)
+        number = check_e164(number)
+        try:
+            kind = NumberType(number_type)
+        except ValueError:
+            msg = f"invalid number type {number_type!r}: expected 'long_code' or 'toll_free'"
+            raise InvalidSettings(msg) from None
+        if not isinstance(healthy, bool):
+            msg = f"invalid health {healthy!r}: expected True or False"
+            raise InvalidSettings(msg)
+        self._store.add_number(profile_id, number, kind, healthy=healthy)
+        return SenderNumber(number, kind, healthy)
+
+    def remove_number(self, profile_id: str, number: str, *, now: float | None = None) -> int:
+        """Remove a number and every mapping to it at once; return how many were live.
+
+        Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        profile_id = _profile_id(profile_id)
+        return self._store.remove_number(profile_id, check_e164(number), self._at(now))
+
+    def set_health(self, number: str, healthy: bool) -> None:  # noqa: FBT001 - the spec's signature
+        """Mark a pooled number healthy or not. Raises UnknownNumber (in no pool)."""
+        if not isinstance(healthy, bool):
+            msg = f"invalid health {healthy!r}: expected True or False"
+            raise InvalidSettings(msg)
+        self._store.set_health(check_e164(number), healthy=healthy)
+
+    def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
+        """A profile's pool, sorted by number."""
+        return self._store.numbers(_profile_id(profile_id))
+
+    # -- selection ------------------------------------------------------------------
+    def select(self, profile_id: str, to: str, *, now: float | None = None) -> Selection:
+        """Choose the sender of a message to ``to``, keeping Sticky Sender's rules.
+
+        O(1) expected: a live mapping is one store look-up and refresh; a fresh choice
+        is one weighted draw in the first non-empty geomatch tier and one
+        compare-and-set. Raises UnknownProfile, InvalidNumber, NoEligibleSender.
+        """
+        now = self._now() if now is None else _time(now)
+        if type(profile_id) is not str or type(to) is not str:
+            _profile_id(profile_id)
+            check_e164(to, "recipient")
+        chooser = self._choosers.get(profile_id)
+        result = self._store.begin_select(
+            profile_id, to, now, -1 if chooser is None else chooser.version
+        )
+        if result.__class__ is Selection:
+            with self._lock:
+                self._counts[_STICKY] += 1
+            return result
+        return self._fresh(profile_id, to, now, result, chooser)  # type: ignore[arg-type]
+
+    def _fresh(
+        self, profile_id: str, to: str, now: float, draw: Draw, chooser: Chooser | None
+    ) -> Selection:
+        check_e164(to, "recipient")
+        store = self._store
+        while True:
+            if draw.pool is not None or chooser is None:
+                chooser = Chooser(draw.pool or (), draw.settings, draw.version)
+                self._choosers[profile_id] = chooser
+            if chooser.empty:
+                chooser.choose(profile_id, to, 0.0)  # raises NoEligibleSender
+            sender, tier = chooser.choose(profile_id, to, self._random.random())
+            previous = draw.previous
+            if not draw.settings.sticky_sender:
+                reason = Reason.POOL
+            else:
+                won = store.commit_select(profile_id, to, sender, previous, draw.version, now)
+                if won is None:  # the pool or the mapping changed meanwhile: start over
+                    again = store.begin_select(profile_id, to, now, chooser.version)
+                    if isinstance(again, Selection):
+                        return self._count(again, None)
+                    draw = again
+                    continue
+                if won is not True:
+                    return self._count(won, None)
+                if previous is None:
+                    reason = Reason.NEW
+                elif is_live(previous[1], draw.settings.ttl, now):
+                    reason = Reason.REASSIGNED
+                else:
+                    reason = Reason.EXPIRED
+            return self._count(Selection(profile_id, to, sender, reason, tier), tier)
+
+    def _count(self, selection: Selection, tier: GeoTier | None) -> Selection:
+        with self._lock:
+            self._counts[_SLOT[selection.reason]] += 1
+            self._counts[_SLOT[tier]] += 1
+        return selection
+
+    def select_many(
+        self, profile_id: str, recipients: Iterable[str], *, now: float | None = None
+    ) -> list[Selection]:
+        """Select for each recipient in order, at one ``now``; as many one-by-one selects.
+
+        Every recipient is validated first, so a bad one changes nothing. Each select
+        is atomic; the batch as a whole is not (a NoEligibleSender stops it midway).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        batch = [check_e164(to, "recipient") for to in recipients]
+        return [self.select(profile_id, to, now=at) for to in batch]
+
+    # -- inspection and override ----------------------------------------------------
+    def mapping(self, profile_id: str, to: str, *, now: float | None = None) -> Mapping | None:
+        """The live mapping of ``to``, or None. Pure: changes nothing. O(1)."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        settings, stored = self._store.read_mapping(profile_id, to)
+        if stored is None or not is_live(stored[1], settings.ttl, at):
+            return None
+        return Mapping(profile_id, to, stored[0], stored[1], stored[1] + settings.ttl)
+
+    def recipients_of(
+        self, profile_id: str, number: str, *, now: float | None = None
+    ) -> list[str]:
+        """The recipients with a live mapping to ``number``, sorted. Pure. O(k log k)."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        return self._store.recipients_of(profile_id, check_e164(number), at)
+
+    def pin(self, profile_id: str, to: str, number: str, *, now: float | None = None) -> Mapping:
+        """Map ``to`` to ``number`` of the pool as used now, replacing any mapping.
+
+        Allowed whatever the number's health or weight and whether sticky is on.
+        Raises UnknownNumber when ``number`` is not in the pool.
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        number = check_e164(number)
+        ttl = self._store.pin(profile_id, to, number, at).ttl
+        return Mapping(profile_id, to, number, at, at + ttl)
+
+    def forget(self, profile_id: str, to: str, *, now: float | None = None) -> bool:
+        """Delete the mapping of ``to``; return whether a live one existed."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        return self._store.forget(profile_id, check_e164(to, "recipient"), at)
+
+    # -- housekeeping ---------------------------------------------------------------
+    def evict_expired(self, *, now: float | None = None) -> int:
+        """Remove every dead mapping from the store; return how many. O(k log n)."""
+        return self._store.evict_expired(self._at(now))
+
+    def stats(self) -> Stats:
+        """This engine's counters and the store's mapping count. Pure."""
+        mappings, evicted = self._store.counts()
+        with self._lock:
+            c = list(self._counts)
+        return Stats(
+            mappings=mappings,
+            sticky=c[0],
+            new=c[1],
+            expired=c[2],
+            reassigned=c[3],
+            pool=c[4],
+            evicted=evicted,
+            tier_area_code=c[5],
+            tier_overlay=c[6],
+            tier_region=c[7],
+            tier_country=c[8],
+            tier_none=c[9],
+        )

@@ -1,0 +1,81 @@
+"""The library's exceptions: one base class, subclasses by meaning.
+
+Every error the library raises on purpose derives from :class:`StickyError`; each
+message names the offending value, and an operation that raises changes nothing.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExtraNotInstalled",
+    "IncompatibleStore",
+    "InvalidNumber",
+    "InvalidProfileId",
+    "InvalidSettings",
+    "InvalidTime",
+    "NoEligibleSender",
+    "NumberInUse",
+    "ProfileExists",
+    "StickyError",
+    "StoreUnavailable",
+    "UnknownNumber",
+    "UnknownProfile",
+]
+
+
+class StickyError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+
+class InvalidNumber(StickyError, ValueError):
+    """A phone number is not E.164 (``+`` then 7 to 15 digits, the first 1-9)."""
+
+
+class InvalidSettings(StickyError, ValueError):
+    """A setting is out of range (a NaN or negative weight, a ttl that is not > 0...)."""
+
+
+class InvalidProfileId(StickyError, ValueError):
+    """A profile id is not a non-empty string."""
+
+
+class InvalidTime(StickyError, ValueError):
+    """A time (``now``) is not a finite number of seconds."""
+
+
+class UnknownProfile(StickyError, LookupError):
+    """No profile has this id."""
+
+
+class UnknownNumber(StickyError, LookupError):
+    """The number is not in the pool it was looked for in (or in any pool)."""
+
+
+class NumberInUse(StickyError, ValueError):
+    """The number already belongs to a profile; remove it there first."""
+
+
+class ProfileExists(StickyError, ValueError):
+    """A profile with this id already exists."""
+
+
+class NoEligibleSender(StickyError, LookupError):
+    """The pool has no eligible number for a new choice."""
+
+
+class StoreUnavailable(StickyError, ConnectionError):
+    """The store cannot be reached (or timed out); the original error is chained."""
+
+
+class IncompatibleStore(StickyError, RuntimeError):
+    """The store holds data this version cannot read (a newer schema, not a database...)."""
+
+
+class ExtraNotInstalled(StickyError, ImportError):
+    """An optional component was asked for but its extra is not installed."""
+
+    def __init__(self, extra: str, module: str, what: str) -> None:
+        super().__init__(
+            f"{what} needs the optional {module!r} package: pip install 'sticky[{extra}]'"
+        )
+        self.extra = extra

@@ -1,0 +1,55 @@
+"""Phone numbers: E.164 validation and the sender number value."""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from sticky.errors import InvalidNumber
+
+__all__ = ["NumberType", "SenderNumber", "check_e164", "is_e164", "nanp_area_code"]
+
+_DIGITS = frozenset("0123456789")
+
+
+class NumberType(enum.Enum):
+    """The kind of a sender number; each kind has its own selection weight."""
+
+    LONG_CODE = "long_code"
+    TOLL_FREE = "toll_free"
+
+
+@attrs.frozen(slots=True)
+class SenderNumber:
+    """A number of a pool: E.164 string, type and health."""
+
+    number: str
+    type: NumberType = NumberType.LONG_CODE
+    healthy: bool = True
+
+
+def is_e164(value: object) -> bool:
+    """Whether ``value`` is ``+`` then 7 to 15 ASCII digits, the first of them 1-9. O(1)."""
+    return (
+        type(value) is str
+        and 8 <= len(value) <= 16
+        and value[0] == "+"
+        and value[1] != "0"
+        and _DIGITS.issuperset(value[1:])
+    )
+
+
+def check_e164(value: object, what: str = "number") -> str:
+    """Return ``value`` if it is E.164, else raise :class:`InvalidNumber` naming it."""
+    if is_e164(value):
+        return value  # type: ignore[return-value]
+    msg = f"invalid {what} {value!r}: expected E.164, '+' then 7 to 15 digits, the first 1-9"
+    raise InvalidNumber(msg)
+
+
+def nanp_area_code(number: str) -> str | None:
+    """The NANP area code (NPA) of a valid E.164 number, or None if it is not NANP. O(1)."""
+    if len(number) == 12 and number[1] == "1":
+        return number[2:5]
+    return None

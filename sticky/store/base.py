@@ -1,0 +1,179 @@
+"""The store interface: what one atomic step of each public operation needs.
+
+A store persists profiles, settings, pools, health and mappings, and does each
+operation below as one atomic step. It holds no policy beyond what an atomic step
+cannot avoid: deciding whether a stored mapping is live (``now < last_used + ttl``)
+and whether its sender is eligible, which :mod:`sticky.policy` defines and every store
+mirrors. Choosing a sender is the engine's: :meth:`Store.begin_select` either answers
+from a live mapping, or returns a :class:`Draw`; the engine chooses and then calls
+:meth:`Store.commit_select`, a compare-and-set.
+
+Every method raises :class:`~sticky.StoreUnavailable` when the store cannot be reached,
+and leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import attrs
+
+from sticky.numbers import NumberType, SenderNumber
+from sticky.settings import PoolSettings
+from sticky.values import Selection
+
+__all__ = ["Draw", "Store", "StoredMapping"]
+
+StoredMapping = tuple[str, float]
+"""A stored mapping as ``(from_number, last_used)``, live or not."""
+
+
+@attrs.frozen(slots=True)
+class Draw:
+    """What a select needs to choose a sender afresh, read in one atomic step.
+
+    ``pool`` is the whole pool, sorted by number, or None when it is unchanged since
+    the ``known_version`` the engine passed. ``previous`` is the stored mapping (None
+    when there is none, or when sticky is off and the table was not read); it is what
+    :meth:`Store.commit_select` compares against.
+    """
+
+    settings: PoolSettings
+    version: int
+    pool: tuple[SenderNumber, ...] | None
+    previous: StoredMapping | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistence with atomic compare-and-set; see the module docstring."""
+
+    # -- profiles -------------------------------------------------------------------
+    def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
+        """Create an empty profile. Raises ProfileExists."""
+        ...
+
+    def delete_profile(self, profile_id: str, now: float) -> int:
+        """Delete a profile, its pool and its mappings; return how many were live.
+
+        Raises UnknownProfile.
+        """
+        ...
+
+    def settings(self, profile_id: str) -> PoolSettings:
+        """Return a profile's settings. Raises UnknownProfile."""
+        ...
+
+    def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
+        """Set ``new`` if the settings still equal ``old``; return whether it did.
+
+        Raises UnknownProfile.
+        """
+        ...
+
+    def profiles(self) -> list[str]:
+        """Every profile id, sorted."""
+        ...
+
+    # -- pools ----------------------------------------------------------------------
+    def add_number(
+        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+    ) -> None:
+        """Add a number to a pool. Raises UnknownProfile, NumberInUse (in any pool)."""
+        ...
+
+    def remove_number(self, profile_id: str, number: str, now: float) -> int:
+        """Remove a number and every mapping to it; return how many of those were live.
+
+        Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        ...
+
+    def set_health(self, number: str, *, healthy: bool) -> None:
+        """Set a pooled number's health. Raises UnknownNumber (in no pool)."""
+        ...
+
+    def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
+        """A profile's pool, sorted by number. Raises UnknownProfile."""
+        ...
+
+    # -- selection ------------------------------------------------------------------
+    def begin_select(
+        self, profile_id: str, to: str, now: float, known_version: int
+    ) -> Selection | Draw:
+        """First step of a select, atomic.
+
+        If sticky is on and the stored mapping of ``to`` is live with an eligible
+        sender: set ``last_used = max(last_used, now)`` and return the sticky
+        :class:`Selection`. Otherwise change nothing and return a :class:`Draw`.
+        Raises UnknownProfile.
+        """
+        ...
+
+    def commit_select(
+        self,
+        profile_id: str,
+        to: str,
+        chosen: str,
+        previous: StoredMapping | None,
+        version: int,
+        now: float,
+    ) -> Selection | Literal[True] | None:
+        """Second step of a sticky select: compare-and-set, atomic.
+
+        If the pool version is still ``version`` and the stored mapping still equals
+        ``previous``: store ``(chosen, now)`` and return True. Else, if the stored
+        mapping is live with an eligible sender (another select won the race): refresh
+        it and return its sticky :class:`Selection`. Else change nothing and return
+        None: the engine starts over. Raises UnknownProfile.
+        """
+        ...
+
+    # -- inspection and override ----------------------------------------------------
+    def read_mapping(self, profile_id: str, to: str) -> tuple[PoolSettings, StoredMapping | None]:
+        """The settings and the stored mapping of ``to`` (live or not), read together.
+
+        Raises UnknownProfile.
+        """
+        ...
+
+    def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
+        """The recipients with a live mapping to ``number``, sorted. Raises UnknownProfile."""
+        ...
+
+    def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
+        """Store ``(number, now)`` for ``to``, replacing any mapping; return the settings.
+
+        Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        ...
+
+    def forget(self, profile_id: str, to: str, now: float) -> bool:
+        """Delete the mapping of ``to``; return whether it was live. Raises UnknownProfile."""
+        ...
+
+    # -- housekeeping ---------------------------------------------------------------
+    def evict_expired(self, now: float) -> int:
+        """Remove every stored mapping that is dead at ``now``; return how many."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """Stored mappings (live, or dead and not yet evicted), and dead ones evicted.
+
+        The second counts what ``evict_expired`` and amortised steps removed so far.
+        """
+        ...
+
+    def check_invariants(self) -> None:
+        """Assert every internal invariant; raise AssertionError naming the broken one."""
+        ...
+
+    def close(self) -> None:
+        """Release connections or files. The store is unusable afterwards."""
+        ...
+
+
+def sorted_pool(pool: Sequence[SenderNumber]) -> tuple[SenderNumber, ...]:
+    """The pool in the order every store returns it: by number. O(p log p)."""
+    return tuple(sorted(pool, key=lambda n: n.number))

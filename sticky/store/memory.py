@@ -1,0 +1,409 @@
+"""The in-memory store: one process, every operation atomic under one lock.
+
+Layout, per profile: ``table`` maps a recipient to an entry (its sticky
+:class:`~sticky.values.Selection`, ``last_used``, and the key of its expiry-index
+entry); ``by_sender`` maps a sender to its recipients, so a cascade is O(k); the expiry
+index is a deque of ``(key, to)`` in key order, plus a sorted list for the keys that
+arrive out of order.
+
+Why the index is cheap: within a profile every mapping shares one ttl, so while the
+clock moves forward, creation order is expiry order and a new mapping is appended to
+the deque in O(1). A hit does not touch the index at all: an index key is a lower
+bound of its mapping's ``last_used``. When eviction pops a key whose mapping was used
+since, it re-indexes the mapping under its current ``last_used`` (into the sorted list,
+O(log n)); each mapping is re-indexed at most once per ttl, which its hits pay for.
+Keys that arrive out of order (a clock that went back, a re-index) go to the sorted
+list. An index entry whose mapping was replaced or deleted is dropped when popped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Literal
+
+from sortedcontainers import SortedList
+
+from sticky.errors import NumberInUse, ProfileExists, UnknownNumber, UnknownProfile
+from sticky.numbers import NumberType, SenderNumber
+from sticky.policy import is_eligible, is_live
+from sticky.settings import PoolSettings
+from sticky.store.base import Draw, StoredMapping, sorted_pool
+from sticky.values import Reason, Selection
+
+__all__ = ["MemoryStore"]
+
+_STEP_EVICTIONS = 2
+"""Dead mappings an ordinary write removes, at most, from its own profile and one other."""
+_STEP_POPS = 8
+"""Index entries an ordinary write looks at, at most, per profile it sweeps."""
+
+
+class _Entry:
+    __slots__ = ("idx", "last_used", "sel")
+
+    def __init__(self, sel: Selection, last_used: float) -> None:
+        self.sel = sel
+        self.last_used = last_used
+        self.idx = last_used
+
+
+class _Profile:
+    __slots__ = (
+        "by_sender",
+        "eligible",
+        "id",
+        "late",
+        "pool",
+        "pool_tuple",
+        "queue",
+        "settings",
+        "sticky",
+        "table",
+        "ttl",
+        "version",
+    )
+
+    def __init__(self, profile_id: str, settings: PoolSettings, version: int) -> None:
+        self.id = profile_id
+        self.pool: dict[str, SenderNumber] = {}
+        self.table: dict[str, _Entry] = {}
+        self.by_sender: dict[str, set[str]] = {}
+        self.queue: deque[tuple[float, str]] = deque()
+        self.late: SortedList = SortedList()
+        self.apply(settings, version)
+
+    def apply(self, settings: PoolSettings, version: int) -> None:
+        """Adopt new settings or a changed pool: recompute what selects read. O(p log p)."""
+        self.settings = settings
+        self.ttl = settings.ttl
+        self.sticky = settings.sticky_sender
+        self.version = version
+        self.pool_tuple = sorted_pool(list(self.pool.values()))
+        self.eligible = frozenset(n.number for n in self.pool_tuple if is_eligible(n, settings))
+
+
+class MemoryStore:
+    """Everything in this process's memory; thread-safe, every method atomic.
+
+    Costs (n mappings in the profile, k affected, p numbers in the pool):
+    ``begin_select`` O(1) expected; ``commit_select`` O(1) expected plus an O(log n)
+    index insert only when the clock went back; ``remove_number`` O(k) for its k
+    mappings; ``forget``/``pin`` O(1); ``recipients_of`` O(k log k);
+    ``evict_expired`` O(k log n) for k dead mappings (plus re-indexing mappings used
+    since they were indexed, paid for by their hits); pool and settings changes O(p log p).
+    Every write that stores a mapping also removes up to two dead mappings of its own
+    profile and of one other, in turn, so storage stays near the live mappings.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._profiles: dict[str, _Profile] = {}
+        self._owner: dict[str, str] = {}
+        self._rotation: deque[str] = deque()
+        self._version = 0
+        self._evicted = 0
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(profiles={len(self._profiles)})"
+
+    # -- helpers (lock held) --------------------------------------------------------
+    def _get(self, profile_id: str) -> _Profile:
+        p = self._profiles.get(profile_id)
+        if p is None:
+            msg = f"unknown profile {profile_id!r}"
+            raise UnknownProfile(msg)
+        return p
+
+    def _next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def _put(self, p: _Profile, to: str, sender: str, now: float) -> None:
+        old = p.table.get(to)
+        if old is not None:
+            self._unlink(p, to, old.sel.from_number)
+        entry = _Entry(Selection(p.id, to, sender, Reason.STICKY), now)
+        p.table[to] = entry
+        recipients = p.by_sender.get(sender)
+        if recipients is None:
+            p.by_sender[sender] = {to}
+        else:
+            recipients.add(to)
+        queue = p.queue
+        if not queue or queue[-1][0] <= now:
+            queue.append((now, to))
+        else:
+            p.late.add((now, to))
+
+    @staticmethod
+    def _unlink(p: _Profile, to: str, sender: str) -> None:
+        recipients = p.by_sender[sender]
+        recipients.discard(to)
+        if not recipients:
+            del p.by_sender[sender]
+
+    def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
+        """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
+        ttl, queue, late, table = p.ttl, p.queue, p.late, p.table
+        removed = pops = 0
+        while removed < limit and pops < max_pops:
+            if queue and (not late or queue[0] <= late[0]):
+                key, to = queue[0]
+                if now < key + ttl:
+                    break
+                queue.popleft()
+            elif late:
+                key, to = late[0]
+                if now < key + ttl:
+                    break
+                late.pop(0)
+            else:
+                break
+            pops += 1
+            entry = table.get(to)
+            if entry is None or entry.idx != key:
+                continue  # the mapping it indexed was replaced or deleted
+            if is_live(entry.last_used, ttl, now):
+                entry.idx = entry.last_used
+                late.add((entry.last_used, to))
+            else:
+                del table[to]
+                self._unlink(p, to, entry.sel.from_number)
+                removed += 1
+        self._evicted += removed
+        return removed
+
+    def _housekeep(self, p: _Profile, now: float) -> None:
+        self._evict(p, now, _STEP_EVICTIONS, _STEP_POPS)
+        rotation = self._rotation
+        rotation.rotate(-1)
+        other = self._profiles[rotation[0]]
+        if other is not p:
+            self._evict(other, now, _STEP_EVICTIONS, _STEP_POPS)
+
+    def _remove_mappings(self, p: _Profile, sender: str, now: float) -> int:
+        live = 0
+        ttl, table = p.ttl, p.table
+        for to in p.by_sender.pop(sender, ()):
+            if is_live(table.pop(to).last_used, ttl, now):
+                live += 1
+        return live
+
+    # -- profiles -------------------------------------------------------------------
+    def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
+        """Create an empty profile. O(1)."""
+        with self._lock:
+            if profile_id in self._profiles:
+                msg = f"profile {profile_id!r} already exists"
+                raise ProfileExists(msg)
+            self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
+            self._rotation.append(profile_id)
+
+    def delete_profile(self, profile_id: str, now: float) -> int:
+        """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            ttl = p.ttl
+            live = sum(1 for e in p.table.values() if is_live(e.last_used, ttl, now))
+            for number in p.pool:
+                del self._owner[number]
+            del self._profiles[profile_id]
+            self._rotation.remove(profile_id)
+            return live
+
+    def settings(self, profile_id: str) -> PoolSettings:
+        """A profile's settings. O(1)."""
+        with self._lock:
+            return self._get(profile_id).settings
+
+    def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
+        """Compare-and-set the settings. O(p log p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            if p.settings != old:
+                return False
+            p.apply(new, self._next_version())
+            return True
+
+    def profiles(self) -> list[str]:
+        """Every profile id, sorted. O(P log P)."""
+        with self._lock:
+            return sorted(self._profiles)
+
+    # -- pools ----------------------------------------------------------------------
+    def add_number(
+        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+    ) -> None:
+        """Add a number to a pool. O(p log p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            owner = self._owner.get(number)
+            if owner is not None:
+                msg = f"number {number!r} is already in profile {owner!r}"
+                raise NumberInUse(msg)
+            self._owner[number] = profile_id
+            p.pool[number] = SenderNumber(number, number_type, healthy)
+            p.apply(p.settings, self._next_version())
+
+    def remove_number(self, profile_id: str, number: str, now: float) -> int:
+        """Remove a number and its mappings; return the live ones. O(k + p log p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            if number not in p.pool:
+                msg = f"number {number!r} is not in profile {profile_id!r}"
+                raise UnknownNumber(msg)
+            live = self._remove_mappings(p, number, now)
+            del p.pool[number]
+            del self._owner[number]
+            p.apply(p.settings, self._next_version())
+            return live
+
+    def set_health(self, number: str, *, healthy: bool) -> None:
+        """Set a pooled number's health. O(p log p)."""
+        with self._lock:
+            owner = self._owner.get(number)
+            if owner is None:
+                msg = f"number {number!r} is in no profile"
+                raise UnknownNumber(msg)
+            p = self._profiles[owner]
+            current = p.pool[number]
+            if current.healthy != healthy:
+                p.pool[number] = SenderNumber(number, current.type, healthy)
+                p.apply(p.settings, self._next_version())
+
+    def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
+        """A profile's pool, sorted by number. O(1)."""
+        with self._lock:
+            return self._get(profile_id).pool_tuple
+
+    # -- selection ------------------------------------------------------------------
+    def begin_select(
+        self, profile_id: str, to: str, now: float, known_version: int
+    ) -> Selection | Draw:
+        """A sticky hit (refreshed) or what a fresh choice needs. O(1) expected."""
+        with self._lock:
+            p = self._profiles.get(profile_id)
+            if p is None:
+                msg = f"unknown profile {profile_id!r}"
+                raise UnknownProfile(msg)
+            previous = None
+            if p.sticky:
+                entry = p.table.get(to)
+                if entry is not None:
+                    sel = entry.sel
+                    last_used = entry.last_used
+                    if now < last_used + p.ttl and sel.from_number in p.eligible:
+                        if now > last_used:
+                            entry.last_used = now
+                        return sel
+                    previous = (sel.from_number, last_used)
+            pool = None if known_version == p.version else p.pool_tuple
+            return Draw(p.settings, p.version, pool, previous)
+
+    def commit_select(
+        self,
+        profile_id: str,
+        to: str,
+        chosen: str,
+        previous: StoredMapping | None,
+        version: int,
+        now: float,
+    ) -> Selection | Literal[True] | None:
+        """Compare-and-set of a fresh choice. O(1) expected (see the class docstring)."""
+        with self._lock:
+            p = self._get(profile_id)
+            entry = p.table.get(to)
+            current = None if entry is None else (entry.sel.from_number, entry.last_used)
+            if p.version == version and current == previous:
+                self._put(p, to, chosen, now)
+                self._housekeep(p, now)
+                return True
+            if (
+                entry is not None
+                and p.sticky
+                and is_live(entry.last_used, p.ttl, now)
+                and entry.sel.from_number in p.eligible
+            ):
+                entry.last_used = max(entry.last_used, now)
+                return entry.sel
+            return None
+
+    # -- inspection and override ----------------------------------------------------
+    def read_mapping(self, profile_id: str, to: str) -> tuple[PoolSettings, StoredMapping | None]:
+        """The settings and the stored mapping of ``to``. O(1)."""
+        with self._lock:
+            p = self._get(profile_id)
+            entry = p.table.get(to)
+            if entry is None:
+                return p.settings, None
+            return p.settings, (entry.sel.from_number, entry.last_used)
+
+    def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
+        """Recipients with a live mapping to ``number``, sorted. O(k log k)."""
+        with self._lock:
+            p = self._get(profile_id)
+            ttl, table = p.ttl, p.table
+            return sorted(
+                to for to in p.by_sender.get(number, ()) if is_live(table[to].last_used, ttl, now)
+            )
+
+    def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
+        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. O(1)."""
+        with self._lock:
+            p = self._get(profile_id)
+            if number not in p.pool:
+                msg = f"number {number!r} is not in profile {profile_id!r}"
+                raise UnknownNumber(msg)
+            self._put(p, to, number, now)
+            self._housekeep(p, now)
+            return p.settings
+
+    def forget(self, profile_id: str, to: str, now: float) -> bool:
+        """Delete the mapping of ``to``; return whether it was live. O(1)."""
+        with self._lock:
+            p = self._get(profile_id)
+            entry = p.table.pop(to, None)
+            if entry is None:
+                return False
+            self._unlink(p, to, entry.sel.from_number)
+            return is_live(entry.last_used, p.ttl, now)
+
+    # -- housekeeping ---------------------------------------------------------------
+    def evict_expired(self, now: float) -> int:
+        """Remove every dead mapping; return how many. O(k log n) for k dead."""
+        inf = float("inf")
+        with self._lock:
+            return sum(self._evict(p, now, inf, inf) for p in self._profiles.values())
+
+    def counts(self) -> tuple[int, int]:
+        """Stored mappings (live or dead), and dead ones evicted so far. O(P)."""
+        with self._lock:
+            return sum(len(p.table) for p in self._profiles.values()), self._evicted
+
+    def check_invariants(self) -> None:
+        """Assert the table, reverse index, expiry index and owners agree. O(n log n)."""
+        with self._lock:
+            owners = {n: pid for pid, p in self._profiles.items() for n in p.pool}
+            assert owners == self._owner, "owner index disagrees with the pools"
+            assert sorted(self._rotation) == sorted(self._profiles), "rotation is stale"
+            for pid, p in self._profiles.items():
+                assert p.pool_tuple == sorted_pool(list(p.pool.values())), f"{pid}: pool"
+                expected = frozenset(n.number for n in p.pool_tuple if is_eligible(n, p.settings))
+                assert p.eligible == expected, f"{pid}: eligible set is stale"
+                assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
+                by_sender: dict[str, set[str]] = {}
+                for to, e in p.table.items():
+                    sender = e.sel.from_number
+                    assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
+                    assert e.sel == Selection(pid, to, sender, Reason.STICKY), f"{pid}: {to}"
+                    assert e.idx <= e.last_used, f"{pid}: {to} index key after last use"
+                    by_sender.setdefault(sender, set()).add(to)
+                assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
+                keys = set(p.queue) | set(p.late)
+                for to, e in p.table.items():
+                    assert (e.idx, to) in keys, f"{pid}: {to} missing from the expiry index"
+                assert all(a[0] <= b[0] for a, b in zip(p.queue, list(p.queue)[1:], strict=False))
+
+    def close(self) -> None:
+        """Nothing to release."""
