@@ -11,14 +11,14 @@ import random
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from sticky.clock import Clock, ManualClock, SystemClock
-from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime
+from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime, NoEligibleSender
 from sticky.numbers import NumberType, SenderNumber, check_e164
-from sticky.policy import Chooser, is_live
+from sticky.policy import Chooser
 from sticky.settings import PoolSettings
-from sticky.store.base import Draw, Store
+from sticky.store.base import BatchStore, Draw, Store
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
@@ -234,32 +234,56 @@ class Engine:
         check_e164(to, "recipient")
         store = self._store
         while True:
-            if draw.pool is not None or chooser is None:
-                chooser = Chooser(draw.pool or (), draw.settings, draw.version)
-                self._choosers[profile_id] = chooser
-            if chooser.empty:
-                chooser.choose(profile_id, to, 0.0)  # raises NoEligibleSender
-            sender, tier = chooser.choose(profile_id, to, self._random.random())
-            previous = draw.previous
+            chooser = self._chooser(profile_id, draw, chooser)
+            sender, tier = chooser.choose(profile_id, to, self._draw(chooser))
             if not draw.settings.sticky_sender:
-                reason = Reason.POOL
-            else:
-                won = store.commit_select(profile_id, to, sender, previous, draw.version, now)
-                if won is None:  # the pool or the mapping changed meanwhile: start over
-                    again = store.begin_select(profile_id, to, now, chooser.version)
-                    if isinstance(again, Selection):
-                        return self._count(again, None)
-                    draw = again
-                    continue
-                if won is not True:
-                    return self._count(won, None)
-                if previous is None:
-                    reason = Reason.NEW
-                elif is_live(previous[1], draw.settings.ttl, now):
-                    reason = Reason.REASSIGNED
-                else:
-                    reason = Reason.EXPIRED
-            return self._count(Selection(profile_id, to, sender, reason, tier), tier)
+                return self._count(Selection(profile_id, to, sender, Reason.POOL, tier), tier)
+            won = store.commit_select(
+                profile_id, to, sender, draw.previous, draw.live, draw.version, now
+            )
+            done = self._settle(profile_id, to, draw, sender, tier, won)
+            if done is not None:
+                return done
+            # The pool or the mapping changed since the draw: start over.
+            again = store.begin_select(profile_id, to, now, chooser.version)
+            if isinstance(again, Selection):
+                return self._count(again, None)
+            draw = again
+
+    def _chooser(self, profile_id: str, draw: Draw, cached: Chooser | None) -> Chooser:
+        """The chooser for the draw's pool version: ``cached`` unless the pool changed."""
+        if draw.pool is None and cached is not None:
+            return cached
+        chooser = Chooser(draw.pool or (), draw.settings, draw.version)
+        self._choosers[profile_id] = chooser
+        return chooser
+
+    def _draw(self, chooser: Chooser) -> float:
+        # An empty pool raises before a random number is used, so one seed gives one
+        # sequence of choices whatever errors happened in between.
+        return 0.0 if chooser.empty else self._random.random()
+
+    def _settle(
+        self,
+        profile_id: str,
+        to: str,
+        draw: Draw,
+        sender: str,
+        tier: GeoTier | None,
+        won: Selection | Literal[True] | None,
+    ) -> Selection | None:
+        """The selection a compare-and-set's outcome gives, or None to start over."""
+        if won is None:
+            return None
+        if won is not True:
+            return self._count(won, None)
+        if draw.previous is None:
+            reason = Reason.NEW
+        elif draw.live:
+            reason = Reason.REASSIGNED
+        else:
+            reason = Reason.EXPIRED
+        return self._count(Selection(profile_id, to, sender, reason, tier), tier)
 
     def _count(self, selection: Selection, tier: GeoTier | None) -> Selection:
         with self._lock:
@@ -270,15 +294,71 @@ class Engine:
     def select_many(
         self, profile_id: str, recipients: Iterable[str], *, now: float | None = None
     ) -> list[Selection]:
-        """Select for each recipient in order, at one ``now``; as many one-by-one selects.
+        """Select for each recipient, at one ``now``, with the rules of one-by-one selects.
 
         Every recipient is validated first, so a bad one changes nothing. Each select
-        is atomic; the batch as a whole is not (a NoEligibleSender stops it midway).
+        is atomic; the batch as a whole is not (a NoEligibleSender stops it, after the
+        selects before it). On a store with batch calls (:class:`BatchStore`, such as
+        Redis), the whole batch costs two round trips: one read, one compare-and-set.
+        A recipient repeated in a batch keeps the sender of its first occurrence.
         """
         at = self._at(now)
         profile_id = _profile_id(profile_id)
         batch = [check_e164(to, "recipient") for to in recipients]
-        return [self.select(profile_id, to, now=at) for to in batch]
+        store = self._store
+        if not isinstance(store, BatchStore) or len(batch) < 2:
+            return [self.select(profile_id, to, now=at) for to in batch]
+        unique = list(dict.fromkeys(batch))
+        chooser = self._choosers.get(profile_id)
+        known = -1 if chooser is None else chooser.version
+        began = store.begin_select_many(profile_id, unique, at, known)
+        done: dict[str, Selection] = {}
+        pending: list[tuple[str, Draw, str, GeoTier | None]] = []
+        failure: NoEligibleSender | None = None
+        for to, result in zip(unique, began, strict=True):
+            if isinstance(result, Selection):
+                done[to] = self._count(result, None)
+                continue
+            chooser = self._chooser(profile_id, result, chooser)
+            try:
+                sender, tier = chooser.choose(profile_id, to, self._draw(chooser))
+            except NoEligibleSender as exc:
+                failure = exc
+                break
+            if result.settings.sticky_sender:
+                pending.append((to, result, sender, tier))
+            else:
+                done[to] = self._count(Selection(profile_id, to, sender, Reason.POOL, tier), tier)
+        if pending:
+            outcomes = store.commit_select_many(
+                profile_id,
+                [(to, s, d.previous, d.live, d.version) for to, d, s, _ in pending],
+                at,
+            )
+            for (to, draw, sender, tier), won in zip(pending, outcomes, strict=True):
+                settled = self._settle(profile_id, to, draw, sender, tier, won)
+                done[to] = settled or self.select(profile_id, to, now=at)
+        if failure is not None:
+            raise failure
+        return self._expand(profile_id, batch, done, at)
+
+    def _expand(
+        self, profile_id: str, batch: list[str], done: dict[str, Selection], at: float
+    ) -> list[Selection]:
+        """The batch's answers in order, from those of its distinct recipients."""
+        out = []
+        seen: set[str] = set()
+        for to in batch:
+            first = done[to]
+            if to not in seen:
+                seen.add(to)
+                out.append(first)
+            elif first.reason is Reason.POOL:  # sticky off: each message chooses afresh
+                out.append(self.select(profile_id, to, now=at))
+            else:  # mapped a moment ago, at the same now: a sticky hit
+                hit = Selection(profile_id, to, first.from_number, Reason.STICKY)
+                out.append(self._count(hit, None))
+        return out
 
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, *, now: float | None = None) -> Mapping | None:
@@ -286,10 +366,11 @@ class Engine:
         at = self._at(now)
         profile_id = _profile_id(profile_id)
         to = check_e164(to, "recipient")
-        settings, stored = self._store.read_mapping(profile_id, to)
-        if stored is None or not is_live(stored[1], settings.ttl, at):
+        found = self._store.mapping(profile_id, to, at)
+        if found is None:
             return None
-        return Mapping(profile_id, to, stored[0], stored[1], stored[1] + settings.ttl)
+        sender, last_used, ttl = found
+        return Mapping(profile_id, to, sender, last_used, last_used + ttl)
 
     def recipients_of(
         self, profile_id: str, number: str, *, now: float | None = None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sticky.store.base import Draw, Store, StoredMapping
+from sticky.store.base import BatchStore, Draw, Store, StoredMapping
 from sticky.store.memory import MemoryStore
 
-__all__ = ["Draw", "MemoryStore", "Store", "StoredMapping", "open_store"]
+__all__ = ["BatchStore", "Draw", "MemoryStore", "Store", "StoredMapping", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -2,10 +2,18 @@
 
 A store persists profiles, settings, pools, health and mappings, and does each
 operation below as one atomic step. It holds no policy beyond what an atomic step
-cannot avoid: deciding whether a stored mapping is live (``now < last_used + ttl``)
-and whether its sender is eligible, which :mod:`sticky.policy` defines and every store
-mirrors. Choosing a sender is the engine's: :meth:`Store.begin_select` either answers
-from a live mapping, or returns a :class:`Draw`; the engine chooses and then calls
+cannot avoid: deciding whether a stored mapping is live and whether its sender is
+eligible, which :mod:`sticky.policy` defines and every store mirrors.
+
+Time never runs backwards for expiry. Each profile has a *horizon*: the latest ``now``
+any write on it has used (a sticky select that refreshes or stores a mapping, ``pin``,
+``forget``, ``remove_number``, ``evict_expired``). A mapping is live at ``now`` while
+``max(now, horizon) < last_used + ttl``, so a mapping that was dead once stays dead
+under a clock that goes back, whether or not it was evicted yet. For the same reason,
+a change that lengthens the ttl first evicts the mappings dead at the horizon.
+
+Choosing a sender is the engine's: :meth:`Store.begin_select` either answers from a
+live mapping, or returns a :class:`Draw`; the engine chooses and then calls
 :meth:`Store.commit_select`, a compare-and-set.
 
 Every method raises :class:`~sticky.StoreUnavailable` when the store cannot be reached,
@@ -23,7 +31,7 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
-__all__ = ["Draw", "Store", "StoredMapping"]
+__all__ = ["BatchStore", "Draw", "Store", "StoredMapping"]
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
@@ -35,7 +43,8 @@ class Draw:
 
     ``pool`` is the whole pool, sorted by number, or None when it is unchanged since
     the ``known_version`` the engine passed. ``previous`` is the stored mapping (None
-    when there is none, or when sticky is off and the table was not read); it is what
+    when there is none, or when sticky is off and the table was not read), and
+    ``live`` whether it is live (then its sender is not eligible); they are what
     :meth:`Store.commit_select` compares against.
     """
 
@@ -43,6 +52,7 @@ class Draw:
     version: int
     pool: tuple[SenderNumber, ...] | None
     previous: StoredMapping | None
+    live: bool = False
 
 
 @runtime_checkable
@@ -117,13 +127,15 @@ class Store(Protocol):
         to: str,
         chosen: str,
         previous: StoredMapping | None,
+        live: bool,  # noqa: FBT001 - positional like the rest of the protocol
         version: int,
         now: float,
     ) -> Selection | Literal[True] | None:
         """Second step of a sticky select: compare-and-set, atomic.
 
-        If the pool version is still ``version`` and the stored mapping still equals
-        ``previous``: store ``(chosen, now)`` and return True. Else, if the stored
+        If the pool version is still ``version``, the stored mapping still equals
+        ``previous`` and its liveness still ``live``: store ``(chosen, now)`` and
+        return True. Else, if the stored
         mapping is live with an eligible sender (another select won the race): refresh
         it and return its sticky :class:`Selection`. Else change nothing and return
         None: the engine starts over. Raises UnknownProfile.
@@ -131,10 +143,10 @@ class Store(Protocol):
         ...
 
     # -- inspection and override ----------------------------------------------------
-    def read_mapping(self, profile_id: str, to: str) -> tuple[PoolSettings, StoredMapping | None]:
-        """The settings and the stored mapping of ``to`` (live or not), read together.
+    def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
+        """The live mapping of ``to`` as ``(from_number, last_used, ttl)``, or None.
 
-        Raises UnknownProfile.
+        Changes nothing. Raises UnknownProfile.
         """
         ...
 
@@ -171,6 +183,30 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections or files. The store is unusable afterwards."""
+        ...
+
+
+@runtime_checkable
+class BatchStore(Store, Protocol):
+    """A store that can do many selects' steps in one round trip (optional).
+
+    Each recipient's step is atomic on its own, exactly as :meth:`Store.begin_select`
+    and :meth:`Store.commit_select`; the batch as a whole need not be.
+    """
+
+    def begin_select_many(
+        self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
+    ) -> list[Selection | Draw]:
+        """:meth:`Store.begin_select` for each distinct recipient, in order."""
+        ...
+
+    def commit_select_many(
+        self,
+        profile_id: str,
+        entries: Sequence[tuple[str, str, StoredMapping | None, bool, int]],
+        now: float,
+    ) -> list[Selection | Literal[True] | None]:
+        """:meth:`Store.commit_select` for each ``(to, chosen, previous, live, version)``."""
         ...
 
 

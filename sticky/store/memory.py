@@ -18,6 +18,7 @@ list. An index entry whose mapping was replaced or deleted is dropped when poppe
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from typing import Literal
@@ -34,9 +35,9 @@ from sticky.values import Reason, Selection
 __all__ = ["MemoryStore"]
 
 _STEP_EVICTIONS = 2
-"""Dead mappings an ordinary write removes, at most, from its own profile and one other."""
+"""Dead mappings a write that stores a mapping removes from its profile, at most."""
 _STEP_POPS = 8
-"""Index entries an ordinary write looks at, at most, per profile it sweeps."""
+"""Index entries such a write looks at, at most."""
 
 
 class _Entry:
@@ -52,6 +53,7 @@ class _Profile:
     __slots__ = (
         "by_sender",
         "eligible",
+        "horizon",
         "id",
         "late",
         "pool",
@@ -71,6 +73,7 @@ class _Profile:
         self.by_sender: dict[str, set[str]] = {}
         self.queue: deque[tuple[float, str]] = deque()
         self.late: SortedList = SortedList()
+        self.horizon = -math.inf
         self.apply(settings, version)
 
     def apply(self, settings: PoolSettings, version: int) -> None:
@@ -92,15 +95,15 @@ class MemoryStore:
     mappings; ``forget``/``pin`` O(1); ``recipients_of`` O(k log k);
     ``evict_expired`` O(k log n) for k dead mappings (plus re-indexing mappings used
     since they were indexed, paid for by their hits); pool and settings changes O(p log p).
-    Every write that stores a mapping also removes up to two dead mappings of its own
-    profile and of one other, in turn, so storage stays near the live mappings.
+    Every write that stores a mapping also removes up to two dead mappings of its
+    profile, so under steady traffic storage stays near the live mappings; a profile
+    that falls quiet keeps its dead mappings until ``evict_expired``.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._profiles: dict[str, _Profile] = {}
         self._owner: dict[str, str] = {}
-        self._rotation: deque[str] = deque()
         self._version = 0
         self._evicted = 0
 
@@ -174,13 +177,13 @@ class MemoryStore:
         self._evicted += removed
         return removed
 
-    def _housekeep(self, p: _Profile, now: float) -> None:
-        self._evict(p, now, _STEP_EVICTIONS, _STEP_POPS)
-        rotation = self._rotation
-        rotation.rotate(-1)
-        other = self._profiles[rotation[0]]
-        if other is not p:
-            self._evict(other, now, _STEP_EVICTIONS, _STEP_POPS)
+    @staticmethod
+    def _advance(p: _Profile, now: float) -> float:
+        """Move the profile's horizon to ``now`` if later; return the effective time."""
+        if now > p.horizon:
+            p.horizon = now
+            return now
+        return p.horizon
 
     def _remove_mappings(self, p: _Profile, sender: str, now: float) -> int:
         live = 0
@@ -198,18 +201,16 @@ class MemoryStore:
                 msg = f"profile {profile_id!r} already exists"
                 raise ProfileExists(msg)
             self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
-            self._rotation.append(profile_id)
 
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
         with self._lock:
             p = self._get(profile_id)
-            ttl = p.ttl
-            live = sum(1 for e in p.table.values() if is_live(e.last_used, ttl, now))
+            ttl, at = p.ttl, max(now, p.horizon)
+            live = sum(1 for e in p.table.values() if is_live(e.last_used, ttl, at))
             for number in p.pool:
                 del self._owner[number]
             del self._profiles[profile_id]
-            self._rotation.remove(profile_id)
             return live
 
     def settings(self, profile_id: str) -> PoolSettings:
@@ -223,6 +224,8 @@ class MemoryStore:
             p = self._get(profile_id)
             if p.settings != old:
                 return False
+            if new.ttl > p.ttl:  # so that no dead mapping comes back to life
+                self._evict(p, p.horizon, math.inf, math.inf)
             p.apply(new, self._next_version())
             return True
 
@@ -253,7 +256,7 @@ class MemoryStore:
             if number not in p.pool:
                 msg = f"number {number!r} is not in profile {profile_id!r}"
                 raise UnknownNumber(msg)
-            live = self._remove_mappings(p, number, now)
+            live = self._remove_mappings(p, number, self._advance(p, now))
             del p.pool[number]
             del self._owner[number]
             p.apply(p.settings, self._next_version())
@@ -288,18 +291,23 @@ class MemoryStore:
                 msg = f"unknown profile {profile_id!r}"
                 raise UnknownProfile(msg)
             previous = None
+            live = False
             if p.sticky:
                 entry = p.table.get(to)
                 if entry is not None:
                     sel = entry.sel
                     last_used = entry.last_used
-                    if now < last_used + p.ttl and sel.from_number in p.eligible:
+                    horizon = p.horizon
+                    live = (max(horizon, now)) < last_used + p.ttl
+                    if live and sel.from_number in p.eligible:
                         if now > last_used:
                             entry.last_used = now
+                            if now > horizon:
+                                p.horizon = now
                         return sel
                     previous = (sel.from_number, last_used)
             pool = None if known_version == p.version else p.pool_tuple
-            return Draw(p.settings, p.version, pool, previous)
+            return Draw(p.settings, p.version, pool, previous, live)
 
     def commit_select(
         self,
@@ -307,6 +315,7 @@ class MemoryStore:
         to: str,
         chosen: str,
         previous: StoredMapping | None,
+        live: bool,  # noqa: FBT001 - the protocol's order
         version: int,
         now: float,
     ) -> Selection | Literal[True] | None:
@@ -314,38 +323,45 @@ class MemoryStore:
         with self._lock:
             p = self._get(profile_id)
             entry = p.table.get(to)
-            current = None if entry is None else (entry.sel.from_number, entry.last_used)
-            if p.version == version and current == previous:
+            at = max(now, p.horizon)
+            if entry is None:
+                current, current_live = None, False
+            else:
+                current = (entry.sel.from_number, entry.last_used)
+                current_live = is_live(entry.last_used, p.ttl, at)
+            if p.version == version and current == previous and current_live == live:
+                p.horizon = at
                 self._put(p, to, chosen, now)
-                self._housekeep(p, now)
+                self._evict(p, at, _STEP_EVICTIONS, _STEP_POPS)
                 return True
             if (
                 entry is not None
                 and p.sticky
-                and is_live(entry.last_used, p.ttl, now)
+                and current_live
                 and entry.sel.from_number in p.eligible
             ):
+                p.horizon = at
                 entry.last_used = max(entry.last_used, now)
                 return entry.sel
             return None
 
     # -- inspection and override ----------------------------------------------------
-    def read_mapping(self, profile_id: str, to: str) -> tuple[PoolSettings, StoredMapping | None]:
-        """The settings and the stored mapping of ``to``. O(1)."""
+    def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
+        """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. O(1)."""
         with self._lock:
             p = self._get(profile_id)
             entry = p.table.get(to)
-            if entry is None:
-                return p.settings, None
-            return p.settings, (entry.sel.from_number, entry.last_used)
+            if entry is None or not is_live(entry.last_used, p.ttl, max(now, p.horizon)):
+                return None
+            return entry.sel.from_number, entry.last_used, p.ttl
 
     def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
         """Recipients with a live mapping to ``number``, sorted. O(k log k)."""
         with self._lock:
             p = self._get(profile_id)
-            ttl, table = p.ttl, p.table
+            ttl, table, at = p.ttl, p.table, max(now, p.horizon)
             return sorted(
-                to for to in p.by_sender.get(number, ()) if is_live(table[to].last_used, ttl, now)
+                to for to in p.by_sender.get(number, ()) if is_live(table[to].last_used, ttl, at)
             )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
@@ -355,26 +371,30 @@ class MemoryStore:
             if number not in p.pool:
                 msg = f"number {number!r} is not in profile {profile_id!r}"
                 raise UnknownNumber(msg)
+            at = self._advance(p, now)
             self._put(p, to, number, now)
-            self._housekeep(p, now)
+            self._evict(p, at, _STEP_EVICTIONS, _STEP_POPS)
             return p.settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(1)."""
         with self._lock:
             p = self._get(profile_id)
+            at = self._advance(p, now)
             entry = p.table.pop(to, None)
             if entry is None:
                 return False
             self._unlink(p, to, entry.sel.from_number)
-            return is_live(entry.last_used, p.ttl, now)
+            return is_live(entry.last_used, p.ttl, at)
 
     # -- housekeeping ---------------------------------------------------------------
     def evict_expired(self, now: float) -> int:
         """Remove every dead mapping; return how many. O(k log n) for k dead."""
         inf = float("inf")
         with self._lock:
-            return sum(self._evict(p, now, inf, inf) for p in self._profiles.values())
+            return sum(
+                self._evict(p, self._advance(p, now), inf, inf) for p in self._profiles.values()
+            )
 
     def counts(self) -> tuple[int, int]:
         """Stored mappings (live or dead), and dead ones evicted so far. O(P)."""
@@ -386,7 +406,6 @@ class MemoryStore:
         with self._lock:
             owners = {n: pid for pid, p in self._profiles.items() for n in p.pool}
             assert owners == self._owner, "owner index disagrees with the pools"
-            assert sorted(self._rotation) == sorted(self._profiles), "rotation is stale"
             for pid, p in self._profiles.items():
                 assert p.pool_tuple == sorted_pool(list(p.pool.values())), f"{pid}: pool"
                 expected = frozenset(n.number for n in p.pool_tuple if is_eligible(n, p.settings))
