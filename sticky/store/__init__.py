@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sticky.errors import InvalidSettings
 from sticky.store.base import BatchStore, Draw, Store, StoredMapping
 from sticky.store.memory import MemoryStore
 
@@ -9,14 +10,27 @@ __all__ = ["BatchStore", "Draw", "MemoryStore", "Store", "StoredMapping", "open_
 
 
 def open_store(url: str) -> Store:
-    """Open a store by URL: ``memory://`` (more schemes come with their stores).
+    """Open a store by URL.
 
-    Raises :class:`~sticky.InvalidSettings` for an unknown scheme.
+    ``memory://`` (a new in-memory store), ``sqlite:///relative.db`` or
+    ``sqlite:////absolute/path.db`` (:class:`~sticky.store.sqlite.SQLiteStore`),
+    ``redis://host:port/db`` or ``rediss://...`` (:class:`~sticky.store.redis.RedisStore`,
+    needs ``sticky[redis]``). Raises :class:`~sticky.InvalidSettings` for an unknown
+    scheme and :class:`~sticky.ExtraNotInstalled` for a missing extra.
     """
-    from sticky.errors import InvalidSettings  # noqa: PLC0415
-
-    scheme = url.partition("://")[0] if "://" in url else ""
+    if not isinstance(url, str) or "://" not in url:
+        msg = f"invalid store URL {url!r}: expected memory://, sqlite:///path or redis://host"
+        raise InvalidSettings(msg)
+    scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         return MemoryStore()
-    msg = f"unknown store URL {url!r}: expected memory://"
+    if scheme == "sqlite":
+        from sticky.store.sqlite import SQLiteStore  # noqa: PLC0415 - loaded on demand
+
+        return SQLiteStore.from_url(url)
+    if scheme in {"redis", "rediss", "unix"}:
+        from sticky.store.redis import RedisStore  # noqa: PLC0415 - optional extra
+
+        return RedisStore.from_url(url)
+    msg = f"unknown store URL scheme {scheme!r} in {url!r}: expected memory, sqlite or redis"
     raise InvalidSettings(msg)
