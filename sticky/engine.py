@@ -11,14 +11,14 @@ import random
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime, NoEligibleSender
-from sticky.numbers import NumberType, SenderNumber, check_e164
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import Chooser
 from sticky.settings import PoolSettings
-from sticky.store.base import BatchStore, Draw, Store
+from sticky.store.base import AtomicStore, BatchStore, Draw, Store
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
@@ -39,6 +39,7 @@ _SLOT = {
     None: 10,
 }
 _STICKY = _SLOT[Reason.STICKY]
+_new = tuple.__new__  # builds a Selection without its Python-level __new__
 
 
 def _time(value: object) -> float:
@@ -92,8 +93,11 @@ class Engine:
         self._store: Store = store
         self._random = random.Random(seed)  # noqa: S311 - not for cryptography
         self._choosers: dict[str, Chooser] = {}
+        self._atomic = store.select_atomic if isinstance(store, AtomicStore) else None
+        self._decide_bound = self._decide
         self._lock = threading.Lock()
-        self._counts = [0] * len(_SLOT)
+        self._local = threading.local()
+        self._all_counts: list[list[int]] = []
 
     def __repr__(self) -> str:
         return f"Engine(clock={self._clock!r}, store={self._store!r})"
@@ -218,78 +222,72 @@ class Engine:
         if type(profile_id) is not str or type(to) is not str:
             _profile_id(profile_id)
             check_e164(to, "recipient")
+        atomic = self._atomic
+        if atomic is not None:
+            sel = atomic(profile_id, to, now, self._decide_bound)
+        else:
+            sel = self._two_steps(profile_id, to, now)
+        # A recipient already stored was validated when it was stored: only a fresh
+        # choice validates ``to`` (in _decide), before anything is written.
+        counts = self._tally()
+        counts[_SLOT[sel.reason]] += 1
+        if sel.tier is not None:
+            counts[_SLOT[sel.tier]] += 1
+        return sel
+
+    def _decide(self, profile_id: str, to: str, draw: Draw) -> Selection:
+        """The policy of a fresh choice, given what the store read (may raise)."""
+        if not is_e164(to):
+            check_e164(to, "recipient")
         chooser = self._choosers.get(profile_id)
-        result = self._store.begin_select(
-            profile_id, to, now, -1 if chooser is None else chooser.version
-        )
-        if result.__class__ is Selection:
-            with self._lock:
-                self._counts[_STICKY] += 1
-            return result
-        return self._fresh(profile_id, to, now, result, chooser)  # type: ignore[arg-type]
-
-    def _fresh(
-        self, profile_id: str, to: str, now: float, draw: Draw, chooser: Chooser | None
-    ) -> Selection:
-        check_e164(to, "recipient")
-        store = self._store
-        while True:
-            chooser = self._chooser(profile_id, draw, chooser)
-            sender, tier = chooser.choose(profile_id, to, self._draw(chooser))
-            if not draw.settings.sticky_sender:
-                return self._count(Selection(profile_id, to, sender, Reason.POOL, tier), tier)
-            won = store.commit_select(
-                profile_id, to, sender, draw.previous, draw.live, draw.version, now
-            )
-            done = self._settle(profile_id, to, draw, sender, tier, won)
-            if done is not None:
-                return done
-            # The pool or the mapping changed since the draw: start over.
-            again = store.begin_select(profile_id, to, now, chooser.version)
-            if isinstance(again, Selection):
-                return self._count(again, None)
-            draw = again
-
-    def _chooser(self, profile_id: str, draw: Draw, cached: Chooser | None) -> Chooser:
-        """The chooser for the draw's pool version: ``cached`` unless the pool changed."""
-        if draw.pool is None and cached is not None:
-            return cached
-        chooser = Chooser(draw.pool or (), draw.settings, draw.version)
-        self._choosers[profile_id] = chooser
-        return chooser
-
-    def _draw(self, chooser: Chooser) -> float:
+        if chooser is None or (draw.pool is not None and chooser.version != draw.version):
+            chooser = Chooser(draw.pool or (), draw.settings, draw.version)
+            self._choosers[profile_id] = chooser
         # An empty pool raises before a random number is used, so one seed gives one
         # sequence of choices whatever errors happened in between.
-        return 0.0 if chooser.empty else self._random.random()
-
-    def _settle(
-        self,
-        profile_id: str,
-        to: str,
-        draw: Draw,
-        sender: str,
-        tier: GeoTier | None,
-        won: Selection | Literal[True] | None,
-    ) -> Selection | None:
-        """The selection a compare-and-set's outcome gives, or None to start over."""
-        if won is None:
-            return None
-        if won is not True:
-            return self._count(won, None)
-        if draw.previous is None:
+        sender, tier = chooser.choose(
+            profile_id, to, 0.0 if chooser.empty else self._random.random()
+        )
+        if not draw.settings.sticky_sender:
+            reason = Reason.POOL
+        elif draw.previous is None:
             reason = Reason.NEW
         elif draw.live:
             reason = Reason.REASSIGNED
         else:
             reason = Reason.EXPIRED
-        return self._count(Selection(profile_id, to, sender, reason, tier), tier)
+        return _new(Selection, (profile_id, to, sender, reason, tier))
 
-    def _count(self, selection: Selection, tier: GeoTier | None) -> Selection:
-        with self._lock:
-            self._counts[_SLOT[selection.reason]] += 1
-            self._counts[_SLOT[tier]] += 1
-        return selection
+    def _two_steps(self, profile_id: str, to: str, now: float) -> Selection:
+        """Select on a store without an atomic step: read, choose, compare-and-set."""
+        store = self._store
+        while True:
+            chooser = self._choosers.get(profile_id)
+            known = -1 if chooser is None else chooser.version
+            draw = store.begin_select(profile_id, to, now, known)
+            if isinstance(draw, Selection):
+                return draw
+            sel = self._decide(profile_id, to, draw)
+            if sel.reason is Reason.POOL:
+                return sel
+            won = store.commit_select(
+                profile_id, to, sel.from_number, draw.previous, draw.live, draw.version, now
+            )
+            if won is True:
+                return sel
+            if won is not None:  # another select stored a live mapping first: honour it
+                return won
+            # The pool or the mapping changed since the read: start over.
+
+    def _tally(self) -> list[int]:
+        """This thread's counters: no lock on the hot path; stats() adds them up."""
+        try:
+            return self._local.counts  # type: ignore[no-any-return]
+        except AttributeError:
+            counts = self._local.counts = [0] * len(_SLOT)
+            with self._lock:
+                self._all_counts.append(counts)
+            return counts
 
     def select_many(
         self, profile_id: str, recipients: Iterable[str], *, now: float | None = None
@@ -313,34 +311,53 @@ class Engine:
         known = -1 if chooser is None else chooser.version
         began = store.begin_select_many(profile_id, unique, at, known)
         done: dict[str, Selection] = {}
-        pending: list[tuple[str, Draw, str, GeoTier | None]] = []
+        pending: list[tuple[Selection, Draw]] = []
         failure: NoEligibleSender | None = None
         for to, result in zip(unique, began, strict=True):
             if isinstance(result, Selection):
-                done[to] = self._count(result, None)
+                done[to] = result
                 continue
-            chooser = self._chooser(profile_id, result, chooser)
             try:
-                sender, tier = chooser.choose(profile_id, to, self._draw(chooser))
+                sel = self._decide(profile_id, to, result)
             except NoEligibleSender as exc:
                 failure = exc
                 break
-            if result.settings.sticky_sender:
-                pending.append((to, result, sender, tier))
+            if sel.reason is Reason.POOL:
+                done[to] = sel
             else:
-                done[to] = self._count(Selection(profile_id, to, sender, Reason.POOL, tier), tier)
+                pending.append((sel, result))
         if pending:
-            outcomes = store.commit_select_many(
-                profile_id,
-                [(to, s, d.previous, d.live, d.version) for to, d, s, _ in pending],
-                at,
-            )
-            for (to, draw, sender, tier), won in zip(pending, outcomes, strict=True):
-                settled = self._settle(profile_id, to, draw, sender, tier, won)
-                done[to] = settled or self.select(profile_id, to, now=at)
+            self._commit_many(store, profile_id, pending, done, at)
+        counts = self._tally()
+        for sel in done.values():
+            counts[_SLOT[sel.reason]] += 1
+            if sel.tier is not None:
+                counts[_SLOT[sel.tier]] += 1
         if failure is not None:
             raise failure
         return self._expand(profile_id, batch, done, at)
+
+    def _commit_many(
+        self,
+        store: BatchStore,
+        profile_id: str,
+        pending: list[tuple[Selection, Draw]],
+        done: dict[str, Selection],
+        at: float,
+    ) -> None:
+        """Compare-and-set a batch's fresh choices in one call; settle losers alone."""
+        outcomes = store.commit_select_many(
+            profile_id,
+            [(s.to, s.from_number, d.previous, d.live, d.version) for s, d in pending],
+            at,
+        )
+        for (sel, _), won in zip(pending, outcomes, strict=True):
+            if won is True:
+                done[sel.to] = sel
+            elif won is not None:
+                done[sel.to] = won
+            else:  # lost a race on this recipient: settle it alone
+                done[sel.to] = self._two_steps(profile_id, sel.to, at)
 
     def _expand(
         self, profile_id: str, batch: list[str], done: dict[str, Selection], at: float
@@ -353,11 +370,13 @@ class Engine:
             if to not in seen:
                 seen.add(to)
                 out.append(first)
-            elif first.reason is Reason.POOL:  # sticky off: each message chooses afresh
+                continue
+            if first.reason is Reason.POOL:  # sticky off: each message chooses afresh
                 out.append(self.select(profile_id, to, now=at))
-            else:  # mapped a moment ago, at the same now: a sticky hit
-                hit = Selection(profile_id, to, first.from_number, Reason.STICKY)
-                out.append(self._count(hit, None))
+                continue
+            # Mapped a moment ago, at the same now: a sticky hit.
+            out.append(Selection(profile_id, to, first.from_number, Reason.STICKY))
+            self._tally()[_STICKY] += 1
         return out
 
     # -- inspection and override ----------------------------------------------------
@@ -408,7 +427,7 @@ class Engine:
         """This engine's counters and the store's mapping count. Pure."""
         mappings, evicted = self._store.counts()
         with self._lock:
-            c = list(self._counts)
+            c = [sum(column) for column in zip(*self._all_counts, strict=True)] or [0] * len(_SLOT)
         return Stats(
             mappings=mappings,
             sticky=c[0],

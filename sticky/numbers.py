@@ -10,8 +10,6 @@ from sticky.errors import InvalidNumber
 
 __all__ = ["NumberType", "SenderNumber", "check_e164", "is_e164", "nanp_area_code"]
 
-_DIGITS = frozenset("0123456789")
-
 
 class NumberType(enum.Enum):
     """The kind of a sender number; each kind has its own selection weight."""
@@ -31,12 +29,14 @@ class SenderNumber:
 
 def is_e164(value: object) -> bool:
     """Whether ``value`` is ``+`` then 7 to 15 ASCII digits, the first of them 1-9. O(1)."""
+    # isdigit() alone would accept other scripts' digits; isascii() rules them out.
     return (
         type(value) is str
-        and 8 <= len(value) <= 16
+        and 8 <= len(value) <= 16  # "+" and 7 to 15 digits
         and value[0] == "+"
         and value[1] != "0"
-        and _DIGITS.issuperset(value[1:])
+        and value.isascii()
+        and value[1:].isdigit()
     )
 
 

@@ -54,12 +54,15 @@ class _Group:
 
     def pick(self, r: float) -> str:
         """The number at ``r`` in [0, 1) of the cumulative weights. O(1)."""
+        # r < 1, but r * total / w can round up to the count: clamp to the last one.
         x = r * self.total
         if x < self.split:
             longs = self.long_codes
-            return longs[min(int(x / self.w_long), len(longs) - 1)]
+            i = int(x / self.w_long)
+            return longs[i] if i < len(longs) else longs[-1]
         tolls = self.toll_free
-        return tolls[min(int((x - self.split) / self.w_toll), len(tolls) - 1)]
+        i = int((x - self.split) / self.w_toll)
+        return tolls[i] if i < len(tolls) else tolls[-1]
 
 
 class Chooser:
@@ -119,9 +122,9 @@ class Chooser:
             raise NoEligibleSender(msg)
         if self._geo_keys is None:
             return self._all.pick(r), None
-        for tier, key in zip(_TIERS, self._geo_keys(to), strict=True):
+        for tier, key, groups in zip(_TIERS, self._geo_keys(to), self._tiers, strict=True):
             if key is not None:
-                group = self._tiers[_TIERS.index(tier)].get(key)
+                group = groups.get(key)
                 if group is not None:
                     return group.pick(r), tier
         return self._all.pick(r), GeoTier.NONE

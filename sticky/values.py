@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from typing import NamedTuple
 
 import attrs
 
@@ -35,11 +36,12 @@ class GeoTier(enum.Enum):
     """Geomatch was on, but no tier had an eligible number: a plain weighted choice."""
 
 
-@attrs.frozen(slots=True)
-class Selection:
+class Selection(NamedTuple):
     """The answer of a select: which number sends to ``to`` and why.
 
     ``tier`` is the geomatch tier of a fresh choice made with geomatch on, else None.
+    A named tuple rather than a frozen class: one is made on every select, and a
+    tuple costs a quarter of the time to build.
     """
 
     profile_id: str

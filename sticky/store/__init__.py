@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from sticky.errors import InvalidSettings
-from sticky.store.base import BatchStore, Draw, Store, StoredMapping
+from sticky.store.base import AtomicStore, BatchStore, Decide, Draw, Store, StoredMapping
 from sticky.store.memory import MemoryStore
 
-__all__ = ["BatchStore", "Draw", "MemoryStore", "Store", "StoredMapping", "open_store"]
+__all__ = [
+    "AtomicStore",
+    "BatchStore",
+    "Decide",
+    "Draw",
+    "MemoryStore",
+    "Store",
+    "StoredMapping",
+    "open_store",
+]
 
 
 def open_store(url: str) -> Store:
@@ -27,10 +36,12 @@ def open_store(url: str) -> Store:
     if scheme == "sqlite":
         from sticky.store.sqlite import SQLiteStore  # noqa: PLC0415 - loaded on demand
 
-        return SQLiteStore.from_url(url)
+        store: Store = SQLiteStore.from_url(url)
+        return store
     if scheme in {"redis", "rediss", "unix"}:
         from sticky.store.redis import RedisStore  # noqa: PLC0415 - optional extra
 
-        return RedisStore.from_url(url)
+        redis_store: Store = RedisStore.from_url(url)
+        return redis_store
     msg = f"unknown store URL scheme {scheme!r} in {url!r}: expected memory, sqlite or redis"
     raise InvalidSettings(msg)

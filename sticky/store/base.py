@@ -22,7 +22,7 @@ and leaves nothing half-written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
@@ -31,13 +31,13 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
-__all__ = ["BatchStore", "Draw", "Store", "StoredMapping"]
+__all__ = ["AtomicStore", "BatchStore", "Decide", "Draw", "Store", "StoredMapping"]
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Draw:
     """What a select needs to choose a sender afresh, read in one atomic step.
 
@@ -45,7 +45,9 @@ class Draw:
     the ``known_version`` the engine passed. ``previous`` is the stored mapping (None
     when there is none, or when sticky is off and the table was not read), and
     ``live`` whether it is live (then its sender is not eligible); they are what
-    :meth:`Store.commit_select` compares against.
+    :meth:`Store.commit_select` compares against. Read-only by convention (a plain
+    slotted record: it is made on every fresh choice, and a frozen class costs three
+    times as much to build).
     """
 
     settings: PoolSettings
@@ -183,6 +185,34 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections or files. The store is unusable afterwards."""
+        ...
+
+
+Decide = Callable[[str, str, Draw], Selection]
+"""The engine's policy for a fresh choice: ``decide(profile_id, to, draw)`` returns the
+selection (reason ``new``, ``expired``, ``reassigned`` or ``pool``), or raises."""
+
+
+@runtime_checkable
+class AtomicStore(Store, Protocol):
+    """A store that can run a whole select as one atomic step (optional).
+
+    A store in this process (or one with transactions, such as SQLite) runs the
+    engine's policy inside its own atomic step, which saves the second step and the
+    compare-and-set of :meth:`Store.commit_select`.
+    """
+
+    def select_atomic(self, profile_id: str, to: str, now: float, decide: Decide) -> Selection:
+        """One select, atomic: a sticky hit, or ``decide`` and store its choice.
+
+        If sticky is on and the stored mapping of ``to`` is live with an eligible
+        sender: refresh it as :meth:`Store.begin_select` does and return the sticky
+        :class:`Selection`. Otherwise call ``decide(profile_id, to, draw)`` with the
+        :class:`Draw` ``begin_select`` would return (``pool`` always given); if it
+        raises, change nothing; else, unless its reason is ``pool``, store
+        ``(selection.from_number, now)`` as ``commit_select`` would, and return it.
+        Raises UnknownProfile.
+        """
         ...
 
 
