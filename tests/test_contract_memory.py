@@ -1,4 +1,14 @@
-from sticky import MemoryStore
+"""The contract suite on the in-memory store, on its two-step path and its batch path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pytest
+
+from sticky import Engine, ManualClock, MemoryStore, Reason, Selection
+from sticky.store import AtomicStore, BatchStore, Draw, Store, StoredMapping
 from sticky.testing import StoreContract
 
 
@@ -7,3 +17,95 @@ class TestMemoryStore(StoreContract):
 
     def make_store(self) -> MemoryStore:
         return MemoryStore()
+
+
+class TwoSteps:
+    """A MemoryStore seen through the plain Store protocol only: no atomic select, so
+    the engine reads, chooses and compares-and-sets, as it does on Redis."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+
+    def __getattr__(self, name: str) -> object:
+        if name == "select_atomic":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class Batched(TwoSteps):
+    """Two steps, plus batch calls made of one-by-one calls."""
+
+    def begin_select_many(
+        self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
+    ) -> list[Selection | Draw]:
+        return [self.inner.begin_select(profile_id, to, now, known_version) for to in recipients]
+
+    def commit_select_many(
+        self,
+        profile_id: str,
+        entries: Sequence[tuple[str, str, StoredMapping | None, bool, int]],
+        now: float,
+    ) -> list[Selection | Literal[True] | None]:
+        return [
+            self.inner.commit_select(profile_id, to, chosen, previous, live, version, now)
+            for to, chosen, previous, live, version in entries
+        ]
+
+
+class TestTwoStepPath(StoreContract):
+    state_machine_examples = 300
+
+    def make_store(self) -> Store:
+        store = TwoSteps()
+        assert not isinstance(store, AtomicStore)
+        return store  # type: ignore[return-value]
+
+
+class TestBatchPath(StoreContract):
+    state_machine_examples = 100
+
+    def make_store(self) -> Store:
+        store = Batched()
+        assert isinstance(store, BatchStore)
+        return store  # type: ignore[return-value]
+
+
+def test_batches_follow_one_by_one_rules() -> None:
+    store = Batched()
+    e = Engine(clock=ManualClock(0.0), seed=3, store=store)  # type: ignore[arg-type]
+    e.create_profile("p")
+    for n in ("+13125550001", "+13125550002", "+13125550003"):
+        e.add_number("p", n)
+    first = e.select("p", "+12125550000")
+    batch = ["+12125550000", "+12125550001", "+12125550001", "+12125550002"]
+    out = e.select_many("p", batch)
+    assert [s.to for s in out] == batch
+    assert [s.reason for s in out] == [Reason.STICKY, Reason.NEW, Reason.STICKY, Reason.NEW]
+    assert out[0].from_number == first.from_number
+    assert out[1].from_number == out[2].from_number
+    for sel in out:
+        m = e.mapping("p", sel.to)
+        assert m is not None
+        assert m.from_number == sel.from_number
+    stats = e.stats()
+    assert (stats.sticky, stats.new) == (2, 3)
+    e.update_settings("p", sticky_sender=False)
+    pool = e.select_many("p", ["+12125550009"] * 40)
+    assert {s.reason for s in pool} == {Reason.POOL}
+    assert len({s.from_number for s in pool}) > 1  # each message chooses afresh
+    store.inner.check_invariants()
+
+
+def test_a_batch_that_runs_out_of_senders_keeps_what_came_before() -> None:
+    store = Batched()
+    e = Engine(clock=ManualClock(0.0), seed=3, store=store)  # type: ignore[arg-type]
+    e.create_profile("p")
+    e.add_number("p", "+13125550001")
+    e.select("p", "+12125550000")
+    e.update_settings("p", skip_unhealthy=True)
+    e.set_health("+13125550001", healthy=False)
+    from sticky import NoEligibleSender
+
+    with pytest.raises(NoEligibleSender):
+        e.select_many("p", ["+12125550001", "+12125550002"])
+    assert e.stats().mappings == 1
