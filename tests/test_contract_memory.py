@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from sticky import Engine, ManualClock, MemoryStore, Reason, Selection
+from sticky import Engine, ManualClock, MemoryStore, NoEligibleSender, Reason, Selection
 from sticky.store import AtomicStore, BatchStore, Draw, Store, StoredMapping
 from sticky.testing import StoreContract
 
@@ -104,8 +104,6 @@ def test_a_batch_that_runs_out_of_senders_keeps_what_came_before() -> None:
     e.select("p", "+12125550000")
     e.update_settings("p", skip_unhealthy=True)
     e.set_health("+13125550001", healthy=False)
-    from sticky import NoEligibleSender
-
     with pytest.raises(NoEligibleSender):
         e.select_many("p", ["+12125550001", "+12125550002"])
     assert e.stats().mappings == 1
