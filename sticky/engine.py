@@ -143,7 +143,10 @@ class Engine:
 
     def delete_profile(self, profile_id: str, *, now: float | None = None) -> int:
         """Delete a profile, its pool and its mappings; return how many were live."""
-        return self._store.delete_profile(_profile_id(profile_id), self._at(now))
+        profile_id = _profile_id(profile_id)
+        removed = self._store.delete_profile(profile_id, self._at(now))
+        self._choosers.pop(profile_id, None)
+        return removed
 
     def settings(self, profile_id: str) -> PoolSettings:
         """A profile's settings."""
@@ -235,14 +238,21 @@ class Engine:
             counts[_SLOT[sel.tier]] += 1
         return sel
 
-    def _decide(self, profile_id: str, to: str, draw: Draw) -> Selection:
-        """The policy of a fresh choice, given what the store read (may raise)."""
+    def _decide(
+        self, profile_id: str, to: str, draw: Draw, known: Chooser | None = None
+    ) -> Selection:
+        """The policy of a fresh choice, given what the store read (may raise).
+
+        ``known`` is the chooser whose version the read was given; a draw without a
+        pool means that version is current.
+        """
         if not is_e164(to):
             check_e164(to, "recipient")
-        chooser = self._choosers.get(profile_id)
-        if chooser is None or (draw.pool is not None and chooser.version != draw.version):
-            chooser = Chooser(draw.pool or (), draw.settings, draw.version)
+        chooser = known or self._choosers.get(profile_id)
+        if draw.pool is not None and (chooser is None or chooser.version != draw.version):
+            chooser = Chooser(draw.pool, draw.settings, draw.version)
             self._choosers[profile_id] = chooser
+        assert chooser is not None, "a draw without a pool needs the chooser it was read for"
         # An empty pool raises before a random number is used, so one seed gives one
         # sequence of choices whatever errors happened in between.
         sender, tier = chooser.choose(
@@ -267,7 +277,7 @@ class Engine:
             draw = store.begin_select(profile_id, to, now, known)
             if isinstance(draw, Selection):
                 return draw
-            sel = self._decide(profile_id, to, draw)
+            sel = self._decide(profile_id, to, draw, chooser)
             if sel.reason is Reason.POOL:
                 return sel
             won = store.commit_select(
@@ -318,7 +328,7 @@ class Engine:
                 done[to] = result
                 continue
             try:
-                sel = self._decide(profile_id, to, result)
+                sel = self._decide(profile_id, to, result, chooser)
             except NoEligibleSender as exc:
                 failure = exc
                 break
