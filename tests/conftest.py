@@ -14,3 +14,29 @@ settings.register_profile(
     "soak", deadline=None, max_examples=2000, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- Redis: one throwaway server for the session (tests/redis_server.py) --------------
+import pytest  # noqa: E402 - the fixtures below were added after the profiles above
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> object:
+    """A redis-server on 127.0.0.1 and a free port, no persistence, stopped at the end.
+
+    If redis-server (or the redis package) is missing or will not start, the Redis tests
+    skip, saying why; with STICKY_REQUIRE_REDIS=1 (as CI sets) they fail instead.
+    """
+    required = os.environ.get("STICKY_REQUIRE_REDIS", "") == "1"
+    try:
+        from redis_server import RedisServer  # noqa: PLC0415 - needs the redis extra
+
+        server = RedisServer()
+        server.start()
+    except Exception as exc:  # any failure to start is reported the same way
+        reason = f"no Redis server for the tests: {type(exc).__name__}: {exc}"
+        if required:
+            pytest.fail(f"{reason} (STICKY_REQUIRE_REDIS=1)")
+        pytest.skip(reason)
+    yield server
+    server.stop()

@@ -136,8 +136,8 @@ class Store(Protocol):
         """Second step of a sticky select: compare-and-set, atomic.
 
         If the pool version is still ``version``, the stored mapping still equals
-        ``previous`` and its liveness still ``live``: store ``(chosen, now)`` and
-        return True. Else, if the stored
+        ``previous`` and its liveness still ``live`` (a dead ``previous`` that has been
+        evicted since counts as unchanged): store ``(chosen, now)`` and return True. Else, if the stored
         mapping is live with an eligible sender (another select won the race): refresh
         it and return its sticky :class:`Selection`. Else change nothing and return
         None: the engine starts over. Raises UnknownProfile.

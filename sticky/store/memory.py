@@ -359,7 +359,9 @@ class MemoryStore:
             at = p.at(now)
             current_live = entry is not None and is_live(entry[1], p.ttl, at)
             current = None if entry is None else (entry[0], entry[1])
-            if current == previous and current_live == live and p.version == version:
+            # A dead previous mapping that was evicted since the read is no change.
+            unchanged = current == previous or (current is None and not live)
+            if unchanged and current_live == live and p.version == version:
                 self._store_choice(p, to, chosen, now)
                 return True
             if entry is not None and p.sticky and current_live and entry[0] in p.eligible:

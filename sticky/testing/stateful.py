@@ -247,10 +247,10 @@ class StickyMachine(RuleBasedStateMachine):
     def evict_expired(self) -> None:
         now = self.clock.now()
         model_dead = self.model.evict(now)
-        evicted, _ = self._all(lambda e: e.evict_expired())
-        assert evicted is not None
-        assert evicted <= model_dead, f"evicted {evicted}, but only {model_dead} were dead"
+        # Stores may evict at different times, so each count is checked on its own.
         for engine in self.engines:
+            evicted = engine.evict_expired()
+            assert evicted <= model_dead, f"evicted {evicted}, but only {model_dead} were dead"
             assert engine.stats().mappings == self.model.stored(), "a dead mapping survived"
 
     # -- time -----------------------------------------------------------------------

@@ -1,0 +1,19 @@
+-- begin_many: Store.begin_select for many recipients of one profile, in one script.
+-- KEYS 1-4. ARGV: now, the caller's cached version, then the recipients.
+-- Returns {'u'}, or five entries per recipient ('h', sender, '', '', '' or 'd', has
+-- previous, previous sender, previous last_used, live), then the version[, settings,
+-- pool...]. Each recipient's step is what begin_select does; the script makes the whole
+-- chunk one atomic step, which is more than the protocol asks.
+local p = load_profile()
+if not p then
+  return {'u'}
+end
+local now_s = ARGV[1]
+local now = tonumber(now_s)
+local out = {}
+for i = 3, #ARGV do
+  local tag, a, b, c, d = begin_one(p, ARGV[i], now_s, now)
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = tag, a, b, c, d
+end
+return append_pool(out, ARGV[2])

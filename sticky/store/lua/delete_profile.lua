@@ -1,0 +1,24 @@
+-- delete_profile: a profile with its pool and mappings (Store.delete_profile), atomic.
+-- KEYS 1-8. ARGV: now.
+-- Returns {'u'} or {'ok', live mappings, incarnation, evicted count, number...}; the
+-- caller then releases the numbers' owner keys (other slots).
+local p = load_profile()
+if not p then
+  return {'u'}
+end
+local now_s = ARGV[1]
+local _, at = effective(p, now_s, tonumber(now_s))
+local live = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
+  local lu_s = parse_mapping(v)
+  if at < tonumber(lu_s) + p.ttl then
+    live = live + 1
+  end
+end
+local out = {'ok', live, redis.call('HGET', KEYS[1], 'inc'), redis.call('HGET', KEYS[1], 'evicted')}
+for _, number in ipairs(redis.call('HKEYS', KEYS[3])) do
+  out[#out + 1] = number
+end
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('INCR', KEYS[4]) -- the version key stays: see create_profile.lua
+return out

@@ -1,0 +1,30 @@
+-- remove_number: take a number out of the pool with every mapping to it, atomic.
+-- KEYS 1-7. ARGV: number, now.
+-- Returns {'u'}, {'n'} (not in this pool) or {'ok', live mappings removed, incarnation}.
+local p = load_profile()
+if not p then
+  return {'u'}
+end
+local number, now_s = ARGV[1], ARGV[2]
+if redis.call('HEXISTS', KEYS[3], number) == 0 then
+  return {'n'}
+end
+local _, at = advance(p, now_s, tonumber(now_s))
+local lo, hi = '[' .. number .. NUL, '(' .. number .. '\1'
+local prefix = #number + 2
+local live = 0
+for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[7], lo, hi)) do
+  local to = string.sub(member, prefix)
+  local v = redis.call('HGET', KEYS[2], to)
+  if v then
+    local lu_s = parse_mapping(v)
+    if at < tonumber(lu_s) + p.ttl then
+      live = live + 1
+    end
+    redis.call('HDEL', KEYS[2], to)
+  end
+end
+redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
+redis.call('HDEL', KEYS[3], number)
+redis.call('INCR', KEYS[4])
+return {'ok', live, redis.call('HGET', KEYS[1], 'inc')}

@@ -1,0 +1,801 @@
+"""The Redis store against a real redis-server (see conftest.py's ``redis_server``).
+
+The contract suite and a Memory-vs-Redis differential state machine, then what only a
+shared store has: several OS processes, a server that dies and comes back, keys that
+survive any id, one round trip per batch, and the optional extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from sticky import (
+    Engine,
+    ExtraNotInstalled,
+    InvalidSettings,
+    ManualClock,
+    MemoryStore,
+    NumberInUse,
+    NumberType,
+    PoolSettings,
+    Reason,
+    StoreUnavailable,
+    UnknownNumber,
+    open_store,
+)
+from sticky.settings import DEFAULT_TTL
+from sticky.store.base import BatchStore, Draw, Store
+from sticky.store.redis import RedisStore
+from sticky.testing import StickyMachine, StoreContract
+
+try:  # the redis extra; without it these tests skip, or fail where Redis is required
+    import redis
+    from redis.crc import key_slot
+    from redis_server import RedisServer, chaos_worker, free_port, select_worker
+except ImportError as exc:
+    if os.environ.get("STICKY_REQUIRE_REDIS", "") == "1":
+        raise
+    pytest.skip(f"the redis package is missing: {exc}", allow_module_level=True)
+
+T0 = 1_700_000_000.0
+LONG = ["+13125550001", "+13125550002", "+14155550003"]
+_prefixes = itertools.count()
+
+
+NO_SERVER = {"test_without_the_redis_package"}
+"""Tests that need no server (they run where redis-server is missing)."""
+
+
+@pytest.fixture(autouse=True)
+def clean_db(request: pytest.FixtureRequest) -> None:
+    """Each test starts on an empty database."""
+    if request.node.name in NO_SERVER:
+        return
+    redis_server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis_server.client()
+    client.flushdb()
+    client.close()
+
+
+def new_store(server: RedisServer, **options: Any) -> RedisStore:
+    """A store with a prefix no other store of the session uses."""
+    return RedisStore.from_url(server.url, prefix=f"t{next(_prefixes)}", **options)
+
+
+class RoundTrips:
+    """Counts what redis-py writes to its sockets: one write per command or pipeline."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = redis.connection.AbstractConnection.send_packed_command
+
+        def counting(conn: Any, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            original(conn, command, check_health)
+
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[list[int]]:
+        out: list[int] = []
+        start = self.count
+        yield out
+        out.append(self.count - start)
+
+
+# -- the contract suite ------------------------------------------------------------------
+class TestRedisStore(StoreContract):
+    state_machine_examples = 100
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: RedisServer) -> None:
+        self.server = redis_server
+
+    def make_store(self) -> Store:
+        return new_store(self.server)
+
+
+# -- Memory and Redis side by side -------------------------------------------------------
+def test_memory_and_redis_agree_step_by_step(redis_server: RedisServer) -> None:
+    reasons: Counter[Reason] = Counter()
+
+    class MemoryVsRedis(StickyMachine):
+        def make_stores(self) -> list[Store]:
+            client = redis_server.client()
+            client.flushdb()
+            client.close()
+            return [MemoryStore(), RedisStore.from_url(redis_server.url, prefix="diff")]
+
+        def teardown(self) -> None:
+            reasons.update(self.counts)
+            super().teardown()
+
+    run_state_machine_as_test(
+        MemoryVsRedis,
+        settings=settings(
+            max_examples=200,
+            stateful_step_count=60,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+    # The machine drives the clock across the 8-day boundary: expiry was really exercised.
+    print(f"differential run: {dict(reasons)}")
+    assert reasons[Reason.EXPIRED] >= 20, reasons
+    assert reasons[Reason.STICKY] >= 50, reasons
+
+
+# -- several processes on one Redis ------------------------------------------------------
+def _check_observations(seen: list[Any], actions: list[Any]) -> None:
+    """Every sticky answer names the sender the recipient's mapping had during the call."""
+    removed_at = {n: t1 for what, n, _, t1 in actions if what == "removed"}
+    by_to: dict[str, list[Any]] = {}
+    for obs in seen:
+        by_to.setdefault(obs[0], []).append(obs)
+    for to, history in by_to.items():
+        fresh = [o for o in history if o[2] != "sticky"]
+        assert fresh, f"{to}: only sticky answers"
+        for _, sender, _, a, b, worker in (o for o in history if o[2] == "sticky"):
+            assert removed_at.get(sender, float("inf")) > a, (
+                f"{to}: worker {worker} got {sender} after it was removed"
+            )
+            ok = False
+            for f in fresh:
+                if f[1] != sender or f[3] >= b:
+                    continue
+                # no other assignment certainly happened between that one and this call
+                if not any(g[1] != sender and f[4] < g[3] and g[4] < a for g in fresh):
+                    ok = True
+                    break
+            assert ok, f"{to}: worker {worker} got {sender} at {a}, no live mapping to it"
+        # a recipient gets "new" again only when a removal deleted its mapping meanwhile
+        removals = [(t0, t1) for what, _, t0, t1 in actions if what == "removed"]
+        fresh.sort(key=lambda o: o[4])
+        for second in (o for o in fresh if o[2] == "new"):
+            before = [f for f in fresh if f[4] < second[3]]
+            if before:
+                last = before[-1]
+                assert any(r0 < second[4] and r1 > last[3] for r0, r1 in removals), (
+                    f"{to}: {second} follows {last} without a removal between"
+                )
+
+
+@pytest.mark.slow
+def test_processes_agree_on_one_sender(redis_server: RedisServer) -> None:
+    prefix, pid = "mp", "shared"
+    stable = [f"+1312555{i:04d}" for i in range(3)]
+    flippable = [f"+1415555{i:04d}" for i in range(4)]
+    removable = [f"+1646555{i:04d}" for i in range(4)]
+    recipients = [f"+1212555{i:04d}" for i in range(30)]
+    setup = Engine(store=RedisStore.from_url(redis_server.url, prefix=prefix))
+    setup.create_profile(pid, PoolSettings(skip_unhealthy=True))
+    for n in stable + flippable + removable:
+        setup.add_number(pid, n)
+    workers = 4
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 3.0  # after every process has started and imported
+    with ctx.Pool(workers + 1) as pool:
+        chaos = pool.apply_async(
+            chaos_worker,
+            (redis_server.url, prefix, pid, flippable, removable, 1.0, start_at),
+        )
+        selects = [
+            pool.apply_async(
+                select_worker, (redis_server.url, prefix, pid, recipients, 25, k, start_at)
+            )
+            for k in range(workers)
+        ]
+        seen = [obs for s in selects for obs in s.get(timeout=120)]
+        actions = chaos.get(timeout=120)
+    assert len(seen) == workers * 25 * len(recipients)
+    assert {a[0] for a in actions} >= {"healthy", "unhealthy", "removed"}
+    reasons = Counter(o[2] for o in seen)
+    assert reasons["new"] >= len(recipients), reasons
+    assert reasons["reassigned"] > 0, reasons  # health flips were seen
+    _check_observations(seen, actions)
+    # the final state: one sender per recipient, none of them removed
+    store = setup.store
+    store.check_invariants()
+    assert {n.number for n in setup.numbers(pid)} == set(stable + flippable)
+    for n in removable:
+        assert setup.recipients_of(pid, n) == []
+    listed = Counter(to for n in stable + flippable for to in setup.recipients_of(pid, n))
+    assert all(c == 1 for c in listed.values()), listed
+    for to in recipients:
+        m = setup.mapping(pid, to)
+        # none when the last removal took its sender after its last select
+        assert listed[to] == (m is not None)
+        assert m is None or m.from_number not in removable
+    setup.close()
+
+
+# -- faults --------------------------------------------------------------------------------
+def _expect_unavailable(call: Callable[[], object]) -> None:
+    with pytest.raises(StoreUnavailable) as info:
+        call()
+    assert isinstance(info.value.__cause__, (redis.ConnectionError, redis.TimeoutError))
+
+
+@pytest.mark.slow
+def test_server_dies_and_comes_back() -> None:
+    server = RedisServer(persist=True)  # its own server: this one gets killed
+    server.start()
+    try:
+        store = RedisStore.from_url(server.url, socket_timeout=2.0, socket_connect_timeout=1.0)
+        clock = ManualClock(T0)
+        e = Engine(clock=clock, seed=3, store=store)
+        e.create_profile("p")
+        for n in LONG:
+            e.add_number("p", n)
+        before = {
+            f"+1212555{i:04d}": e.select("p", f"+1212555{i:04d}").from_number for i in range(20)
+        }
+        # a run of selects during which the server dies
+        stop = threading.Event()
+        outcomes: Counter[str] = Counter()
+        errors: list[BaseException] = []
+
+        def traffic() -> None:
+            i = 0
+            while not stop.is_set():
+                to = f"+1212555{i % 40:04d}"
+                try:
+                    sel = e.select("p", to)
+                    assert to not in before or sel.from_number == before[to]
+                    outcomes["ok"] += 1
+                except StoreUnavailable as exc:
+                    outcomes["unavailable" if exc.__cause__ is not None else "no cause"] += 1
+                except BaseException as exc:
+                    errors.append(exc)
+                i += 1
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        time.sleep(0.3)
+        server.kill()
+        time.sleep(0.3)
+        # every kind of call fails the same way while it is down
+        for call in (
+            lambda: e.select("p", "+12125550000"),
+            lambda: e.select("p", "+19175550000"),
+            lambda: e.select_many("p", ["+19175550001", "+19175550002"]),
+            lambda: e.pin("p", "+19175550003", LONG[0]),
+            lambda: e.forget("p", "+12125550000"),
+            lambda: e.mapping("p", "+12125550000"),
+            lambda: e.recipients_of("p", LONG[0]),
+            lambda: e.add_number("p", "+13125559999"),
+            lambda: e.remove_number("p", LONG[0]),
+            lambda: e.set_health(LONG[0], False),
+            lambda: e.update_settings("p", ttl=3600),
+            lambda: e.create_profile("q"),
+            lambda: e.delete_profile("p"),
+            lambda: e.numbers("p"),
+            e.profiles,
+            e.evict_expired,
+            e.stats,
+        ):
+            _expect_unavailable(call)
+        server.start()  # the same port and data directory
+        time.sleep(0.3)
+        stop.set()
+        worker.join()
+        assert not errors, errors
+        assert outcomes["unavailable"] > 0
+        assert outcomes["no cause"] == 0
+        assert outcomes["ok"] > 0
+        # the same engine works again, with every write made before the crash
+        store.check_invariants()
+        assert [n.number for n in e.numbers("p")] == LONG
+        for to, sender in before.items():
+            sel = e.select("p", to)
+            assert (sel.reason, sel.from_number) == (Reason.STICKY, sender)
+        for to in ("+19175550000", "+19175550001", "+19175550002", "+19175550003"):
+            assert e.mapping("p", to) is None  # those calls failed: nothing was written
+        assert e.select("p", "+19175559999").reason is Reason.NEW
+        e.add_number("p", "+13125559999")
+        e.set_health(LONG[0], False)
+        store.check_invariants()
+        e.close()
+    finally:
+        server.stop()
+
+
+def test_unreachable_server_raises_store_unavailable() -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    e = Engine(store=store)
+    _expect_unavailable(lambda: e.select("p", "+12125550000"))
+    _expect_unavailable(lambda: e.create_profile("p"))
+    e.close()
+
+
+def test_scripts_are_loaded_again_after_a_script_flush(redis_server: RedisServer) -> None:
+    e = Engine(seed=1, store=new_store(redis_server))
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    first = e.select("p", "+12125550000").from_number
+    client = redis_server.client()
+    client.script_flush()
+    assert e.select("p", "+12125550000").from_number == first
+    client.script_flush()
+    many = e.select_many("p", ["+12125550000", "+12125550001"])
+    assert [s.from_number for s in many] == [first, LONG[0]]
+    client.close()
+    e.close()
+
+
+# -- keys ----------------------------------------------------------------------------------
+NASTY = [
+    "p",
+    "{",
+    "}",
+    "{}",
+    "}{",
+    "a{b}c",
+    "{a}",
+    ":",
+    "a:b",
+    "a:b:",
+    " ",
+    "a b",
+    "p{3}: ü",
+    "ü",
+    "😀",
+    "\x00",
+    "\ud800",
+    "7b7d",
+    "meta",
+    "x" * 500,
+]
+
+
+def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=1, clock=ManualClock(T0), store=store)
+    for i, pid in enumerate(NASTY):
+        e.create_profile(pid)
+        e.add_number(pid, f"+1312555{i:04d}")
+        e.add_number(pid, f"+1800555{i:04d}", NumberType.TOLL_FREE)
+        e.select(pid, "+12125550000")
+        e.pin(pid, "+12125550001", f"+1312555{i:04d}")
+        e.select(pid, "+12125550002", now=T0 - 10)  # out of order: into the late index
+        e.update_settings(pid, ttl=DEFAULT_TTL * 2)
+    store.check_invariants()
+    assert e.profiles() == sorted(NASTY)
+    tags = {}
+    for pid in NASTY:
+        keys = store._keys(pid).k8
+        slots = {key_slot(k.encode()) for k in keys}
+        assert len(slots) == 1, (pid, keys)
+        tags[pid] = keys[0].split("{", 1)[1].split("}", 1)[0]
+    assert len(set(tags.values())) == len(NASTY)  # no two ids share keys
+    # every key in Redis belongs to one profile (by its tag), or is global or an owner key
+    client = redis_server.client()
+    by_tag = {tag: pid for pid, tag in tags.items()}
+    for key in client.scan_iter(count=1000):
+        if "{" in key:
+            tag = key.split("{", 1)[1].split("}", 1)[0]
+            assert tag in by_tag, key
+            assert key_slot(key.encode()) == key_slot(store._keys(by_tag[tag]).meta.encode())
+            assert key in store._keys(by_tag[tag]).k8, key
+        else:
+            assert key.startswith((f"{store._prefix}:own:", f"{store._prefix}:profiles")), key
+    # profiles whose ids differ only by the characters a naive scheme would mangle
+    for pid in NASTY:
+        m = e.mapping(pid, "+12125550001")
+        assert m is not None
+        assert m.from_number == f"+1312555{NASTY.index(pid):04d}"
+    for pid in NASTY:
+        assert e.delete_profile(pid) == 3
+    store.check_invariants()
+    # what stays: the version keys (never reused, see docs/redis.md) and the counter
+    assert sorted(client.scan_iter()) == sorted(
+        [f"{store._prefix}:{{{tag}}}:ver" for tag in tags.values()] + [f"{store._prefix}:evicted"]
+    )
+    client.close()
+    e.close()
+
+
+def test_numbers_with_any_characters_are_safe_in_keys(redis_server: RedisServer) -> None:
+    # The engine only lets E.164 through; the store itself must not care.
+    store = new_store(redis_server)
+    store.create_profile("a", PoolSettings())
+    store.create_profile("b", PoolSettings())
+    odd = ["{x}", "x}", "a:b", "ü ü", "😀", "+1{2}"]
+    for n in odd:
+        store.add_number("a", n, NumberType.LONG_CODE, healthy=True)
+    for n in odd:
+        with pytest.raises(NumberInUse, match="'a'"):
+            store.add_number("b", n, NumberType.LONG_CODE, healthy=True)
+        store.set_health(n, healthy=False)
+    assert [x.healthy for x in store.numbers("a")] == [False] * len(odd)
+    store.check_invariants()
+    for n in odd:
+        assert store.remove_number("a", n, T0) == 0
+        store.add_number("b", n, NumberType.TOLL_FREE, healthy=True)
+    assert {x.number for x in store.numbers("b")} == set(odd)
+    store.check_invariants()
+    store.close()
+
+
+def test_a_prefix_with_braces_is_refused(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    for bad in ("a{b", "}", ""):
+        with pytest.raises(InvalidSettings, match="prefix"):
+            RedisStore(client, prefix=bad)
+    client.close()
+
+
+def test_prefixes_separate_stores(redis_server: RedisServer) -> None:
+    a, b = new_store(redis_server), new_store(redis_server)
+    a.create_profile("p", PoolSettings())
+    b.create_profile("p", PoolSettings())
+    a.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+    b.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)  # another world
+    assert a.profiles() == b.profiles() == ["p"]
+    a.check_invariants()
+    b.check_invariants()
+    a.close()
+    b.close()
+
+
+# -- the number-owner protocol across slots -----------------------------------------------
+def test_a_stale_owner_key_counts_as_free(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    store.create_profile("a", PoolSettings())
+    store.create_profile("b", PoolSettings())
+    store.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
+    # a process died between removing the number and releasing its owner key
+    client = redis_server.client()
+    owner_key = store._owner_key(LONG[0])
+    stale = client.get(owner_key)
+    store.remove_number("a", LONG[0], T0)
+    client.set(owner_key, stale)
+    with pytest.raises(AssertionError, match="names no pool"):
+        store.check_invariants()
+    store.check_invariants(allow_leftovers=True)
+    with pytest.raises(UnknownNumber):
+        store.set_health(LONG[0], healthy=False)
+    store.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)
+    store.check_invariants()
+    # and an owner key naming a deleted profile (a crash inside delete_profile)
+    stale = client.get(owner_key)
+    store.delete_profile("b", T0)
+    client.set(owner_key, stale)
+    store.create_profile("b", PoolSettings())  # the same id, a new incarnation
+    store.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)
+    store.check_invariants()
+    client.close()
+    store.close()
+
+
+def test_a_rival_add_revokes_a_claim_in_flight(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    store.create_profile("a", PoolSettings())
+    store.create_profile("b", PoolSettings())
+    # "a" is halfway through add_number: claimed and owner key taken, not committed
+    ka, s = store._keys("a"), store._s
+    inc = store._eval(s["add_claim"], ka.k8, (LONG[0], "tok"))
+    assert (
+        store._eval(s["own"], (store._owner_key(LONG[0]),), (f"{inc}:{ka.hex}", ka.hex, inc, ""))
+        == "ok"
+    )
+    store.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)  # takes it over
+    assert store._eval(s["add_commit"], ka.k8, (LONG[0], "tok", "L1", inc)) == "r"
+    with pytest.raises(NumberInUse, match="'b'"):
+        store.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
+    assert [n.number for n in store.numbers("b")] == [LONG[0]]
+    assert store.numbers("a") == ()
+    store.check_invariants()
+    store.close()
+
+
+def test_racing_adds_of_one_number_leave_it_in_one_pool(redis_server: RedisServer) -> None:
+    stores = [new_store(redis_server)]
+    stores += [RedisStore.from_url(redis_server.url, prefix=stores[0]._prefix) for _ in range(3)]
+    for k in range(4):
+        stores[0].create_profile(f"p{k}", PoolSettings())
+    for round_ in range(15):
+        number = f"+1312555{round_:04d}"
+        wins: list[int] = []
+        errors: list[BaseException] = []
+
+        def add(
+            k: int,
+            number: str = number,
+            wins: list[int] = wins,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                stores[k].add_number(f"p{k}", number, NumberType.LONG_CODE, healthy=True)
+                wins.append(k)
+            except NumberInUse:
+                pass
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=add, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(wins) == 1, wins
+        stores[0].check_invariants()
+    for s in stores:
+        s.close()
+
+
+def test_a_profile_created_again_never_reuses_a_pool_version(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    assert e.select("p", "+12125550000").from_number == LONG[0]
+    e.delete_profile("p")
+    e.create_profile("p")
+    e.add_number("p", LONG[1])  # the engine's cached pool must not be taken for this one
+    assert e.select("p", "+12125550001").from_number == LONG[1]
+    # and when the data is lost under a running engine
+    client = redis_server.client()
+    client.flushdb()
+    e.create_profile("p")
+    e.add_number("p", LONG[2])
+    assert e.select("p", "+12125550002").from_number == LONG[2]
+    client.close()
+    e.close()
+
+
+# -- exact numbers -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "now", [T0 + 0.1, 0.1 + 0.2, 1e-300, 123456789.123456789, T0 + 2**-20, 2.0**40 + 0.5]
+)
+def test_times_round_trip_exactly(redis_server: RedisServer, now: float) -> None:
+    e = Engine(seed=1, store=new_store(redis_server))
+    e.create_profile("p", PoolSettings(ttl=1.0 / 3))
+    e.add_number("p", LONG[0])
+    e.select("p", "+12125550000", now=now)
+    m = e.mapping("p", "+12125550000", now=now)
+    assert m is not None
+    assert m.last_used == now
+    assert m.expires_at == now + 1.0 / 3
+    assert e.mapping("p", "+12125550000", now=now + 1.0 / 3) is None
+    later = now + 1.0 / 7
+    assert e.select("p", "+12125550000", now=later).reason is Reason.STICKY
+    m = e.mapping("p", "+12125550000", now=later)
+    assert m is not None
+    assert m.last_used == later
+    e.store.check_invariants()
+    e.close()
+
+
+def test_settings_with_odd_floats_round_trip(redis_server: RedisServer) -> None:
+    e = Engine(store=new_store(redis_server))
+    s = PoolSettings(ttl=0.1 + 0.2, long_code_weight=1e-300, toll_free_weight=-0.0)
+    e.create_profile("p", s)
+    assert e.settings("p") == s
+    assert e.update_settings("p", toll_free_weight=0.0) == s  # -0.0 == 0.0: the same settings
+    e.close()
+
+
+# -- the compare-and-set, step by step, on both stores -------------------------------------
+def _cas_script(store: Store) -> list[object]:
+    """Raw protocol calls around commit_select's compare-and-set; returns every outcome."""
+    out: list[object] = []
+    store.create_profile("p", PoolSettings(skip_unhealthy=True))
+    for n in LONG:
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True)
+    to, other = "+12125550000", "+12125550001"
+    for i in range(2):  # older mappings: the amortised eviction step takes these two first
+        store.pin("p", f"+1646555000{i}", LONG[2], T0 - 5)
+    store.pin("p", to, LONG[0], T0)
+    store.set_health(LONG[0], healthy=False)
+    draw = store.begin_select("p", to, T0 + 10, -1)  # live, its sender not eligible
+    assert isinstance(draw, Draw)
+    out.append(draw)
+    # another write at a later time moves the horizon past the mapping's expiry
+    store.pin("p", other, LONG[1], T0 + DEFAULT_TTL + 1)
+    out.append(
+        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
+    )
+    draw = store.begin_select("p", to, T0 + 10, -1)  # now: dead at the horizon
+    assert isinstance(draw, Draw)
+    out.append((draw.previous, draw.live))
+    # a stale version
+    store.set_health(LONG[2], healthy=False)
+    out.append(
+        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
+    )
+    draw = store.begin_select("p", to, T0 + 10, -1)
+    assert isinstance(draw, Draw)
+    # a rival commit wins first: the loser gets the winner's sticky selection
+    out.append(
+        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
+    )
+    out.append(
+        store.commit_select("p", to, LONG[2], draw.previous, draw.live, draw.version, T0 + 11)
+    )
+    out.append(store.mapping("p", to, T0 + 11))
+    # a previous mapping that changed (pinned elsewhere meanwhile)
+    draw2 = store.begin_select("p", other, T0 + DEFAULT_TTL + 2, -1)
+    out.append(draw2)
+    store.pin("p", to, LONG[1], T0 + 12)
+    out.append(store.commit_select("p", to, LONG[2], (LONG[0], T0), False, draw.version, T0 + 12))
+    out.append(store.mapping("p", to, T0 + 12))
+    out.append(store.counts())
+    store.check_invariants()
+    return out
+
+
+def test_compare_and_set_agrees_with_memory(redis_server: RedisServer) -> None:
+    def comparable(outcomes: list[object]) -> list[object]:  # versions differ by design
+        return [
+            (o.settings, o.pool, o.previous, o.live) if isinstance(o, Draw) else o
+            for o in outcomes
+        ]
+
+    redis_store = new_store(redis_server)
+    memory = comparable(_cas_script(MemoryStore()))
+    assert memory == comparable(_cas_script(redis_store))
+    assert memory[1] is None  # dead at commit time: the compare-and-set fails
+    redis_store.close()
+
+
+# -- batches -------------------------------------------------------------------------------
+def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    e = Engine(seed=5, store=new_store(redis_server))
+    assert isinstance(e.store, BatchStore)
+    e.create_profile("p")
+    for n in LONG:
+        e.add_number("p", n)
+    e.select("p", "+12125559999")  # scripts loaded, pool cached
+    trips = RoundTrips(monkeypatch)
+    with trips.measure() as hit:
+        e.select("p", "+12125559999")
+    with trips.measure() as new:
+        e.select("p", "+12125559998")
+    batch = [f"+1646555{i:04d}" for i in range(100)]
+    with trips.measure() as fresh_batch:
+        first = e.select_many("p", batch)
+    with trips.measure() as hit_batch:
+        again = e.select_many("p", batch + batch[:10])
+    big = [f"+1917555{i:04d}" for i in range(600)]  # more than one script's chunk
+    with trips.measure() as big_fresh:
+        e.select_many("p", big)
+    with trips.measure() as big_hits:
+        assert {s.reason for s in e.select_many("p", big)} == {Reason.STICKY}
+    assert (hit, new, fresh_batch, hit_batch) == ([1], [2], [2], [1])
+    assert (big_fresh, big_hits) == ([2], [1])
+    assert {s.reason for s in first} == {Reason.NEW}
+    assert {s.reason for s in again} == {Reason.STICKY}
+    assert [s.from_number for s in again] == [s.from_number for s in first + first[:10]]
+    e.close()
+
+
+def test_select_many_equals_one_by_one(redis_server: RedisServer) -> None:
+    def world(store: Store) -> Engine:
+        e = Engine(clock=ManualClock(T0), seed=11, store=store)
+        e.create_profile("p", PoolSettings(skip_unhealthy=True))
+        for n in LONG:
+            e.add_number("p", n)
+        e.add_number("p", "+18005550004", NumberType.TOLL_FREE)
+        return e
+
+    batch = [f"+1646555{i % 37:04d}" for i in range(80)]  # with repeats
+    one_memory, one_redis, many_redis = (
+        world(MemoryStore()),
+        world(new_store(redis_server)),
+        world(new_store(redis_server)),
+    )
+    for step in range(4):
+        if step == 2:
+            for e in (one_memory, one_redis, many_redis):
+                e.set_health(LONG[0], False)  # some mappings are reassigned
+                e.clock.advance(DEFAULT_TTL / 2)  # type: ignore[attr-defined]
+        if step == 3:
+            for e in (one_memory, one_redis, many_redis):
+                e.clock.advance(DEFAULT_TTL)  # type: ignore[attr-defined]
+        a = [one_memory.select("p", to) for to in batch]
+        b = [one_redis.select("p", to) for to in batch]
+        c = many_redis.select_many("p", batch)
+        key = [
+            (s.to, s.from_number, s.reason if s.reason is not Reason.EXPIRED else Reason.NEW)
+            for s in a
+        ]
+        assert key == [
+            (s.to, s.from_number, s.reason if s.reason is not Reason.EXPIRED else Reason.NEW)
+            for s in b
+        ]
+        assert key == [
+            (s.to, s.from_number, s.reason if s.reason is not Reason.EXPIRED else Reason.NEW)
+            for s in c
+        ]
+    for e in (one_redis, many_redis):
+        e.store.check_invariants()
+        e.close()
+
+
+def test_racing_batches_agree(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    engines = [
+        Engine(
+            seed=k,
+            store=store if k == 0 else RedisStore.from_url(redis_server.url, prefix=store._prefix),
+        )
+        for k in range(4)
+    ]
+    engines[0].create_profile("p")
+    for n in LONG:
+        engines[0].add_number("p", n)
+    batch = [f"+1646555{i:04d}" for i in range(200)]
+    results: dict[int, list[str]] = {}
+
+    def run(k: int) -> None:
+        results[k] = [s.from_number for s in engines[k].select_many("p", batch)]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[0] == results[1] == results[2] == results[3]
+    store.check_invariants()
+    for e in engines:
+        e.close()
+
+
+# -- the optional extra --------------------------------------------------------------------
+def test_without_the_redis_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)  # import redis now raises ImportError
+    monkeypatch.delitem(sys.modules, "sticky.store.redis")
+    module = importlib.import_module("sticky.store.redis")  # importing still works
+    for call in (
+        lambda: module.RedisStore.from_url("redis://127.0.0.1:1/0"),
+        lambda: module.RedisStore(object()),
+        lambda: open_store("redis://127.0.0.1:1/0"),
+        lambda: Engine(store="redis://127.0.0.1:1/0"),
+    ):
+        with pytest.raises(ExtraNotInstalled, match=r"sticky\[redis\]") as info:
+            call()
+        assert info.value.extra == "redis"
+
+
+def test_open_store_and_engine_take_a_url(redis_server: RedisServer) -> None:
+    store = open_store(redis_server.url)
+    assert isinstance(store, RedisStore)
+    store.close()
+    with Engine(store=redis_server.url) as e:
+        e.create_profile("p")
+        e.add_number("p", LONG[0])
+        assert e.select("p", "+12125550000").from_number == LONG[0]
+    assert "p" in RedisStore.from_url(redis_server.url).profiles()
+
+
+def test_a_client_without_decoded_replies(redis_server: RedisServer) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)  # bytes replies
+    store = RedisStore(client, prefix="bytes")
+    e = Engine(seed=2, store=store)
+    e.create_profile("p")
+    for n in LONG:
+        e.add_number("p", n)
+    first = e.select("p", "+12125550000")
+    assert e.select("p", "+12125550000").from_number == first.from_number
+    assert e.select_many("p", ["+12125550000", "+12125550001"])[0].from_number == first.from_number
+    assert e.profiles() == ["p"]
+    store.check_invariants()
+    e.close()  # the client is the caller's: still open
+    assert client.ping()
+    client.close()
