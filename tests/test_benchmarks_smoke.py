@@ -1,0 +1,108 @@
+"""The benchmark harness runs end to end in its tiny mode and writes what it promises.
+
+Not a timing test: it checks the files and the rows, never a figure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = 2_000
+
+
+def test_smoke_run_writes_json_markdown_and_rows(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "PASS" in done.stdout or "MISS" in done.stdout
+
+    data = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert {"meta", "rows", "targets", "notes"} <= data.keys()
+    assert data["meta"]["mode"] == "smoke"
+    assert data["meta"]["machine"]["python"]
+    keys = {
+        "group",
+        "name",
+        "size",
+        "ns_per_op",
+        "ns_min",
+        "ns_max",
+        "ops_per_s",
+        "ratio_to_floor",
+    }
+    for row in data["rows"]:
+        assert keys <= row.keys(), row
+    rows = {(r["design"], r["op"]): r for r in data["rows"]}
+
+    designs = ["floor", "engine", "ordereddict"]
+    if importlib.util.find_spec("cachetools") is not None:
+        designs.append("ttlcache")
+    for design in designs:
+        for op in (
+            "select hit",
+            "select miss",
+            "select mix",
+            "evict_expired",
+            "remove_number cascade",
+        ):
+            r = rows[design, op]
+            assert r["size"] == SIZE
+            assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+            assert r["ratio_to_floor"] > 0
+        assert rows[design, "memory"]["bytes_per_mapping"] > 0
+    for op in (
+        "select sticky off",
+        "select miss, geomatch=off",
+        "select miss, geomatch=area_code",
+    ):
+        assert rows["engine", op]["ns_per_op"] > 0
+    for op in ("select miss, none dead", "select miss, table dead"):
+        assert rows["engine", op]["ns_per_op"] > 0
+    assert ("engine", "select miss, geomatch=full") in rows  # measured, or marked missing
+    assert rows["floor", "select hit"]["ratio_to_floor"] == 1.0
+
+    statuses = {t["target"]: t["status"] for t in data["targets"]}
+    assert len(statuses) >= 7
+    assert set(statuses.values()) <= {"PASS", "MISS", "N/A"}
+
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "| select hit |" in table
+    assert "Targets" in table
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (tmp_path / "growth.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_only_runs_the_chosen_group(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--smoke",
+            "--only",
+            "memory",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    groups = {r["group"] for r in data["rows"]}
+    assert groups == {"memory", "select"}  # the floor's select rows always run
+    assert {r["design"] for r in data["rows"] if r["group"] == "select"} == {"floor"}
