@@ -38,7 +38,8 @@ _SLOT = {
     GeoTier.NONE: 9,
     None: 10,
 }
-_STICKY = _SLOT[Reason.STICKY]
+_STICKY_REASON = Reason.STICKY
+_STICKY = _SLOT[_STICKY_REASON]
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
 
 
@@ -232,10 +233,17 @@ class Engine:
             sel = self._two_steps(profile_id, to, now)
         # A recipient already stored was validated when it was stored: only a fresh
         # choice validates ``to`` (in _decide), before anything is written.
-        counts = self._tally()
-        counts[_SLOT[sel.reason]] += 1
-        if sel.tier is not None:
-            counts[_SLOT[sel.tier]] += 1
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._tally()
+        reason = sel.reason
+        if reason is _STICKY_REASON:  # the common case, without hashing an Enum
+            counts[_STICKY] += 1
+        else:
+            counts[_SLOT[reason]] += 1
+            if sel.tier is not None:
+                counts[_SLOT[sel.tier]] += 1
         return sel
 
     def _decide(
@@ -253,11 +261,15 @@ class Engine:
             chooser = Chooser(draw.pool, draw.settings, draw.version)
             self._choosers[profile_id] = chooser
         assert chooser is not None, "a draw without a pool needs the chooser it was read for"
-        # An empty pool raises before a random number is used, so one seed gives one
-        # sequence of choices whatever errors happened in between.
-        sender, tier = chooser.choose(
-            profile_id, to, 0.0 if chooser.empty else self._random.random()
-        )
+        plain = chooser.plain
+        if plain is not None:
+            sender, tier = plain(self._random.random()), None
+        else:
+            # An empty pool raises before a random number is used, so one seed gives one
+            # sequence of choices whatever errors happened in between.
+            sender, tier = chooser.choose(
+                profile_id, to, 0.0 if chooser.empty else self._random.random()
+            )
         if not draw.settings.sticky_sender:
             reason = Reason.POOL
         elif draw.previous is None:
@@ -386,7 +398,7 @@ class Engine:
                 continue
             # Mapped a moment ago, at the same now: a sticky hit.
             out.append(Selection(profile_id, to, first.from_number, Reason.STICKY))
-            self._tally()[_STICKY] += 1
+            self._tally()[_STICKY] += 1  # (rare: a repeat within one batch)
         return out
 
     # -- inspection and override ----------------------------------------------------

@@ -74,7 +74,7 @@ class Chooser:
     choices whichever store the pool came from.
     """
 
-    __slots__ = ("_all", "_geo_keys", "_tiers", "settings", "version")
+    __slots__ = ("_all", "_geo_keys", "_tiers", "plain", "settings", "version")
 
     def __init__(self, pool: Sequence[SenderNumber], settings: PoolSettings, version: int) -> None:
         self.settings = settings
@@ -89,7 +89,12 @@ class Chooser:
         )
         self._tiers: tuple[dict[str, _Group], ...] = ()
         self._geo_keys: Callable[[str], geo.GeoKeys] | None = None
+        self.plain: Callable[[float], str] | None = None
+        """With geomatch off and a number eligible, the O(1) draw itself: ``plain(r)``
+        is ``choose(..., r)[0]`` without the checks, for the hot path."""
         if settings.geomatch is GeoMatch.OFF:
+            if self._all.total > 0:
+                self.plain = self._all.pick
             return
         self._geo_keys = geo.keys_function(settings.geomatch)
         buckets: tuple[dict[str, tuple[list[str], list[str]]], ...] = ({}, {}, {}, {})

@@ -137,10 +137,10 @@ class Store(Protocol):
 
         If the pool version is still ``version``, the stored mapping still equals
         ``previous`` and its liveness still ``live`` (a dead ``previous`` that has been
-        evicted since counts as unchanged): store ``(chosen, now)`` and return True. Else, if the stored
-        mapping is live with an eligible sender (another select won the race): refresh
-        it and return its sticky :class:`Selection`. Else change nothing and return
-        None: the engine starts over. Raises UnknownProfile.
+        evicted since counts as unchanged): store ``(chosen, now)`` and return True.
+        Else, if the stored mapping is live with an eligible sender (another select
+        won the race): refresh it and return its sticky :class:`Selection`. Else
+        change nothing and return None: the engine starts over. Raises UnknownProfile.
         """
         ...
 

@@ -53,6 +53,16 @@ _Entry = tuple[str, float, float]
 """``(sender, last_used, idx)``."""
 
 
+class _Stopped(Exception):
+    def __init__(self, draw: Draw) -> None:
+        self.draw = draw
+
+
+def _stop(_profile_id: str, _to: str, draw: Draw) -> Selection:
+    """A decision that stops the select before anything is written."""
+    raise _Stopped(draw)
+
+
 class _Table(dict[str, _Entry]):
     """The mapping table: a dict the garbage collector never untracks (see above)."""
 
@@ -63,9 +73,11 @@ class _Profile:
     __slots__ = (
         "by_sender",
         "eligible",
+        "fresh",
         "horizon",
         "id",
         "late",
+        "late_min",
         "pool",
         "pool_tuple",
         "queue",
@@ -83,6 +95,7 @@ class _Profile:
         self.by_sender: dict[str, set[str]] = {}
         self.queue: deque[tuple[float, str]] = deque()
         self.late: SortedList = SortedList()
+        self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
         self.horizon = -math.inf
         self.apply(settings, version)
 
@@ -94,6 +107,13 @@ class _Profile:
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
         self.eligible = frozenset(n.number for n in self.pool_tuple if is_eligible(n, settings))
+        # What every select for a recipient with no mapping reads: built once, not per call.
+        self.fresh = Draw(settings, version, self.pool_tuple, None, live=False)
+
+    def add_late(self, key: float, to: str) -> None:
+        """Index ``to`` under ``key`` out of order. O(log n)."""
+        self.late.add((key, to))
+        self.late_min = min(self.late_min, key)
 
     def at(self, now: float) -> float:
         """The time liveness is judged at: never before the horizon."""
@@ -141,8 +161,10 @@ class MemoryStore:
         self._version += 1
         return self._version
 
-    def _store_choice(self, p: _Profile, to: str, sender: str, now: float) -> None:
-        """Store ``(sender, now)`` for ``to``, replacing any mapping, and index it.
+    def _store_choice(
+        self, p: _Profile, to: str, sender: str, now: float, old: _Entry | None
+    ) -> None:
+        """Store ``(sender, now)`` for ``to`` in place of ``old``, and index it.
 
         Also moves the horizon and takes an amortised eviction step.
         """
@@ -150,7 +172,6 @@ class MemoryStore:
         at = now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
         p.horizon = at
         table = p.table
-        old = table.get(to)
         if old is not None:
             self._unlink(p, to, old[0])
         table[to] = (sender, now, now)
@@ -163,8 +184,9 @@ class MemoryStore:
         if not queue or queue[-1][0] <= now:
             queue.append((now, to))
         else:
-            p.late.add((now, to))
-        if (queue and at >= queue[0][0] + p.ttl) or p.late:
+            p.add_late(now, to)
+        first = queue[0][0] if queue else math.inf
+        if at >= (first if first < p.late_min else p.late_min) + p.ttl:  # noqa: FURB136 - a call
             self._evict(p, at, _STEP_EVICTIONS, _STEP_POPS)
 
     @staticmethod
@@ -176,58 +198,38 @@ class MemoryStore:
 
     def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
         """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
-        ttl, queue, late, table = p.ttl, p.queue, p.late, p.table
+        ttl, queue, late, table, by_sender = p.ttl, p.queue, p.late, p.table, p.by_sender
+        inf = math.inf
         removed = pops = 0
         while removed < limit and pops < max_pops:
-            if queue and (not late or queue[0] <= late[0]):
-                key, to = queue[0]
-                if now < key + ttl:
+            first = queue[0][0] if queue else inf
+            if first <= p.late_min:
+                if now < first + ttl:  # also stops when both are empty: inf + ttl
                     break
-                queue.popleft()
-            elif late:
-                key, to = late[0]
-                if now < key + ttl:
-                    break
-                late.pop(0)
+                key, to = queue.popleft()
             else:
-                break
+                if now < p.late_min + ttl:
+                    break
+                key, to = late.pop(0)
+                p.late_min = late[0][0] if late else inf
             pops += 1
             entry = table.get(to)
             if entry is None or entry[2] != key:
                 continue  # the mapping it indexed was replaced or deleted
             sender, last_used, _ = entry
-            if is_live(last_used, ttl, now):
+            if now < last_used + ttl:  # used since it was indexed: index it again
                 table[to] = (sender, last_used, last_used)
-                late.add((last_used, to))
+                p.add_late(last_used, to)
+                late = p.late
             else:
                 del table[to]
-                self._unlink(p, to, sender)
+                recipients = by_sender[sender]
+                recipients.discard(to)
+                if not recipients:
+                    del by_sender[sender]
                 removed += 1
         self._evicted += removed
         return removed
-
-    def _hit_or_draw(
-        self, p: _Profile, to: str, now: float, known_version: int
-    ) -> Selection | Draw:
-        """A refreshed sticky hit, or what a fresh choice needs. O(1) expected."""
-        previous = None
-        live = False
-        if p.sticky:
-            table = p.table
-            entry = table.get(to)
-            if entry is not None:
-                sender, last_used, idx = entry
-                horizon = p.horizon
-                at = now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
-                live = at < last_used + p.ttl
-                if live and sender in p.eligible:
-                    p.horizon = at
-                    if now > last_used:
-                        table[to] = (sender, now, idx)
-                    return _new(Selection, (p.id, to, sender, _STICKY, None))
-                previous = (sender, last_used)
-        pool = None if known_version == p.version else p.pool_tuple
-        return Draw(p.settings, p.version, pool, previous, live)
 
     # -- profiles -------------------------------------------------------------------
     def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
@@ -321,26 +323,56 @@ class MemoryStore:
 
     # -- selection ------------------------------------------------------------------
     def select_atomic(self, profile_id: str, to: str, now: float, decide: Decide) -> Selection:
-        """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected."""
-        with self._lock:
+        """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
+
+        The engine's hot path: written out in one function on purpose (each call saved
+        is measurable), and the only place the sticky-hit rule is written.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
             p = self._profiles.get(profile_id)
             if p is None:
                 msg = f"unknown profile {profile_id!r}"
                 raise UnknownProfile(msg)
-            found = self._hit_or_draw(p, to, now, -1)
-            if isinstance(found, Selection):
-                return found
-            sel = decide(profile_id, to, found)
+            table = p.table
+            entry = table.get(to) if p.sticky else None
+            if entry is None:
+                draw = p.fresh
+            else:
+                sender, last_used, idx = entry
+                horizon = p.horizon
+                at = now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
+                live = at < last_used + p.ttl
+                if live and sender in p.eligible:
+                    p.horizon = at
+                    if now > last_used:
+                        table[to] = (sender, now, idx)
+                    return _new(Selection, (profile_id, to, sender, _STICKY, None))
+                draw = Draw(p.settings, p.version, p.pool_tuple, (sender, last_used), live)
+            sel = decide(profile_id, to, draw)
             if sel.reason is not _POOL:
-                self._store_choice(p, to, sel.from_number, now)
+                self._store_choice(p, to, sel.from_number, now, entry)
             return sel
+        finally:
+            lock.release()
 
     def begin_select(
-        self, profile_id: str, to: str, now: float, known_version: int
+        self,
+        profile_id: str,
+        to: str,
+        now: float,
+        known_version: int,  # noqa: ARG002 - the pool is always given: it costs nothing here
     ) -> Selection | Draw:
-        """A sticky hit (refreshed) or what a fresh choice needs. O(1) expected."""
-        with self._lock:
-            return self._hit_or_draw(self._get(profile_id), to, now, known_version)
+        """A sticky hit (refreshed) or what a fresh choice needs. O(1) expected.
+
+        It is :meth:`select_atomic` stopped before the choice, which then writes
+        nothing.
+        """
+        try:
+            return self.select_atomic(profile_id, to, now, _stop)
+        except _Stopped as stop:
+            return stop.draw
 
     def commit_select(
         self,
@@ -362,12 +394,15 @@ class MemoryStore:
             # A dead previous mapping that was evicted since the read is no change.
             unchanged = current == previous or (current is None and not live)
             if unchanged and current_live == live and p.version == version:
-                self._store_choice(p, to, chosen, now)
+                self._store_choice(p, to, chosen, now, entry)
                 return True
             if entry is not None and p.sticky and current_live and entry[0] in p.eligible:
-                found = self._hit_or_draw(p, to, now, p.version)
-                assert isinstance(found, Selection)
-                return found
+                # Another select stored a live mapping first: this one is a hit on it.
+                sender, last_used, idx = entry
+                p.horizon = at
+                if now > last_used:
+                    p.table[to] = (sender, now, idx)
+                return _new(Selection, (profile_id, to, sender, _STICKY, None))
             return None
 
     # -- inspection and override ----------------------------------------------------
@@ -396,7 +431,7 @@ class MemoryStore:
             if number not in p.pool:
                 msg = f"number {number!r} is not in profile {profile_id!r}"
                 raise UnknownNumber(msg)
-            self._store_choice(p, to, number, now)
+            self._store_choice(p, to, number, now, p.table.get(to))
             return p.settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
@@ -435,6 +470,7 @@ class MemoryStore:
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
                 by_sender: dict[str, set[str]] = {}
                 keys = set(p.queue) | set(p.late)
+                assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
                 for to, (sender, last_used, idx) in p.table.items():
                     assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
                     assert idx <= last_used, f"{pid}: {to} index key after last use"
