@@ -9,78 +9,22 @@ repeats (with min and max), per select. Needs redis-server on the PATH.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 GROUP = "redis"
 BATCH = 100
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _server() -> Any:
+    """A throwaway redis-server (the test kit's), started."""
+    from sticky.testing.redis_server import RedisServer  # noqa: PLC0415 - the redis extra
 
-
-class _Server:
-    """A throwaway redis-server, as tests/redis_server.py starts one (copied: benchmarks
-    run from a fresh clone without the tests)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            msg = "redis-server is not installed (apt-get install redis-server)"
-            raise RuntimeError(msg)
-        self.port = _free_port()
-        self.dir = tempfile.mkdtemp(prefix="sticky-bench-redis-")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                self.dir,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                str(Path(self.dir) / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        import redis  # noqa: PLC0415 - the optional extra
-
-        probe = redis.Redis(port=self.port, socket_connect_timeout=1.0)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                probe.ping()
-                break
-            except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    msg = f"redis-server did not start on port {self.port}"
-                    raise RuntimeError(msg) from None
-                time.sleep(0.02)
-        probe.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+    server = RedisServer()
+    server.start()
+    return server
 
 
 def _recipients(start: int) -> Iterator[str]:
@@ -116,7 +60,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
     ops = 300 if quick else 2_000
     batches = 5 if quick else 30
 
-    server = _Server()
+    server = _server()
     try:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         engine = Engine(seed=1, store=RedisStore.from_url(server.url, prefix="bench"))

@@ -29,7 +29,7 @@ def redis_server() -> object:
     """
     required = os.environ.get("STICKY_REQUIRE_REDIS", "") == "1"
     try:
-        from redis_server import RedisServer  # noqa: PLC0415 - needs the redis extra
+        from sticky.testing.redis_server import RedisServer  # noqa: PLC0415 - the redis extra
 
         server = RedisServer()
         server.start()

@@ -45,7 +45,9 @@ from sticky.testing import StickyMachine, StoreContract
 try:  # the redis extra; without it these tests skip, or fail where Redis is required
     import redis
     from redis.crc import key_slot
-    from redis_server import RedisServer, chaos_worker, free_port, select_worker
+    from redis_workers import chaos_worker, select_worker
+
+    from sticky.testing.redis_server import RedisServer, free_port
 except ImportError as exc:
     if os.environ.get("STICKY_REQUIRE_REDIS", "") == "1":
         raise

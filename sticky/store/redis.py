@@ -227,7 +227,7 @@ class RedisStore:
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
     """
 
-    def __init__(self, client: redis.Redis[Any], *, prefix: str = "sticky") -> None:
+    def __init__(self, client: redis.Redis, *, prefix: str = "sticky") -> None:
         try:
             import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
         except ImportError as exc:
