@@ -159,7 +159,7 @@ def _row(name: str, size: int, samples: list[float], floor: float | None) -> Row
     return {
         "group": "sqlite",
         "name": name,
-        "design": "floor" if name.startswith("floor") else "sqlite",
+        "design": name.split(": ", 1)[0],  # floor, floor+writes or sqlite
         "op": name.split(": ", 1)[-1],
         "size": size,
         "ns_per_op": median,

@@ -16,7 +16,9 @@ Schema (version 1 in ``PRAGMA user_version``; ``PRAGMA application_id`` marks th
   is the rule that a number belongs to one profile; ``eligible`` caches
   :func:`~sticky.policy.is_eligible` under the profile's settings;
 - ``mappings(profile, recipient, sender, last_used, idx)``: the primary key
-  ``(profile, recipient)`` is the look-up, the index ``(profile, sender)`` the cascade;
+  ``(profile, recipient)`` is the look-up, the index ``(profile, sender, idx)`` the
+  cascade (by its prefix; ``idx``, the time a mapping was stored, puts a new entry at
+  the end of its sender's range, a page already being written, not a random one);
 - ``queue(profile, pos, key, recipient)`` and ``late(profile, key, recipient, seq)``:
   the memory store's expiry index (a deque, and a sorted list for keys that arrive out
   of order) as tables, so that eviction takes the same steps in the same order; ``idx``
@@ -122,7 +124,7 @@ _SCHEMA = (
         " idx REAL NOT NULL,"
         " PRIMARY KEY (profile, recipient)) WITHOUT ROWID"
     ),
-    "CREATE INDEX mappings_by_sender ON mappings (profile, sender)",
+    "CREATE INDEX mappings_by_sender ON mappings (profile, sender, idx)",
     (
         "CREATE TABLE queue ("
         " profile INTEGER NOT NULL,"
@@ -301,8 +303,9 @@ class SQLiteStore:
 
     Costs (n mappings in the profile, k affected, p numbers in the pool):
     ``select_atomic`` O(log n) in one ``BEGIN IMMEDIATE`` transaction, changing one
-    page on a hit and two for a new mapping (plus at most two amortised evictions);
-    ``remove_number``, ``recipients_of`` O(k log n); ``evict_expired`` O(p log n + k);
+    page on a hit and three B-trees for a new mapping (its row, the cascade index, the
+    expiry queue; plus at most two amortised evictions); ``remove_number``,
+    ``recipients_of`` O(k log n); ``evict_expired`` O(P + k log n) for k due entries;
     ``delete_profile``, ``counts`` and ``check_invariants`` O(n); pool and settings
     changes O(p log n). A liveness test whose answer depends on writes within the last
     :data:`SLACK` second adds one O(n) scan (see the module docstring).
@@ -594,15 +597,16 @@ class SQLiteStore:
     def _evict_step(cur: sqlite3.Cursor, key: int, ttl: float, at: float) -> int:
         """MemoryStore._evict(p, at, 2, 8): up to two dead mappings, eight index entries.
 
-        The same entries in the same order: the smaller of the queue's head and the
-        late head, as ``(key, to)``; an entry whose mapping was replaced or deleted
-        (stale) counts as looked at. Returns how many mappings it removed. O(log n).
+        The same entries in the same order: the queue's head unless the late head has a
+        smaller key (late entries in ``(key, to)`` order); an entry whose mapping was
+        replaced or deleted (stale) counts as looked at. Returns how many mappings it
+        removed. O(log n).
         """
         queue = cur.execute(_QUEUE_HEAD, (key, _STEP_LOOKS)).fetchall()
         late = cur.execute(_LATE_DUE, (key, _key_bound(at, ttl), _STEP_LOOKS)).fetchall()
         i = j = removed = looked = 0
         while removed < _STEP_EVICTIONS and looked < _STEP_LOOKS:
-            if i < len(queue) and (j >= len(late) or queue[i][1:] <= late[j][:2]):
+            if i < len(queue) and (j >= len(late) or queue[i][1] <= late[j][0]):
                 pos, k, to = queue[i]
                 if at < k + ttl:
                     break
@@ -769,7 +773,7 @@ class SQLiteStore:
     def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
         """Compare-and-set the settings. One write transaction, O(p log n).
 
-        Lengthening the ttl first evicts what is dead at the horizon (O(p log n + k)).
+        Lengthening the ttl first evicts what is dead at the horizon (O(k log n)).
         """
         with self._write() as cur:
             key, text, ttl, stored = self._profile(cur, profile_id)
@@ -1014,7 +1018,9 @@ class SQLiteStore:
         else:
             current = (sender, last_used)
             current_live = _Clock(cur, key, now, stored).live(last_used, ttl)
-        if current_version == version and current == previous and current_live == live:
+        # A dead previous mapping that was evicted since the read is no change.
+        unchanged = current == previous or (current is None and not live)
+        if unchanged and current_live == live and current_version == version:
             self._store_mapping(cur, key, to, chosen, now, ttl, stored, last_used)
             return True
         if current_live and sticky and eligible:
@@ -1107,7 +1113,7 @@ class SQLiteStore:
     def evict_expired(self, now: float) -> int:
         """Remove every dead mapping; return how many. One write transaction.
 
-        O(P + p log n + k) for k dead mappings.
+        O(P + k log n) for k due entries of the expiry index.
         """
         total = 0
         with self._write() as cur:

@@ -1,0 +1,814 @@
+"""The SQLite store: the contract, memory against SQLite, processes, crashes, restarts.
+
+The slow tests (several OS processes, a crash loop) are marked ``slow``; the whole file
+runs in well under two minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import invariant, precondition, rule, run_state_machine_as_test
+
+from sticky import (
+    Engine,
+    IncompatibleStore,
+    InvalidProfileId,
+    InvalidSettings,
+    ManualClock,
+    MemoryStore,
+    NumberType,
+    PoolSettings,
+    Reason,
+    Selection,
+    StoreUnavailable,
+    open_store,
+)
+from sticky.settings import DEFAULT_TTL
+from sticky.store.base import AtomicStore, Draw, Store
+from sticky.store.sqlite import SCHEMA_VERSION, SLACK, SQLiteStore
+from sticky.testing import StickyMachine, StoreContract
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = 1_700_000_000.0
+TTL = DEFAULT_TTL
+POOL = [f"+1312555{i:04d}" for i in range(8)]
+
+
+# -- the contract ---------------------------------------------------------------------
+class TestSQLiteStore(StoreContract):
+    """Every SEMANTICS.md rule, on a fresh file per store."""
+
+    state_machine_examples = 100
+
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self._dir = tmp_path
+        self._files = 0
+
+    def make_store(self) -> SQLiteStore:
+        self._files += 1
+        return SQLiteStore(self._dir / f"store-{self._files}.db")
+
+
+class _TwoStep:
+    """The store without ``select_atomic``: the engine falls back to begin/commit."""
+
+    def __init__(self, inner: SQLiteStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "select_atomic":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class TestSQLiteStoreTwoSteps(StoreContract):
+    """The contract again, through ``begin_select`` and the compare-and-set."""
+
+    state_machine_examples = 40
+
+    @pytest.fixture(autouse=True)
+    def _directory(self, tmp_path: Path) -> None:
+        self._dir = tmp_path
+        self._files = 0
+
+    def make_store(self) -> Store:
+        self._files += 1
+        store = _TwoStep(SQLiteStore(self._dir / f"store-{self._files}.db"))
+        assert not isinstance(store, AtomicStore)
+        return store
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_the_compare_and_set_refuses_a_stale_draw(tmp_path: Path, kind: str) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "cas.db")
+    store.create_profile("p", PoolSettings())
+    for n in POOL[:3]:
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True)
+    to = "+16465550001"
+    # The pool changed since the read: no mapping is stored, the engine starts over.
+    draw = store.begin_select("p", to, T0, -1)
+    assert isinstance(draw, Draw)
+    assert draw.pool is not None
+    store.remove_number("p", POOL[0], T0)
+    assert store.commit_select("p", to, POOL[0], None, False, draw.version, T0) is None
+    assert store.mapping("p", to, T0) is None
+    # Another select stored a live mapping first: the loser gets it, refreshed.
+    draw = store.begin_select("p", to, T0, -1)
+    assert isinstance(draw, Draw)
+    store.pin("p", to, POOL[1], T0)
+    won = store.commit_select("p", to, POOL[2], None, False, draw.version, T0 + 5)
+    assert won == Selection("p", to, POOL[1], Reason.STICKY)
+    assert store.mapping("p", to, T0 + 5) == (POOL[1], T0 + 5, TTL)
+    # The mapping is the one read, still live, pool unchanged: stored.
+    store.set_health(POOL[1], healthy=False)
+    store.replace_settings("p", PoolSettings(), PoolSettings(skip_unhealthy=True))
+    draw = store.begin_select("p", to, T0 + 6, -1)
+    assert isinstance(draw, Draw)
+    assert (draw.previous, draw.live) == ((POOL[1], T0 + 5), True)
+    assert (
+        store.commit_select("p", to, POOL[2], (POOL[1], T0 + 4), True, draw.version, T0 + 6)
+        is None
+    )
+    assert (
+        store.commit_select("p", to, POOL[2], draw.previous, False, draw.version, T0 + 6) is None
+    )
+    assert store.commit_select("p", to, POOL[2], draw.previous, True, draw.version, T0 + 6) is True
+    assert store.mapping("p", to, T0 + 6) == (POOL[2], T0 + 6, TTL)
+    # A dead previous mapping that was evicted since the read is no change.
+    other = "+16465550009"
+    store.pin("p", other, POOL[2], T0 + 7)
+    later = T0 + 7 + TTL
+    draw = store.begin_select("p", other, later, -1)
+    assert isinstance(draw, Draw)
+    assert (draw.previous, draw.live) == ((POOL[2], T0 + 7), False)
+    assert store.evict_expired(later) >= 1
+    assert (
+        store.commit_select("p", other, POOL[2], draw.previous, False, draw.version, later) is True
+    )
+    assert store.mapping("p", other, later) == (POOL[2], later, TTL)
+    store.check_invariants()
+    store.close()
+
+
+# -- memory against SQLite ------------------------------------------------------------
+class _Reopenable:
+    """A store whose SQLite file can be closed and opened again under a running engine."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.inner = SQLiteStore(path)
+
+    def reopen(self) -> None:
+        self.inner.close()
+        self.inner = SQLiteStore(self.path)
+
+    def select_atomic(self, *args: Any) -> Any:
+        return self.inner.select_atomic(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class MemoryAgainstSQLite(StickyMachine):
+    """Both stores, the same calls, restarts of the file between them.
+
+    The kit's times are whole seconds apart, so SQLite's stored horizon is always the
+    exact one and the two stores must agree on everything, eviction counts included.
+    """
+
+    crossed = 0
+    reopened = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        expect = self.model.expect_select
+
+        def counting(pid: str, to: str, now: float) -> Any:
+            found = expect(pid, to, now)
+            if Reason.EXPIRED in found.reasons:  # a select past its mapping's ttl
+                type(self).crossed += 1
+            return found
+
+        self.model.expect_select = counting  # type: ignore[method-assign]
+
+    def make_stores(self) -> list[Store]:
+        self.directory = tempfile.mkdtemp(prefix="sticky-diff-")
+        self.sqlite = _Reopenable(str(Path(self.directory) / "diff.db"))
+        return [MemoryStore(), self.sqlite]
+
+    def teardown(self) -> None:
+        super().teardown()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    @rule()
+    def restart(self) -> None:
+        """Close the file and open it again: every read and later call agrees still."""
+        self.sqlite.reopen()
+        type(self).reopened += 1
+
+    @invariant()
+    def the_same_rows_and_expiry_index(self) -> None:
+        """Every mapping, and the expiry index entry by entry, as the memory store's.
+
+        Eviction takes the memory store's steps only if the index holds the same
+        entries in the same order, stale ones included.
+        """
+        memory = self.engines[0].store
+        assert isinstance(memory, MemoryStore)
+        with self.sqlite.inner._read() as cur:
+            keys = dict(cur.execute("SELECT id, key FROM profiles").fetchall())
+            assert set(keys) == set(memory._profiles)
+            for pid, p in memory._profiles.items():
+                key = keys[pid]
+                rows = cur.execute(
+                    "SELECT recipient, sender, last_used, idx FROM mappings WHERE profile = ?",
+                    (key,),
+                ).fetchall()
+                assert {to: (s, lu, i) for to, s, lu, i in rows} == dict(p.table), pid
+                queue = cur.execute(
+                    "SELECT key, recipient FROM queue WHERE profile = ? ORDER BY pos", (key,)
+                ).fetchall()
+                assert queue == list(p.queue), pid
+                late = cur.execute(
+                    "SELECT key, recipient FROM late WHERE profile = ? ORDER BY key, recipient",
+                    (key,),
+                ).fetchall()
+                assert late == list(p.late), pid
+
+
+class SQLiteAgainstTheModel(MemoryAgainstSQLite):
+    """SQLite alone against the model, with times within the horizon's slack.
+
+    Writes less than SLACK apart leave the stored horizon behind the true one, and a
+    clock set just beside an expiry makes liveness depend on it: every read must still
+    be exact. (Only eviction timing may differ from the memory store's here.)
+    """
+
+    def make_stores(self) -> list[Store]:
+        return super().make_stores()[1:]
+
+    @invariant()
+    def the_same_rows_and_expiry_index(self) -> None:
+        """No memory store here to compare with."""
+
+    @rule(seconds=st.sampled_from([0.0002, 0.0005, 0.0009, SLACK, 0.0011, 0.003, -0.0004]))
+    def nudge(self, seconds: float) -> None:
+        """Steps of the order of the slack, forward and back."""
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: any(p.maps for p in self.model.profiles.values()))
+    @rule(
+        data=st.data(),
+        offset=st.sampled_from([-0.0013, -0.0007, -0.0003, 0.0003, 0.0007, 0.0013]),
+    )
+    def beside_the_boundary(self, data: st.DataObject, offset: float) -> None:
+        """The clock within a slack of a mapping's expiry, where the exact horizon matters."""
+        choices = [
+            (p.settings.ttl, lu) for p in self.model.profiles.values() for _, lu in p.maps.values()
+        ]
+        ttl, last_used = data.draw(st.sampled_from(sorted(choices)))
+        self.clock.set(last_used + ttl + offset)
+
+
+def _run(machine: type[StickyMachine], examples: int) -> None:
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=50,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+def test_memory_and_sqlite_agree() -> None:
+    MemoryAgainstSQLite.crossed = MemoryAgainstSQLite.reopened = 0
+    _run(MemoryAgainstSQLite, 300)
+    # The runs crossed the ttl boundary many times, and restarted the store.
+    assert MemoryAgainstSQLite.crossed >= 100, MemoryAgainstSQLite.crossed
+    assert MemoryAgainstSQLite.reopened >= 50, MemoryAgainstSQLite.reopened
+
+
+def test_sqlite_is_exact_within_the_slack() -> None:
+    _run(SQLiteAgainstTheModel, 150)
+
+
+# -- the stored horizon's slack -------------------------------------------------------
+def _both(tmp_path: Path) -> list[Engine]:
+    engines = []
+    for store in (MemoryStore(), SQLiteStore(tmp_path / "slack.db")):
+        e = Engine(clock=ManualClock(T0), seed=3, store=store)
+        e.create_profile("p")
+        for n in POOL[:3]:
+            e.add_number("p", n)
+        engines.append(e)
+    return engines
+
+
+def test_a_hit_within_the_slack_still_moves_the_horizon(tmp_path: Path) -> None:
+    # A hit that does not write the stored horizon (within SLACK of it) must still make
+    # a mapping that expired before it dead for good, under a clock that goes back.
+    for e in _both(tmp_path):
+        e.pin("p", "+12125550001", POOL[0], now=T0)
+        e.pin("p", "+12125550002", POOL[1], now=T0 - TTL + SLACK / 2)  # expires T0+SLACK/2
+        hit = e.select("p", "+12125550001", now=T0 + SLACK * 0.7)  # a hit past that expiry
+        assert hit.reason is Reason.STICKY
+        assert e.mapping("p", "+12125550002", now=T0) is None
+        assert e.recipients_of("p", POOL[1], now=T0) == []
+        assert e.select("p", "+12125550002", now=T0).reason in {Reason.EXPIRED, Reason.NEW}
+        e.store.check_invariants()
+        e.close()
+
+
+def test_forgetting_the_row_that_carried_the_horizon_keeps_it(tmp_path: Path) -> None:
+    for e in _both(tmp_path):
+        e.pin("p", "+12125550001", POOL[0], now=T0)
+        e.pin("p", "+12125550002", POOL[1], now=T0 - TTL + SLACK / 2)
+        e.select("p", "+12125550001", now=T0 + SLACK * 0.7)  # carried by this row only
+        assert e.forget("p", "+12125550001", now=T0) is True
+        assert e.mapping("p", "+12125550002", now=T0) is None
+        assert e.evict_expired(now=T0) == 1
+        e.store.check_invariants()
+        e.close()
+
+
+def test_replacing_the_row_that_carried_the_horizon_keeps_it(tmp_path: Path) -> None:
+    for e in _both(tmp_path):
+        e.pin("p", "+12125550001", POOL[0], now=T0)
+        e.pin("p", "+12125550002", POOL[1], now=T0 - TTL + SLACK / 2)
+        e.select("p", "+12125550001", now=T0 + SLACK * 0.7)  # carried by this row only
+        e.pin("p", "+12125550001", POOL[2], now=T0)  # replaced by a row used earlier
+        assert e.mapping("p", "+12125550002", now=T0) is None
+        assert e.recipients_of("p", POOL[1], now=T0) == []
+        e.store.check_invariants()
+        e.close()
+
+
+def test_an_eviction_step_looks_at_eight_entries_stale_ones_included(tmp_path: Path) -> None:
+    outcomes = []
+    for e in _both(tmp_path):
+        for k in range(8):  # seven stale entries, then A's own
+            e.pin("p", "+12125550001", POOL[0], now=T0 + k)
+        e.pin("p", "+12125550002", POOL[1], now=T0 + 8)  # the ninth entry
+        e.pin("p", "+12125550003", POOL[2], now=T0 + 8 + TTL)  # a step: all nine are due
+        outcomes.append((e.stats().mappings, e.stats().evicted, e.evict_expired(now=T0 + 8 + TTL)))
+        e.store.check_invariants()
+        e.close()
+    assert outcomes[0] == outcomes[1] == (2, 1, 1)  # A went in the step; B waited
+
+
+# -- several processes on one file ----------------------------------------------------
+_SELECTOR = r"""
+import json, random, sys, time
+from sticky import Engine, NoEligibleSender
+from sticky.store.sqlite import SQLiteStore
+
+path, seed, start, stop = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+recipients = json.loads(sys.argv[5])
+engine = Engine(seed=seed, store=SQLiteStore(path, timeout=30))
+rng = random.Random(seed)
+seen = []
+while time.time() < start:
+    pass
+while True:
+    order = list(recipients)
+    rng.shuffle(order)
+    for to in order:
+        began = time.monotonic()
+        try:
+            sender = engine.select("p", to).from_number
+        except NoEligibleSender:
+            sender = None
+        seen.append((to, sender, began, time.monotonic()))
+    if time.time() >= stop:
+        break
+engine.close()
+print(json.dumps(seen))
+"""
+
+_REMOVER = r"""
+import json, sys, time
+from sticky import Engine
+from sticky.store.sqlite import SQLiteStore
+
+path, start, gap = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+numbers = json.loads(sys.argv[4])
+engine = Engine(seed=0, store=SQLiteStore(path, timeout=30))
+while time.time() < start:
+    pass
+done = []
+for number in numbers:
+    time.sleep(gap)
+    began = time.monotonic()
+    engine.remove_number("p", number)
+    done.append((number, began, time.monotonic()))
+engine.close()
+print(json.dumps(done))
+"""
+
+
+def _python(code: str, *args: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> Any:
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return json.loads(out)
+
+
+def _shared_file(tmp_path: Path) -> Path:
+    path = tmp_path / "shared.db"
+    with Engine(store=SQLiteStore(path)) as e:
+        e.create_profile("p")
+        for n in POOL:
+            e.add_number("p", n)
+    return path
+
+
+@pytest.mark.slow
+def test_processes_racing_for_new_recipients_agree(tmp_path: Path) -> None:
+    path = _shared_file(tmp_path)
+    recipients = [f"+1646555{i:04d}" for i in range(150)]
+    start = time.time() + 1.5  # every child imported and connected by then
+    children = [
+        _python(_SELECTOR, path, k, start, start, json.dumps(recipients)) for k in range(4)
+    ]
+    seen = [_finish(c) for c in children]
+    senders: dict[str, set[str]] = {}
+    for child in seen:
+        for to, sender, _, _ in child:
+            senders.setdefault(to, set()).add(sender)
+    assert set(senders) == set(recipients)
+    assert all(len(s) == 1 for s in senders.values()), senders
+    with Engine(store=SQLiteStore(path)) as e:
+        e.store.check_invariants()
+        for to, (sender,) in senders.items():
+            m = e.mapping("p", to)
+            assert m is not None
+            assert m.from_number == sender
+
+
+@pytest.mark.slow
+def test_processes_select_while_one_removes_numbers(tmp_path: Path) -> None:
+    path = _shared_file(tmp_path)
+    removed = POOL[:5]
+    kept = set(POOL) - set(removed)
+    recipients = [f"+1646555{i:04d}" for i in range(120)]
+    start = time.time() + 1.5
+    stop = start + 1.5
+    selectors = [
+        _python(_SELECTOR, path, k, start, stop, json.dumps(recipients[k * 20 : k * 20 + 80]))
+        for k in range(3)
+    ]
+    remover = _python(_REMOVER, path, start, 0.2, json.dumps(removed))
+    seen = [obs for c in selectors for obs in _finish(c)]
+    removals = {number: (began, ended) for number, began, ended in _finish(remover)}
+    assert set(removals) == set(removed)
+
+    # Nothing points at a removed number, in the file or in any answer given after it left.
+    with Engine(store=SQLiteStore(path)) as e:
+        e.store.check_invariants()
+        assert {n.number for n in e.numbers("p")} == kept
+        for number in removed:
+            assert e.recipients_of("p", number) == []
+        for to in recipients:
+            m = e.mapping("p", to)
+            assert m is None or m.from_number in kept
+    late = [(to, s) for to, s, began, _ in seen if s in removals and began > removals[s][1]]
+    assert not late, f"selects begun after the removal returned the removed number: {late[:5]}"
+
+    # At any moment one sender per recipient: two answers differ only across a removal.
+    by_recipient: dict[str, list[tuple[str, float, float]]] = {}
+    for to, sender, began, ended in seen:
+        by_recipient.setdefault(to, []).append((sender, began, ended))
+    for to, answers in by_recipient.items():
+        assert len({s for s, _, _ in answers if s in kept}) <= 1, (to, answers)
+        for i, (a, _, a_end) in enumerate(answers):
+            for b, _, b_end in answers[i + 1 :]:
+                if a == b:
+                    continue
+                a_gone = a in removals and removals[a][0] < b_end
+                b_gone = b in removals and removals[b][0] < a_end
+                assert a_gone or b_gone, f"{to}: {a} and {b} without a removal between"
+    assert len(seen) > 500  # the selects really raced with the removals
+
+
+# -- a process killed in the middle of writes -----------------------------------------
+_WRITER = r"""
+import random, sys
+from sticky import Engine, NumberType
+from sticky.store.sqlite import SQLiteStore
+
+path, seed, base = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+rng = random.Random(seed)
+engine = Engine(seed=seed, store=SQLiteStore(path, timeout=30))
+print("ready", flush=True)
+pool = [f"+1312555{i:04d}" for i in range(8)]
+i = 0
+while True:
+    i += 1
+    now = base + i * 600.0  # crosses the ttl after 1,152 writes
+    to = f"+1646{seed:03d}{i % 5000:04d}"
+    kind = rng.random()
+    if kind < 0.6:
+        engine.select("p", to, now=now)
+    elif kind < 0.8:
+        engine.select_many("p", [f"+1747{seed:03d}{(i + k) % 5000:04d}" for k in range(20)], now=now)
+    elif kind < 0.9:
+        engine.pin("p", to, pool[i % 8], now=now)
+    elif kind < 0.97:
+        engine.forget("p", f"+1646{seed:03d}{(i * 7) % 5000:04d}", now=now)
+    else:
+        number = pool[i % 8]
+        engine.remove_number("p", number, now=now)
+        engine.add_number("p", number, NumberType.LONG_CODE)
+    if i % 500 == 0:
+        engine.evict_expired(now=now)
+"""
+
+
+@pytest.mark.slow
+def test_killed_in_the_middle_of_writes_leaves_a_consistent_file(tmp_path: Path) -> None:
+    path = _shared_file(tmp_path)
+    rng = random.Random(2024)
+    for iteration in range(20):
+        base = T0 + iteration * 1e8  # each run's times after the last one's
+        child = _python(_WRITER, path, iteration, base)
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.02, 0.4))
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+        assert child.returncode == -signal.SIGKILL
+        store = SQLiteStore(path)
+        try:
+            store.check_invariants()  # integrity_check, no orphan, every row whole
+            e = Engine(seed=iteration, store=store)
+            # remove_number and add_number are two calls: a kill between them leaves
+            # one number out of the pool, and nothing mapped to it.
+            missing = set(POOL) - {n.number for n in e.numbers("p")}
+            assert len(missing) <= 1, missing
+            for number in missing:
+                assert e.recipients_of("p", number) == []
+                e.add_number("p", number)
+            later = base + 5e7
+            sel = e.select("p", "+19175550000", now=later)  # the file still works
+            assert e.select("p", "+19175550000", now=later + 1).from_number == sel.from_number
+            assert store.counts()[0] >= 1
+            store.check_invariants()
+        finally:
+            store.close()
+
+
+# -- restart ----------------------------------------------------------------------------
+def test_reopening_continues_exactly_where_it_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "restart.db"
+    clock = ManualClock(T0)
+    e = Engine(clock=clock, seed=5, store=SQLiteStore(path))
+    e.create_profile("p", PoolSettings(skip_unhealthy=True, toll_free_weight=2.5))
+    for n in POOL[:4]:
+        e.add_number("p", n)
+    e.add_number("p", "+18005550100", NumberType.TOLL_FREE, healthy=False)
+    first = {f"+1646555{i:04d}": e.select("p", f"+1646555{i:04d}").from_number for i in range(30)}
+    clock.advance(3 * 86_400 + 0.123456789)
+    for to in list(first)[:10]:
+        assert e.select("p", to).from_number == first[to]  # refreshed: older ages differ
+    e.pin("p", "+12125550000", POOL[3], now=T0 - TTL + 10)  # dead once a write passes T0+10
+    clock.set(T0 + 4 * 86_400)
+    e.select("p", "+19175550000")  # moves the horizon past that expiry
+    before = {to: e.mapping("p", to) for to in [*first, "+12125550000", "+19175550000"]}
+    numbers, settings, stats = e.numbers("p"), e.settings("p"), e.stats()
+    e.close()
+
+    again = Engine(clock=ManualClock(T0 + 1), seed=6, store=SQLiteStore(path))
+    again.store.check_invariants()
+    # The clock reads earlier than the last write: the horizon came back with the file.
+    after = {to: again.mapping("p", to) for to in before}
+    assert after == before
+    assert after["+12125550000"] is None
+    assert again.numbers("p") == numbers
+    assert again.settings("p") == settings
+    assert again.stats().mappings == stats.mappings
+    assert again.stats().evicted == stats.evicted
+    m = before["+16465550003"]
+    assert m is not None
+    assert m.last_used == T0 + 3 * 86_400 + 0.123456789  # floats come back exactly
+    for to, sender in first.items():
+        sel = again.select("p", to, now=T0 + 5 * 86_400)
+        assert (sel.reason, sel.from_number) == (Reason.STICKY, sender)
+    again.close()
+
+
+def test_two_stores_on_one_file_in_one_process_see_each_other(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    a = Engine(seed=1, store=SQLiteStore(path))
+    b = Engine(seed=2, store=SQLiteStore(path))
+    a.create_profile("p")
+    for n in POOL:
+        b.add_number("p", n)
+    picks = {f"+1646555{i:04d}": a.select("p", f"+1646555{i:04d}").from_number for i in range(50)}
+    for to, sender in picks.items():
+        sel = b.select("p", to)
+        assert (sel.reason, sel.from_number) == (Reason.STICKY, sender)
+    a.close()
+    b.close()
+
+
+def test_a_forked_child_uses_its_own_connection(tmp_path: Path) -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork() here")
+    path = tmp_path / "fork.db"
+    e = Engine(seed=1, store=SQLiteStore(path))
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.select("p", "+16465550001")
+    pid = os.fork()
+    if pid == 0:  # the child: select through the inherited engine, then leave at once
+        code = 1
+        with contextlib.suppress(BaseException):
+            code = 0 if e.select("p", "+16465550002").from_number == POOL[0] else 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert e.select("p", "+16465550002").reason is Reason.STICKY  # the child's mapping
+    e.store.check_invariants()
+    e.close()
+
+
+# -- bad input: typed errors that name the path ---------------------------------------
+def test_a_directory_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match=str(tmp_path)):
+        SQLiteStore(tmp_path)
+
+
+def test_a_missing_parent_directory_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "store.db"
+    with pytest.raises(StoreUnavailable, match=str(path)):
+        SQLiteStore(path)
+
+
+def test_random_bytes_are_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "noise.db"
+    path.write_bytes(random.Random(1).randbytes(10_000))
+    with pytest.raises(IncompatibleStore, match=str(path)):
+        SQLiteStore(path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SQLiteStore(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.commit()
+    with pytest.raises(IncompatibleStore, match=rf"{path}.*newer") as info:
+        SQLiteStore(path)
+    assert f"version {SCHEMA_VERSION + 1}" in str(info.value)
+
+
+def test_another_applications_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+        conn.commit()
+    with pytest.raises(IncompatibleStore, match=str(path)):
+        SQLiteStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA application_id = 42")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    with pytest.raises(IncompatibleStore, match="application_id"):
+        SQLiteStore(path)
+
+
+def test_an_empty_file_becomes_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    with SQLiteStore(path) as store:
+        store.create_profile("p", PoolSettings())
+        assert store.profiles() == ["p"]
+        store.check_invariants()
+
+
+def test_open_store_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    relative = open_store("sqlite:///relative.db")
+    assert isinstance(relative, SQLiteStore)
+    relative.create_profile("r", PoolSettings())
+    relative.close()
+    assert (tmp_path / "relative.db").exists()
+    absolute = tmp_path / "sub dir" / "absolute.db"
+    absolute.parent.mkdir()
+    store = open_store(f"sqlite:///{absolute}?timeout=0.5")  # sqlite:////tmp/...
+    assert isinstance(store, SQLiteStore)
+    assert store.path == str(absolute)
+    assert store.timeout == 0.5
+    store.close()
+    with Engine(store=f"sqlite:///{absolute}") as e:  # the engine takes a URL too
+        e.create_profile("p")
+        assert isinstance(e.store, SQLiteStore)
+    memory = open_store("sqlite://:memory:")
+    memory.create_profile("m", PoolSettings())
+    assert memory.profiles() == ["m"]
+    memory.close()
+    for bad in ("sqlite://", "sqlite:///", "sqlite://relative.db", "sqlite:///x.db?colour=red"):
+        with pytest.raises(InvalidSettings, match="SQLite URL"):
+            open_store(bad)
+    with pytest.raises(InvalidSettings, match="timeout"):
+        open_store("sqlite:///x.db?timeout=soon")
+    with pytest.raises(StoreUnavailable, match="missing"):
+        open_store(f"sqlite:///{tmp_path}/missing/x.db")
+
+
+def test_closed_and_invalid_use(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "closed.db")
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.profiles()
+    with pytest.raises(InvalidSettings, match="timeout"):
+        SQLiteStore(tmp_path / "t.db", timeout=-1)
+    with SQLiteStore(tmp_path / "u.db") as s, pytest.raises(InvalidProfileId):
+        s.create_profile("\ud800", PoolSettings())
+
+
+def test_a_lock_held_too_long_is_unavailable_and_reads_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    e = Engine(seed=1, store=SQLiteStore(path, timeout=0.2))
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.select("p", "+16465550001")
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    began = time.monotonic()
+    with pytest.raises(StoreUnavailable, match=rf"{path}.*locked"):
+        e.select("p", "+16465550002")
+    assert 0.2 <= time.monotonic() - began < 2.0
+    assert e.mapping("p", "+16465550001") is not None  # WAL: readers never wait
+    patient = Engine(seed=1, store=SQLiteStore(path, timeout=30))
+    release = threading.Timer(0.05, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    assert patient.select("p", "+16465550002").reason is Reason.NEW  # waits, then goes on
+    release.join()
+    blocker.close()
+    e.store.check_invariants()
+    e.close()
+    patient.close()
+
+
+# -- the file itself --------------------------------------------------------------------
+def test_the_file_is_wal_with_the_indexes_the_costs_need(tmp_path: Path) -> None:
+    path = tmp_path / "schema.db"
+    SQLiteStore(path).close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        indexes = {
+            name: [c[2] for c in conn.execute(f"PRAGMA index_info({name})")]
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            if not name.startswith("sqlite_autoindex")
+        }
+        assert indexes["mappings_by_sender"] == ["profile", "sender", "idx"]
+
+        def primary_key(table: str) -> list[str]:
+            columns = sorted(conn.execute(f"PRAGMA table_info({table})"), key=lambda r: r[5])
+            return [c[1] for c in columns if c[5]]
+
+        assert primary_key("mappings") == ["profile", "recipient"]
+        assert primary_key("queue") == ["profile", "pos"]
+        assert primary_key("late") == ["profile", "key", "recipient", "seq"]
+
+
+def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "plans.db")
+    conn = store._conn
+    assert conn is not None
+    plans: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE")) and "mappings" in sql:
+            detail = " ".join(
+                r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql.replace("?", "NULL"))
+            )
+            plans.append(f"{detail} <- {sql}")
+
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    for n in POOL[:3]:
+        e.add_number("p", n)
+    e.select_many("p", [f"+1646555{i:04d}" for i in range(50)])
+    conn.set_trace_callback(trace)
+    e.recipients_of("p", POOL[0])
+    e.remove_number("p", POOL[0])
+    e.evict_expired(now=T0 + TTL)
+    e.select("p", "+19175550000", now=T0 + 2 * TTL)
+    conn.set_trace_callback(None)
+    scans = [p for p in plans if "SCAN mappings" in p]
+    assert not scans, scans
+    e.close()
