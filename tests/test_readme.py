@@ -1,0 +1,16 @@
+"""The README's quickstart runs as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_quickstart_runs(capsys: object) -> None:
+    text = README.read_text()
+    quickstart = text[text.index("## Quickstart") :]
+    code = re.search(r"```python\n(.*?)```", quickstart, re.DOTALL)
+    assert code is not None
+    exec(compile(code.group(1), "README.md", "exec"), {})
