@@ -120,7 +120,20 @@ class Design:
         raise NotImplementedError
 
 
-class Floor(Design):
+class _TableDesign(Design):
+    """A design whose state is one mapping keyed by ``(pid, to)``: the hand-written ones."""
+
+    table: Any
+
+    def stored(self) -> int:
+        return len(self.table)
+
+    def forget(self, recipients: Sequence[str]) -> None:
+        for to in recipients:
+            del self.table[PID, to]
+
+
+class Floor(_TableDesign):
     """The floor: a bare dict of ``(pid, to)`` to ``(frm, now)``, an inline loop."""
 
     name = "floor"
@@ -144,13 +157,6 @@ class Floor(Design):
             hit = get(key)
             table[key] = (default if hit is None else hit[0], now)
         return len(recipients)
-
-    def stored(self) -> int:
-        return len(self.table)
-
-    def forget(self, recipients: Sequence[str]) -> None:
-        for to in recipients:
-            del self.table[PID, to]
 
     def evict(self) -> int:
         # No index: one pass over the table, which costs nothing extra when all are dead.
@@ -210,7 +216,7 @@ class EngineDesign(Design):
         return self.engine.remove_number(PID, number)
 
 
-class OrderedDictDesign(Design):
+class OrderedDictDesign(_TableDesign):
     """By hand: an ``OrderedDict`` in last-use order, ``move_to_end`` on touch.
 
     A miss also pops up to two dead mappings from the front (amortised eviction, as the
@@ -246,13 +252,6 @@ class OrderedDictDesign(Design):
             del table[oldest]
         return sender
 
-    def stored(self) -> int:
-        return len(self.table)
-
-    def forget(self, recipients: Sequence[str]) -> None:
-        for to in recipients:
-            del self.table[PID, to]
-
     def evict(self) -> int:
         table, now, removed = self.table, self.now(), 0
         while table:
@@ -277,7 +276,7 @@ class OrderedDictDesign(Design):
         return len(doomed)
 
 
-class TTLCacheDesign(Design):
+class TTLCacheDesign(_TableDesign):
     """By hand: a ``cachetools.TTLCache`` (unbounded) of ``(pid, to)`` to the sender.
 
     A hit re-sets the key (which refreshes its expiry); the cache expires dead keys on
@@ -302,13 +301,6 @@ class TTLCacheDesign(Design):
             sender = self.pick()
         table[key] = sender
         return sender  # type: ignore[no-any-return]
-
-    def stored(self) -> int:
-        return len(self.table)
-
-    def forget(self, recipients: Sequence[str]) -> None:
-        for to in recipients:
-            del self.table[PID, to]
 
     def evict(self) -> int:
         return len(self.table.expire())
