@@ -18,7 +18,7 @@ from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime, NoElig
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import Chooser
 from sticky.settings import PoolSettings
-from sticky.store.base import AtomicStore, BatchStore, Draw, Store
+from sticky.store.base import BatchStore, Miss, OneStepStore, Store
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
@@ -94,7 +94,7 @@ class Engine:
         self._store: Store = store
         self._random = random.Random(seed)  # noqa: S311 - not for cryptography
         self._choosers: dict[str, Chooser] = {}
-        self._atomic = store.select_atomic if isinstance(store, AtomicStore) else None
+        self._one_step = store.select_in_one_step if isinstance(store, OneStepStore) else None
         self._decide_bound = self._decide
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -226,9 +226,9 @@ class Engine:
         if type(profile_id) is not str or type(to) is not str:
             _profile_id(profile_id)
             check_e164(to, "recipient")
-        atomic = self._atomic
-        if atomic is not None:
-            sel = atomic(profile_id, to, now, self._decide_bound)
+        one_step = self._one_step
+        if one_step is not None:
+            sel = one_step(profile_id, to, now, self._decide_bound)
         else:
             sel = self._two_steps(profile_id, to, now)
         # A recipient already stored was validated when it was stored: only a fresh
@@ -247,20 +247,20 @@ class Engine:
         return sel
 
     def _decide(
-        self, profile_id: str, to: str, draw: Draw, known: Chooser | None = None
+        self, profile_id: str, to: str, miss: Miss, known: Chooser | None = None
     ) -> Selection:
         """The policy of a fresh choice, given what the store read (may raise).
 
-        ``known`` is the chooser whose version the read was given; a draw without a
+        ``known`` is the chooser whose version the read was given; a miss without a
         pool means that version is current.
         """
         if not is_e164(to):
             check_e164(to, "recipient")
         chooser = known or self._choosers.get(profile_id)
-        if draw.pool is not None and (chooser is None or chooser.version != draw.version):
-            chooser = Chooser(draw.pool, draw.settings, draw.version)
+        if miss.pool is not None and (chooser is None or chooser.version != miss.version):
+            chooser = Chooser(miss.pool, miss.settings, miss.version)
             self._choosers[profile_id] = chooser
-        assert chooser is not None, "a draw without a pool needs the chooser it was read for"
+        assert chooser is not None, "a miss without a pool needs the chooser it was read for"
         plain = chooser.plain
         if plain is not None:
             sender, tier = plain(self._random.random()), None
@@ -270,31 +270,29 @@ class Engine:
             sender, tier = chooser.choose(
                 profile_id, to, 0.0 if chooser.empty else self._random.random()
             )
-        if not draw.settings.sticky_sender:
+        if not miss.settings.sticky_sender:
             reason = Reason.POOL
-        elif draw.previous is None:
+        elif miss.previous is None:
             reason = Reason.NEW
-        elif draw.live:
+        elif miss.live:
             reason = Reason.REASSIGNED
         else:
             reason = Reason.EXPIRED
         return _new(Selection, (profile_id, to, sender, reason, tier))
 
     def _two_steps(self, profile_id: str, to: str, now: float) -> Selection:
-        """Select on a store without an atomic step: read, choose, compare-and-set."""
+        """Select on a store without a one-step select: read, choose, compare-and-set."""
         store = self._store
         while True:
             chooser = self._choosers.get(profile_id)
             known = -1 if chooser is None else chooser.version
-            draw = store.begin_select(profile_id, to, now, known)
-            if isinstance(draw, Selection):
-                return draw
-            sel = self._decide(profile_id, to, draw, chooser)
+            miss = store.begin_select(profile_id, to, now, known)
+            if isinstance(miss, Selection):
+                return miss
+            sel = self._decide(profile_id, to, miss, chooser)
             if sel.reason is Reason.POOL:
                 return sel
-            won = store.commit_select(
-                profile_id, to, sel.from_number, draw.previous, draw.live, draw.version, now
-            )
+            won = store.commit_select(profile_id, to, sel.from_number, miss, now)
             if won is True:
                 return sel
             if won is not None:  # another select stored a live mapping first: honour it
@@ -333,7 +331,7 @@ class Engine:
         known = -1 if chooser is None else chooser.version
         began = store.begin_select_many(profile_id, unique, at, known)
         done: dict[str, Selection] = {}
-        pending: list[tuple[Selection, Draw]] = []
+        pending: list[tuple[Selection, Miss]] = []
         failure: NoEligibleSender | None = None
         for to, result in zip(unique, began, strict=True):
             if isinstance(result, Selection):
@@ -363,14 +361,14 @@ class Engine:
         self,
         store: BatchStore,
         profile_id: str,
-        pending: list[tuple[Selection, Draw]],
+        pending: list[tuple[Selection, Miss]],
         done: dict[str, Selection],
         at: float,
     ) -> None:
         """Compare-and-set a batch's fresh choices in one call; settle losers alone."""
         outcomes = store.commit_select_many(
             profile_id,
-            [(s.to, s.from_number, d.previous, d.live, d.version) for s, d in pending],
+            [(s.to, s.from_number, miss) for s, miss in pending],
             at,
         )
         for (sel, _), won in zip(pending, outcomes, strict=True):

@@ -1,28 +1,87 @@
 """Policy: pure functions over frozen values. No store, no clock, no state.
 
-The rules here are those of ``docs/semantics.md``; stores that must decide inside an
-atomic step (is a mapping live, is its sender eligible) mirror :func:`is_live` and
-:func:`is_eligible` exactly.
+Every rule of ``docs/semantics.md`` that a store must apply inside its atomic step is
+one function here, and the in-process stores (memory, SQLite) call these functions;
+the Redis scripts have one Lua helper per rule in ``common.lua``, and the constants
+both languages need are defined here and substituted into the Lua when the scripts
+load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper.
+
+| rule | function |
+|---|---|
+| a mapping is live while ``at < last_used + ttl`` | :func:`is_live`, :func:`dead_up_to` |
+| liveness is judged at ``max(now, horizon)``; writes that can evict move the horizon | :func:`judged_at` |
+| eligibility: weight of its type > 0, healthy unless unhealthy is allowed | :func:`is_eligible`, :func:`eligible_numbers` |
+| the sticky hit: live and eligible is honoured, live and not eligible reassigned | :func:`judge` |
+| a mapping never gets younger | :func:`refreshed` |
+| the amortised eviction step: at most two dead mappings, eight index entries | :data:`STEP_EVICTIONS`, :data:`STEP_LOOKS` |
+| the weighted choice within the first non-empty geomatch tier | :class:`Chooser` |
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 
 from sticky import geo
 from sticky.errors import NoEligibleSender
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import GeoMatch, PoolSettings
-from sticky.values import GeoTier
+from sticky.values import GeoTier, Reason
 
-__all__ = ["Chooser", "is_eligible", "is_live", "weight_of"]
+__all__ = [
+    "STEP_EVICTIONS",
+    "STEP_LOOKS",
+    "Chooser",
+    "dead_up_to",
+    "eligible_numbers",
+    "is_eligible",
+    "is_live",
+    "judge",
+    "judged_at",
+    "refreshed",
+    "weight_of",
+]
 
 _TIERS = (GeoTier.AREA_CODE, GeoTier.OVERLAY, GeoTier.REGION, GeoTier.COUNTRY)
 
+STEP_EVICTIONS = 2
+"""Dead mappings a write that stores a mapping removes from its profile, at most."""
+STEP_LOOKS = 8
+"""Expiry-index entries such a write looks at, at most (stale ones included)."""
 
-def is_live(last_used: float, ttl: float, now: float) -> bool:
-    """A mapping is live while ``now < last_used + ttl``; at equality it is expired."""
-    return now < last_used + ttl
+
+def is_live(last_used: float, ttl: float, at: float) -> bool:
+    """A mapping is live while ``at < last_used + ttl``; at equality it is dead. O(1)."""
+    return at < last_used + ttl
+
+
+def dead_up_to(ttl: float, at: float) -> float:
+    """The largest ``last_used`` that :func:`is_live` calls dead at ``at``. O(1).
+
+    For stores that find dead mappings by an index range (``key <= dead_up_to(...)``):
+    the bound is exact in float arithmetic, so the range holds precisely the dead keys.
+    """
+    if at == -math.inf:
+        return -math.inf
+    k = at - ttl
+    while is_live(k, ttl, at):
+        k = math.nextafter(k, -math.inf)
+    while True:
+        up = math.nextafter(k, math.inf)
+        if is_live(up, ttl, at):
+            return k
+        k = up
+
+
+def judged_at(now: float, horizon: float) -> float:
+    """When liveness is judged, and the horizon after a write that can evict. O(1).
+
+    ``max(now, horizon)``: once a write has seen a mapping dead, a clock that goes back
+    does not bring it back. The writes that move the horizon are those that can evict
+    or replace a mapping (a fresh choice that stores one, ``pin``, ``forget``,
+    ``remove_number``, ``evict_expired``); a sticky hit evicts nothing and leaves it.
+    """
+    return now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
 
 
 def weight_of(number_type: NumberType, settings: PoolSettings) -> float:
@@ -35,6 +94,28 @@ def weight_of(number_type: NumberType, settings: PoolSettings) -> float:
 def is_eligible(number: SenderNumber, settings: PoolSettings) -> bool:
     """In the pool (the caller's part), weight > 0, and healthy unless unhealthy is allowed."""
     return weight_of(number.type, settings) > 0 and (number.healthy or not settings.skip_unhealthy)
+
+
+def eligible_numbers(pool: Iterable[SenderNumber], settings: PoolSettings) -> frozenset[str]:
+    """The eligible numbers of a pool: computed once per pool version, read by selects."""
+    return frozenset(n.number for n in pool if is_eligible(n, settings))
+
+
+def judge(last_used: float, ttl: float, at: float, *, eligible: bool) -> Reason:
+    """What a stored mapping means for a sticky select judged at ``at``. O(1).
+
+    ``STICKY``: it is live and its sender eligible, so it is honoured (and refreshed to
+    :func:`refreshed`); ``REASSIGNED``: live, but its sender is not eligible; ``EXPIRED``:
+    dead. The last two choose afresh.
+    """
+    if not is_live(last_used, ttl, at):
+        return Reason.EXPIRED
+    return Reason.STICKY if eligible else Reason.REASSIGNED
+
+
+def refreshed(last_used: float, now: float) -> float:
+    """A sticky hit's new ``last_used``: ``max(last_used, now)``, never younger. O(1)."""
+    return now if now > last_used else last_used  # noqa: FURB136 - max() costs a call
 
 
 class _Group:

@@ -8,7 +8,7 @@ from typing import Literal
 import pytest
 
 from sticky import Engine, ManualClock, MemoryStore, NoEligibleSender, Reason, Selection
-from sticky.store import AtomicStore, BatchStore, Draw, Store, StoredMapping
+from sticky.store import BatchStore, Miss, OneStepStore, Store
 from sticky.testing import StoreContract
 
 
@@ -20,14 +20,14 @@ class TestMemoryStore(StoreContract):
 
 
 class TwoSteps:
-    """A MemoryStore seen through the plain Store protocol only: no atomic select, so
+    """A MemoryStore seen through the plain Store protocol only: no one-step select, so
     the engine reads, chooses and compares-and-sets, as it does on Redis."""
 
     def __init__(self) -> None:
         self.inner = MemoryStore()
 
     def __getattr__(self, name: str) -> object:
-        if name == "select_atomic":
+        if name == "select_in_one_step":
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -37,18 +37,18 @@ class Batched(TwoSteps):
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Draw]:
+    ) -> list[Selection | Miss]:
         return [self.inner.begin_select(profile_id, to, now, known_version) for to in recipients]
 
     def commit_select_many(
         self,
         profile_id: str,
-        entries: Sequence[tuple[str, str, StoredMapping | None, bool, int]],
+        entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
         return [
-            self.inner.commit_select(profile_id, to, chosen, previous, live, version, now)
-            for to, chosen, previous, live, version in entries
+            self.inner.commit_select(profile_id, to, chosen, miss, now)
+            for to, chosen, miss in entries
         ]
 
 
@@ -57,7 +57,7 @@ class TestTwoStepPath(StoreContract):
 
     def make_store(self) -> Store:
         store = TwoSteps()
-        assert not isinstance(store, AtomicStore)
+        assert not isinstance(store, OneStepStore)
         return store  # type: ignore[return-value]
 
 

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 from sticky.errors import InvalidSettings
-from sticky.store.base import AtomicStore, BatchStore, Decide, Draw, Store, StoredMapping
+from sticky.store.base import BatchStore, Decide, Miss, OneStepStore, Store, StoredMapping
 from sticky.store.memory import MemoryStore
 
 __all__ = [
-    "AtomicStore",
     "BatchStore",
     "Decide",
-    "Draw",
     "MemoryStore",
+    "Miss",
+    "OneStepStore",
+    "RedisStore",
+    "SQLiteStore",
     "Store",
     "StoredMapping",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``SQLiteStore`` and ``RedisStore`` on first use: importing sticky loads neither."""
+    if name == "SQLiteStore":
+        from sticky.store.sqlite import SQLiteStore  # noqa: PLC0415 - loaded on demand
+
+        return SQLiteStore
+    if name == "RedisStore":
+        from sticky.store.redis import RedisStore  # noqa: PLC0415 - optional extra
+
+        return RedisStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def open_store(url: str) -> Store:

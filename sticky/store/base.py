@@ -6,15 +6,19 @@ cannot avoid: deciding whether a stored mapping is live and whether its sender i
 eligible, which :mod:`sticky.policy` defines and every store mirrors.
 
 Time never runs backwards for expiry. Each profile has a *horizon*: the latest ``now``
-any write on it has used (a sticky select that refreshes or stores a mapping, ``pin``,
-``forget``, ``remove_number``, ``evict_expired``). A mapping is live at ``now`` while
-``max(now, horizon) < last_used + ttl``, so a mapping that was dead once stays dead
-under a clock that goes back, whether or not it was evicted yet. For the same reason,
-a change that lengthens the ttl first evicts the mappings dead at the horizon.
+of any write on it that can evict or replace a mapping (a select that stores one,
+``pin``, ``forget``, ``remove_number``, ``evict_expired``; a sticky hit does not move
+it). A mapping is live at ``now`` while ``max(now, horizon) < last_used + ttl``
+(:func:`sticky.policy.judged_at`, :func:`sticky.policy.is_live`), so a mapping that was
+dead once stays dead under a clock that goes back, whether or not it was evicted yet.
+For the same reason, a change that lengthens the ttl first evicts the mappings dead at
+the horizon.
 
 Choosing a sender is the engine's: :meth:`Store.begin_select` either answers from a
-live mapping, or returns a :class:`Draw`; the engine chooses and then calls
-:meth:`Store.commit_select`, a compare-and-set.
+live mapping, or returns a :class:`Miss` (what a fresh choice needs); the engine
+chooses and then gives the miss back to :meth:`Store.commit_select`, a
+compare-and-set. The rules a store applies inside its steps are the functions of
+:mod:`sticky.policy`.
 
 Every method raises :class:`~sticky.StoreUnavailable` when the store cannot be reached,
 and leaves nothing half-written.
@@ -31,21 +35,21 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
-__all__ = ["AtomicStore", "BatchStore", "Decide", "Draw", "Store", "StoredMapping"]
+__all__ = ["BatchStore", "Decide", "Miss", "OneStepStore", "Store", "StoredMapping"]
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
 
 
 @attrs.define(slots=True)
-class Draw:
-    """What a select needs to choose a sender afresh, read in one atomic step.
+class Miss:
+    """The read of a select that was not a sticky hit: what a fresh choice needs.
 
     ``pool`` is the whole pool, sorted by number, or None when it is unchanged since
     the ``known_version`` the engine passed. ``previous`` is the stored mapping (None
     when there is none, or when sticky is off and the table was not read), and
-    ``live`` whether it is live (then its sender is not eligible); they are what
-    :meth:`Store.commit_select` compares against. Read-only by convention (a plain
+    ``live`` whether it is live (then its sender is not eligible); the engine gives the
+    miss back to :meth:`Store.commit_select`, which compares against them. Read-only by convention (a plain
     slotted record: it is made on every fresh choice, and a frozen class costs three
     times as much to build).
     """
@@ -113,12 +117,13 @@ class Store(Protocol):
     # -- selection ------------------------------------------------------------------
     def begin_select(
         self, profile_id: str, to: str, now: float, known_version: int
-    ) -> Selection | Draw:
+    ) -> Selection | Miss:
         """First step of a select, atomic.
 
         If sticky is on and the stored mapping of ``to`` is live with an eligible
-        sender: set ``last_used = max(last_used, now)`` and return the sticky
-        :class:`Selection`. Otherwise change nothing and return a :class:`Draw`.
+        sender (:func:`sticky.policy.judge`): set ``last_used = max(last_used, now)``
+        and return the sticky :class:`Selection`. Otherwise change nothing and return
+        a :class:`Miss`.
         Raises UnknownProfile.
         """
         ...
@@ -128,16 +133,15 @@ class Store(Protocol):
         profile_id: str,
         to: str,
         chosen: str,
-        previous: StoredMapping | None,
-        live: bool,  # noqa: FBT001 - positional like the rest of the protocol
-        version: int,
+        miss: Miss,
         now: float,
     ) -> Selection | Literal[True] | None:
         """Second step of a sticky select: compare-and-set, atomic.
 
-        If the pool version is still ``version``, the stored mapping still equals
-        ``previous`` and its liveness still ``live`` (a dead ``previous`` that has been
-        evicted since counts as unchanged): store ``(chosen, now)`` and return True.
+        If the pool version is still ``miss.version``, the stored mapping still equals
+        ``miss.previous`` and its liveness still ``miss.live`` (a dead previous mapping
+        that has been evicted since counts as unchanged): store ``(chosen, now)`` and
+        return True.
         Else, if the stored mapping is live with an eligible sender (another select
         won the race): refresh it and return its sticky :class:`Selection`. Else
         change nothing and return None: the engine starts over. Raises UnknownProfile.
@@ -188,27 +192,29 @@ class Store(Protocol):
         ...
 
 
-Decide = Callable[[str, str, Draw], Selection]
-"""The engine's policy for a fresh choice: ``decide(profile_id, to, draw)`` returns the
+Decide = Callable[[str, str, Miss], Selection]
+"""The engine's policy for a fresh choice: ``decide(profile_id, to, miss)`` returns the
 selection (reason ``new``, ``expired``, ``reassigned`` or ``pool``), or raises."""
 
 
 @runtime_checkable
-class AtomicStore(Store, Protocol):
-    """A store that can run a whole select as one atomic step (optional).
+class OneStepStore(Store, Protocol):
+    """A store that can run a whole select as one step (optional).
 
-    A store in this process (or one with transactions, such as SQLite) runs the
-    engine's policy inside its own atomic step, which saves the second step and the
-    compare-and-set of :meth:`Store.commit_select`.
+    Every store method is atomic; a store in this process (or one with transactions,
+    such as SQLite) can also run the engine's policy inside the select's own step,
+    which saves the second step and the compare-and-set of :meth:`Store.commit_select`.
     """
 
-    def select_atomic(self, profile_id: str, to: str, now: float, decide: Decide) -> Selection:
-        """One select, atomic: a sticky hit, or ``decide`` and store its choice.
+    def select_in_one_step(
+        self, profile_id: str, to: str, now: float, decide: Decide
+    ) -> Selection:
+        """One select in one atomic step: a sticky hit, or ``decide`` and store its choice.
 
         If sticky is on and the stored mapping of ``to`` is live with an eligible
         sender: refresh it as :meth:`Store.begin_select` does and return the sticky
-        :class:`Selection`. Otherwise call ``decide(profile_id, to, draw)`` with the
-        :class:`Draw` ``begin_select`` would return (``pool`` always given); if it
+        :class:`Selection`. Otherwise call ``decide(profile_id, to, miss)`` with the
+        :class:`Miss` ``begin_select`` would return (``pool`` always given); if it
         raises, change nothing; else, unless its reason is ``pool``, store
         ``(selection.from_number, now)`` as ``commit_select`` would, and return it.
         Raises UnknownProfile.
@@ -226,17 +232,17 @@ class BatchStore(Store, Protocol):
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Draw]:
+    ) -> list[Selection | Miss]:
         """:meth:`Store.begin_select` for each distinct recipient, in order."""
         ...
 
     def commit_select_many(
         self,
         profile_id: str,
-        entries: Sequence[tuple[str, str, StoredMapping | None, bool, int]],
+        entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`Store.commit_select` for each ``(to, chosen, previous, live, version)``."""
+        """:meth:`Store.commit_select` for each ``(to, chosen, miss)``."""
         ...
 
 

@@ -34,33 +34,38 @@ from sortedcontainers import SortedList
 
 from sticky.errors import NumberInUse, ProfileExists, UnknownNumber, UnknownProfile
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import is_eligible, is_live
+from sticky.policy import (
+    STEP_EVICTIONS,
+    STEP_LOOKS,
+    eligible_numbers,
+    is_live,
+    judge,
+    judged_at,
+    refreshed,
+)
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, Draw, StoredMapping, sorted_pool
+from sticky.store.base import Decide, Miss, sorted_pool
 from sticky.values import Reason, Selection
 
 __all__ = ["MemoryStore"]
 
 _STICKY = Reason.STICKY
 _POOL = Reason.POOL
+_REASSIGNED = Reason.REASSIGNED
 _new = tuple.__new__
-_STEP_EVICTIONS = 2
-"""Dead mappings a write that stores a mapping removes from its profile, at most."""
-_STEP_POPS = 8
-"""Index entries such a write looks at, at most."""
 
 _Entry = tuple[str, float, float]
 """``(sender, last_used, idx)``."""
 
 
 class _Stopped(Exception):
-    def __init__(self, draw: Draw) -> None:
-        self.draw = draw
+    def __init__(self, miss: Miss) -> None:
+        self.miss = miss
 
 
-def _stop(_profile_id: str, _to: str, draw: Draw) -> Selection:
+def _stop(_profile_id: str, _to: str, miss: Miss) -> Selection:
     """A decision that stops the select before anything is written."""
-    raise _Stopped(draw)
+    raise _Stopped(miss)
 
 
 class _Table(dict[str, _Entry]):
@@ -106,9 +111,9 @@ class _Profile:
         self.sticky = settings.sticky_sender
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
-        self.eligible = frozenset(n.number for n in self.pool_tuple if is_eligible(n, settings))
+        self.eligible = eligible_numbers(self.pool_tuple, settings)
         # What every select for a recipient with no mapping reads: built once, not per call.
-        self.fresh = Draw(settings, version, self.pool_tuple, None, live=False)
+        self.fresh = Miss(settings, version, self.pool_tuple, None, live=False)
 
     def add_late(self, key: float, to: str) -> None:
         """Index ``to`` under ``key`` out of order. O(log n)."""
@@ -117,11 +122,11 @@ class _Profile:
 
     def at(self, now: float) -> float:
         """The time liveness is judged at: never before the horizon."""
-        return max(now, self.horizon)
+        return judged_at(now, self.horizon)
 
     def advance(self, now: float) -> float:
-        """Move the horizon to ``now`` if later; return the effective time."""
-        self.horizon = max(self.horizon, now)
+        """Move the horizon to ``now`` if later (a write that can evict); return it."""
+        self.horizon = judged_at(now, self.horizon)
         return self.horizon
 
 
@@ -168,9 +173,7 @@ class MemoryStore:
 
         Also moves the horizon and takes an amortised eviction step.
         """
-        horizon = p.horizon
-        at = now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
-        p.horizon = at
+        at = p.horizon = judged_at(now, p.horizon)
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
@@ -186,8 +189,8 @@ class MemoryStore:
         else:
             p.add_late(now, to)
         first = queue[0][0] if queue else math.inf
-        if at >= (first if first < p.late_min else p.late_min) + p.ttl:  # noqa: FURB136 - a call
-            self._evict(p, at, _STEP_EVICTIONS, _STEP_POPS)
+        if not is_live(first if first < p.late_min else p.late_min, p.ttl, at):  # noqa: FURB136
+            self._evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 
     @staticmethod
     def _unlink(p: _Profile, to: str, sender: str) -> None:
@@ -204,11 +207,11 @@ class MemoryStore:
         while removed < limit and pops < max_pops:
             first = queue[0][0] if queue else inf
             if first <= p.late_min:
-                if now < first + ttl:  # also stops when both are empty: inf + ttl
+                if is_live(first, ttl, now):  # also stops when both are empty: inf + ttl
                     break
                 key, to = queue.popleft()
             else:
-                if now < p.late_min + ttl:
+                if is_live(p.late_min, ttl, now):
                     break
                 key, to = late.pop(0)
                 p.late_min = late[0][0] if late else inf
@@ -217,7 +220,7 @@ class MemoryStore:
             if entry is None or entry[2] != key:
                 continue  # the mapping it indexed was replaced or deleted
             sender, last_used, _ = entry
-            if now < last_used + ttl:  # used since it was indexed: index it again
+            if is_live(last_used, ttl, now):  # used since it was indexed: index it again
                 table[to] = (sender, last_used, last_used)
                 p.add_late(last_used, to)
                 late = p.late
@@ -322,11 +325,13 @@ class MemoryStore:
             return self._get(profile_id).pool_tuple
 
     # -- selection ------------------------------------------------------------------
-    def select_atomic(self, profile_id: str, to: str, now: float, decide: Decide) -> Selection:
+    def select_in_one_step(
+        self, profile_id: str, to: str, now: float, decide: Decide
+    ) -> Selection:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
-        The engine's hot path: written out in one function on purpose (each call saved
-        is measurable), and the only place the sticky-hit rule is written.
+        The engine's hot path, written out in one function (each call saved is
+        measurable); the rules it applies are :mod:`sticky.policy`'s.
         """
         lock = self._lock
         lock.acquire()
@@ -338,19 +343,20 @@ class MemoryStore:
             table = p.table
             entry = table.get(to) if p.sticky else None
             if entry is None:
-                draw = p.fresh
+                miss = p.fresh
             else:
                 sender, last_used, idx = entry
-                horizon = p.horizon
-                at = now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
-                live = at < last_used + p.ttl
-                if live and sender in p.eligible:
-                    p.horizon = at
+                verdict = judge(
+                    last_used, p.ttl, judged_at(now, p.horizon), eligible=sender in p.eligible
+                )
+                if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
                         table[to] = (sender, now, idx)
                     return _new(Selection, (profile_id, to, sender, _STICKY, None))
-                draw = Draw(p.settings, p.version, p.pool_tuple, (sender, last_used), live)
-            sel = decide(profile_id, to, draw)
+                miss = Miss(
+                    p.settings, p.version, p.pool_tuple, (sender, last_used), verdict is _REASSIGNED
+                )
+            sel = decide(profile_id, to, miss)
             if sel.reason is not _POOL:
                 self._store_choice(p, to, sel.from_number, now, entry)
             return sel
@@ -363,25 +369,23 @@ class MemoryStore:
         to: str,
         now: float,
         known_version: int,  # noqa: ARG002 - the pool is always given: it costs nothing here
-    ) -> Selection | Draw:
+    ) -> Selection | Miss:
         """A sticky hit (refreshed) or what a fresh choice needs. O(1) expected.
 
-        It is :meth:`select_atomic` stopped before the choice, which then writes
+        It is :meth:`select_in_one_step` stopped before the choice, which then writes
         nothing.
         """
         try:
-            return self.select_atomic(profile_id, to, now, _stop)
+            return self.select_in_one_step(profile_id, to, now, _stop)
         except _Stopped as stop:
-            return stop.draw
+            return stop.miss
 
     def commit_select(
         self,
         profile_id: str,
         to: str,
         chosen: str,
-        previous: StoredMapping | None,
-        live: bool,  # noqa: FBT001 - the protocol's order
-        version: int,
+        miss: Miss,
         now: float,
     ) -> Selection | Literal[True] | None:
         """Compare-and-set of a fresh choice. O(1) expected (see the class docstring)."""
@@ -392,17 +396,16 @@ class MemoryStore:
             current_live = entry is not None and is_live(entry[1], p.ttl, at)
             current = None if entry is None else (entry[0], entry[1])
             # A dead previous mapping that was evicted since the read is no change.
-            unchanged = current == previous or (current is None and not live)
-            if unchanged and current_live == live and p.version == version:
+            unchanged = current == miss.previous or (current is None and not miss.live)
+            if unchanged and current_live == miss.live and p.version == miss.version:
                 self._store_choice(p, to, chosen, now, entry)
                 return True
-            if entry is not None and p.sticky and current_live and entry[0] in p.eligible:
-                # Another select stored a live mapping first: this one is a hit on it.
+            if entry is not None and p.sticky:
                 sender, last_used, idx = entry
-                p.horizon = at
-                if now > last_used:
-                    p.table[to] = (sender, now, idx)
-                return _new(Selection, (profile_id, to, sender, _STICKY, None))
+                if judge(last_used, p.ttl, at, eligible=sender in p.eligible) is _STICKY:
+                    # Another select stored a live mapping first: this one is a hit on it.
+                    p.table[to] = (sender, refreshed(last_used, now), idx)
+                    return _new(Selection, (profile_id, to, sender, _STICKY, None))
             return None
 
     # -- inspection and override ----------------------------------------------------
@@ -464,7 +467,7 @@ class MemoryStore:
             assert owners == self._owner, "owner index disagrees with the pools"
             for pid, p in self._profiles.items():
                 assert p.pool_tuple == sorted_pool(list(p.pool.values())), f"{pid}: pool"
-                expected = frozenset(n.number for n in p.pool_tuple if is_eligible(n, p.settings))
+                expected = eligible_numbers(p.pool_tuple, p.settings)
                 assert p.eligible == expected, f"{pid}: eligible set is stale"
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"

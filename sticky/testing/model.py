@@ -48,9 +48,10 @@ class Model:
 
     Dead mappings stay in the model until :meth:`evict` (a store may drop them sooner,
     which SEMANTICS.md allows to show only in the mapping count and in EXPIRED/NEW).
-    Liveness is judged at ``max(now, horizon)``, the horizon being the latest ``now`` a
-    write on the profile used, so that nothing dead comes back under a clock that goes
-    back; lengthening the ttl first drops what is dead at the horizon.
+    Liveness is judged at ``max(now, horizon)``, the horizon being the latest ``now`` of
+    a write on the profile that can evict or replace a mapping (not a sticky hit), so
+    that nothing dead comes back under a clock that goes back; lengthening the ttl
+    first drops what is dead at the horizon.
     Methods raise the error SEMANTICS.md asks for, and then change nothing.
     """
 
@@ -171,11 +172,11 @@ class Model:
         p = self.profiles[pid]
         if reason is Reason.POOL:
             return
-        p.advance(now)
-        if reason is Reason.STICKY:
+        if reason is Reason.STICKY:  # a hit evicts nothing: the horizon stays
             old = p.maps[to]
             p.maps[to] = (sender, max(old[1], now))
         else:
+            p.advance(now)
             p.maps[to] = (sender, now)
 
     def mapping(self, pid: str, to: str, now: float) -> tuple[str, float] | None:
