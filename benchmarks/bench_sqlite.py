@@ -10,10 +10,11 @@ Against it, ``Engine(store=SQLiteStore(path)).select`` with the system clock: hi
 same size, the same recipients in the same order. Each timed repeat is preceded by one
 untimed warm-up; the new recipients are removed between repeats (untimed), so every
 repeat sees the same table. Two diagnostic rows: ``floor+writes: miss``, the floor
-making the store's writes of a new mapping (its row, the cascade index ``(profile,
-sender)``, the expiry queue's tail: the pages any design that keeps the memory store's
-costs and eviction order must write), and
-``select_many`` of 100 hits per call (one transaction per batch).
+making the writes of a new mapping in sticky 0.1's design (its row, the cascade index
+``(profile, sender)``, the tail of an expiry queue table: three pages; the store now
+writes its row, one index entry that is both the cascade and the expiry index, and
+the profile's horizon), and ``select_many`` of 100 hits per call (one transaction per
+batch).
 
 Run alone: ``python -m benchmarks.bench_sqlite [--quick]``; or with the harness,
 ``python -m benchmarks --quick --group sqlite``.
@@ -62,7 +63,7 @@ class Floor:
             " PRIMARY KEY (profile, recipient)) WITHOUT ROWID"
         )
         self.indexes = indexes
-        if indexes:  # the store's other writes: the cascade index, the expiry queue
+        if indexes:  # 0.1's other writes: the cascade index, the expiry queue
             self.conn.execute("CREATE INDEX m_sender ON m (profile, sender)")
             self.conn.execute(
                 "CREATE TABLE q (profile TEXT NOT NULL, pos INTEGER NOT NULL,"

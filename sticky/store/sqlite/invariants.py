@@ -1,0 +1,83 @@
+"""The SQLite store's invariants: every rule of the file that its schema cannot enforce.
+
+:func:`check_rows` is what :meth:`SQLiteStore.check_invariants` runs, in one read
+transaction; the stateful tests call it after every step.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+
+from sticky.numbers import NumberType, SenderNumber, is_e164
+from sticky.policy import is_eligible
+from sticky.settings import PoolSettings
+
+__all__ = ["check_rows"]
+
+_TYPES = {t.value: t for t in NumberType}
+
+
+def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> None:
+    """Assert the file's integrity and every rule the schema cannot. O(N).
+
+    ``PRAGMA integrity_check`` (pages, and each index against its table, so the expiry
+    index holds every mapping); the meta rows; per profile, the settings copies, unique
+    versions and the ``eligible`` flags against :func:`~sticky.policy.is_eligible`; no
+    mapping to a number outside its profile's pool, one profile per number, no row of
+    a deleted profile; rows well-formed; and the horizon rule: a profile with mappings
+    has a horizon, and no index key is after its mapping's last use or after the
+    horizon (each key was written by a write that moved the horizon to at least it).
+    Raises AssertionError naming the broken rule.
+    """
+
+    def one(sql: str, *args: object) -> int:
+        return int(cur.execute(sql, args).fetchone()[0])
+
+    for (result,) in cur.execute("PRAGMA integrity_check").fetchall():
+        assert result == "ok", f"integrity_check: {result}"
+    assert one("SELECT count(*) FROM meta") == 2, "meta rows"
+    top = one("SELECT value FROM meta WHERE name = 'version'")
+    assert one("SELECT value FROM meta WHERE name = 'evicted'") >= 0, "evicted < 0"
+    versions: set[int] = set()
+    for key, pid, text, sticky, ttl, version, horizon, evicted in cur.execute(
+        "SELECT key, id, settings, sticky, ttl, version, horizon, evicted FROM profiles"
+    ).fetchall():
+        settings = decode(text)
+        assert (bool(sticky), ttl) == (settings.sticky_sender, settings.ttl), f"{pid}: copies"
+        assert 0 < version <= top, f"{pid}: version {version} (counter {top})"
+        assert version not in versions, f"{pid}: version {version} is not unique"
+        versions.add(version)
+        assert evicted >= 0, f"{pid}: evicted {evicted}"
+        for number, kind, healthy, flag in cur.execute(
+            "SELECT number, type, healthy, eligible FROM numbers WHERE profile = ?", (key,)
+        ).fetchall():
+            n = SenderNumber(number, _TYPES[kind], bool(healthy))
+            assert bool(flag) == is_eligible(n, settings), f"{pid}: {number} eligible flag"
+        top_idx = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,)).fetchone()
+        if top_idx[0] is not None:
+            assert horizon is not None, f"{pid}: mappings but no horizon"
+            assert top_idx[0] <= horizon, f"{pid}: an index key {top_idx[0]} after the horizon"
+    orphans = one(
+        "SELECT count(*) FROM mappings AS m LEFT JOIN numbers AS n"
+        " ON n.number = m.sender AND n.profile = m.profile WHERE n.number IS NULL"
+    )
+    assert orphans == 0, f"{orphans} mapping(s) to a number outside its profile's pool"
+    for table in ("mappings", "numbers"):
+        strays = one(
+            f"SELECT count(*) FROM {table}"  # noqa: S608 - the table names above
+            " WHERE profile NOT IN (SELECT key FROM profiles)"
+        )
+        assert strays == 0, f"{strays} {table} row(s) of no profile"
+    bad = cur.execute(
+        "SELECT profile, recipient, sender, last_used, idx FROM mappings"
+        " WHERE typeof(last_used) != 'real' OR typeof(idx) != 'real'"
+        " OR idx > last_used OR typeof(sender) != 'text'"
+        " OR typeof(recipient) != 'text' OR typeof(profile) != 'integer' LIMIT 1"
+    ).fetchone()
+    assert bad is None, f"a malformed mapping row (or an index key after its last use): {bad}"
+    for to, sender, last_used in cur.execute("SELECT recipient, sender, last_used FROM mappings"):
+        assert is_e164(to), f"recipient {to!r} is not E.164"
+        assert is_e164(sender), f"sender {sender!r} is not E.164"
+        assert math.isfinite(last_used), f"{to}: last_used {last_used!r}"
