@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.resources
 import itertools
 import multiprocessing
 import os
+import re
 import sys
 import threading
 import time
@@ -33,13 +35,16 @@ from sticky import (
     NumberType,
     PoolSettings,
     Reason,
+    Selection,
     StoreUnavailable,
     UnknownNumber,
     open_store,
+    policy,
 )
 from sticky.settings import DEFAULT_TTL
-from sticky.store.base import BatchStore, Draw, Store
+from sticky.store.base import BatchStore, Miss, Store
 from sticky.store.redis import RedisStore
+from sticky.store.redis.scripts import SCRIPT_NAMES, Tag, constants, scripts, substitute
 from sticky.testing import StickyMachine, StoreContract
 
 try:  # the redis extra; without it these tests skip, or fail where Redis is required
@@ -379,7 +384,7 @@ def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> No
     assert e.profiles() == sorted(NASTY)
     tags = {}
     for pid in NASTY:
-        keys = store._keys(pid).k8
+        keys = store._keys.of(pid).every
         slots = {key_slot(k.encode()) for k in keys}
         assert len(slots) == 1, (pid, keys)
         tags[pid] = keys[0].split("{", 1)[1].split("}", 1)[0]
@@ -391,8 +396,8 @@ def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> No
         if "{" in key:
             tag = key.split("{", 1)[1].split("}", 1)[0]
             assert tag in by_tag, key
-            assert key_slot(key.encode()) == key_slot(store._keys(by_tag[tag]).meta.encode())
-            assert key in store._keys(by_tag[tag]).k8, key
+            assert key_slot(key.encode()) == key_slot(store._keys.of(by_tag[tag]).meta.encode())
+            assert key in store._keys.of(by_tag[tag]).every, key
         else:
             assert key.startswith((f"{store._prefix}:own:", f"{store._prefix}:profiles")), key
     # profiles whose ids differ only by the characters a naive scheme would mangle
@@ -462,7 +467,7 @@ def test_a_stale_owner_key_counts_as_free(redis_server: RedisServer) -> None:
     store.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
     # a process died between removing the number and releasing its owner key
     client = redis_server.client()
-    owner_key = store._owner_key(LONG[0])
+    owner_key = store._keys.owner(LONG[0])
     stale = client.get(owner_key)
     store.remove_number("a", LONG[0], T0)
     client.set(owner_key, stale)
@@ -489,14 +494,15 @@ def test_a_rival_add_revokes_a_claim_in_flight(redis_server: RedisServer) -> Non
     store.create_profile("a", PoolSettings())
     store.create_profile("b", PoolSettings())
     # "a" is halfway through add_number: claimed and owner key taken, not committed
-    ka, s = store._keys("a"), store._s
-    inc = store._eval(s["add_claim"], ka.k8, (LONG[0], "tok"))
-    assert (
-        store._eval(s["own"], (store._owner_key(LONG[0]),), (f"{inc}:{ka.hex}", ka.hex, inc, ""))
-        == "ok"
-    )
+    ka, s, run = store._keys.of("a"), store._s, store._run
+    claimed = run.eval(s["add_claim"], ka.every, (LONG[0], "tok", ""))
+    assert claimed[0] == Tag.OK
+    inc, version = claimed[1], claimed[2]
+    owner = store._keys.owner(LONG[0])
+    assert run.eval(s["own"], (owner,), (f"{inc}:{ka.hex}", ka.hex, inc, "")) == Tag.OK
     store.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)  # takes it over
-    assert store._eval(s["add_commit"], ka.k8, (LONG[0], "tok", "L1", inc)) == "r"
+    commit = (LONG[0], "tok", "L11", inc, version)
+    assert run.eval(s["add_commit"], ka.every, commit) == [Tag.REVOKED]
     with pytest.raises(NumberInUse, match="'b'"):
         store.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
     assert [n.number for n in store.numbers("b")] == [LONG[0]]
@@ -606,36 +612,29 @@ def _cas_script(store: Store) -> list[object]:
     store.pin("p", to, LONG[0], T0)
     store.set_health(LONG[0], healthy=False)
     draw = store.begin_select("p", to, T0 + 10, -1)  # live, its sender not eligible
-    assert isinstance(draw, Draw)
+    assert isinstance(draw, Miss)
     out.append(draw)
     # another write at a later time moves the horizon past the mapping's expiry
     store.pin("p", other, LONG[1], T0 + DEFAULT_TTL + 1)
-    out.append(
-        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
-    )
+    out.append(store.commit_select("p", to, LONG[1], draw, T0 + 10))
     draw = store.begin_select("p", to, T0 + 10, -1)  # now: dead at the horizon
-    assert isinstance(draw, Draw)
+    assert isinstance(draw, Miss)
     out.append((draw.previous, draw.live))
     # a stale version
     store.set_health(LONG[2], healthy=False)
-    out.append(
-        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
-    )
+    out.append(store.commit_select("p", to, LONG[1], draw, T0 + 10))
     draw = store.begin_select("p", to, T0 + 10, -1)
-    assert isinstance(draw, Draw)
+    assert isinstance(draw, Miss)
     # a rival commit wins first: the loser gets the winner's sticky selection
-    out.append(
-        store.commit_select("p", to, LONG[1], draw.previous, draw.live, draw.version, T0 + 10)
-    )
-    out.append(
-        store.commit_select("p", to, LONG[2], draw.previous, draw.live, draw.version, T0 + 11)
-    )
+    out.append(store.commit_select("p", to, LONG[1], draw, T0 + 10))
+    out.append(store.commit_select("p", to, LONG[2], draw, T0 + 11))
     out.append(store.mapping("p", to, T0 + 11))
     # a previous mapping that changed (pinned elsewhere meanwhile)
     draw2 = store.begin_select("p", other, T0 + DEFAULT_TTL + 2, -1)
     out.append(draw2)
     store.pin("p", to, LONG[1], T0 + 12)
-    out.append(store.commit_select("p", to, LONG[2], (LONG[0], T0), False, draw.version, T0 + 12))
+    changed = Miss(draw.settings, draw.version, None, (LONG[0], T0), live=False)
+    out.append(store.commit_select("p", to, LONG[2], changed, T0 + 12))
     out.append(store.mapping("p", to, T0 + 12))
     out.append(store.counts())
     store.check_invariants()
@@ -645,7 +644,7 @@ def _cas_script(store: Store) -> list[object]:
 def test_compare_and_set_agrees_with_memory(redis_server: RedisServer) -> None:
     def comparable(outcomes: list[object]) -> list[object]:  # versions differ by design
         return [
-            (o.settings, o.pool, o.previous, o.live) if isinstance(o, Draw) else o
+            (o.settings, o.pool, o.previous, o.live) if isinstance(o, Miss) else o
             for o in outcomes
         ]
 
@@ -762,7 +761,8 @@ def test_racing_batches_agree(redis_server: RedisServer) -> None:
 # -- the optional extra --------------------------------------------------------------------
 def test_without_the_redis_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)  # import redis now raises ImportError
-    monkeypatch.delitem(sys.modules, "sticky.store.redis")
+    for name in [n for n in sys.modules if n.startswith("sticky.store.redis")]:
+        monkeypatch.delitem(sys.modules, name)  # the package and its modules, afresh
     module = importlib.import_module("sticky.store.redis")  # importing still works
     for call in (
         lambda: module.RedisStore.from_url("redis://127.0.0.1:1/0"),
@@ -801,3 +801,263 @@ def test_a_client_without_decoded_replies(redis_server: RedisServer) -> None:
     e.close()  # the client is the caller's: still open
     assert client.ping()
     client.close()
+
+
+# -- one rule, one place: the Lua helpers, the constants, eligibility as data --------------
+WRITES = (
+    "hset",
+    "hdel",
+    "hincrby",
+    "zadd",
+    "zrem",
+    "zremrangebylex",
+    "rpush",
+    "lpop",
+    "incr",
+    "incrby",
+    "set",
+    "del",
+    "unlink",
+)
+"""Every write command a script of the store issues."""
+
+
+def _writes(client: Any) -> int:
+    """Write commands the server ran since the last CONFIG RESETSTAT (scripts' included)."""
+    stats = client.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in WRITES)
+
+
+def test_a_sticky_hit_writes_one_field_and_leaves_the_horizon(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=1, clock=ManualClock(T0), store=store)
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    to = "+12125550000"
+    assert e.select("p", to).reason is Reason.NEW
+    client = redis_server.client()
+    meta = store._keys.of("p").meta
+    assert client.hget(meta, "horizon") == repr(T0)  # a fresh choice moved it
+
+    def hit(now: float) -> int:
+        client.config_resetstat()
+        assert e.select("p", to, now=now).reason is Reason.STICKY
+        return _writes(client)
+
+    assert hit(T0 + 10) == 1  # last_used moves: one HSET of the mapping
+    assert hit(T0 + 10) == 0  # it would not change: nothing written
+    assert hit(T0 + 5) == 0  # never younger
+    assert client.hget(meta, "horizon") == repr(T0)  # no hit moved it
+    m = e.mapping("p", to, now=T0)
+    assert m is not None
+    assert m.last_used == T0 + 10
+    # a batch of hits: one HSET per hit whose last_used changes
+    e.select_many("p", ["+12125550001", "+12125550002"], now=T0 + 10)
+    client.config_resetstat()
+    many = e.select_many("p", [to, "+12125550001", "+12125550002"], now=T0 + 20)
+    assert {s.reason for s in many} == {Reason.STICKY}
+    assert _writes(client) == 3
+    assert client.hget(meta, "horizon") == repr(T0 + 10)
+    # the hit of a commit that lost the race to another select: no horizon either
+    other = "+12125550009"
+    miss = store.begin_select("p", other, T0 + 30, -1)
+    assert isinstance(miss, Miss)
+    assert store.commit_select("p", other, LONG[0], miss, T0 + 30) is True
+    client.config_resetstat()
+    won = store.commit_select("p", other, LONG[0], miss, T0 + 40)
+    assert isinstance(won, Selection)
+    assert won.reason is Reason.STICKY
+    assert _writes(client) == 1
+    assert client.hget(meta, "horizon") == repr(T0 + 30)
+    store.check_invariants()
+    client.close()
+    e.close()
+
+
+def test_scripts_spell_out_no_rule_and_no_tag() -> None:
+    root = importlib.resources.files("sticky.store.redis.lua")
+    sources = {f.name: f.read_text("utf-8") for f in root.iterdir() if f.name.endswith(".lua")}
+    assert len(sources) == len(SCRIPT_NAMES) + 1  # every script, and common.lua
+    for name, source in sources.items():
+        code = "\n".join(line.split("--", 1)[0] for line in source.splitlines())
+        # liveness is is_live's alone; the horizon judged_at's; eligibility a stored flag
+        plus_ttl = re.findall(r"\+\s*(?:p\.)?ttl\b", code)
+        assert plus_ttl == ([] if name != "common.lua" else ["+ ttl"]), (name, plus_ttl)
+        if name != "migrate.lua":  # which deletes 0.1's copies of the weights
+            assert "'lw'" not in code, name
+            assert "'skip'" not in code, name
+        assert "math.max" not in code, name
+        # every reply tag is a placeholder: no quoted one-letter or 'ok' literal is returned
+        for line in code.splitlines():
+            if re.search(r"\breturn\b", line):
+                assert not re.search(r"'(?:[a-z]|ok)'", line), (name, line)
+        assert not re.search(r"evict\(p, [\w.]+, \d", code), name  # the step is named
+
+
+def test_constants_are_substituted_or_the_load_fails() -> None:
+    values = constants()
+    assert values["STEP_EVICTIONS"] == str(policy.STEP_EVICTIONS)
+    assert values["STEP_LOOKS"] == str(policy.STEP_LOOKS)
+    tags = {name: value for name, value in vars(Tag).items() if name.isupper()}
+    assert len(set(tags.values())) == len(tags)  # one meaning per tag
+    for name, script in scripts().items():
+        assert "{{" not in script.source, name
+        assert f"local STEP_EVICTIONS = {policy.STEP_EVICTIONS}" in script.source
+    assert substitute("x", "return {{HIT}}", values) == f"return '{Tag.HIT}'"
+    with pytest.raises(ValueError, match=r"x\.lua: placeholder \{\{NOPE\}\} names no constant"):
+        substitute("x", "return {{NOPE}}", values)
+    with pytest.raises(ValueError, match="left unsubstituted"):
+        substitute("x", "return {{A}}", {"A": "{{B}}"})
+
+
+def test_eligibility_flags_are_computed_for_the_current_version(
+    redis_server: RedisServer,
+) -> None:
+    """Writers whose cached pool is stale get the current one and compute the flags again."""
+    a = new_store(redis_server)
+    b = RedisStore.from_url(redis_server.url, prefix=a._prefix)
+    a.create_profile("p", PoolSettings())
+    a.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+    a.add_number("p", "+18005550001", NumberType.TOLL_FREE, healthy=True)
+    assert len(a.numbers("p")) == len(b.numbers("p")) == 2  # both cache this version
+    # b turns toll-free off and skips unhealthy numbers; a's cache is stale now
+    assert b.replace_settings(
+        "p", PoolSettings(), PoolSettings(toll_free_weight=0.0, skip_unhealthy=True)
+    )
+    a.set_health(LONG[0], healthy=False)  # ineligible under b's settings, not a's
+    a.add_number("p", "+18005550002", NumberType.TOLL_FREE, healthy=True)
+    a.check_invariants()
+    # b's cache is stale now: its settings change computes the flags on a's pool
+    assert b.replace_settings(
+        "p",
+        PoolSettings(toll_free_weight=0.0, skip_unhealthy=True),
+        PoolSettings(long_code_weight=0.0),
+    )
+    a.check_invariants()
+    pool = dict(redis_server.client().hgetall(a._keys.of("p").pool))
+    assert pool == {LONG[0]: "L00", "+18005550001": "T11", "+18005550002": "T11"}
+    assert not b.replace_settings("p", PoolSettings(), PoolSettings())  # not the old ones
+    a.close()
+    b.close()
+
+
+# A profile exactly as sticky 0.1 left it in Redis (prefix "old", profile id "a", hex 61):
+# recorded from 0.1's scripts after create_profile("a", skip_unhealthy=True,
+# toll_free_weight=0), adding +13125550001, +13125550002 and +18005550003 (toll-free),
+# selects of +12125550000 at T0 and T0 + 5 and of +12125550001 at T0 + 5, then
+# set_health(+13125550002, unhealthy). Pool entries have no eligibility flag; meta keeps
+# the weights and the skip flag that 0.1's scripts read.
+V01_OWNER = "980890258644643:61"
+V01 = {
+    "old:profiles": ("set", ["61"]),
+    "old:own:2b3133313235353530303031": ("string", V01_OWNER),
+    "old:own:2b3133313235353530303032": ("string", V01_OWNER),
+    "old:own:2b3138303035353530303033": ("string", V01_OWNER),
+    "old:{61}:ver": ("string", "980890258644647"),
+    "old:{61}:meta": (
+        "hash",
+        {
+            "id": "61",
+            "settings": '{"sticky_sender":true,"ttl":691200.0,"long_code_weight":1.0,'
+            '"toll_free_weight":0.0,"skip_unhealthy":true,"geomatch":"off"}',
+            "ttl": "691200.0",
+            "sticky": "1",
+            "lw": "1.0",
+            "tw": "0.0",
+            "skip": "1",
+            "inc": "980890258644643",
+            "seq": "0",
+            "evicted": "0",
+            "horizon": "1700000005.0",
+        },
+    ),
+    "old:{61}:pool": ("hash", {"+13125550001": "L1", "+13125550002": "L0", "+18005550003": "T1"}),
+    "old:{61}:map": (
+        "hash",
+        {
+            "+12125550000": "1700000005.0 1700000000.0 +13125550001",
+            "+12125550001": "1700000005.0 1700000005.0 +13125550002",
+        },
+    ),
+    "old:{61}:queue": ("list", ["1700000000.0 +12125550000", "1700000005.0 +12125550001"]),
+    "old:{61}:rev": (
+        "zset",
+        {"+13125550001\x00+12125550000": 0.0, "+13125550002\x00+12125550001": 0.0},
+    ),
+}
+
+
+def _write_v01(client: Any) -> None:
+    for key, (kind, value) in V01.items():
+        if kind == "set":
+            client.sadd(key, *value)
+        elif kind == "string":
+            client.set(key, value)
+        elif kind == "hash":
+            client.hset(key, mapping=value)
+        elif kind == "list":
+            client.rpush(key, *value)
+        else:
+            client.zadd(key, value)
+
+
+@pytest.mark.parametrize(
+    "first_touch", ["select", "select_many", "set_health", "update_settings", "add_number"]
+)
+def test_a_profile_written_by_0_1_is_migrated_on_first_touch(
+    redis_server: RedisServer, first_touch: str
+) -> None:
+    client = redis_server.client()
+    _write_v01(client)
+    store = RedisStore.from_url(redis_server.url, prefix="old")
+    store.check_invariants()  # a 0.1 profile is consistent as it is
+    e = Engine(seed=1, clock=ManualClock(T0 + 10), store=store)
+    healthy, unhealthy, toll_free = "+13125550001", "+13125550002", "+18005550003"
+    # reads change nothing and need no migration
+    assert e.profiles() == ["a"]
+    assert [(n.number, n.type, n.healthy) for n in e.numbers("a")] == [
+        (healthy, NumberType.LONG_CODE, True),
+        (unhealthy, NumberType.LONG_CODE, False),
+        (toll_free, NumberType.TOLL_FREE, True),
+    ]
+    m = e.mapping("a", "+12125550000")
+    assert m is not None
+    assert (m.from_number, m.last_used) == (healthy, T0 + 5)
+    assert e.recipients_of("a", unhealthy) == ["+12125550001"]
+    assert "layout" not in client.hgetall("old:{61}:meta")
+    if first_touch == "select":
+        sel = e.select("a", "+12125550000")
+        assert (sel.reason, sel.from_number) == (Reason.STICKY, healthy)
+    elif first_touch == "select_many":
+        many = e.select_many("a", ["+12125550000", "+12125550001"])
+        assert [(s.reason, s.from_number) for s in many] == [
+            (Reason.STICKY, healthy),
+            (Reason.REASSIGNED, healthy),
+        ]
+    elif first_touch == "set_health":
+        e.set_health(unhealthy, True)
+    elif first_touch == "update_settings":
+        e.update_settings("a", ttl=DEFAULT_TTL * 2)
+    else:
+        e.add_number("a", "+13125550004")
+    meta = client.hgetall("old:{61}:meta")
+    assert meta["layout"] == "2"
+    assert not {"lw", "tw", "skip"} & meta.keys()
+    store.check_invariants()
+    # every mapping and age survived, and the rules hold with the stored flags
+    sel = e.select("a", "+12125550000")
+    assert (sel.reason, sel.from_number) == (Reason.STICKY, healthy)
+    fresh = e.select("a", "+12125559999")
+    assert fresh.from_number in {healthy, unhealthy, "+13125550004"} - (
+        set() if first_touch == "set_health" else {unhealthy}
+    )
+    again = e.select("a", "+12125550001")
+    if first_touch == "set_health":  # healthy again: its mapping is honoured
+        assert (again.reason, again.from_number) == (Reason.STICKY, unhealthy)
+    else:
+        assert again.reason in {Reason.REASSIGNED, Reason.STICKY}
+        assert again.from_number != unhealthy
+    assert e.recipients_of("a", toll_free) == []
+    store.check_invariants()
+    client.close()
+    e.close()

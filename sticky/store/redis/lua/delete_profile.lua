@@ -1,21 +1,21 @@
 -- delete_profile: a profile with its pool and mappings (Store.delete_profile), atomic.
 -- KEYS 1-8. ARGV: now.
--- Returns {'u'} or {'ok', live mappings, incarnation, evicted count, number...}; the
--- caller then releases the numbers' owner keys (other slots).
+-- Returns {UNKNOWN_PROFILE} or {OK, live mappings, incarnation, evicted count,
+-- number...}; the caller then releases the numbers' owner keys (other slots).
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
 end
 local now_s = ARGV[1]
-local _, at = effective(p, now_s, tonumber(now_s))
+local _, at = judged_at(p, now_s, tonumber(now_s))
 local live = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
   local lu_s = parse_mapping(v)
-  if at < tonumber(lu_s) + p.ttl then
+  if is_live(tonumber(lu_s), p.ttl, at) then
     live = live + 1
   end
 end
-local out = {'ok', live, redis.call('HGET', KEYS[1], 'inc'), redis.call('HGET', KEYS[1], 'evicted')}
+local out = {{{OK}}, live, redis.call('HGET', KEYS[1], 'inc'), redis.call('HGET', KEYS[1], 'evicted')}
 for _, number in ipairs(redis.call('HKEYS', KEYS[3])) do
   out[#out + 1] = number
 end

@@ -1,16 +1,16 @@
 -- pin: store (number, now) for `to`, replacing any mapping (Store.pin), atomic.
 -- KEYS 1-7. ARGV: to, number, now, the caller's cached version.
--- Returns {'u'}, {'n'} (number not in the pool) or {'ok', version[, settings, pool...]}.
+-- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL} or {OK, version[, settings, pool...]}.
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
 end
 local to, number, now_s = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', KEYS[3], number) == 0 then
-  return {'n'}
+  return {{{NOT_IN_POOL}}}
 end
 local now = tonumber(now_s)
-local _, at = advance(p, now_s, now)
+local _, at = move_horizon(p, now_s, now)
 put(to, number, now_s, now, redis.call('HGET', KEYS[2], to))
-evict(p, at, STEP_EVICTIONS, STEP_POPS)
-return append_pool({'ok'}, ARGV[4])
+evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+return append_pool({{{OK}}}, ARGV[4])

@@ -1,10 +1,14 @@
 -- commit_many: Store.commit_select for many recipients of one profile, in one script.
 -- KEYS 1-7. ARGV: now, then 7 per entry: to, chosen, has_previous, previous sender,
 -- previous last_used, live, version.
--- Returns {'u'}, or two entries per entry: the tag of commit_one and a sender or ''.
+-- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or two entries per entry: the tag of
+-- commit_one and a sender or ''.
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
+end
+if not p.current then
+  return {{{OLD_LAYOUT}}}
 end
 local now_s = ARGV[1]
 local now = tonumber(now_s)

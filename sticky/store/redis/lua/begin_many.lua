@@ -1,12 +1,15 @@
 -- begin_many: Store.begin_select for many recipients of one profile, in one script.
 -- KEYS 1-4. ARGV: now, the caller's cached version, then the recipients.
--- Returns {'u'}, or five entries per recipient ('h', sender, '', '', '' or 'd', has
--- previous, previous sender, previous last_used, live), then the version[, settings,
--- pool...]. Each recipient's step is what begin_select does; the script makes the whole
--- chunk one atomic step, which is more than the protocol asks.
+-- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or five entries per recipient (HIT, sender,
+-- '', '', '' or MISS, has previous, previous sender, previous last_used, live), then
+-- the version[, settings, pool...]. Each recipient's step is what begin_select does; the
+-- script makes the whole chunk one atomic step, which is more than the protocol asks.
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
+end
+if not p.current then
+  return {{{OLD_LAYOUT}}}
 end
 local now_s = ARGV[1]
 local now = tonumber(now_s)

@@ -1,11 +1,14 @@
 -- commit_select: the compare-and-set of a fresh choice (Store.commit_select), atomic.
 -- KEYS 1-7. ARGV: to, chosen, has_previous, previous sender, previous last_used,
 -- live, version, now.
--- Returns {'t'} stored, {'h', sender} another select won (refreshed), {'n'} nothing
--- changed (start over), {'u'} unknown profile, or {'x'} (see commit_one).
+-- Returns {STORED}, {HIT, sender} (another select won: honoured), {START_OVER}
+-- (nothing changed), {UNKNOWN_PROFILE}, {OLD_LAYOUT} or {NOT_ELIGIBLE} (see commit_one).
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
+end
+if not p.current then
+  return {{{OLD_LAYOUT}}}
 end
 local now_s = ARGV[8]
 local tag, sender = commit_one(

@@ -1,15 +1,16 @@
 -- remove_number: take a number out of the pool with every mapping to it, atomic.
 -- KEYS 1-7. ARGV: number, now.
--- Returns {'u'}, {'n'} (not in this pool) or {'ok', live mappings removed, incarnation}.
+-- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL} or {OK, live mappings removed, incarnation}.
+-- The other numbers' eligibility does not depend on this one: their flags stand.
 local p = load_profile()
 if not p then
-  return {'u'}
+  return {{{UNKNOWN_PROFILE}}}
 end
 local number, now_s = ARGV[1], ARGV[2]
 if redis.call('HEXISTS', KEYS[3], number) == 0 then
-  return {'n'}
+  return {{{NOT_IN_POOL}}}
 end
-local _, at = advance(p, now_s, tonumber(now_s))
+local _, at = move_horizon(p, now_s, tonumber(now_s))
 local lo, hi = '[' .. number .. NUL, '(' .. number .. '\1'
 local prefix = #number + 2
 local live = 0
@@ -18,7 +19,7 @@ for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[7], lo, hi)) do
   local v = redis.call('HGET', KEYS[2], to)
   if v then
     local lu_s = parse_mapping(v)
-    if at < tonumber(lu_s) + p.ttl then
+    if is_live(tonumber(lu_s), p.ttl, at) then
       live = live + 1
     end
     redis.call('HDEL', KEYS[2], to)
@@ -27,4 +28,4 @@ end
 redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
 redis.call('HDEL', KEYS[3], number)
 redis.call('INCR', KEYS[4])
-return {'ok', live, redis.call('HGET', KEYS[1], 'inc')}
+return {{{OK}}, live, redis.call('HGET', KEYS[1], 'inc')}

@@ -1,1 +1,0 @@
-"""Lua scripts of the Redis store, loaded with :mod:`importlib.resources`."""

@@ -1,0 +1,107 @@
+"""The Redis store's key scheme: prefixes, hex ids, hash tags, and which keys a script gets.
+
+Every key of one profile is ``P:{H}:<name>``, where ``P`` is the store's prefix and ``H``
+the hex of the profile id's UTF-8 (lone surrogates kept): hex is injective and has no
+braces, so any id keeps its keys apart from every other id's and in one Cluster slot.
+A script is given a prefix of :data:`ORDER` (common.lua names the positions); the
+tuples of :class:`ProfileKeys` say which prefix each kind of script needs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ORDER", "KeyScheme", "ProfileKeys", "hex_id", "unhex"]
+
+ORDER = ("meta", "map", "pool", "ver", "queue", "late", "rev", "claims")
+"""The keys of a profile in the order the scripts' KEYS list them."""
+
+
+def hex_id(value: str) -> str:
+    """An id as key-safe text: hex of its UTF-8 (lone surrogates kept), injective."""
+    return value.encode("utf-8", "surrogatepass").hex()
+
+
+def unhex(value: str) -> str:
+    """The id :func:`hex_id` encoded."""
+    return bytes.fromhex(value).decode("utf-8", "surrogatepass")
+
+
+class ProfileKeys:
+    """The keys of one profile, all under one ``{hash tag}``: the hex of its id."""
+
+    __slots__ = (
+        "claims",
+        "every",
+        "hex",
+        "late",
+        "lookup",
+        "map",
+        "meta",
+        "pool",
+        "queue",
+        "rev",
+        "select",
+        "ver",
+        "write",
+    )
+
+    def __init__(self, prefix: str, hex_value: str) -> None:
+        base = f"{prefix}:{{{hex_value}}}:"
+        self.hex = hex_value
+        self.meta, self.map, self.pool, self.ver = (base + n for n in ORDER[:4])
+        self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:])
+        self.every = (
+            self.meta,
+            self.map,
+            self.pool,
+            self.ver,
+            self.queue,
+            self.late,
+            self.rev,
+            self.claims,
+        )
+        """Every key: scripts of the number-membership protocol and delete_profile."""
+        self.write = self.every[:7]
+        """Scripts that store or remove mappings, so touch the expiry and reverse indexes."""
+        self.select = self.every[:4]
+        """Scripts that read a select (settings, a mapping, the pool and its version)."""
+        self.lookup = self.every[:2]
+        """Scripts that read one mapping: the settings and the mapping table."""
+
+
+_CACHED = 10_000
+"""Profiles whose key names a scheme keeps built."""
+
+
+class KeyScheme:
+    """The keys of one store (one prefix): profiles', owners' and the global ones."""
+
+    __slots__ = ("_cache", "evicted", "prefix", "profiles")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.profiles = f"{prefix}:profiles"
+        """A set of the hex id of every profile."""
+        self.evicted = f"{prefix}:evicted"
+        """Dead mappings evicted in profiles deleted since."""
+        self._cache: dict[str, ProfileKeys] = {}
+
+    def of(self, profile_id: str) -> ProfileKeys:
+        """The keys of a profile. O(1), cached."""
+        keys = self._cache.get(profile_id)
+        if keys is None:
+            if len(self._cache) >= _CACHED:  # ids come from callers: keep it bounded
+                self._cache.clear()
+            keys = self._cache[profile_id] = ProfileKeys(self.prefix, hex_id(profile_id))
+        return keys
+
+    def of_hex(self, hex_value: str) -> ProfileKeys:
+        """The keys of the profile whose hex id this is."""
+        return ProfileKeys(self.prefix, hex_value)
+
+    def owner(self, number: str) -> str:
+        """A number's owner key. Its own slot (no hash tag): a number is in one pool at most."""
+        return f"{self.prefix}:own:{hex_id(number)}"
+
+    def glob(self) -> str:
+        """The prefix escaped for a SCAN pattern."""
+        return "".join("\\" + c if c in "*?[]\\" else c for c in self.prefix)

@@ -1,0 +1,1 @@
+"""Lua scripts of the Redis store (package data), read by :mod:`sticky.store.redis.scripts`."""

@@ -1,0 +1,287 @@
+-- common.lua: helpers shared by sticky's Redis scripts; prepended to each of them.
+--
+-- One helper per rule of docs/semantics.md, as sticky.policy has one function per
+-- rule: is_live (liveness), judged_at (the horizon), eligible (eligibility, stored as
+-- data by Python), judge (the sticky hit), refreshed (never younger). Scripts call
+-- them and spell out none of these rules. Placeholders (a NAME in double braces) are
+-- constants defined once in Python (sticky/store/redis/scripts.py: the reply tags,
+-- the eviction step, the layout version), substituted when the scripts are read.
+--
+-- KEYS of a profile's scripts always sit at these positions (a script is given the
+-- first 2, 4, 7 or 8 of them); all of them share the profile's {hash tag}:
+--   1 meta (hash)  2 map (hash)  3 pool (hash)  4 ver (string)
+--   5 queue (list) 6 late (zset) 7 rev (zset)   8 claims (hash)
+--
+-- Times and ttls arrive as Python repr() strings. They are compared as doubles
+-- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
+-- received: Lua's tostring keeps 14 digits only, so no script ever formats a float.
+-- A mapping is stored as "<last_used> <index key> <sender>"; a pool entry as
+-- "<L|T><1|0><1|0>": type, health, eligible.
+
+local STEP_EVICTIONS = {{STEP_EVICTIONS}} -- dead mappings a write that stores a mapping removes, at most
+local STEP_LOOKS = {{STEP_LOOKS}}         -- index entries such a write looks at, at most
+local STICKY, REASSIGNED, EXPIRED = 1, 2, 3 -- judge()'s verdicts, as policy.judge's
+local NUL = '\0'
+
+-- The profile's ttl, sticky flag, horizon and layout, or nil when it does not exist.
+local function load_profile()
+  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout')
+  if not m[1] then
+    return nil
+  end
+  local p = {
+    ttl_s = m[1],
+    ttl = tonumber(m[1]),
+    sticky = m[2] == '1',
+    horizon_s = false,
+    horizon = -math.huge,
+    current = m[4] == {{LAYOUT}}, -- else written by 0.1: no eligibility flags yet
+  }
+  if m[3] then
+    p.horizon_s = m[3]
+    p.horizon = tonumber(m[3])
+  end
+  return p
+end
+
+-- policy.is_live: a mapping is live while at < last_used + ttl.
+local function is_live(last_used, ttl, at)
+  return at < last_used + ttl
+end
+
+-- policy.judged_at: liveness is judged at max(now, horizon). Returns it as a string
+-- and a double.
+local function judged_at(p, now_s, now)
+  if p.horizon > now then
+    return p.horizon_s, p.horizon
+  end
+  return now_s, now
+end
+
+-- A write that can evict or replace a mapping moves the horizon to judged_at.
+local function move_horizon(p, now_s, now)
+  local at_s, at = judged_at(p, now_s, now)
+  if at ~= p.horizon then
+    redis.call('HSET', KEYS[1], 'horizon', at_s)
+    p.horizon_s, p.horizon = at_s, at
+  end
+  return at_s, at
+end
+
+-- policy.is_eligible, as data: the flag Python computed for this pool version (the
+-- third character of the entry); false for a number not in the pool.
+local function eligible(entry)
+  return entry and string.byte(entry, 3) == 49 -- '1'
+end
+
+-- policy.judge: what a mapping (last_used, sender) means for a sticky select at `now`,
+-- judged at judged_at(now): STICKY (live, eligible sender: honoured), REASSIGNED (live,
+-- not eligible) or EXPIRED (dead).
+local function judge(p, last_used, sender, now_s, now)
+  local _, at = judged_at(p, now_s, now)
+  if not is_live(last_used, p.ttl, at) then
+    return EXPIRED
+  end
+  if eligible(redis.call('HGET', KEYS[3], sender)) then
+    return STICKY
+  end
+  return REASSIGNED
+end
+
+-- policy.refreshed: a sticky hit's last_used, never younger; and whether it changed.
+local function refreshed(lu_s, lu, now_s, now)
+  if now > lu then
+    return now_s, true
+  end
+  return lu_s, false
+end
+
+local function parse_mapping(v)
+  local a = string.find(v, ' ', 1, true)
+  local b = string.find(v, ' ', a + 1, true)
+  return string.sub(v, 1, a - 1), string.sub(v, a + 1, b - 1), string.sub(v, b + 1)
+end
+
+-- Honour a sticky hit: at most one write (the mapping, when last_used changes); a hit
+-- evicts nothing, so the horizon stays.
+local function honour(to, lu_s, lu, idx_s, sender, now_s, now)
+  local new_s, changed = refreshed(lu_s, lu, now_s, now)
+  if changed then
+    redis.call('HSET', KEYS[2], to, new_s .. ' ' .. idx_s .. ' ' .. sender)
+  end
+end
+
+-- Byte-wise a < b. Lua's own string order follows the server's locale (strcoll);
+-- Python compares code points, which UTF-8 bytes order the same way.
+local function bytes_lt(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
+
+-- Store (sender, now) for `to`, replacing `old` (its stored value, or false). The index
+-- entry goes to the tail of the queue while keys arrive in order, else into `late`.
+local function put(to, sender, now_s, now, old)
+  if old then
+    local _, _, old_sender = parse_mapping(old)
+    redis.call('ZREM', KEYS[7], old_sender .. NUL .. to)
+  end
+  redis.call('HSET', KEYS[2], to, now_s .. ' ' .. now_s .. ' ' .. sender)
+  redis.call('ZADD', KEYS[7], 0, sender .. NUL .. to)
+  local tail = redis.call('LINDEX', KEYS[5], -1)
+  if (not tail) or tonumber(string.sub(tail, 1, string.find(tail, ' ', 1, true) - 1)) <= now then
+    redis.call('RPUSH', KEYS[5], now_s .. ' ' .. to)
+  else
+    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+    redis.call('ZADD', KEYS[6], now_s, to .. NUL .. seq)
+  end
+end
+
+-- Remove up to `limit` mappings dead at `at`, looking at up to `max_looks` index
+-- entries, in the order MemoryStore._evict does (the smaller of the queue's head and
+-- late's head, as (key, to) tuples). Returns removed, looks.
+local function evict(p, at, limit, max_looks)
+  local ttl = p.ttl
+  local removed, looks = 0, 0
+  while removed < limit and looks < max_looks do
+    local q = redis.call('LINDEX', KEYS[5], 0)
+    local l = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
+    local key, to, qk, qto, lk, lto
+    if q then
+      local sp = string.find(q, ' ', 1, true)
+      qk, qto = tonumber(string.sub(q, 1, sp - 1)), string.sub(q, sp + 1)
+    end
+    if l[1] then
+      lk, lto = tonumber(l[2]), string.sub(l[1], 1, string.find(l[1], NUL, 1, true) - 1)
+    end
+    local from_queue
+    if q and ((not l[1]) or qk < lk or (qk == lk and not bytes_lt(lto, qto))) then
+      key, to, from_queue = qk, qto, true
+    elseif l[1] then
+      key, to, from_queue = lk, lto, false
+    else
+      break
+    end
+    if is_live(key, ttl, at) then -- the index key is at most last_used: nothing older is dead
+      break
+    end
+    if from_queue then
+      redis.call('LPOP', KEYS[5])
+    else
+      redis.call('ZREM', KEYS[6], l[1])
+    end
+    looks = looks + 1
+    local v = redis.call('HGET', KEYS[2], to)
+    if v then
+      local lu_s, idx_s, sender = parse_mapping(v)
+      if tonumber(idx_s) == key then -- else it indexed a mapping replaced since
+        if is_live(tonumber(lu_s), ttl, at) then
+          -- used since it was indexed: index it again under its last use
+          redis.call('HSET', KEYS[2], to, lu_s .. ' ' .. lu_s .. ' ' .. sender)
+          local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+          redis.call('ZADD', KEYS[6], lu_s, to .. NUL .. seq)
+        else
+          redis.call('HDEL', KEYS[2], to)
+          redis.call('ZREM', KEYS[7], sender .. NUL .. to)
+          removed = removed + 1
+        end
+      end
+    end
+  end
+  if removed > 0 then
+    redis.call('HINCRBY', KEYS[1], 'evicted', removed)
+  end
+  return removed, looks
+end
+
+-- The pool version, read once per script (no select step changes it).
+local function version_of(p)
+  if not p.version then
+    p.version = redis.call('GET', KEYS[4])
+  end
+  return p.version
+end
+
+-- Store.begin_select for one recipient. Returns HIT, sender for a sticky hit (honoured),
+-- else MISS, has previous, previous sender, previous last_used, live ('1'/'0'),
+-- changing nothing.
+local function begin_one(p, to, now_s, now)
+  if p.sticky then
+    local v = redis.call('HGET', KEYS[2], to)
+    if v then
+      local lu_s, idx_s, sender = parse_mapping(v)
+      local lu = tonumber(lu_s)
+      local verdict = judge(p, lu, sender, now_s, now)
+      if verdict == STICKY then
+        honour(to, lu_s, lu, idx_s, sender, now_s, now)
+        return {{HIT}}, sender, '', '', ''
+      end
+      if verdict == REASSIGNED then
+        return {{MISS}}, '1', sender, lu_s, '1'
+      end
+      return {{MISS}}, '1', sender, lu_s, '0'
+    end
+  end
+  return {{MISS}}, '0', '', '', '0'
+end
+
+-- Store.commit_select for one recipient: store (chosen, now) if the pool version, the
+-- stored mapping and its liveness are still what begin_one read. Returns STORED, HIT,
+-- sender (another select stored a live eligible mapping: honoured), START_OVER, or
+-- NOT_ELIGIBLE (the version matches but `chosen` is not eligible in it: the caller's
+-- cache is not of this data; nothing stored).
+local function commit_one(p, to, chosen, has, prev_sender, prev_lu, live, version, now_s, now)
+  local _, at = judged_at(p, now_s, now)
+  local v = redis.call('HGET', KEYS[2], to)
+  local lu_s, idx_s, sender, lu
+  -- No mapping matches no previous one, and also a dead previous one evicted since (by
+  -- an earlier commit of the same batch, say): either way no live mapping came between.
+  local current_live, same = false, has == '0' or live == '0'
+  if v then
+    lu_s, idx_s, sender = parse_mapping(v)
+    lu = tonumber(lu_s)
+    current_live = is_live(lu, p.ttl, at)
+    -- last_used strings are repr() of a double: equal strings iff equal doubles
+    same = has == '1' and sender == prev_sender and lu_s == prev_lu
+  end
+  if same and current_live == (live == '1') and version_of(p) == version then
+    if not eligible(redis.call('HGET', KEYS[3], chosen)) then
+      return {{NOT_ELIGIBLE}}, ''
+    end
+    local _, stored_at = move_horizon(p, now_s, now)
+    put(to, chosen, now_s, now, v)
+    evict(p, stored_at, STEP_EVICTIONS, STEP_LOOKS)
+    return {{STORED}}, ''
+  end
+  if v and p.sticky and judge(p, lu, sender, now_s, now) == STICKY then
+    honour(to, lu_s, lu, idx_s, sender, now_s, now)
+    return {{HIT}}, sender
+  end
+  return {{START_OVER}}, ''
+end
+
+-- Append the version to `out` and, when it differs from the caller's cached one, the
+-- settings and the pool (settings JSON, then number, entry pairs).
+local function append_pool(out, cached)
+  local version = redis.call('GET', KEYS[4])
+  out[#out + 1] = version
+  if version ~= cached then
+    out[#out + 1] = redis.call('HGET', KEYS[1], 'settings')
+    local pool = redis.call('HGETALL', KEYS[3])
+    local n = #out
+    for i = 1, #pool do
+      out[n + i] = pool[i]
+    end
+  end
+  return out
+end
+
+-- Whether meta says the current layout (for scripts that do not load_profile).
+local function layout_is_current()
+  return redis.call('HGET', KEYS[1], 'layout') == {{LAYOUT}}
+end

@@ -1,0 +1,30 @@
+-- replace_settings: compare-and-set of the settings (Store.replace_settings), atomic.
+-- KEYS 1-7. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
+-- the new entries were computed at, then number, entry pairs whose eligibility flag
+-- the new settings change.
+-- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {SETTINGS_CHANGED} (not the old settings any
+-- more), {STALE, version, settings, pool...} (the pool changed since: compute the
+-- entries again) or {OK}.
+local p = load_profile()
+if not p then
+  return {{{UNKNOWN_PROFILE}}}
+end
+if not p.current then
+  return {{{OLD_LAYOUT}}}
+end
+if redis.call('HGET', KEYS[1], 'settings') ~= ARGV[1] then
+  return {{{SETTINGS_CHANGED}}}
+end
+if redis.call('GET', KEYS[4]) ~= ARGV[5] then
+  return append_pool({{{STALE}}}, '')
+end
+if tonumber(ARGV[3]) > p.ttl and p.horizon_s then
+  -- a longer ttl must not bring back what is dead at the horizon: evict it first
+  evict(p, p.horizon, math.huge, math.huge)
+end
+redis.call('HSET', KEYS[1], 'settings', ARGV[2], 'ttl', ARGV[3], 'sticky', ARGV[4])
+for i = 6, #ARGV, 2 do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+end
+redis.call('INCR', KEYS[4])
+return {{{OK}}}

@@ -1,0 +1,412 @@
+"""The Redis store's profiles and pools: create, settings, add, remove, health; the cache.
+
+Eligibility is computed here, in Python (:func:`sticky.policy.is_eligible`, once per
+pool version), and stored in the pool entries for the select scripts to read: every
+script that changes the settings or the pool compares-and-sets on the pool version the
+flags were computed at, and replies ``STALE`` with the current data otherwise. A profile
+written by 0.1 (entries without the flag) is migrated on its first touch by a select or
+a pool change. The number-membership protocol across slots is described in
+``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Self
+
+from sticky.errors import (
+    ExtraNotInstalled,
+    InvalidSettings,
+    NumberInUse,
+    ProfileExists,
+    StoreUnavailable,
+    UnknownNumber,
+    UnknownProfile,
+)
+from sticky.numbers import NumberType, SenderNumber
+from sticky.settings import PoolSettings
+from sticky.store.redis import codec
+from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
+from sticky.store.redis.scripts import Op, Runner, Tag, call, scripts
+
+if TYPE_CHECKING:
+    import redis
+
+__all__ = ["RedisPools"]
+
+_ADD_ATTEMPTS = 50
+"""Rounds of add_number's claim protocol before giving up on a racing rival add."""
+_DEFAULT_TIMEOUT = 5.0
+"""Default socket and connect timeouts of :meth:`RedisStore.from_url`, in seconds."""
+
+_UNKNOWN, _OLD, _STALE = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT, Tag.STALE
+_f = codec.float_text
+
+
+def unknown_profile(profile_id: str) -> UnknownProfile:
+    """The error for an id no profile has."""
+    return UnknownProfile(f"unknown profile {profile_id!r}")
+
+
+def not_in_pool(number: str, profile_id: str) -> UnknownNumber:
+    """The error for a number that is not in this profile's pool."""
+    return UnknownNumber(f"number {number!r} is not in profile {profile_id!r}")
+
+
+class Cached:
+    """A profile's settings and pool at one version (versions are never reused)."""
+
+    __slots__ = ("by_number", "pool", "settings", "version", "version_text")
+
+    def __init__(
+        self, version_text: str, settings: PoolSettings, pool: tuple[SenderNumber, ...]
+    ) -> None:
+        self.version_text = version_text
+        self.version = int(version_text)
+        self.settings = settings
+        self.pool = pool
+        self.by_number = {n.number: n for n in pool}
+
+
+class RedisPools:
+    """Profiles and pools on Redis, and the per-version cache the selects rely on.
+
+    The base of :class:`~sticky.store.redis.RedisStore` (its selects, look-ups and
+    housekeeping are in :mod:`sticky.store.redis.store`); see its docstring.
+    """
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "sticky") -> None:
+        try:
+            import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
+        except ImportError as exc:
+            raise ExtraNotInstalled("redis", "redis", "the Redis store") from exc
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            msg = f"invalid key prefix {prefix!r}: expected a non-empty string without braces"
+            raise InvalidSettings(msg)
+        self._client: Any = client  # redis-py leaves some methods untyped
+        self._prefix = prefix
+        self._owns_client = False
+        self._keys = KeyScheme(prefix)
+        self._run = Runner(client, redis_module)
+        s = scripts()
+        self._s = s
+        self._s_begin = s["begin_select"]
+        self._s_commit = s["commit_select"]
+        self._cache: dict[str, Cached] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "sticky", **client_options: Any) -> Self:  # noqa: ANN401
+        """Open ``redis://``, ``rediss://`` or ``unix://`` with redis-py; closed by :meth:`close`.
+
+        Defaults: 5 s socket and connect timeouts, decoded replies, and no automatic
+        retries (a retried script could apply twice; a failed call raises
+        StoreUnavailable instead). ``client_options`` go to ``redis.Redis.from_url``.
+        """
+        try:
+            import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
+            from redis.backoff import NoBackoff  # noqa: PLC0415
+            from redis.retry import Retry  # noqa: PLC0415
+        except ImportError as exc:
+            raise ExtraNotInstalled("redis", "redis", "the Redis store") from exc
+        options: dict[str, Any] = {
+            "socket_timeout": _DEFAULT_TIMEOUT,
+            "socket_connect_timeout": _DEFAULT_TIMEOUT,
+            "decode_responses": True,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        options.update(client_options)
+        client = redis_module.Redis.from_url(url, **options)
+        store = cls(client, prefix=prefix)
+        store._owns_client = True
+        return store
+
+    def __repr__(self) -> str:
+        return f"RedisStore(client={self._client!r}, prefix={self._prefix!r})"
+
+    # -- the per-version cache, and the migration of 0.1 profiles -------------------
+    def _remember(self, profile_id: str, reply: Sequence[str], at: int) -> Cached:
+        """Cache the settings and pool a script appended at ``reply[at:]`` (version first)."""
+        cached = Cached(
+            reply[at],
+            PoolSettings.from_dict(json.loads(reply[at + 1])),
+            codec.parse_pool(reply[at + 2 :]),
+        )
+        self._cache[profile_id] = cached
+        return cached
+
+    def _current(
+        self, profile_id: str, reply: Sequence[str], at: int, cached: Cached | None
+    ) -> Cached:
+        """The cache entry a reply refers to: new data if it carried some, else ``cached``."""
+        if len(reply) > at + 1:
+            return self._remember(profile_id, reply, at)
+        assert cached is not None, "a reply without data answers a cached version"
+        return cached
+
+    def _info(self, profile_id: str, *, fresh: bool = False) -> Cached:
+        """The profile's settings and pool, current. 1 round trip (the data only if stale)."""
+        cached = None if fresh else self._cache.get(profile_id)
+        reply = self._run.eval(
+            self._s["info"],
+            self._keys.of(profile_id).select,
+            (cached.version_text if cached else "",),
+        )
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return self._current(profile_id, reply, 1, cached)
+
+    def _migrate(self, profile_id: str) -> None:
+        """Bring a profile written by 0.1 to this layout: its eligibility flags. 2+ round trips.
+
+        The flags are computed from the settings and pool of one version, and the
+        script stores them only if that version is still current.
+        """
+        k = self._keys.of(profile_id)
+        current = self._info(profile_id, fresh=True)
+        while True:
+            reply = self._run.eval(
+                self._s["migrate"],
+                k.select,
+                (current.version_text, *codec.flat_entries(current.pool, current.settings)),
+            )
+            if reply[0] == Tag.OK:
+                return
+            if reply[0] == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            current = self._remember(profile_id, reply, 1)
+
+    # -- profiles -------------------------------------------------------------------
+    def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
+        """Create an empty profile. 1 round trip (the profile set is written around it)."""
+        k = self._keys.of(profile_id)
+        base = str(secrets.randbelow(1 << 50) + 1)
+        add: Op = (None, ("SADD", self._keys.profiles, k.hex))
+        create: Op = (
+            self._s["create_profile"],
+            call(k.select, k.hex, *codec.settings_args(settings), base),
+        )
+        # SADD before (a crash leaves at most a ghost id, which profiles() filters out) and
+        # after (so a racing delete_profile's SREM cannot drop a profile that exists).
+        reply = self._run.pipeline([add, create, add])[1]
+        if reply == Tag.EXISTS:
+            msg = f"profile {profile_id!r} already exists"
+            raise ProfileExists(msg)
+
+    def delete_profile(self, profile_id: str, now: float) -> int:
+        """Delete a profile, its pool and mappings; return the live ones. 2 round trips, O(n + p).
+
+        The profile's own slot is deleted in one script (the commit point); then its
+        numbers' owner keys are released and its id leaves the profile set. If that second
+        step fails, the leftovers are harmless: an owner key naming a deleted profile counts
+        as free, and profiles() skips ids whose profile is gone.
+        """
+        k = self._keys.of(profile_id)
+        reply = self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        live, inc, evicted, numbers = int(reply[1]), reply[2], reply[3], reply[4:]
+        self._cache.pop(profile_id, None)
+        me = f"{inc}:{k.hex}"
+        release = self._s["own_release"]
+        ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
+        ops += [
+            (None, ("INCRBY", self._keys.evicted, evicted or "0")),
+            (None, ("SREM", self._keys.profiles, k.hex)),
+            (None, ("EXISTS", k.meta)),
+        ]
+        try:
+            results = self._run.pipeline(ops)
+            if results[-1]:  # created again meanwhile: keep it listed
+                self._run.command("SADD", self._keys.profiles, k.hex)
+        except StoreUnavailable:
+            pass  # deleted already; what is left over heals itself (see the docstring)
+        return live
+
+    def settings(self, profile_id: str) -> PoolSettings:
+        """A profile's settings. 1 round trip."""
+        return self._info(profile_id).settings
+
+    def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
+        """Compare-and-set the settings, and the eligibility flags they change.
+
+        1 round trip with the pool cached at its current version (``settings()`` leaves
+        it so), 2 otherwise; O(p), and O(k) more when a longer ttl evicts k.
+        """
+        k = self._keys.of(profile_id)
+        current = self._cache.get(profile_id) or self._info(profile_id)
+        head = (codec.settings_json(old), *codec.settings_args(new))
+        while True:
+            changed: list[str] = []
+            for n in current.pool:
+                entry = codec.entry(n, new)
+                if entry != codec.entry(n, current.settings):
+                    changed += (n.number, entry)
+            reply = self._run.eval(
+                self._s["replace_settings"], k.write, (*head, current.version_text, *changed)
+            )
+            tag = reply[0]
+            if tag == Tag.OK:
+                return True
+            if tag == Tag.SETTINGS_CHANGED:
+                return False
+            if tag == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if tag == _OLD:
+                self._migrate(profile_id)
+                current = self._info(profile_id)
+            else:
+                current = self._remember(profile_id, reply, 1)
+
+    def profiles(self) -> list[str]:
+        """Every profile id, sorted. 2 round trips, O(P log P)."""
+        hexes = sorted(self._run.command("SMEMBERS", self._keys.profiles))
+        exists = self._run.pipeline([(None, ("EXISTS", self._keys.of_hex(h).meta)) for h in hexes])
+        return sorted(unhex(h) for h, e in zip(hexes, exists, strict=True) if e)
+
+    # -- pools ----------------------------------------------------------------------
+    def add_number(
+        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+    ) -> None:
+        """Add a number to a pool. 3 round trips (5 when an owner key is stale).
+
+        The pool (the profile's slot) and the number's owner key (its own slot) cannot
+        change in one script on a cluster, so: (1) record a pending claim in the pool's
+        slot, (2) take the owner key, checking in the named profile's slot that a stale
+        owner key is really free (and revoking that profile's pending claim), (3) add the
+        number, with its eligibility under the settings of the version it read, if the
+        claim still stands and that version is current. See docs/redis.md.
+        """
+        k = self._keys.of(profile_id)
+        token = secrets.token_hex(8)
+        owner_key = self._keys.owner(number)
+        new = SenderNumber(number, number_type, healthy)
+        for attempt in range(_ADD_ATTEMPTS):
+            cached = self._cache.get(profile_id)
+            reply = self._run.eval(
+                self._s["add_claim"],
+                k.every,
+                (number, token, cached.version_text if cached else ""),
+            )
+            if reply[0] == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if reply[0] == Tag.IN_POOL:
+                raise NumberInUse(f"number {number!r} is already in profile {profile_id!r}")
+            inc = reply[1]
+            current = self._current(profile_id, reply, 2, cached)
+            me = f"{inc}:{k.hex}"
+            self._take_owner(k, number, token, owner_key, me, inc)
+            while True:
+                outcome = self._run.eval(
+                    self._s["add_commit"],
+                    k.every,
+                    (number, token, codec.entry(new, current.settings), inc, current.version_text),
+                )
+                if outcome[0] == _STALE:
+                    current = self._remember(profile_id, outcome, 1)
+                elif outcome[0] == _OLD:
+                    self._migrate(profile_id)
+                    current = self._info(profile_id)
+                else:
+                    break
+            tag = outcome[0]
+            if tag == Tag.OK:
+                return
+            if tag == Tag.IN_POOL:
+                raise NumberInUse(f"number {number!r} is already in profile {profile_id!r}")
+            if tag == _UNKNOWN:
+                self._run.eval(self._s["own_release"], (owner_key,), (me,))
+                raise unknown_profile(profile_id)
+            # revoked by a rival add of the same number: back off and start over
+            time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter
+        msg = f"number {number!r} is being added to another profile at the same time"
+        raise NumberInUse(msg)
+
+    def _take_owner(
+        self, k: ProfileKeys, number: str, token: str, owner_key: str, me: str, inc: str
+    ) -> None:
+        """Make the owner key ours, or raise NumberInUse (after withdrawing our claim)."""
+        checked = ""
+        while True:
+            current = self._run.eval(self._s["own"], (owner_key,), (me, k.hex, inc, checked))
+            if current == Tag.OK:
+                return
+            other_inc, _, other_hex = current.partition(":")
+            other = self._keys.of_hex(other_hex)
+            if (
+                self._run.eval(self._s["own_check"], other.every, (number, other_inc))
+                == Tag.IN_POOL
+            ):
+                self._run.eval(self._s["withdraw"], k.every, (number, token))
+                msg = f"number {number!r} is already in profile {unhex(other_hex)!r}"
+                raise NumberInUse(msg)
+            checked = current
+
+    def remove_number(self, profile_id: str, number: str, now: float) -> int:
+        """Remove a number and its mappings; return the live ones. 2 round trips, O(k log n).
+
+        The script in the profile's slot is the commit point; releasing the owner key
+        follows, and if it fails the stale owner key counts as free. The other numbers'
+        eligibility does not depend on this one, so no flag changes.
+        """
+        k = self._keys.of(profile_id)
+        reply = self._run.eval(self._s["remove_number"], k.write, (number, _f(now)))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        if reply[0] == Tag.NOT_IN_POOL:
+            raise not_in_pool(number, profile_id)
+        # Removed already: if releasing the owner key fails, the stale key heals itself.
+        with contextlib.suppress(StoreUnavailable):
+            self._run.eval(
+                self._s["own_release"], (self._keys.owner(number),), (f"{reply[2]}:{k.hex}",)
+            )
+        return int(reply[1])
+
+    def set_health(self, number: str, *, healthy: bool) -> None:
+        """Set a pooled number's health, and its eligibility under its profile's settings.
+
+        2 round trips: the owner key, then its pool (3 when this store has not cached
+        that pool at its current version).
+        """
+        owner_key = self._keys.owner(number)
+        current = self._run.command("GET", owner_key)
+        while current is not None:
+            inc, _, hex_id = current.partition(":")
+            if self._set_health_in(unhex(hex_id), number, inc, healthy=healthy):
+                return
+            again = self._run.command("GET", owner_key)
+            if again == current:
+                break  # a stale owner key: the number is in no pool
+            current = again
+        msg = f"number {number!r} is in no profile"
+        raise UnknownNumber(msg)
+
+    def _set_health_in(self, profile_id: str, number: str, inc: str, *, healthy: bool) -> bool:
+        """set_health in one profile (incarnation); False if its pool does not hold it."""
+        k = self._keys.of(profile_id)
+        cached = self._cache.get(profile_id)
+        while True:
+            entry = version = ""  # no cached pool holding it: the script sends the pool
+            known = None if cached is None else cached.by_number.get(number)
+            if cached is not None and known is not None:
+                new = SenderNumber(number, known.type, healthy)
+                entry, version = codec.entry(new, cached.settings), cached.version_text
+            reply = self._run.eval(self._s["set_health"], k.select, (number, inc, entry, version))
+            tag = reply[0]
+            if tag == Tag.OK:
+                return True
+            if tag == Tag.OWNER_MOVED:
+                return False
+            if tag == _OLD:
+                self._migrate(profile_id)
+                cached = self._cache.get(profile_id)
+            else:
+                cached = self._remember(profile_id, reply, 1)
+
+    def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
+        """A profile's pool, sorted by number. 1 round trip (cached per version)."""
+        return self._info(profile_id).pool

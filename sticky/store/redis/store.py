@@ -1,0 +1,302 @@
+"""The Redis store: one shared world for engines in many processes and on many hosts.
+
+:class:`RedisStore` adds the selects (begin, compare-and-set, batches), the look-ups and
+overrides, and the housekeeping to the profiles and pools of :mod:`.pools`. Each of
+these is one Lua script per atomic step; the rules they apply are one Lua helper each
+in ``lua/common.lua``, as :mod:`sticky.policy` has one function each.
+
+Times are passed to the scripts as ``repr(float)`` strings and stored as received, so
+they round-trip exactly; Redis' own clock and key expiry are never used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from sticky.errors import IncompatibleStore
+from sticky.settings import PoolSettings
+from sticky.store.base import Miss
+from sticky.store.redis import codec, invariants
+from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
+from sticky.store.redis.scripts import Op, Tag, call
+from sticky.values import Reason, Selection
+
+__all__ = ["RedisStore"]
+
+_EVICT_CHUNK = 2_000
+"""Dead mappings one evict_expired script removes before yielding the server."""
+_EVICT_LOOKS = 20_000
+"""Index entries one evict_expired script looks at before yielding the server."""
+_CHUNK = 256
+"""Recipients per batch script: each script is one atomic step, kept short."""
+
+_HIT, _MISS, _STORED, _START_OVER = Tag.HIT, Tag.MISS, Tag.STORED, Tag.START_OVER
+_UNKNOWN, _OLD = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT
+_STICKY = Reason.STICKY
+_f = codec.float_text
+
+
+class RedisStore(RedisPools):
+    """A store on a Redis server: shared by every engine on it, every method atomic.
+
+    Round trips: a sticky hit 1; a new recipient 2 (begin, then compare-and-set);
+    ``begin_select_many``/``commit_select_many`` 1 each for a whole batch; ``mapping``,
+    ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``,
+    ``replace_settings``, ``create_profile`` 1; ``remove_number``, ``set_health``,
+    ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more when a rival
+    add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
+    mappings of its largest profile. A pool change that finds this store's cached pool
+    stale gets the current one in the same reply and costs one more; the first touch
+    of a profile written by 0.1 migrates it (2 more). Server work: O(1) per select and
+    look-up (O(log n) for sorted-set steps), O(k) for cascades over k mappings, O(p)
+    for a settings change or a migration, O(n) for ``delete_profile`` and
+    ``check_invariants``. A sticky hit writes at most one field (the mapping's
+    ``last_used``, when it changes).
+
+    Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
+    :class:`~sticky.StoreUnavailable` with the redis-py error chained.
+    """
+
+    # -- selection ------------------------------------------------------------------
+    def begin_select(
+        self, profile_id: str, to: str, now: float, known_version: int
+    ) -> Selection | Miss:
+        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1)."""
+        cached = self._cache.get(profile_id)
+        reply = self._run.eval(
+            self._s_begin,
+            self._keys.of(profile_id).select,
+            (to, _f(now), "" if cached is None else cached.version_text),
+        )
+        if reply[0] == _HIT:
+            return Selection(profile_id, to, reply[1], _STICKY)
+        if reply[0] != _MISS:
+            self._refused(profile_id, reply[0])
+            return self.begin_select(profile_id, to, now, known_version)
+        current = self._current(profile_id, reply, 5, cached)
+        previous = (reply[2], float(reply[3])) if reply[1] == "1" else None
+        pool = None if known_version == current.version else current.pool
+        return Miss(current.settings, current.version, pool, previous, reply[4] == "1")
+
+    def _refused(self, profile_id: str, tag: str) -> None:
+        """A select script ran nothing: raise for an unknown profile, or migrate one."""
+        if tag == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        assert tag == _OLD, f"unexpected reply {tag!r}"
+        self._migrate(profile_id)
+
+    def commit_select(
+        self,
+        profile_id: str,
+        to: str,
+        chosen: str,
+        miss: Miss,
+        now: float,
+    ) -> Selection | Literal[True] | None:
+        """Compare-and-set of a fresh choice. 1 round trip, O(log n)."""
+        keys = self._keys.of(profile_id).write
+        args = (*self._commit_args(to, chosen, miss), _f(now))
+        reply = self._run.eval(self._s_commit, keys, args)
+        if reply[0] in {_UNKNOWN, _OLD}:
+            self._refused(profile_id, reply[0])
+            reply = self._run.eval(self._s_commit, keys, args)
+        return self._committed(profile_id, to, reply)
+
+    @staticmethod
+    def _commit_args(to: str, chosen: str, miss: Miss) -> tuple[str, ...]:
+        """A commit's arguments before ``now``: to, chosen, previous mapping, live, version."""
+        previous = miss.previous
+        if previous is None:
+            has, sender, last_used = "0", "", ""
+        else:
+            has, sender, last_used = "1", previous[0], _f(previous[1])
+        live = "1" if miss.live else "0"
+        return (to, chosen, has, sender, last_used, live, str(miss.version))
+
+    @staticmethod
+    def _committed(profile_id: str, to: str, reply: list[str]) -> Selection | Literal[True] | None:
+        tag = reply[0]
+        if tag == _STORED:
+            return True
+        if tag == _HIT:
+            return Selection(profile_id, to, reply[1], _STICKY)
+        if tag == _START_OVER:
+            return None
+        if tag == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        msg = (
+            f"profile {profile_id!r}: the sender chosen for {to!r} is not eligible at the pool "
+            "version it was chosen at; was the Redis data replaced under a running engine?"
+        )
+        raise IncompatibleStore(msg)
+
+    def _batch(
+        self, profile_id: str, script_name: str, keys: Sequence[str], calls: list[list[str]]
+    ) -> list[list[str]]:
+        """One script per chunk, all in one pipeline; chunks that met a 0.1 profile run again."""
+        script = self._s[script_name]
+        replies = self._run.pipeline([(script, call(keys, *args)) for args in calls])
+        refused = [i for i, r in enumerate(replies) if r[0] in {_UNKNOWN, _OLD}]
+        if refused:
+            self._refused(profile_id, replies[refused[0]][0])
+            again = self._run.pipeline([(script, call(keys, *calls[i])) for i in refused])
+            for i, reply in zip(refused, again, strict=True):
+                if reply[0] == _UNKNOWN:
+                    raise unknown_profile(profile_id)
+                replies[i] = reply
+        return replies
+
+    def begin_select_many(
+        self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
+    ) -> list[Selection | Miss]:
+        """:meth:`begin_select` for each recipient. 1 round trip, O(1) each on the server.
+
+        One script per chunk of 256 recipients (each chunk atomic), all in one pipeline.
+        """
+        cached = self._cache.get(profile_id)
+        head = [_f(now), "" if cached is None else cached.version_text]
+        chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
+        keys = self._keys.of(profile_id).select
+        replies = self._batch(profile_id, "begin_many", keys, [[*head, *c] for c in chunks])
+        out: list[Selection | Miss] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            # every chunk was given `cached`'s version: a reply without data refers to it
+            current: Cached | None = None
+            for i, to in enumerate(chunk):
+                at = 5 * i
+                if reply[at] == _HIT:
+                    out.append(Selection(profile_id, to, reply[at + 1], _STICKY))
+                    continue
+                if current is None:
+                    current = self._current(profile_id, reply, 5 * len(chunk), cached)
+                previous = (reply[at + 2], float(reply[at + 3])) if reply[at + 1] == "1" else None
+                pool = None if known_version == current.version else current.pool
+                out.append(
+                    Miss(current.settings, current.version, pool, previous, reply[at + 4] == "1")
+                )
+        return out
+
+    def commit_select_many(
+        self,
+        profile_id: str,
+        entries: Sequence[tuple[str, str, Miss]],
+        now: float,
+    ) -> list[Selection | Literal[True] | None]:
+        """:meth:`commit_select` for each ``(to, chosen, miss)``. 1 round trip, O(log n) each.
+
+        One script per chunk of 256 entries (each chunk atomic), all in one pipeline.
+        """
+        chunks = [entries[i : i + _CHUNK] for i in range(0, len(entries), _CHUNK)]
+        calls = []
+        for chunk in chunks:
+            args = [_f(now)]
+            for to, chosen, miss in chunk:
+                args += self._commit_args(to, chosen, miss)
+            calls.append(args)
+        keys = self._keys.of(profile_id).write
+        out: list[Selection | Literal[True] | None] = []
+        for chunk, reply in zip(
+            chunks, self._batch(profile_id, "commit_many", keys, calls), strict=True
+        ):
+            out += [
+                self._committed(profile_id, entry[0], reply[2 * i : 2 * i + 2])
+                for i, entry in enumerate(chunk)
+            ]
+        return out
+
+    # -- inspection and override ----------------------------------------------------
+    def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
+        """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. 1 round trip."""
+        reply = self._run.eval(self._s["mapping"], self._keys.of(profile_id).lookup, (to, _f(now)))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        if reply[0] == Tag.NO_MAPPING:
+            return None
+        return reply[1], float(reply[2]), float(reply[3])
+
+    def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
+        """Recipients with a live mapping to ``number``, sorted. 1 round trip, O(k log n)."""
+        reply = self._run.eval(
+            self._s["recipients_of"], self._keys.of(profile_id).write, (number, _f(now))
+        )
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return sorted(reply[1:])
+
+    def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
+        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip."""
+        cached = self._cache.get(profile_id)
+        reply = self._run.eval(
+            self._s["pin"],
+            self._keys.of(profile_id).write,
+            (to, number, _f(now), "" if cached is None else cached.version_text),
+        )
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        if reply[0] == Tag.NOT_IN_POOL:
+            raise not_in_pool(number, profile_id)
+        return self._current(profile_id, reply, 1, cached).settings
+
+    def forget(self, profile_id: str, to: str, now: float) -> bool:
+        """Delete the mapping of ``to``; return whether it was live. 1 round trip."""
+        reply = self._run.eval(self._s["forget"], self._keys.of(profile_id).write, (to, _f(now)))
+        if reply == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return bool(reply == "1")
+
+    # -- housekeeping ---------------------------------------------------------------
+    def evict_expired(self, now: float) -> int:
+        """Remove every dead mapping; return how many. O(k log n) for k dead.
+
+        One pipeline over every profile, repeated while a profile has more than a chunk
+        of dead mappings: each script is atomic and bounded, so Redis keeps serving.
+        """
+        hexes = list(self._run.command("SMEMBERS", self._keys.profiles))
+        script = self._s["evict"]
+        args = (_f(now), str(_EVICT_CHUNK), str(_EVICT_LOOKS))
+        total = 0
+        while hexes:
+            replies = self._run.pipeline(
+                [(script, call(self._keys.of_hex(h).write, *args)) for h in hexes]
+            )
+            more = []
+            for h, reply in zip(hexes, replies, strict=True):
+                if reply[0] == Tag.OK:
+                    total += int(reply[1])
+                    if reply[2] == 1:
+                        more.append(h)
+            hexes = more
+        return total
+
+    def counts(self) -> tuple[int, int]:
+        """Stored mappings (live or dead), and dead ones evicted so far. 2 round trips, O(P)."""
+        hexes = list(self._run.command("SMEMBERS", self._keys.profiles))
+        ops: list[Op] = [(None, ("GET", self._keys.evicted))]
+        for h in hexes:
+            k = self._keys.of_hex(h)
+            ops += [(None, ("HLEN", k.map)), (None, ("HGET", k.meta, "evicted"))]
+        results = self._run.pipeline(ops)
+        stored = sum(int(r) for r in results[1::2])
+        evicted = sum(int(r) for r in [results[0], *results[2::2]] if r is not None)
+        return stored, evicted
+
+    def check_invariants(self, *, allow_leftovers: bool = False) -> None:
+        """Assert the Redis data is consistent. Reads everything: O(keys), for tests.
+
+        Checks, per profile: its settings fields agree with its settings; every pool
+        entry's eligibility flag is :func:`sticky.policy.is_eligible` under them (a
+        profile written by 0.1 and not yet touched has no flags); every mapping's
+        sender is in its pool; the reverse index and the expiry index agree with the
+        mappings (each mapping has an index entry under its index key, which is at most
+        its last use; queue keys never decrease); its numbers' owner keys name it. And:
+        the profile set lists exactly the profiles. With ``allow_leftovers``, what a
+        crash between two steps may leave (stale owner keys, pending claims, ids of
+        deleted profiles in the profile set) is allowed, as the store treats it as free.
+        """
+        invariants.check(self._run, self._keys, allow_leftovers=allow_leftovers)
+
+    def close(self) -> None:
+        """Close the client if this store created it (:meth:`from_url`)."""
+        if self._owns_client:
+            self._client.close()
