@@ -99,6 +99,9 @@ class Engine:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._all_counts: list[list[int]] = []
+        # Sticky hits of one-step selects: the store counts them under its own lock,
+        # which it holds anyway (cheaper than this thread's counters on the hot path).
+        self._hits = [0]
 
     def __repr__(self) -> str:
         return f"Engine(clock={self._clock!r}, store={self._store!r})"
@@ -228,7 +231,9 @@ class Engine:
             check_e164(to, "recipient")
         one_step = self._one_step
         if one_step is not None:
-            sel = one_step(profile_id, to, now, self._decide_bound)
+            sel = one_step(profile_id, to, now, self._decide_bound, self._hits)
+            if sel.reason is _STICKY_REASON:  # counted by the store, under its lock
+                return sel
         else:
             sel = self._two_steps(profile_id, to, now)
         # A recipient already stored was validated when it was stored: only a fresh
@@ -448,6 +453,7 @@ class Engine:
         mappings, evicted = self._store.counts()
         with self._lock:
             c = [sum(column) for column in zip(*self._all_counts, strict=True)] or [0] * len(_SLOT)
+        c[_STICKY] += self._hits[0]
         return Stats(
             mappings=mappings,
             sticky=c[0],

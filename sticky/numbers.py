@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 import attrs
 
@@ -27,17 +28,13 @@ class SenderNumber:
     healthy: bool = True
 
 
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # [0-9]: ASCII digits only
+
+
 def is_e164(value: object) -> bool:
     """Whether ``value`` is ``+`` then 7 to 15 ASCII digits, the first of them 1-9. O(1)."""
-    # isdigit() alone would accept other scripts' digits; isascii() rules them out.
-    return (
-        type(value) is str
-        and 8 <= len(value) <= 16  # "+" and 7 to 15 digits
-        and value[0] == "+"
-        and value[1] != "0"
-        and value.isascii()
-        and value[1:].isdigit()
-    )
+    # A compiled pattern: faster than the same test written with str methods.
+    return type(value) is str and _E164(value) is not None
 
 
 def check_e164(value: object, what: str = "number") -> str:

@@ -13,6 +13,10 @@ __all__ = ["GeoTier", "Mapping", "Reason", "Selection", "Stats"]
 class Reason(enum.Enum):
     """Why a select returned its sender."""
 
+    # Members are singletons compared by identity: hash them by identity too, in C
+    # (Enum's own __hash__ is Python code, and the engine counts by reason per select).
+    __hash__ = object.__hash__
+
     STICKY = "sticky"
     """A live mapping, whose sender is eligible, was honoured (and refreshed)."""
     NEW = "new"
@@ -27,6 +31,8 @@ class Reason(enum.Enum):
 
 class GeoTier(enum.Enum):
     """Which geomatch tier a fresh choice came from (nearest first)."""
+
+    __hash__ = object.__hash__  # as Reason's
 
     AREA_CODE = "area_code"
     OVERLAY = "overlay"

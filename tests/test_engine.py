@@ -34,7 +34,16 @@ from sticky import (
     open_store,
 )
 from sticky.numbers import check_e164, is_e164, nanp_area_code
-from sticky.policy import Chooser, is_eligible
+from sticky.policy import (
+    Chooser,
+    dead_up_to,
+    eligible_numbers,
+    is_eligible,
+    is_live,
+    judge,
+    judged_at,
+    refreshed,
+)
 from sticky.testing.strategies import e164_numbers, invalid_numbers, pool_settings, pools
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -183,6 +192,54 @@ def test_the_draw_reaches_both_ends() -> None:
     chooser = Chooser(pool, PoolSettings(), 1)
     assert chooser.choose("p", "+12125550000", 0.0)[0] == "+13125550000"
     assert chooser.choose("p", "+12125550000", math.nextafter(1.0, 0))[0] == "+13125550002"
+
+
+_times = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False) | st.sampled_from(
+    [0.0, 1.0, 1_700_000_000.0, 0.1 + 0.2, 691_200.0]
+)
+
+
+@given(
+    last_used=_times,
+    ttl=st.floats(min_value=1e-6, max_value=1e9) | st.sampled_from([DEFAULT_TTL, 3600.0]),
+    now=_times,
+    horizon=_times | st.just(-math.inf),
+    eligible=st.booleans(),
+)
+def test_judge_is_liveness_at_the_horizon_then_eligibility(
+    last_used: float, ttl: float, now: float, horizon: float, eligible: bool
+) -> None:
+    # judge inlines is_live and judged_at for the hot path: it must equal the composition.
+    live = is_live(last_used, ttl, judged_at(now, horizon))
+    want = (Reason.STICKY if eligible else Reason.REASSIGNED) if live else Reason.EXPIRED
+    assert judge(last_used, ttl, now, horizon, eligible) is want
+    assert judged_at(now, horizon) == max(now, horizon)
+    assert refreshed(last_used, now) == max(last_used, now)
+
+
+@given(ttl=st.floats(min_value=1e-6, max_value=1e9), at=_times)
+def test_dead_up_to_is_the_exact_bound_of_dead_keys(ttl: float, at: float) -> None:
+    bound = dead_up_to(ttl, at)
+    assert not is_live(bound, ttl, at)
+    assert is_live(math.nextafter(bound, math.inf), ttl, at)
+    assert dead_up_to(ttl, -math.inf) == -math.inf
+
+
+def test_eligibility_as_data_is_the_rule_per_number() -> None:
+    pool = [
+        SenderNumber("+13125550001", NumberType.LONG_CODE, healthy=True),
+        SenderNumber("+13125550002", NumberType.LONG_CODE, healthy=False),
+        SenderNumber("+18005550003", NumberType.TOLL_FREE, healthy=True),
+    ]
+    for settings in (
+        PoolSettings(),
+        PoolSettings(skip_unhealthy=True),
+        PoolSettings(toll_free_weight=0),
+        PoolSettings(long_code_weight=0, skip_unhealthy=True),
+    ):
+        assert eligible_numbers(pool, settings) == {
+            n.number for n in pool if is_eligible(n, settings)
+        }
 
 
 # -- the facade ------------------------------------------------------------------------

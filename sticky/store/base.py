@@ -49,9 +49,9 @@ class Miss:
     the ``known_version`` the engine passed. ``previous`` is the stored mapping (None
     when there is none, or when sticky is off and the table was not read), and
     ``live`` whether it is live (then its sender is not eligible); the engine gives the
-    miss back to :meth:`Store.commit_select`, which compares against them. Read-only by convention (a plain
-    slotted record: it is made on every fresh choice, and a frozen class costs three
-    times as much to build).
+    miss back to :meth:`Store.commit_select`, which compares against them. Read-only by
+    convention (a plain slotted record: it is made on every fresh choice, and a frozen
+    class costs three times as much to build).
     """
 
     settings: PoolSettings
@@ -207,14 +207,16 @@ class OneStepStore(Store, Protocol):
     """
 
     def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide
+        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
     ) -> Selection:
         """One select in one atomic step: a sticky hit, or ``decide`` and store its choice.
 
         If sticky is on and the stored mapping of ``to`` is live with an eligible
-        sender: refresh it as :meth:`Store.begin_select` does and return the sticky
-        :class:`Selection`. Otherwise call ``decide(profile_id, to, miss)`` with the
-        :class:`Miss` ``begin_select`` would return (``pool`` always given); if it
+        sender: refresh it as :meth:`Store.begin_select` does, add one to ``hits[0]``
+        (inside the atomic step: the engine's count of sticky hits, exact whichever
+        thread selects), and return the sticky :class:`Selection`. Otherwise call
+        ``decide(profile_id, to, miss)`` with the :class:`Miss` ``begin_select`` would
+        return (``pool`` always given); if it
         raises, change nothing; else, unless its reason is ``pool``, store
         ``(selection.from_number, now)`` as ``commit_select`` would, and return it.
         Raises UnknownProfile.

@@ -326,7 +326,7 @@ class MemoryStore:
 
     # -- selection ------------------------------------------------------------------
     def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide
+        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
     ) -> Selection:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
@@ -336,25 +336,29 @@ class MemoryStore:
         lock = self._lock
         lock.acquire()
         try:
-            p = self._profiles.get(profile_id)
-            if p is None:
+            try:
+                p = self._profiles[profile_id]
+            except KeyError:
                 msg = f"unknown profile {profile_id!r}"
-                raise UnknownProfile(msg)
+                raise UnknownProfile(msg) from None
             table = p.table
             entry = table.get(to) if p.sticky else None
             if entry is None:
                 miss = p.fresh
             else:
                 sender, last_used, idx = entry
-                verdict = judge(
-                    last_used, p.ttl, judged_at(now, p.horizon), eligible=sender in p.eligible
-                )
+                verdict = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
                 if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
                         table[to] = (sender, now, idx)
+                    hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None))
                 miss = Miss(
-                    p.settings, p.version, p.pool_tuple, (sender, last_used), verdict is _REASSIGNED
+                    p.settings,
+                    p.version,
+                    p.pool_tuple,
+                    (sender, last_used),
+                    verdict is _REASSIGNED,
                 )
             sel = decide(profile_id, to, miss)
             if sel.reason is not _POOL:
@@ -376,7 +380,7 @@ class MemoryStore:
         nothing.
         """
         try:
-            return self.select_in_one_step(profile_id, to, now, _stop)
+            return self.select_in_one_step(profile_id, to, now, _stop, [0])
         except _Stopped as stop:
             return stop.miss
 
@@ -402,7 +406,7 @@ class MemoryStore:
                 return True
             if entry is not None and p.sticky:
                 sender, last_used, idx = entry
-                if judge(last_used, p.ttl, at, eligible=sender in p.eligible) is _STICKY:
+                if judge(last_used, p.ttl, now, p.horizon, sender in p.eligible) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
                     p.table[to] = (sender, refreshed(last_used, now), idx)
                     return _new(Selection, (profile_id, to, sender, _STICKY, None))
