@@ -1,21 +1,61 @@
-"""The Redis store on loopback, beside the floor of any Redis design (GET then SET).
+"""The Redis store on loopback, beside ``PING`` and a naive minimal layout, in one run.
 
-``run(quick)`` starts its own redis-server (127.0.0.1, a free port, no persistence),
-fills a profile with mappings, and measures in one run: a plain redis-py ``GET`` +
-``SET`` loop, ``Engine.select`` for a hit and for a new recipient, and ``select_many``
-batches of 100 hits and of 100 new recipients. Each figure is the median of the
-repeats (with min and max), per select. Needs redis-server on the PATH.
+``run(quick)`` starts its own redis-server (127.0.0.1, a free port, no persistence)
+and, at each size (10^5; 10^6 in full mode; 10^7 with ``huge``):
+
+- **memory per mapping**: ``INFO memory`` ``used_memory`` before and after filling an
+  empty server, divided by the mappings; for the store (filled through ``select_many``
+  batches) and for the naive minimal layout (one hash per profile, ``to -> "sender
+  last_used"``), and for the store per key type (``MEMORY USAGE`` of every key,
+  ``SAMPLES 0``, grouped by the key's last name: ``map``, ``rev``, ``queue``, ...);
+- **latency**: ``PING``, a ``GET`` + ``SET`` pair, the naive layout's hit and new
+  recipient (each one ``EVALSHA`` of one tiny script: read, then refresh a live
+  mapping or store the sender the client chose), ``Engine.select`` for a hit and a new
+  recipient, ``select_many`` of 100 hits and of 100 new recipients; each the median
+  (with min and max) of the repeats, per select, and its ratio to ``PING``;
+- **server CPU per select**: ``INFO commandstats`` after ``CONFIG RESETSTAT``, the
+  ``usec`` of every command the phase sent, divided by its selects
+  (``server_us_per_op``), and ``usec_per_call`` of ``evalsha`` alone.
+
+Quick mode (10^5 only) takes well under a minute. Needs redis-server on the PATH.
+Run alone: ``python -m benchmarks.bench_redis [--quick] [--huge]``.
 """
 
 from __future__ import annotations
 
+import random
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+Row = dict[str, Any]
 
 GROUP = "redis"
 BATCH = 100
+"""Selects per ``select_many`` call."""
+FILL = 1_000
+"""Recipients per ``select_many`` call (or per ``HSET``) while filling."""
+TTL = 8 * 86_400
+POOL = [f"+1312555{i:04d}" for i in range(20)]
+NAIVE_KEY = "naive:{acme}"
+
+NAIVE_SELECT = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local cut = string.find(v, ' ', 1, true)
+  if tonumber(ARGV[2]) < tonumber(string.sub(v, cut + 1)) + tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, cut) .. ARGV[2])
+    return string.sub(v, 1, cut - 1)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4] .. ' ' .. ARGV[2])
+return ARGV[4]
+"""
+"""The naive minimal select: a live mapping is refreshed and returned, else the
+client's choice (ARGV[4]) is stored. KEYS: the hash; ARGV: to, now, ttl, sender."""
 
 
 def _server() -> Any:
@@ -27,10 +67,11 @@ def _server() -> Any:
     return server
 
 
-def _recipients(start: int) -> Iterator[str]:
-    i = start
+def _recipients(tag: int) -> Iterator[str]:
+    """Distinct recipients, never those of another ``tag`` (0-99)."""
+    i = 0
     while True:
-        yield f"+1{2_000_000_000 + i}"
+        yield f"+1{2_000_000_000 + tag * 10_000_000 + i}"
         i += 1
 
 
@@ -47,101 +88,248 @@ def _measure(
     return statistics.median(times), min(times), max(times)
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    """Rows of ``{"group", "name", "size", "ns_per_op", "ns_min", "ns_max", "ops_per_s",
-    "ratio_to_floor"}``; quick mode takes well under 20 s."""
+def _used(client: Any) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def _cpu(client: Any) -> tuple[float, float | None]:
+    """Server usec of every command since the last reset, and evalsha's usec per call."""
+    stats = client.info("commandstats")
+    total = sum(float(v["usec"]) for k, v in stats.items() if k != "cmdstat_info")
+    evalsha = stats.get("cmdstat_evalsha")
+    return total, None if evalsha is None else float(evalsha["usec_per_call"])
+
+
+def _row(name: str, size: int, **fields: Any) -> Row:
+    return {
+        "group": GROUP,
+        "name": name,
+        "design": name.split(": ", 1)[0] if ": " in name else "redis",
+        "op": name.split(": ", 1)[-1],
+        "size": size,
+        "ns_per_op": None,
+        "ns_min": None,
+        "ns_max": None,
+        "ops_per_s": None,
+        "ratio_to_floor": None,
+        **fields,
+    }
+
+
+def _key_kind(key: str) -> str:
+    """A key's type by name: what follows the hash tag (``map``, ``rev``...) or its head."""
+    if "}:" in key:
+        return key.rsplit("}:", 1)[1].split(":", 1)[0]
+    return key.split(":", 2)[1] if key.count(":") >= 1 else key
+
+
+def _per_kind(client: Any) -> dict[str, int]:
+    """``MEMORY USAGE`` (every element counted) of every key, summed by key type."""
+    kinds: dict[str, int] = defaultdict(int)
+    for key in client.scan_iter(count=1_000):
+        kinds[_key_kind(key)] += int(client.memory_usage(key, samples=0) or 0)
+    return dict(kinds)
+
+
+def bench_size(
+    server: Any,
+    size: int,
+    ops: int,
+    batches: int,
+    repeats: int,
+    tag: int,
+) -> list[Row]:
+    """Every row at one size: each layout filled on an empty server, then timed."""
     import redis  # noqa: PLC0415 - the optional extra
 
     from sticky import Engine  # noqa: PLC0415
     from sticky.store.redis import RedisStore  # noqa: PLC0415
 
-    size = 10_000 if quick else 100_000
-    repeats = 5 if quick else 9
-    ops = 300 if quick else 2_000
-    batches = 5 if quick else 30
+    client = redis.Redis.from_url(server.url, decode_responses=True)
+    rows: list[Row] = []
+    fresh = _recipients(tag)
+    mapped = [next(fresh) for _ in range(size)]
+    cursor = [0]
 
-    server = _server()
+    def timed(
+        name: str,
+        op: Callable[[int], None],
+        n: int,
+        per_call: int = 1,
+        *,
+        cpu: bool = False,
+        at: int = size,
+    ) -> None:
+        client.config_resetstat()
+        median, low, high = _measure(op, n, repeats, per_call)
+        fields: dict[str, Any] = {"ns_per_op": median, "ns_min": low, "ns_max": high}
+        fields["ops_per_s"] = 1e9 / median
+        if cpu:
+            usec, per_call_us = _cpu(client)
+            done = (n // 10 + n * repeats) * per_call  # the warm-up's selects too
+            fields["server_us_per_op"] = usec / done
+            fields["evalsha_usec_per_call"] = per_call_us
+        rows.append(_row(name, at, **fields))
+
+    def stride(n: int) -> Iterator[str]:
+        i = cursor[0]
+        for _ in range(n):
+            yield mapped[i % size]
+            i += 7919  # a prime stride: spread over the whole table
+        cursor[0] = i
+
     try:
-        client = redis.Redis.from_url(server.url, decode_responses=True)
-        engine = Engine(seed=1, store=RedisStore.from_url(server.url, prefix="bench"))
-        engine.create_profile("p")
-        for i in range(20):
-            engine.add_number("p", f"+1312555{i:04d}")
-        fresh = _recipients(0)
-        mapped = [next(fresh) for _ in range(size)]
-        for i in range(0, size, 1_000):
-            engine.select_many("p", mapped[i : i + 1_000])
+        # -- the naive minimal layout ---------------------------------------------
+        client.flushall()
+        before = _used(client)
+        t0 = time.time()
+        pipe = client.pipeline(transaction=False)
+        for i in range(0, size, FILL):
+            chunk = mapped[i : i + FILL]
+            pipe.hset(
+                NAIVE_KEY, mapping={to: f"{POOL[j % 20]} {t0:.6f}" for j, to in enumerate(chunk)}
+            )
+            if len(pipe) >= 50:
+                pipe.execute()
+        pipe.execute()
+        per = (_used(client) - before) / size
+        rows.append(_row("naive: memory", size, op="memory", bytes_per_mapping=per))
+        sha = client.script_load(NAIVE_SELECT)
+        choose = random.Random(1).choice
+        evalsha = client.evalsha
 
-        def floor(n: int) -> None:
+        def naive_hit(n: int) -> None:
+            for to in stride(n):
+                evalsha(sha, 1, NAIVE_KEY, to, time.time(), TTL, choose(POOL))
+
+        def naive_new(n: int) -> None:
+            for _ in range(n):
+                evalsha(sha, 1, NAIVE_KEY, next(fresh), time.time(), TTL, choose(POOL))
+
+        def ping(n: int) -> None:
+            for _ in range(n):
+                client.ping()
+
+        def get_set(n: int) -> None:
             for i in range(n):
-                key = f"floor:{i % size}"
+                key = f"floor:{i % 1000}"
                 client.get(key)
-                client.set(key, "+13125550001")
+                client.set(key, POOL[0])
 
-        hit_cursor = [0]
+        timed("PING", ping, ops)
+        timed("GET+SET", get_set, ops)
+        timed("naive: hit", naive_hit, ops, cpu=True)
+        timed("naive: new", naive_new, ops, cpu=True)
 
-        def hit(n: int) -> None:
-            i = hit_cursor[0]
-            for _ in range(n):
-                engine.select("p", mapped[i % size])
-                i += 7919  # a prime stride: spread over the whole table
-            hit_cursor[0] = i
+        # -- the store --------------------------------------------------------------
+        client.flushall()
+        before = _used(client)
+        engine = Engine(seed=1, store=RedisStore.from_url(server.url, prefix="bench"))
+        try:
+            engine.create_profile("p")
+            for number in POOL:
+                engine.add_number("p", number)
+            for i in range(0, size, FILL):
+                engine.select_many("p", mapped[i : i + FILL])
+            stored = engine.stats().mappings
+            rows.append(
+                _row(
+                    "store: memory",
+                    stored,
+                    op="memory",
+                    bytes_per_mapping=(_used(client) - before) / stored,
+                )
+            )
+            kinds = _per_kind(client)
+            for kind, used in sorted(kinds.items(), key=lambda kv: -kv[1]):
+                rows.append(
+                    _row(
+                        f"store: memory, {kind} keys",
+                        stored,
+                        op=f"memory, {kind} keys",
+                        bytes_per_mapping=used / stored,
+                    )
+                )
+            select, select_many = engine.select, engine.select_many
 
-        def new(n: int) -> None:
-            for _ in range(n):
-                engine.select("p", next(fresh))
+            def hit(n: int) -> None:
+                for to in stride(n):
+                    select("p", to)
 
-        def many_hits(n: int) -> None:
-            i = hit_cursor[0]
-            for _ in range(n):
-                start = i % (size - BATCH)
-                engine.select_many("p", mapped[start : start + BATCH])
-                i += 7919
-            hit_cursor[0] = i
+            def new(n: int) -> None:
+                for _ in range(n):
+                    select("p", next(fresh))
 
-        def many_new(n: int) -> None:
-            for _ in range(n):
-                engine.select_many("p", [next(fresh) for _ in range(BATCH)])
+            def many_hits(n: int) -> None:
+                for _ in range(n):
+                    select_many("p", list(stride(BATCH)))
 
-        # size: the mappings in the store when each measurement starts
-        results = []
-        for name, op, n, per_call in (
-            ("GET+SET floor", floor, ops, 1),
-            ("select hit", hit, ops, 1),
-            ("select new", new, ops, 1),
-            (f"select_many hit x{BATCH}", many_hits, batches, BATCH),
-            (f"select_many new x{BATCH}", many_new, batches, BATCH),
-        ):
-            at = engine.stats().mappings
-            results.append((name, _measure(op, n, repeats, per_call), at))
-        engine.close()
-        client.close()
+            def many_new(n: int) -> None:
+                for _ in range(n):
+                    select_many("p", [next(fresh) for _ in range(BATCH)])
+
+            timed("store: select hit", hit, ops, cpu=True)
+            timed("store: select new", new, ops, cpu=True)
+            timed(f"store: select_many hit x{BATCH}", many_hits, batches, BATCH, cpu=True)
+            timed(f"store: select_many new x{BATCH}", many_new, batches, BATCH, cpu=True)
+        finally:
+            engine.close()
     finally:
-        server.stop()
-    floor_ns = results[0][1][0]
-    rows = []
-    for name, (median, low, high), at in results:
-        rows.append(
-            {
-                "group": GROUP,
-                "name": name,
-                "size": at,
-                "ns_per_op": median,
-                "ns_min": low,
-                "ns_max": high,
-                "ops_per_s": 1e9 / median,
-                "ratio_to_floor": median / floor_ns,
-            }
-        )
+        client.close()
+    ping_ns = next(r["ns_per_op"] for r in rows if r["name"] == "PING")
+    for r in rows:
+        if r["ns_per_op"] is not None:
+            r["ratio_to_floor"] = r["ns_per_op"] / ping_ns
+    naive = next(r for r in rows if r["name"] == "naive: memory")["bytes_per_mapping"]
+    for r in rows:
+        if r["op"].startswith("memory") and r["design"] == "store":
+            r["ratio_to_naive"] = r["bytes_per_mapping"] / naive
     return rows
 
 
-if __name__ == "__main__":
-    import sys
+def run(quick: bool, huge: bool = False) -> list[Row]:
+    """The rows at 10^5 (quick), 10^5 and 10^6 (full), and 10^7 too with ``huge``."""
+    sizes = (10**5,) if quick else (10**5, 10**6, *((10**7,) if huge else ()))
+    repeats = 5 if quick else 9
+    ops = 2_000 if quick else 3_000
+    batches = 20 if quick else 60
+    server = _server()
+    try:
+        rows: list[Row] = []
+        for tag, size in enumerate(sizes):
+            rows += bench_size(server, size, ops, batches, repeats, tag)
+        return rows
+    finally:
+        server.stop()
 
-    for row in run(quick="--quick" in sys.argv):
-        print(
-            f"{row['name']:<28} size {row['size']:>7}  {row['ns_per_op'] / 1000:9.1f} us/op"
-            f"  [{row['ns_min'] / 1000:.1f}-{row['ns_max'] / 1000:.1f}]"
-            f"  {row['ops_per_s']:>9.0f}/s  x{row['ratio_to_floor']:.2f} floor"
+
+def _print(rows: Sequence[Row]) -> None:
+    print(
+        f"{'name':34} {'size':>10} {'us/op':>8} {'min':>7} {'max':>7} {'ops/s':>8}"
+        f" {'x PING':>6} {'srv us':>7} {'B/map':>7}"
+    )
+    for r in rows:
+        ns = r["ns_per_op"]
+        cells = (
+            f"{ns / 1e3:8.1f} {r['ns_min'] / 1e3:7.1f} {r['ns_max'] / 1e3:7.1f}"
+            f" {r['ops_per_s']:8,.0f} {r['ratio_to_floor']:6.2f}"
+            if ns is not None
+            else f"{'':8} {'':7} {'':7} {'':8} {'':6}"
         )
+        cpu = r.get("server_us_per_op")
+        per = r.get("bytes_per_mapping")
+        print(
+            f"{r['name']:34} {r['size']:>10,} {cells}"
+            f" {'' if cpu is None else f'{cpu:7.1f}':>7} {'' if per is None else f'{per:7.1f}':>7}"
+        )
+
+
+def main(argv: Sequence[str]) -> int:
+    started = time.perf_counter()
+    _print(run(quick="--quick" in argv, huge="--huge" in argv))
+    print(f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -8,6 +8,9 @@ of selects), and the untimed helpers the scenarios need (``fill``, ``forget``,
 - :class:`Floor`: a bare dict, ``d.get((pid, to))`` then ``d[(pid, to)] = (frm, now)``
   in an inline loop. No clock read, no draw, no expiry: the least any pure-Python
   design can do.
+- :class:`Minimal`: the minimal complete design, one hand-written function per select
+  that does everything a select must and nothing more (validation, weighted draw,
+  table, reverse index, expiry queue, result, counter, lock): the second reference.
 - :class:`EngineDesign`: :class:`sticky.Engine` on the in-memory store, called through
   its public API exactly as a user calls it.
 - :class:`OrderedDictDesign`, :class:`TTLCacheDesign`: what a user would write by hand,
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import bisect
 import random
+import re
 import sys
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
-from sticky import DEFAULT_TTL, Engine, ManualClock, NumberType
+from sticky import DEFAULT_TTL, Engine, ManualClock, NumberType, Reason
 
 PID = "acme"
 """The one profile every design serves."""
@@ -179,6 +184,122 @@ class Floor(_TableDesign):
         return len(recipients)
 
 
+class Result(NamedTuple):
+    """The minimal design's answer: the fields of :class:`sticky.Selection`."""
+
+    profile_id: str
+    to: str
+    from_number: str
+    reason: Reason
+    tier: None = None
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch
+_NEW_TUPLE = tuple.__new__
+_STICKY, _NEW, _EXPIRED, _REASSIGNED = Reason.STICKY, Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED
+
+
+class _MinimalProfile:
+    """One profile of :class:`Minimal`: its ttl, its draw, and its four structures."""
+
+    __slots__ = (
+        "eligible",
+        "longs",
+        "queue",
+        "reverse",
+        "split",
+        "table",
+        "tolls",
+        "total",
+        "ttl",
+        "w_long",
+        "w_toll",
+    )
+
+    def __init__(self, pool: Sequence[tuple[str, NumberType]], ttl: float) -> None:
+        self.ttl = ttl
+        self.longs = tuple(n for n, kind in pool if kind is NumberType.LONG_CODE)
+        self.tolls = tuple(n for n, kind in pool if kind is NumberType.TOLL_FREE)
+        self.w_long = self.w_toll = 1.0
+        self.split = len(self.longs) * self.w_long
+        self.total = self.split + len(self.tolls) * self.w_toll
+        self.eligible = frozenset(self.longs + self.tolls)
+        self.table: dict[str, tuple[str, float]] = {}
+        """Recipient to (sender, last use)."""
+        self.reverse: dict[str, set[str]] = {n: set() for n in self.eligible}
+        """Sender to its recipients (what a cascade removes)."""
+        self.queue: deque[tuple[float, str]] = deque()
+        """(time stored, recipient), in that order; a hit does not touch it."""
+
+
+class Minimal(_TableDesign):
+    """The minimal complete design: everything a select must do, in one function.
+
+    Per select: the lock, the clock, the profile; on a hit (a live mapping whose sender
+    is in the pool) the refresh and the result; on a miss the E.164 check (a compiled
+    pattern), an O(1) weighted draw by type groups as sticky's chooser does it, the
+    table, the reverse index (moved off the previous sender), the expiry queue (appended
+    to), and the result (a named tuple of :class:`sticky.Selection`'s fields, built as
+    the engine builds its own); and a per-engine counter by reason. Nothing more: no
+    horizon, no amortised eviction, no geomatch, no settings beyond the ttl, one seed.
+    """
+
+    name = "minimal"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.profiles = {PID: _MinimalProfile(POOL, TTL)}
+        self.table = self.profiles[PID].table
+        self.counts = [0, 0, 0, 0]
+        """Selects by reason: sticky, new, expired, reassigned."""
+        self.lock = threading.Lock()
+        self.random = random.Random(1).random
+        self.now = self.clock.now
+        self.select = self._select
+
+    def _select(self, pid: str, to: str) -> Result:
+        with self.lock:
+            now = self.now()
+            p = self.profiles[pid]
+            table = p.table
+            entry = table.get(to)
+            if entry is None:
+                reason, slot = _NEW, 1
+            else:
+                sender, last_used = entry
+                if now >= last_used + p.ttl:
+                    reason, slot = _EXPIRED, 2
+                elif sender not in p.eligible:
+                    reason, slot = _REASSIGNED, 3
+                else:
+                    if now > last_used:
+                        table[to] = (sender, now)
+                    self.counts[0] += 1
+                    return _NEW_TUPLE(Result, (pid, to, sender, _STICKY, None))
+            if _E164(to) is None:
+                msg = f"invalid recipient {to!r}"
+                raise ValueError(msg)
+            x = self.random() * p.total
+            if x < p.split:
+                group, i = p.longs, int(x / p.w_long)
+            else:
+                group, i = p.tolls, int((x - p.split) / p.w_toll)
+            chosen = group[i] if i < len(group) else group[-1]
+            if entry is not None:
+                p.reverse[entry[0]].discard(to)
+            table[to] = (chosen, now)
+            p.reverse[chosen].add(to)
+            p.queue.append((now, to))
+            self.counts[slot] += 1
+            return _NEW_TUPLE(Result, (pid, to, chosen, reason, None))
+
+    def forget(self, recipients: Sequence[str]) -> None:
+        p = self.profiles[PID]
+        for to in recipients:
+            sender, _ = p.table.pop(to)
+            p.reverse[sender].discard(to)
+
+
 class EngineDesign(Design):
     """:class:`sticky.Engine` with the in-memory store, through its public API."""
 
@@ -319,7 +440,7 @@ class TTLCacheDesign(_TableDesign):
 
 def available_designs() -> tuple[list[type[Design]], list[str]]:
     """The designs this installation can run (floor first), and notes on the others."""
-    designs: list[type[Design]] = [Floor, EngineDesign, OrderedDictDesign]
+    designs: list[type[Design]] = [Floor, Minimal, EngineDesign, OrderedDictDesign]
     notes: list[str] = []
     try:
         import cachetools  # noqa: F401, PLC0415 - optional: the bench extra

@@ -22,14 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.designs import TTL, VICTIM, Design, EngineDesign, Floor, available_designs
+from benchmarks.designs import (
+    TTL,
+    VICTIM,
+    Design,
+    EngineDesign,
+    Floor,
+    Minimal,
+    available_designs,
+)
 
 Row = dict[str, Any]
 
 GROUPS = report.GROUPS
 """The groups this harness measures itself; the floor's select rows always run with them."""
 
-BACKENDS = ("redis", "sqlite")
+BACKENDS = ("redis", "sqlite", "clients")
 """Groups measured by plug-in modules ``benchmarks/bench_<name>.py`` (``run(quick)``)."""
 
 NPAS = (
@@ -54,6 +62,12 @@ FLOOR_OF = {
     "memory": "memory",
 }
 """Each operation's reference row of the floor (sticky off and geomatch: a plain select)."""
+
+MINIMAL_OF = {op: op for op in ("select hit", "select miss", "select mix", "memory")}
+"""The operations the minimal complete design measures: its rows are the second reference."""
+
+MINIMAL_GROUPS = {"select", "memory"}
+"""The groups the minimal complete design runs (it has no eviction, cascade or geomatch)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,7 @@ def measure(
 
 
 def row(group: str, design: str, op: str, size: int, samples: Sequence[float]) -> Row:
-    """A result row; ``ratio_to_floor`` is filled in once the run is over."""
+    """A result row; the ratios to the references are filled in once the run is over."""
     median = statistics.median(samples) if samples else None
     return {
         "group": group,
@@ -163,6 +177,7 @@ def row(group: str, design: str, op: str, size: int, samples: Sequence[float]) -
         "ns_max": max(samples) if samples else None,
         "ops_per_s": 1e9 / median if median else None,
         "ratio_to_floor": None,
+        "ratio_to_minimal": None,
         "repeats": len(samples),
     }
 
@@ -292,7 +307,12 @@ def run_designs(cfg: Config, groups: set[str], notes: list[str]) -> list[Row]:
             continue
         w = workload(size, cfg)
         for cls in designs:
-            wanted = here if cls is EngineDesign else here - {"geomatch"}
+            if cls is EngineDesign:
+                wanted = here
+            elif cls is Minimal:
+                wanted = here & MINIMAL_GROUPS
+            else:
+                wanted = here - {"geomatch"}
             if cls is not Floor and not wanted:
                 continue
             started = time.perf_counter()
@@ -316,8 +336,11 @@ def run_designs(cfg: Config, groups: set[str], notes: list[str]) -> list[Row]:
     return rows
 
 
-def run_backend(name: str, quick: bool, notes: list[str]) -> list[Row]:
-    """The rows of ``benchmarks/bench_<name>.py``, or a note saying why there are none."""
+def run_backend(name: str, quick: bool, notes: list[str], *, huge: bool = False) -> list[Row]:
+    """The rows of ``benchmarks/bench_<name>.py``, or a note saying why there are none.
+
+    ``huge`` is passed on (``run(quick, huge=True)``) only when set.
+    """
     try:
         module = importlib.import_module(f"benchmarks.bench_{name}")
     except ModuleNotFoundError as exc:
@@ -330,7 +353,7 @@ def run_backend(name: str, quick: bool, notes: list[str]) -> list[Row]:
         notes.append(f"{name} skipped: import failed: {type(exc).__name__}: {exc}")
         return []
     try:
-        rows: list[Row] = list(module.run(quick))
+        rows: list[Row] = list(module.run(quick, huge=True) if huge else module.run(quick))
     except Exception as exc:
         notes.append(f"{name} skipped: {type(exc).__name__}: {exc}")
         return []
@@ -342,16 +365,21 @@ def run_backend(name: str, quick: bool, notes: list[str]) -> list[Row]:
 
 
 def fill_ratios(rows: list[Row]) -> None:
-    """Each of this harness's rows as a multiple of the floor's row for the same work."""
+    """Each of this harness's rows as a multiple of the floor's row for the same work,
+    and (hit, miss, mix, memory) of the minimal complete design's."""
     mine = report.own(rows)
-    floor = {(r["op"], r["size"]): r for r in mine if r["design"] == Floor.name}
-    for r in mine:
-        ref = floor.get((FLOOR_OF.get(r["op"], ""), r["size"]))
-        if ref is None or r["ratio_to_floor"] is not None:
-            continue
-        key = "bytes_per_mapping" if r["op"] == "memory" else "ns_per_op"
-        if r.get(key) is not None and ref.get(key):
-            r["ratio_to_floor"] = r[key] / ref[key]
+    for field, design, reference in (
+        ("ratio_to_floor", Floor.name, FLOOR_OF),
+        ("ratio_to_minimal", Minimal.name, MINIMAL_OF),
+    ):
+        refs = {(r["op"], r["size"]): r for r in mine if r["design"] == design}
+        for r in mine:
+            ref = refs.get((reference.get(r["op"], ""), r["size"]))
+            if ref is None or r.get(field) is not None:
+                continue
+            key = "bytes_per_mapping" if r["op"] == "memory" else "ns_per_op"
+            if r.get(key) is not None and ref.get(key):
+                r[field] = r[key] / ref[key]
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -400,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in BACKENDS:
             if name in args.groups:
                 print(f"  backend {name}", flush=True)
-                rows += run_backend(name, cfg.mode == "quick", notes)
+                rows += run_backend(name, cfg.mode == "quick", notes, huge=HUGE in cfg.sizes)
     fill_ratios(rows)
     notes += [f"{r['name']} at {r['size']:,}: {r['note']}" for r in rows if r.get("note")]
     notes.append(report.huge_note(rows, HUGE, included=HUGE in cfg.sizes))

@@ -15,13 +15,16 @@ Row = dict[str, Any]
 
 GROUPS = ("select", "geomatch", "cascade", "evict", "memory")
 """The groups the harness measures itself; any other group is a plug-in backend's."""
-DESIGNS = ("floor", "engine", "ordereddict", "ttlcache")
+DESIGNS = ("floor", "minimal", "engine", "ordereddict", "ttlcache")
 COLOURS = {
     "floor": "black",
+    "minimal": "tab:gray",
     "engine": "tab:blue",
     "ordereddict": "tab:orange",
     "ttlcache": "tab:green",
 }
+MANY = 100
+"""Selects per ``select_many`` call in the backends' batch rows."""
 STRING_BYTES = 64 + 8
 """A 12-character recipient string and its slot in the workload's list."""
 
@@ -63,6 +66,12 @@ def find(rows: Sequence[Row], design: str, op: str, size: int) -> Row | None:
     return None
 
 
+def backend(rows: Sequence[Row], group: str, name: str) -> Row | None:
+    """A backend's row of this name at the largest size it was measured at."""
+    found = [r for r in rows if r.get("group") == group and r.get("name") == name]
+    return max(found, key=lambda r: r["size"]) if found else None
+
+
 def huge_note(rows: Sequence[Row], huge: int, *, included: bool) -> str:
     """What ``huge`` mappings need in memory, from the bytes per mapping measured here."""
     measured = [r for r in own(rows) if r["op"] == "memory" and r.get("bytes_per_mapping")]
@@ -80,7 +89,10 @@ def huge_note(rows: Sequence[Row], huge: int, *, included: bool) -> str:
 
 
 def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> list[Row]:
-    """Issue 3's targets (and issue 5's geomatch one) at ``size``: PASS, MISS or N/A."""
+    """The targets of issues 3, 5 and 10 at ``size``: PASS, MISS or N/A.
+
+    The backends' (issue 10) are read from their rows at the largest size they measured.
+    """
 
     def ns(design: str, op: str, at: int = size) -> float | None:
         r = find(rows, design, op, at)
@@ -92,6 +104,14 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
 
     def quotient(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else a / b
+
+    def to_minimal(op: str) -> float | None:
+        r = find(rows, "engine", op, size)
+        return None if r is None else r.get("ratio_to_minimal")
+
+    def of(group: str, name: str, field: str) -> float | None:
+        r = backend(rows, group, name)
+        return None if r is None else r.get(field)
 
     alternatives = [
         v for v in (ns("ordereddict", "select mix"), ns("ttlcache", "select mix")) if v
@@ -144,12 +164,68 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
             "x geomatch off",
             "5",
         ),
+        ("select hit", to_minimal("select hit"), 1.25, "x minimal", "10"),
+        ("select miss", to_minimal("select miss"), 1.25, "x minimal", "10"),
+        (
+            "memory per mapping",
+            None if memory is None else memory.get("ratio_to_floor"),
+            1.3,
+            "x floor",
+            "10",
+        ),
+        (
+            "Redis bytes per mapping",
+            quotient(
+                of("redis", "store: memory", "bytes_per_mapping"),
+                of("redis", "naive: memory", "bytes_per_mapping"),
+            ),
+            1.0,
+            "x naive",
+            "10",
+        ),
+        (
+            "Redis select new",
+            of("redis", "store: select new", "ratio_to_floor"),
+            1.6,
+            "x PING",
+            "10",
+        ),
+        (
+            "Redis select hit",
+            of("redis", "store: select hit", "ratio_to_floor"),
+            1.3,
+            "x PING",
+            "10",
+        ),
+        (
+            "Redis server CPU per new recipient",
+            of("redis", "store: select new", "server_us_per_op"),
+            30.0,
+            "us",
+            "10",
+        ),
+        (
+            f"Redis select_many new x{MANY}",
+            of("redis", f"store: select_many new x{MANY}", "ops_per_s"),
+            60_000.0,
+            "selects/s at least",
+            "10",
+        ),
+        (
+            "SQLite new recipient",
+            of("sqlite", "sqlite: miss", "ratio_to_floor"),
+            1.5,
+            "x floor",
+            "10",
+        ),
     ]
     out = []
     for name, value, limit, unit, issue in checks:
         strict = name.startswith("mix faster")
         if value is None:
             status = "N/A"
+        elif unit.endswith("at least"):
+            status = "PASS" if value >= limit else "MISS"
         elif value < limit or (value == limit and not strict):
             status = "PASS"
         else:
@@ -196,27 +272,56 @@ def targets_table(checks: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def _to_minimal(r: Row | None) -> str:
+    ratio = None if r is None else r.get("ratio_to_minimal")
+    return "" if ratio is None else f"{ratio:.2f}x"
+
+
 def summary_table(rows: Sequence[Row], size: int) -> str:
-    """Operations by design at one size: ns/op (or bytes) and the ratio to the floor."""
+    """Operations by design at one size: ns/op (or bytes) and the ratio to the floor,
+    then the engine's ratio to the minimal complete design."""
     mine = [r for r in own(rows) if r["size"] == size]
     ops = list(dict.fromkeys(r["op"] for r in mine))
-    lines = ["| operation | " + " | ".join(DESIGNS) + " |", "|---|" + "---|" * len(DESIGNS)]
+    lines = [
+        "| operation | " + " | ".join(DESIGNS) + " | engine / minimal |",
+        "|---|" + "---|" * (len(DESIGNS) + 1),
+    ]
     lines += [
-        "| " + op + " | " + " | ".join(_cell(find(mine, d, op, size)) for d in DESIGNS) + " |"
+        "| "
+        + op
+        + " | "
+        + " | ".join(_cell(find(mine, d, op, size)) for d in DESIGNS)
+        + f" | {_to_minimal(find(mine, 'engine', op, size))} |"
         for op in ops
     ]
     return "\n".join(lines)
 
 
-def rows_table(rows: Sequence[Row]) -> str:
-    head = "| group | operation | design | size | ns/op (median) | min | max | ops/s | x floor | bytes/mapping |"
-    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def rows_table(rows: Sequence[Row], *, backends: bool = False) -> str:
+    """Every row; the backends' table has their processes and server CPU per operation
+    instead of the ratio to the minimal complete design."""
+    extra = ("processes", "server us/op") if backends else ("x minimal",)
+    head = (
+        "| group | operation | design | size | ns/op (median) | min | max | ops/s | x floor "
+        "| bytes/mapping | " + " | ".join(extra) + " |"
+    )
+    lines = [head, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra)]
     for r in rows:
-        ratio = r.get("ratio_to_floor")
+        cells = (
+            (str(r.get("processes", "-")), _n(r.get("server_us_per_op"), 1))
+            if backends
+            else (_x(r.get("ratio_to_minimal")),)
+        )
         lines.append(
             f"| {r['group']} | {r['op']} | {r['design']} | {r['size']:,} | {_n(r.get('ns_per_op'))} "
             f"| {_n(r.get('ns_min'))} | {_n(r.get('ns_max'))} | {_n(r.get('ops_per_s'))} "
-            f"| {'-' if ratio is None else f'{ratio:.2f}'} | {_n(r.get('bytes_per_mapping'))} |"
+            f"| {_x(r.get('ratio_to_floor'))} | {_n(r.get('bytes_per_mapping'), 1)} | "
+            + " | ".join(cells)
+            + " |"
         )
     return "\n".join(lines)
 
@@ -261,7 +366,12 @@ def markdown(
             rows_table(own(rows)),
             "",
             *(
-                ("## Backends (each against its own floor)", "", rows_table(backends), "")
+                (
+                    "## Backends (each against its own floor)",
+                    "",
+                    rows_table(backends, backends=True),
+                    "",
+                )
                 if backends
                 else ()
             ),

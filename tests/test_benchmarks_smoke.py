@@ -72,12 +72,27 @@ def test_smoke_run_writes_json_markdown_and_rows(tmp_path: Path) -> None:
     assert ("engine", "select miss, geomatch=full") in rows  # measured, or marked missing
     assert rows["floor", "select hit"]["ratio_to_floor"] == 1.0
 
-    statuses = {t["target"]: t["status"] for t in data["targets"]}
+    # The minimal complete design: a second reference for hit, miss, mix and memory.
+    for op in ("select hit", "select miss", "select mix"):
+        r = rows["minimal", op]
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+        assert r["ratio_to_minimal"] == 1.0
+        assert rows["engine", op]["ratio_to_minimal"] > 0
+    assert rows["minimal", "memory"]["bytes_per_mapping"] > 0
+    assert rows["engine", "memory"]["ratio_to_minimal"] > 0
+    assert ("minimal", "evict_expired") not in rows  # it runs the select group alone
+
+    statuses = {(t["target"], t["issue"]): t["status"] for t in data["targets"]}
     assert len(statuses) >= 7
     assert set(statuses.values()) <= {"PASS", "MISS", "N/A"}
+    assert statuses["select hit", "10"] in {"PASS", "MISS"}  # measured in smoke mode too
+    assert statuses["select miss", "10"] in {"PASS", "MISS"}
+    assert statuses["Redis select new", "10"] == "N/A"  # backends are skipped in smoke mode
 
     table = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "| select hit |" in table
+    assert "| engine / minimal |" in table
     assert "Targets" in table
     if importlib.util.find_spec("matplotlib") is not None:
         assert (tmp_path / "growth.png").read_bytes().startswith(b"\x89PNG")
@@ -106,3 +121,4 @@ def test_only_runs_the_chosen_group(tmp_path: Path) -> None:
     groups = {r["group"] for r in data["rows"]}
     assert groups == {"memory", "select"}  # the floor's select rows always run
     assert {r["design"] for r in data["rows"] if r["group"] == "select"} == {"floor"}
+    assert {r["design"] for r in data["rows"] if r["group"] == "memory"} >= {"floor", "minimal"}
