@@ -21,6 +21,7 @@ load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Iterable, Sequence
 
 from sticky import geo
@@ -61,17 +62,50 @@ def dead_up_to(ttl: float, at: float) -> float:
 
     For stores that find dead mappings by an index range (``key <= dead_up_to(...)``):
     the bound is exact in float arithmetic, so the range holds precisely the dead keys.
+    ``at - ttl`` is within a few steps of it; where it is not (near zero, where floats
+    are dense and ``k + ttl`` rounds to ``ttl`` for a wide range of tiny ``k``), the
+    bound is found by bisection over the floats' order, in at most 64 steps.
     """
     if at == -math.inf:
         return -math.inf
     k = at - ttl
-    while is_live(k, ttl, at):
-        k = math.nextafter(k, -math.inf)
-    while True:
+    for _ in range(4):  # the common case: one step or none
+        if is_live(k, ttl, at):
+            k = math.nextafter(k, -math.inf)
+            continue
         up = math.nextafter(k, math.inf)
         if is_live(up, ttl, at):
             return k
         k = up
+    # Bisection between a dead and a live key (liveness is monotone in last_used).
+    step = math.ulp(at) + math.ulp(ttl) + math.ulp(k)
+    lo = hi = k
+    while is_live(lo, ttl, at):
+        lo, step = lo - step, step * 2
+    while not is_live(hi, ttl, at):
+        hi, step = hi + step, step * 2
+    low, high = _order(lo), _order(hi)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if is_live(_unorder(mid), ttl, at):
+            high = mid
+        else:
+            low = mid
+    return _unorder(low)
+
+
+_SIGN = 1 << 63
+
+
+def _order(x: float) -> int:
+    """Map floats to integers in the same order (-0.0 and 0.0 to the same one)."""
+    bits = int.from_bytes(struct.pack("<d", x), "little")
+    return bits if bits < _SIGN else _SIGN - bits  # -0.0 and 0.0 both map to 0
+
+
+def _unorder(i: int) -> float:
+    bits = i if i >= 0 else _SIGN - i
+    return float(struct.unpack("<d", bits.to_bytes(8, "little"))[0])
 
 
 def judged_at(now: float, horizon: float) -> float:

@@ -4,12 +4,9 @@
 -- '', '', '' or MISS, has previous, previous sender, previous last_used, live), then
 -- the version[, settings, pool...]. Each recipient's step is what begin_select does; the
 -- script makes the whole chunk one atomic step, which is more than the protocol asks.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
-end
-if not p.current then
-  return {{{OLD_LAYOUT}}}
+  return refusal
 end
 local now_s = ARGV[1]
 local now = tonumber(now_s)

@@ -3,12 +3,9 @@
 -- Returns {HIT, sender} for a sticky hit (honoured), {UNKNOWN_PROFILE}, {OLD_LAYOUT},
 -- or {MISS, has_previous, previous sender, previous last_used, live, version[,
 -- settings, pool...]}: what a fresh choice needs, changing nothing.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
-end
-if not p.current then
-  return {{{OLD_LAYOUT}}}
+  return refusal
 end
 local now_s = ARGV[2]
 local tag, a, b, c, d = begin_one(p, ARGV[1], now_s, tonumber(now_s))

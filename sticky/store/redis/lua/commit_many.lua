@@ -3,12 +3,9 @@
 -- previous last_used, live, version.
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or two entries per entry: the tag of
 -- commit_one and a sender or ''.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
-end
-if not p.current then
-  return {{{OLD_LAYOUT}}}
+  return refusal
 end
 local now_s = ARGV[1]
 local now = tonumber(now_s)

@@ -3,12 +3,9 @@
 -- live, version, now.
 -- Returns {STORED}, {HIT, sender} (another select won: honoured), {START_OVER}
 -- (nothing changed), {UNKNOWN_PROFILE}, {OLD_LAYOUT} or {NOT_ELIGIBLE} (see commit_one).
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
-end
-if not p.current then
-  return {{{OLD_LAYOUT}}}
+  return refusal
 end
 local now_s = ARGV[8]
 local tag, sender = commit_one(

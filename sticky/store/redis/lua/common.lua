@@ -281,6 +281,19 @@ local function append_pool(out, cached)
   return out
 end
 
+-- The profile, for a script that needs the current layout: p, or nil and the reply
+-- that says why not (no such profile, or a 0.1 layout the caller migrates first).
+local function current_profile()
+  local p = load_profile()
+  if not p then
+    return nil, {{{UNKNOWN_PROFILE}}}
+  end
+  if not p.current then
+    return nil, {{{OLD_LAYOUT}}}
+  end
+  return p
+end
+
 -- Whether meta says the current layout (for scripts that do not load_profile).
 local function layout_is_current()
   return redis.call('HGET', KEYS[1], 'layout') == {{LAYOUT}}

@@ -5,12 +5,9 @@
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {SETTINGS_CHANGED} (not the old settings any
 -- more), {STALE, version, settings, pool...} (the pool changed since: compute the
 -- entries again) or {OK}.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
-end
-if not p.current then
-  return {{{OLD_LAYOUT}}}
+  return refusal
 end
 if redis.call('HGET', KEYS[1], 'settings') ~= ARGV[1] then
   return {{{SETTINGS_CHANGED}}}
