@@ -4,6 +4,8 @@ A recipient keeps getting messages from the same number of a pool; the mapping l
 8 days after the last message. See ``docs/semantics.md`` for every rule.
 """
 
+from typing import TYPE_CHECKING
+
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.engine import Engine
 from sticky.errors import (
@@ -26,6 +28,10 @@ from sticky.settings import DEFAULT_TTL, GeoMatch, PoolSettings
 from sticky.store import MemoryStore, Store, open_store
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
+if TYPE_CHECKING:
+    from sticky.store.redis import RedisStore
+    from sticky.store.sqlite import SQLiteStore
+
 __all__ = [
     "DEFAULT_TTL",
     "Clock",
@@ -47,6 +53,8 @@ __all__ = [
     "PoolSettings",
     "ProfileExists",
     "Reason",
+    "RedisStore",
+    "SQLiteStore",
     "Selection",
     "SenderNumber",
     "Stats",
@@ -60,3 +68,13 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``SQLiteStore`` and ``RedisStore`` on first use: importing sticky loads neither."""
+    if name in {"SQLiteStore", "RedisStore"}:
+        from sticky import store  # noqa: PLC0415 - loaded on demand
+
+        return getattr(store, name)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m sticky simulate [options]``."""
+"""Command line: ``sticky simulate [options]`` (the console script) or ``python -m sticky``."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sticky import __version__
 
-__all__ = ["main"]
+__all__ = ["main", "program"]
+
+
+def program() -> str:
+    """The name usage lines give: ``sticky`` (the console script) or ``python -m sticky``."""
+    name = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] else ""
+    return "sticky" if name == "sticky" else "python -m sticky"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="python -m sticky", description="Sender selection with Sticky Sender."
-    )
+    prog = program()
+    parser = argparse.ArgumentParser(prog=prog, description="Sender selection with Sticky Sender.")
     parser.add_argument("--version", action="version", version=f"sticky {__version__}")
     parser.add_argument("command", choices=["simulate"], help="what to run")
     if not args or args[0].startswith("-"):
@@ -27,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sticky import simulate  # noqa: PLC0415 - only when asked for
 
     try:
-        return simulate.main(args[1:])
+        return simulate.main(args[1:], prog=f"{prog} simulate")
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader (``| head``) left: not an error of ours

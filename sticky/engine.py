@@ -14,7 +14,14 @@ from types import TracebackType
 from typing import Self
 
 from sticky.clock import Clock, ManualClock, SystemClock
-from sticky.errors import InvalidProfileId, InvalidSettings, InvalidTime, NoEligibleSender
+from sticky.errors import (
+    InvalidProfileId,
+    InvalidSettings,
+    InvalidTime,
+    NoEligibleSender,
+    ProfileExists,
+    shown,
+)
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import Chooser
 from sticky.settings import PoolSettings
@@ -45,17 +52,17 @@ _new = tuple.__new__  # builds a Selection without its Python-level __new__
 
 def _time(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"invalid time {value!r}: expected seconds since the epoch"
+        msg = f"invalid time {shown(value)}: expected seconds since the epoch"
         raise InvalidTime(msg)
     if not math.isfinite(value):
-        msg = f"invalid time {value!r}: expected a finite number"
+        msg = f"invalid time {shown(value)}: expected a finite number"
         raise InvalidTime(msg)
     return float(value)
 
 
 def _profile_id(value: object) -> str:
     if type(value) is not str:
-        msg = f"invalid profile id {value!r}: expected a non-empty string"
+        msg = f"invalid profile id {shown(value)}: expected a non-empty string"
         raise InvalidProfileId(msg)
     if not value:
         msg = "invalid profile id '': expected a non-empty string"
@@ -91,6 +98,9 @@ class Engine:
             from sticky.store import open_store  # noqa: PLC0415 - avoids an import cycle
 
             store = open_store(store)
+        elif not isinstance(store, Store):  # fail here, not at the first call
+            msg = f"invalid store {shown(store)}: expected a Store or a store URL"
+            raise InvalidSettings(msg)
         self._store: Store = store
         self._random = random.Random(seed)  # noqa: S311 - not for cryptography
         self._choosers: dict[str, Chooser] = {}
@@ -135,15 +145,31 @@ class Engine:
         return self._now() if now is None else _time(now)
 
     # -- profiles -------------------------------------------------------------------
-    def create_profile(self, profile_id: str, settings: PoolSettings | None = None) -> None:
-        """Create a profile with an empty pool. Raises ProfileExists, InvalidProfileId."""
+    def create_profile(
+        self, profile_id: str, settings: PoolSettings | None = None, *, exist_ok: bool = False
+    ) -> bool:
+        """Create a profile with an empty pool; return True, or False if it existed.
+
+        An existing profile raises ProfileExists, or with ``exist_ok`` is left as it is
+        (its settings too: use :meth:`update_settings` to change them), which suits a
+        service that runs this at every start. Raises InvalidProfileId, InvalidSettings.
+        """
         profile_id = _profile_id(profile_id)
         if settings is None:
             settings = PoolSettings()
         elif not isinstance(settings, PoolSettings):
-            msg = f"invalid settings {settings!r}: expected a PoolSettings"
+            msg = f"invalid settings {shown(settings)}: expected a PoolSettings"
             raise InvalidSettings(msg)
-        self._store.create_profile(profile_id, settings)
+        if not isinstance(exist_ok, bool):
+            msg = f"invalid exist_ok {shown(exist_ok)}: expected True or False"
+            raise InvalidSettings(msg)
+        try:
+            self._store.create_profile(profile_id, settings)
+        except ProfileExists:
+            if exist_ok:
+                return False
+            raise
+        return True
 
     def delete_profile(self, profile_id: str, *, now: float | None = None) -> int:
         """Delete a profile, its pool and its mappings; return how many were live."""
@@ -190,10 +216,10 @@ class Engine:
         try:
             kind = NumberType(number_type)
         except ValueError:
-            msg = f"invalid number type {number_type!r}: expected 'long_code' or 'toll_free'"
+            msg = f"invalid number type {shown(number_type)}: expected 'long_code' or 'toll_free'"
             raise InvalidSettings(msg) from None
         if not isinstance(healthy, bool):
-            msg = f"invalid health {healthy!r}: expected True or False"
+            msg = f"invalid health {shown(healthy)}: expected True or False"
             raise InvalidSettings(msg)
         self._store.add_number(profile_id, number, kind, healthy=healthy)
         return SenderNumber(number, kind, healthy)
@@ -209,7 +235,7 @@ class Engine:
     def set_health(self, number: str, healthy: bool) -> None:  # noqa: FBT001 - the spec's signature
         """Mark a pooled number healthy or not. Raises UnknownNumber (in no pool)."""
         if not isinstance(healthy, bool):
-            msg = f"invalid health {healthy!r}: expected True or False"
+            msg = f"invalid health {shown(healthy)}: expected True or False"
             raise InvalidSettings(msg)
         self._store.set_health(check_e164(number), healthy=healthy)
 

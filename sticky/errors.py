@@ -7,6 +7,7 @@ message names the offending value, and an operation that raises changes nothing.
 from __future__ import annotations
 
 __all__ = [
+    "DISTRIBUTION",
     "ExtraNotInstalled",
     "IncompatibleStore",
     "InvalidNumber",
@@ -20,7 +21,33 @@ __all__ = [
     "StoreUnavailable",
     "UnknownNumber",
     "UnknownProfile",
+    "shown",
 ]
+
+DISTRIBUTION = "sticky-sender"
+"""The name ``pip`` installs the library by; the import name is ``sticky``."""
+
+_KEEP = 40
+"""Characters of a long value a message keeps: enough to recognise it."""
+_REPR_MAX = 80
+"""The longest repr a message embeds whole."""
+
+
+def shown(value: object) -> str:
+    """``value`` as a message shows it: its repr, or the start of it and how long it was.
+
+    A message stays short whatever it names (a 1,000,000-character recipient gives a
+    message of about 100 characters). O(1) for a str, else the cost of its repr.
+    """
+    if type(value) is str:
+        if len(value) <= _REPR_MAX:
+            return repr(value)
+        # Cut before repr: a huge string is never copied whole into a message.
+        return f"{value[:_KEEP]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    if len(text) <= _REPR_MAX:
+        return text
+    return f"{text[:_KEEP]}... (a {type(value).__name__} of repr length {len(text):,})"
 
 
 class StickyError(Exception):
@@ -76,6 +103,6 @@ class ExtraNotInstalled(StickyError, ImportError):
 
     def __init__(self, extra: str, module: str, what: str) -> None:
         super().__init__(
-            f"{what} needs the optional {module!r} package: pip install 'sticky[{extra}]'"
+            f"{what} needs the optional {module!r} package: pip install '{DISTRIBUTION}[{extra}]'"
         )
         self.extra = extra

@@ -7,7 +7,7 @@ import re
 
 import attrs
 
-from sticky.errors import InvalidNumber
+from sticky.errors import InvalidNumber, shown
 
 __all__ = ["NumberType", "SenderNumber", "check_e164", "is_e164", "nanp_area_code"]
 
@@ -41,7 +41,7 @@ def check_e164(value: object, what: str = "number") -> str:
     """Return ``value`` if it is E.164, else raise :class:`InvalidNumber` naming it."""
     if is_e164(value):
         return value  # type: ignore[return-value]
-    msg = f"invalid {what} {value!r}: expected E.164, '+' then 7 to 15 digits, the first 1-9"
+    msg = f"invalid {what} {shown(value)}: expected E.164, '+' then 7 to 15 digits, the first 1-9"
     raise InvalidNumber(msg)
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import difflib
 import enum
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Self
 
 import attrs
 
-from sticky.errors import InvalidSettings
+from sticky.errors import InvalidSettings, shown
 
 __all__ = ["DEFAULT_TTL", "GeoMatch", "PoolSettings"]
 
@@ -22,7 +24,7 @@ class GeoMatch(enum.Enum):
 
     ``OFF``: no geomatch. ``AREA_CODE``: the built-in tier only (same NANP area code).
     ``FULL``: every tier (area code, overlay, state or province, country); needs the
-    ``sticky[geo]`` extra. ``AUTO`` (what ``geomatch=True`` means): every tier this
+    ``sticky-sender[geo]`` extra. ``AUTO`` (what ``geomatch=True`` means): every tier this
     installation can offer, that is ``FULL`` with the extra and ``AREA_CODE`` without.
     """
 
@@ -48,16 +50,16 @@ def _geomatch(value: object) -> GeoMatch:
         except ValueError:
             pass
     choices = ", ".join(repr(g.value) for g in GeoMatch)
-    msg = f"invalid geomatch {value!r}: expected a bool or one of {choices}"
+    msg = f"invalid geomatch {shown(value)}: expected a bool or one of {choices}"
     raise InvalidSettings(msg)
 
 
 def _weight(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"invalid weight {value!r}: expected a finite number >= 0"
+        msg = f"invalid weight {shown(value)}: expected a finite number >= 0"
         raise InvalidSettings(msg)
     if not (math.isfinite(value) and value >= 0):
-        msg = f"invalid weight {value!r}: expected a finite number >= 0"
+        msg = f"invalid weight {shown(value)}: expected a finite number >= 0"
         raise InvalidSettings(msg)
     return float(value)
 
@@ -66,17 +68,17 @@ def _ttl(value: object) -> float:
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"invalid ttl {value!r}: expected seconds (a finite number > 0) or a timedelta"
+        msg = f"invalid ttl {shown(value)}: expected seconds (a finite number > 0) or a timedelta"
         raise InvalidSettings(msg)
     if not (math.isfinite(value) and value > 0):
-        msg = f"invalid ttl {value!r}: expected seconds (a finite number > 0) or a timedelta"
+        msg = f"invalid ttl {shown(value)}: expected seconds (a finite number > 0) or a timedelta"
         raise InvalidSettings(msg)
     return float(value)
 
 
 def _flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
-        msg = f"invalid {name} {value!r}: expected True or False"
+        msg = f"invalid {name} {shown(value)}: expected True or False"
         raise InvalidSettings(msg)
     return value
 
@@ -94,7 +96,7 @@ class PoolSettings:
     """A profile's settings. Frozen; every value is checked when constructed.
 
     Raises :class:`~sticky.InvalidSettings` for a NaN, infinite or negative weight, two
-    zero weights, a ttl that is not > 0, or a value of the wrong type.
+    zero weights, a ttl that is not > 0, a value of the wrong type, or an unknown name.
     """
 
     sticky_sender: bool = attrs.field(default=True, converter=_sticky_sender)
@@ -103,6 +105,15 @@ class PoolSettings:
     toll_free_weight: float = attrs.field(default=1.0, converter=_weight)
     skip_unhealthy: bool = attrs.field(default=False, converter=_skip_unhealthy)
     geomatch: GeoMatch = attrs.field(default=GeoMatch.OFF, converter=_geomatch)
+
+    def __new__(cls, *_args: object, **names: object) -> Self:
+        """Refuse unknown names with InvalidSettings, naming them (not a bare TypeError).
+
+        Type checkers still see attrs' ``__init__``, so a misspelt name fails there too.
+        """
+        if names and not _FIELDS.issuperset(names):
+            raise InvalidSettings(_unknown(names))
+        return object.__new__(cls)
 
     def __attrs_post_init__(self) -> None:
         if self.long_code_weight == 0 and self.toll_free_weight == 0:
@@ -118,10 +129,8 @@ class PoolSettings:
 
         Unknown names raise :class:`~sticky.InvalidSettings`.
         """
-        unknown = sorted(set(changes) - _FIELDS)
-        if unknown:
-            msg = f"unknown setting(s) {', '.join(map(repr, unknown))}"
-            raise InvalidSettings(msg)
+        if not _FIELDS.issuperset(changes):
+            raise InvalidSettings(_unknown(changes))
         return attrs.evolve(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,3 +151,14 @@ class PoolSettings:
 
 
 _FIELDS = frozenset(a.name for a in attrs.fields(PoolSettings))
+
+
+def _unknown(names: Iterable[str]) -> str:
+    """The message for names that are not settings, with the nearest setting of each."""
+    parts = []
+    for name in sorted(set(names) - _FIELDS):
+        near = difflib.get_close_matches(name, _FIELDS, n=1)
+        parts.append(shown(name) + (f" (did you mean {near[0]!r}?)" if near else ""))
+    known = ", ".join(sorted(_FIELDS))
+    plural = "s" if len(parts) > 1 else ""
+    return f"unknown setting{plural} {', '.join(parts)}: the settings are {known}"

@@ -1,6 +1,9 @@
 """A synthetic month of traffic through the engine, on a :class:`ManualClock`.
 
-``python -m sticky simulate`` runs it and prints a report; see ``--help``.
+``python -m sticky simulate`` runs it and prints a report; see ``--help``. Its profiles
+are its own: their ids start with a prefix unique to the run (``sim-<seed>-<random>-``),
+and it reads, counts and changes nothing else in the store (``--reset`` deletes the
+profiles of earlier runs, the ids starting with ``sim-``, first).
 """
 
 from __future__ import annotations
@@ -9,17 +12,19 @@ import argparse
 import bisect
 import itertools
 import json
+import math
 import random
+import secrets
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from sticky.clock import ManualClock
 from sticky.engine import Engine
-from sticky.errors import NoEligibleSender
+from sticky.errors import NoEligibleSender, NumberInUse, StickyError
 from sticky.numbers import NumberType
 from sticky.settings import PoolSettings
 from sticky.values import GeoTier, Reason
@@ -37,23 +42,64 @@ _NANP_AREAS = [
     "604", "217", "309", "512", "206", "404",
 ]  # fmt: skip
 _WORLD = ["+4420", "+4930", "+3314", "+6128", "+8190"]
+PREFIX = "sim-"
+"""Every simulated profile's id starts with it; ``--reset`` deletes those."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sticky simulate",
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            msg = f"not an integer: {text!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        if value < least:
+            msg = f"must be >= {least}, not {value}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    parse.__name__ = "count"  # what argparse names in its message
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (math.isfinite(value) and value > 0):
+        msg = f"must be a finite number > 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr (not the whole usage) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=prog,
         description="Run synthetic traffic through the engine and report what it chose.",
     )
-    p.add_argument("--profiles", type=int, default=3, help="messaging profiles (default 3)")
-    p.add_argument("--numbers", type=int, default=20, help="numbers per pool (default 20)")
-    p.add_argument("--toll-free", type=int, default=4, help="of which toll-free (default 4)")
+    one, none = _count(1), _count(0)
+    p.add_argument("--profiles", type=one, default=3, help="messaging profiles (default 3)")
+    p.add_argument("--numbers", type=one, default=20, help="numbers per pool (default 20)")
+    p.add_argument("--toll-free", type=none, default=4, help="of which toll-free (default 4)")
     p.add_argument(
-        "--recipients", type=int, default=50_000, help="recipients in all (default 50000)"
+        "--recipients", type=one, default=50_000, help="recipients in all (default 50000)"
     )
     p.add_argument(
-        "--messages-per-day", type=int, default=20_000, help="messages a day (default 20000)"
+        "--messages-per-day", type=one, default=20_000, help="messages a day (default 20000)"
     )
-    p.add_argument("--days", type=int, default=30, help="days to simulate (default 30)")
+    p.add_argument("--days", type=one, default=30, help="days to simulate (default 30)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     p.add_argument(
         "--sticky",
@@ -61,13 +107,15 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="sticky sender on or off (default on)",
     )
-    p.add_argument("--ttl-days", type=float, default=8.0, help="mapping ttl in days (default 8)")
+    p.add_argument(
+        "--ttl-days", type=_positive, default=8.0, help="mapping ttl in days (default 8)"
+    )
     p.add_argument("--long-code-weight", type=float, default=1.0)
     p.add_argument("--toll-free-weight", type=float, default=1.0)
     p.add_argument("--skip-unhealthy", action="store_true", help="skip unhealthy numbers")
     p.add_argument(
         "--unhealthy-per-day",
-        type=int,
+        type=none,
         default=1,
         help="numbers that turn unhealthy each day, recovering the next (default 1)",
     )
@@ -85,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-daily", action="store_true", help="call evict_expired once a day")
     p.add_argument(
         "--store", default="memory://", help="store URL: memory://, sqlite:///f.db, redis://..."
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help=f"first delete the profiles of earlier runs (ids starting with {PREFIX!r})",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
@@ -109,7 +162,10 @@ def _number(rng: random.Random, used: set[str], *, geo: bool) -> str:
             return n
 
 
-def _setup(engine: Engine, args: argparse.Namespace, rng: random.Random) -> list[str]:
+def _setup(
+    engine: Engine, args: argparse.Namespace, rng: random.Random, prefix: str
+) -> tuple[list[str], list[str]]:
+    """Create the run's profiles and pools; return the profile ids and every sender."""
     used: set[str] = set()
     settings = PoolSettings(
         sticky_sender=args.sticky,
@@ -119,23 +175,30 @@ def _setup(engine: Engine, args: argparse.Namespace, rng: random.Random) -> list
         skip_unhealthy=args.skip_unhealthy,
         geomatch=args.geomatch,
     )
-    senders = []
+    profiles, senders = [], []
     for k in range(args.profiles):
-        pid = f"profile-{k + 1}"
+        pid = f"{prefix}profile-{k + 1}"
         engine.create_profile(pid, settings)
+        profiles.append(pid)
         for i in range(args.numbers):
-            if i < args.toll_free:
-                n = f"+18{rng.choice('03456789')}{rng.choice('03456789')}"
-                n = f"{n}{rng.randrange(10**7):07d}"
-                while n in used:
-                    n = f"{n[:5]}{rng.randrange(10**7):07d}"
-                used.add(n)
-                engine.add_number(pid, n, NumberType.TOLL_FREE)
-            else:
-                n = _number(rng, used, geo=args.geo and rng.random() > 0.1)
-                engine.add_number(pid, n, NumberType.LONG_CODE)
+            while True:  # a number in a pool of an earlier run's profile: draw another
+                if i < args.toll_free:
+                    n = f"+18{rng.choice('03456789')}{rng.choice('03456789')}"
+                    n = f"{n}{rng.randrange(10**7):07d}"
+                    while n in used:
+                        n = f"{n[:5]}{rng.randrange(10**7):07d}"
+                    used.add(n)
+                    kind = NumberType.TOLL_FREE
+                else:
+                    n = _number(rng, used, geo=args.geo and rng.random() > 0.1)
+                    kind = NumberType.LONG_CODE
+                try:
+                    engine.add_number(pid, n, kind)
+                    break
+                except NumberInUse:
+                    continue
             senders.append(n)
-    return senders
+    return profiles, senders
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,6 +207,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = ManualClock(START)
     engine = Engine(clock=clock, seed=args.seed, store=args.store)
     try:
+        if args.reset:
+            for pid in engine.profiles():
+                if pid.startswith(PREFIX):
+                    engine.delete_profile(pid)
         return _simulate(engine, clock, args, rng)
     finally:
         engine.close()
@@ -152,9 +219,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _simulate(
     engine: Engine, clock: ManualClock, args: argparse.Namespace, rng: random.Random
 ) -> dict[str, Any]:
-    senders = _setup(engine, args, rng)
+    # Not from ``rng``: the run's choices depend on the seed alone, not on the prefix.
+    prefix = f"{PREFIX}{args.seed}-{secrets.token_hex(4)}-"
+    evicted_before = engine.stats().evicted
+    profiles, senders = _setup(engine, args, rng, prefix)
     used = set(senders)
-    profiles = engine.profiles()
     recipients = [
         (profiles[i % len(profiles)], _number(rng, used, geo=args.geo))
         for i in range(args.recipients)
@@ -201,6 +270,10 @@ def _simulate(
     if progress:
         print(file=sys.stderr)
     stats = engine.stats()
+    # The run's own mappings, through reads of its own profiles: never another's.
+    live = sum(
+        len(engine.recipients_of(pid, n.number)) for pid in profiles for n in engine.numbers(pid)
+    )
     messages = sum(reasons.values())
     fresh = sum(n for t, n in tiers.items() if t is not None)
     loads = sorted(load.values())
@@ -208,6 +281,7 @@ def _simulate(
         "messages": messages,
         "failed_no_eligible_sender": failed,
         "profiles": args.profiles,
+        "profile_prefix": prefix,
         "numbers": len(senders),
         "recipients": args.recipients,
         "days": args.days,
@@ -222,8 +296,9 @@ def _simulate(
             "median": statistics.median(loads) if loads else 0,
             "max": loads[-1] if loads else 0,
         },
-        "evicted": stats.evicted,
-        "mappings_stored_at_end": stats.mappings,
+        # The store's count, during the run: other users of the store may add to it.
+        "evicted": stats.evicted - evicted_before,
+        "live_mappings_at_end": live,
         "selects_per_second": messages / busy if busy else 0.0,
     }
 
@@ -266,7 +341,7 @@ def report(result: dict[str, Any]) -> str:
             f"max {load['max']:,} messages"
         ),
         f"evicted:     {result['evicted']:,} dead mappings",
-        f"stored:      {result['mappings_stored_at_end']:,} mappings at the end",
+        f"live:        {result['live_mappings_at_end']:,} mappings at the end",
         f"throughput:  {result['selects_per_second']:,.0f} selects/s",
     ]
     if result["failed_no_eligible_sender"]:
@@ -274,9 +349,16 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m sticky simulate``."""
-    args = _parser().parse_args(argv)
-    result = run(args)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m sticky simulate") -> int:
+    """Entry point of ``python -m sticky simulate``: 0, or 2 after a one-line error."""
+    parser = _parser(prog)
+    args = parser.parse_args(argv)  # a bad argument: one line and exit 2, by argparse
+    if args.toll_free > args.numbers:
+        parser.error(f"--toll-free {args.toll_free} is more than --numbers {args.numbers}")
+    try:
+        result = run(args)
+    except StickyError as exc:  # a bad store URL or setting, a store that is down...
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=2) if args.json else report(result))
     return 0

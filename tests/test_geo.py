@@ -351,11 +351,11 @@ def test_auto_with_the_extra_is_full() -> None:
 def test_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "phonenumbers", None)  # import raises ImportError
     assert not geo.geo_extra_installed()
-    with pytest.raises(ExtraNotInstalled, match=r"sticky\[geo\]") as info:
+    with pytest.raises(ExtraNotInstalled, match=r"pip install 'sticky-sender\[geo\]'") as info:
         geo.require_geo_extra()
     assert info.value.extra == "geo"
     assert "phonenumbers" in str(info.value)
-    with pytest.raises(ExtraNotInstalled, match=r"sticky\[geo\]"):
+    with pytest.raises(ExtraNotInstalled, match=r"pip install 'sticky-sender\[geo\]'"):
         geo.keys_function(GeoMatch.FULL)
     with pytest.raises(ExtraNotInstalled):
         PoolSettings(geomatch="full")

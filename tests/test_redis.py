@@ -770,7 +770,7 @@ def test_without_the_redis_package(monkeypatch: pytest.MonkeyPatch) -> None:
         lambda: open_store("redis://127.0.0.1:1/0"),
         lambda: Engine(store="redis://127.0.0.1:1/0"),
     ):
-        with pytest.raises(ExtraNotInstalled, match=r"sticky\[redis\]") as info:
+        with pytest.raises(ExtraNotInstalled, match=r"sticky-sender\[redis\]") as info:
             call()
         assert info.value.extra == "redis"
 

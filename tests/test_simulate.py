@@ -23,7 +23,7 @@ def test_simulate_reports_in_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0.9 < report["stickiness"] <= 1.0
     assert report["load"]["min"] <= report["load"]["median"] <= report["load"]["max"]
     assert report["evicted"] > 0  # recipients went quiet for longer than the ttl
-    assert report["mappings_stored_at_end"] <= 2000
+    assert report["live_mappings_at_end"] <= 2000
     assert report["selects_per_second"] > 0
 
 
@@ -31,14 +31,14 @@ def test_simulate_with_sticky_off_keeps_no_mappings(capsys: pytest.CaptureFixtur
     assert main(["simulate", *SMALL, "--no-sticky", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["reasons"]["pool"] == 1.0
-    assert report["mappings_stored_at_end"] == 0
+    assert report["live_mappings_at_end"] == 0
     assert report["stickiness"] < 0.5
 
 
 def test_simulate_prints_a_readable_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", *SMALL, "--geo", "--geomatch", "area_code"]) == 0
     out = capsys.readouterr().out
-    for word in ("reasons:", "stickiness:", "sender load:", "evicted:", "stored:", "throughput:"):
+    for word in ("reasons:", "stickiness:", "sender load:", "evicted:", "live:", "throughput:"):
         assert word in out
     assert "area_code" in out
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from sticky.errors import InvalidSettings
+from typing import TYPE_CHECKING
+
+from sticky.errors import InvalidSettings, shown
 from sticky.store.base import BatchStore, Decide, Miss, OneStepStore, Store, StoredMapping
 from sticky.store.memory import MemoryStore
+
+if TYPE_CHECKING:
+    from sticky.store.redis import RedisStore
+    from sticky.store.sqlite import SQLiteStore
 
 __all__ = [
     "BatchStore",
@@ -40,11 +46,11 @@ def open_store(url: str) -> Store:
     ``memory://`` (a new in-memory store), ``sqlite:///relative.db`` or
     ``sqlite:////absolute/path.db`` (:class:`~sticky.store.sqlite.SQLiteStore`),
     ``redis://host:port/db`` or ``rediss://...`` (:class:`~sticky.store.redis.RedisStore`,
-    needs ``sticky[redis]``). Raises :class:`~sticky.InvalidSettings` for an unknown
+    needs ``sticky-sender[redis]``). Raises :class:`~sticky.InvalidSettings` for an unknown
     scheme and :class:`~sticky.ExtraNotInstalled` for a missing extra.
     """
     if not isinstance(url, str) or "://" not in url:
-        msg = f"invalid store URL {url!r}: expected memory://, sqlite:///path or redis://host"
+        msg = f"invalid store URL {shown(url)}: expected memory://, sqlite:///path or redis://host"
         raise InvalidSettings(msg)
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
@@ -59,5 +65,8 @@ def open_store(url: str) -> Store:
 
         redis_store: Store = RedisStore.from_url(url)
         return redis_store
-    msg = f"unknown store URL scheme {scheme!r} in {url!r}: expected memory, sqlite or redis"
+    msg = (
+        f"unknown store URL scheme {shown(scheme)} in {shown(url)}: "
+        "expected memory, sqlite or redis"
+    )
     raise InvalidSettings(msg)

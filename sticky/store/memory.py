@@ -28,11 +28,18 @@ import itertools
 import math
 import threading
 from collections import deque
-from typing import Literal
+from typing import Any, Literal, NoReturn
 
 from sortedcontainers import SortedList
 
-from sticky.errors import NumberInUse, ProfileExists, UnknownNumber, UnknownProfile
+from sticky.errors import (
+    NumberInUse,
+    ProfileExists,
+    StoreUnavailable,
+    UnknownNumber,
+    UnknownProfile,
+    shown,
+)
 from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import (
     STEP_EVICTIONS,
@@ -66,6 +73,26 @@ class _Stopped(Exception):
 def _stop(_profile_id: str, _to: str, miss: Miss) -> Selection:
     """A decision that stops the select before anything is written."""
     raise _Stopped(miss)
+
+
+class _Closed(dict[str, Any]):
+    """What a closed store's profile and owner dicts become: every use raises.
+
+    Swapping the dicts at close costs the open store's hot path nothing: no flag to test.
+    A select's plain ``profiles[profile_id]`` lands in the ``__getitem__`` below.
+    """
+
+    __slots__ = ()
+
+    def _closed(self, *_args: object, **_kwargs: object) -> NoReturn:
+        msg = "memory store is closed"
+        raise StoreUnavailable(msg)
+
+    __missing__ = __getitem__ = get = __contains__ = __iter__ = __len__ = _closed
+    values = items = keys = pop = __setitem__ = __delitem__ = _closed
+
+
+_CLOSED = _Closed()
 
 
 class _Table(dict[str, _Entry]):
@@ -152,13 +179,15 @@ class MemoryStore:
         self._evicted = 0
 
     def __repr__(self) -> str:
+        if self._profiles is _CLOSED:
+            return "MemoryStore(closed)"
         return f"MemoryStore(profiles={len(self._profiles)})"
 
     # -- helpers (lock held) --------------------------------------------------------
     def _get(self, profile_id: str) -> _Profile:
         p = self._profiles.get(profile_id)
         if p is None:
-            msg = f"unknown profile {profile_id!r}"
+            msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         return p
 
@@ -239,7 +268,7 @@ class MemoryStore:
         """Create an empty profile. O(1)."""
         with self._lock:
             if profile_id in self._profiles:
-                msg = f"profile {profile_id!r} already exists"
+                msg = f"profile {shown(profile_id)} already exists"
                 raise ProfileExists(msg)
             self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
 
@@ -284,7 +313,7 @@ class MemoryStore:
             p = self._get(profile_id)
             owner = self._owner.get(number)
             if owner is not None:
-                msg = f"number {number!r} is already in profile {owner!r}"
+                msg = f"number {shown(number)} is already in profile {shown(owner)}"
                 raise NumberInUse(msg)
             self._owner[number] = profile_id
             p.pool[number] = SenderNumber(number, number_type, healthy)
@@ -295,7 +324,7 @@ class MemoryStore:
         with self._lock:
             p = self._get(profile_id)
             if number not in p.pool:
-                msg = f"number {number!r} is not in profile {profile_id!r}"
+                msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
             ttl, table, at = p.ttl, p.table, p.advance(now)
             live = 0
@@ -311,7 +340,7 @@ class MemoryStore:
         with self._lock:
             owner = self._owner.get(number)
             if owner is None:
-                msg = f"number {number!r} is in no profile"
+                msg = f"number {shown(number)} is in no profile"
                 raise UnknownNumber(msg)
             p = self._profiles[owner]
             current = p.pool[number]
@@ -339,7 +368,7 @@ class MemoryStore:
             try:
                 p = self._profiles[profile_id]
             except KeyError:
-                msg = f"unknown profile {profile_id!r}"
+                msg = f"unknown profile {shown(profile_id)}"
                 raise UnknownProfile(msg) from None
             table = p.table
             entry = table.get(to) if p.sticky else None
@@ -436,7 +465,7 @@ class MemoryStore:
         with self._lock:
             p = self._get(profile_id)
             if number not in p.pool:
-                msg = f"number {number!r} is not in profile {profile_id!r}"
+                msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
             self._store_choice(p, to, number, now, p.table.get(to))
             return p.settings
@@ -488,4 +517,6 @@ class MemoryStore:
                 assert all(a[0] <= b[0] for a, b in itertools.pairwise(queue))
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Drop every profile and mapping; every later call raises StoreUnavailable. Idempotent."""
+        with self._lock:
+            self._profiles = self._owner = _CLOSED

@@ -1,4 +1,4 @@
-"""The Redis store (the ``sticky[redis]`` extra): :class:`RedisStore`.
+"""The Redis store (the ``sticky-sender[redis]`` extra): :class:`RedisStore`.
 
 Its modules: :mod:`.store` (the operations a select needs, look-ups, housekeeping),
 :mod:`.pools` (profiles, pools, the per-version cache, the migration of 0.1 data),

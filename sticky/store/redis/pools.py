@@ -27,6 +27,7 @@ from sticky.errors import (
     StoreUnavailable,
     UnknownNumber,
     UnknownProfile,
+    shown,
 )
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
@@ -50,12 +51,12 @@ _f = codec.float_text
 
 def unknown_profile(profile_id: str) -> UnknownProfile:
     """The error for an id no profile has."""
-    return UnknownProfile(f"unknown profile {profile_id!r}")
+    return UnknownProfile(f"unknown profile {shown(profile_id)}")
 
 
 def not_in_pool(number: str, profile_id: str) -> UnknownNumber:
     """The error for a number that is not in this profile's pool."""
-    return UnknownNumber(f"number {number!r} is not in profile {profile_id!r}")
+    return UnknownNumber(f"number {shown(number)} is not in profile {shown(profile_id)}")
 
 
 class Cached:
@@ -86,7 +87,7 @@ class RedisPools:
         except ImportError as exc:
             raise ExtraNotInstalled("redis", "redis", "the Redis store") from exc
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
-            msg = f"invalid key prefix {prefix!r}: expected a non-empty string without braces"
+            msg = f"invalid key prefix {shown(prefix)}: expected a non-empty string without braces"
             raise InvalidSettings(msg)
         self._client: Any = client  # redis-py leaves some methods untyped
         self._prefix = prefix
@@ -120,7 +121,11 @@ class RedisPools:
             "retry": Retry(NoBackoff(), 0),
         }
         options.update(client_options)
-        client = redis_module.Redis.from_url(url, **options)
+        try:
+            client = redis_module.Redis.from_url(url, **options)
+        except ValueError as exc:  # redis-py's word for a bad port, db or option in the URL
+            msg = f"invalid Redis URL {shown(url)}: {exc}"
+            raise InvalidSettings(msg) from exc
         store = cls(client, prefix=prefix)
         store._owns_client = True
         return store
@@ -194,7 +199,7 @@ class RedisPools:
         # after (so a racing delete_profile's SREM cannot drop a profile that exists).
         reply = self._run.pipeline([add, create, add])[1]
         if reply == Tag.EXISTS:
-            msg = f"profile {profile_id!r} already exists"
+            msg = f"profile {shown(profile_id)} already exists"
             raise ProfileExists(msg)
 
     def delete_profile(self, profile_id: str, now: float) -> int:
@@ -295,7 +300,9 @@ class RedisPools:
             if reply[0] == _UNKNOWN:
                 raise unknown_profile(profile_id)
             if reply[0] == Tag.IN_POOL:
-                raise NumberInUse(f"number {number!r} is already in profile {profile_id!r}")
+                raise NumberInUse(
+                    f"number {shown(number)} is already in profile {shown(profile_id)}"
+                )
             inc = reply[1]
             current = self._current(profile_id, reply, 2, cached)
             me = f"{inc}:{k.hex}"
@@ -317,13 +324,15 @@ class RedisPools:
             if tag == Tag.OK:
                 return
             if tag == Tag.IN_POOL:
-                raise NumberInUse(f"number {number!r} is already in profile {profile_id!r}")
+                raise NumberInUse(
+                    f"number {shown(number)} is already in profile {shown(profile_id)}"
+                )
             if tag == _UNKNOWN:
                 self._run.eval(self._s["own_release"], (owner_key,), (me,))
                 raise unknown_profile(profile_id)
             # revoked by a rival add of the same number: back off and start over
             time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter
-        msg = f"number {number!r} is being added to another profile at the same time"
+        msg = f"number {shown(number)} is being added to another profile at the same time"
         raise NumberInUse(msg)
 
     def _take_owner(
@@ -342,7 +351,7 @@ class RedisPools:
                 == Tag.IN_POOL
             ):
                 self._run.eval(self._s["withdraw"], k.every, (number, token))
-                msg = f"number {number!r} is already in profile {unhex(other_hex)!r}"
+                msg = f"number {shown(number)} is already in profile {shown(unhex(other_hex))}"
                 raise NumberInUse(msg)
             checked = current
 
@@ -382,7 +391,7 @@ class RedisPools:
             if again == current:
                 break  # a stale owner key: the number is in no pool
             current = again
-        msg = f"number {number!r} is in no profile"
+        msg = f"number {shown(number)} is in no profile"
         raise UnknownNumber(msg)
 
     def _set_health_in(self, profile_id: str, number: str, inc: str, *, healthy: bool) -> bool:

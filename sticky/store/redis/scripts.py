@@ -19,12 +19,21 @@ import hashlib
 import importlib.resources
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from sticky import policy
 from sticky.errors import StoreUnavailable
 
-__all__ = ["LAYOUT", "SCRIPT_NAMES", "Runner", "Script", "Tag", "constants", "scripts"]
+__all__ = [
+    "LAYOUT",
+    "SCRIPT_NAMES",
+    "ClosedRunner",
+    "Runner",
+    "Script",
+    "Tag",
+    "constants",
+    "scripts",
+]
 
 LAYOUT: Final = "2"
 """The key layout version a profile's ``meta`` names. 0.1 wrote none (layout 1: pool
@@ -182,13 +191,27 @@ class Runner:
     all loaded again in one pipeline, then the call is repeated).
     """
 
-    __slots__ = ("_client", "_down", "_noscript", "_response_error", "_scripts", "_transient")
+    __slots__ = (
+        "_client",
+        "_down",
+        "_noscript",
+        "_not_redis",
+        "_response_error",
+        "_scripts",
+        "_transient",
+    )
 
     def __init__(self, client: Any, redis_module: Any) -> None:  # noqa: ANN401 - untyped
         self._client = client
         self._scripts = scripts()
         errors = redis_module.exceptions
-        self._down: tuple[type[Exception], ...] = (errors.ConnectionError, errors.TimeoutError)
+        # InvalidResponse: what answered does not speak Redis' protocol (not a Redis server).
+        self._not_redis: type[Exception] = errors.InvalidResponse
+        self._down: tuple[type[Exception], ...] = (
+            errors.ConnectionError,
+            errors.TimeoutError,
+            self._not_redis,
+        )
         self._noscript: type[Exception] = errors.NoScriptError
         self._response_error: type[Exception] = errors.ResponseError
         # redis-py strips the code of the replies it has a class for: match on the class
@@ -200,6 +223,11 @@ class Runner:
 
     def unavailable(self, exc: Exception) -> StoreUnavailable:
         """The StoreUnavailable a caller raises ``from exc``."""
+        if isinstance(exc, self._not_redis):
+            return StoreUnavailable(
+                f"Redis is unavailable: the server's reply is not Redis' protocol "
+                f"(is it a Redis server?): {type(exc).__name__}: {exc}"
+            )
         return StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
 
     def _is_transient(self, exc: Exception) -> bool:
@@ -292,6 +320,21 @@ class Runner:
             return [text(key) for key in self._client.scan_iter(match=pattern, count=10_000)]
         except self._down as exc:
             raise self.unavailable(exc) from exc
+
+
+class ClosedRunner(Runner):
+    """The runner of a closed store: every call raises StoreUnavailable, nothing is sent."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:  # no client, nothing to map: nothing is ever run
+        pass
+
+    def _closed(self, *_args: object, **_kwargs: object) -> NoReturn:
+        msg = "Redis store is closed"
+        raise StoreUnavailable(msg)
+
+    eval = command = pipeline = scan = load_all = _closed
 
 
 def call(keys: Sequence[str], *args: str) -> list[str]:

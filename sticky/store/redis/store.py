@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from sticky.errors import IncompatibleStore
+from sticky.errors import IncompatibleStore, shown
 from sticky.settings import PoolSettings
 from sticky.store.base import Miss
 from sticky.store.redis import codec, invariants
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
-from sticky.store.redis.scripts import Op, Tag, call
+from sticky.store.redis.scripts import ClosedRunner, Op, Tag, call
 from sticky.values import Reason, Selection
 
 __all__ = ["RedisStore"]
@@ -126,8 +126,9 @@ class RedisStore(RedisPools):
         if tag == _UNKNOWN:
             raise unknown_profile(profile_id)
         msg = (
-            f"profile {profile_id!r}: the sender chosen for {to!r} is not eligible at the pool "
-            "version it was chosen at; was the Redis data replaced under a running engine?"
+            f"profile {shown(profile_id)}: the sender chosen for {shown(to)} is not eligible at "
+            "the pool version it was chosen at; was the Redis data replaced under a running "
+            "engine?"
         )
         raise IncompatibleStore(msg)
 
@@ -297,6 +298,12 @@ class RedisStore(RedisPools):
         invariants.check(self._run, self._keys, allow_leftovers=allow_leftovers)
 
     def close(self) -> None:
-        """Close the client if this store created it (:meth:`from_url`)."""
+        """Close the client if this store created it (:meth:`from_url`). Idempotent.
+
+        Every later call raises StoreUnavailable, whoever owns the client.
+        """
+        self._run = ClosedRunner()
+        self._cache.clear()
         if self._owns_client:
+            self._owns_client = False
             self._client.close()

@@ -32,6 +32,7 @@ from sticky.errors import (
     ProfileExists,
     UnknownNumber,
     UnknownProfile,
+    shown,
 )
 from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import dead_up_to, is_eligible, is_live, judge, judged_at, refreshed
@@ -144,7 +145,7 @@ class SQLiteStore(Connection):
         """``(key, settings, ttl, horizon)``, the horizon -inf before any write."""
         row = cur.execute(_PROFILE, (profile_id,)).fetchone()
         if row is None:
-            msg = f"unknown profile {profile_id!r}"
+            msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         return row  # type: ignore[no-any-return]
 
@@ -167,7 +168,7 @@ class SQLiteStore(Connection):
             "SELECT 1 FROM numbers WHERE number = ? AND profile = ?", (number, key)
         ).fetchone()
         if found is None:
-            msg = f"number {number!r} is not in profile {profile_id!r}"
+            msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
             raise UnknownNumber(msg)
 
     @staticmethod
@@ -188,7 +189,7 @@ class SQLiteStore(Connection):
         """Create an empty profile. One write transaction, O(log P)."""
         with self._write() as cur:
             if cur.execute("SELECT 1 FROM profiles WHERE id = ?", (profile_id,)).fetchone():
-                msg = f"profile {profile_id!r} already exists"
+                msg = f"profile {shown(profile_id)} already exists"
                 raise ProfileExists(msg)
             cur.execute(
                 "INSERT INTO profiles (id, settings, sticky, ttl, version, horizon)"
@@ -267,7 +268,7 @@ class SQLiteStore(Connection):
                 (number,),
             ).fetchone()
             if owner is not None:
-                msg = f"number {number!r} is already in profile {owner[0]!r}"
+                msg = f"number {shown(number)} is already in profile {shown(owner[0])}"
                 raise NumberInUse(msg)
             eligible = is_eligible(SenderNumber(number, number_type, healthy), self._decode(text))
             cur.execute(
@@ -307,7 +308,7 @@ class SQLiteStore(Connection):
                 (number,),
             ).fetchone()
             if row is None:
-                msg = f"number {number!r} is in no profile"
+                msg = f"number {shown(number)} is in no profile"
                 raise UnknownNumber(msg)
             key, kind, current, text = row
             if bool(current) == healthy:
@@ -338,7 +339,7 @@ class SQLiteStore(Connection):
         """
         row = cur.execute(_SELECT, (to, profile_id)).fetchone()
         if row is None:
-            msg = f"unknown profile {profile_id!r}"
+            msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         key, version, sticky, ttl, horizon, text, sender, last_used, eligible = row
         live = False
@@ -427,7 +428,7 @@ class SQLiteStore(Connection):
     ) -> Selection | Literal[True] | None:
         row = cur.execute(_SELECT, (to, profile_id)).fetchone()
         if row is None:
-            msg = f"unknown profile {profile_id!r}"
+            msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         key, version, sticky, ttl, horizon, _, sender, last_used, eligible = row
         at = judged_at(now, horizon)
