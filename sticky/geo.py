@@ -5,7 +5,7 @@ are in the same tier when their keys there are equal. ``docs/geomatch.md`` docum
 tiers and their limits.
 
 Built in, with no data: the NANP area code (:func:`area_code_keys`). With the
-``sticky[geo]`` extra (libphonenumber's data, the ``phonenumbers`` package, imported
+``sticky-sender[geo]`` extra (libphonenumber's data, the ``phonenumbers`` package, imported
 lazily) every tier (:func:`keys_function` with :attr:`GeoMatch.FULL`):
 
 - ``area_code``: the NPA of a geographic NANP number (``"312"``);

@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterable, Sequence
 
 from sticky import geo
-from sticky.errors import NoEligibleSender
+from sticky.errors import NoEligibleSender, shown
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import GeoMatch, PoolSettings
 from sticky.values import GeoTier, Reason
@@ -249,7 +249,7 @@ class Chooser:
         Raises :class:`~sticky.NoEligibleSender` when no number is eligible. O(1).
         """
         if self._all.total == 0:
-            msg = f"profile {profile_id!r} has no eligible sender for {to!r}"
+            msg = f"profile {shown(profile_id)} has no eligible sender for {shown(to)}"
             raise NoEligibleSender(msg)
         if self._geo_keys is None:
             return self._all.pick(r), None

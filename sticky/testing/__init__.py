@@ -10,7 +10,7 @@ stores pass::
         def make_store(self):
             return MyStore()
 
-Needs ``pytest`` and ``hypothesis`` (``pip install 'sticky[test]'``).
+Needs ``pytest`` and ``hypothesis`` (``pip install 'sticky-sender[test]'``).
 """
 
 from sticky.testing.contract import StoreContract

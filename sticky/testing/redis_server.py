@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis  # the optional extra: this module needs sticky[redis]
+import redis  # the optional extra: this module needs sticky-sender[redis]
 
 __all__ = ["RedisServer", "RedisUnavailableError", "free_port"]
 
