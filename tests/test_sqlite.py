@@ -249,8 +249,9 @@ def _run(machine: type[StickyMachine], examples: int) -> None:
 def test_memory_and_sqlite_agree() -> None:
     MemoryAgainstSQLite.crossed = MemoryAgainstSQLite.reopened = 0
     _run(MemoryAgainstSQLite, 300)
-    # The runs crossed the ttl boundary many times, and restarted the store.
-    assert MemoryAgainstSQLite.crossed >= 100, MemoryAgainstSQLite.crossed
+    # The runs crossed the ttl boundary, and restarted the store, many times. (Hypothesis
+    # varies the runs' lengths: across seeds the crossings ranged from 65 to over 700.)
+    assert MemoryAgainstSQLite.crossed >= 20, MemoryAgainstSQLite.crossed
     assert MemoryAgainstSQLite.reopened >= 50, MemoryAgainstSQLite.reopened
 
 
