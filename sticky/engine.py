@@ -6,6 +6,7 @@ store.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import threading
@@ -25,7 +26,7 @@ from sticky.errors import (
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import Chooser
 from sticky.settings import PoolSettings
-from sticky.store.base import BatchStore, Miss, OneStepStore, Store
+from sticky.store.base import BatchStore, Miss, OneStepBatchStore, OneStepStore, Store
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
@@ -58,6 +59,45 @@ def _time(value: object) -> float:
         msg = f"invalid time {shown(value)}: expected a finite number"
         raise InvalidTime(msg)
     return float(value)
+
+
+class Draws:
+    """The engine's stream of uniform draws in [0, 1), from its seeded generator.
+
+    Each fresh choice uses one draw (:meth:`take`). A store that chooses outside Python
+    looks ahead (:meth:`peek`) and consumes only the draws its choices used, so one
+    seed gives one sequence of choices whatever the store.
+    """
+
+    __slots__ = ("_ahead", "_random")
+
+    def __init__(self, rng: random.Random) -> None:
+        self._random = rng.random
+        self._ahead: list[float] = []
+
+    def take(self) -> float:
+        """The next draw, consumed. O(1)."""
+        ahead = self._ahead
+        if ahead:
+            return ahead.pop(0)
+        return self._random()
+
+    def peek(self, k: int) -> list[float]:
+        """The next ``k`` draws, not consumed. O(k)."""
+        ahead = self._ahead
+        while len(ahead) < k:
+            ahead.append(self._random())
+        return ahead[:k]
+
+    def consume(self, k: int) -> None:
+        """Consume the next ``k`` draws. O(k)."""
+        del self._ahead[:k]
+
+
+class _Decide(functools.partial[Selection]):
+    """The engine's decide: a C-level call of ``Engine._decide``, carrying the draws."""
+
+    draws: Draws
 
 
 def _profile_id(value: object) -> str:
@@ -103,9 +143,14 @@ class Engine:
             raise InvalidSettings(msg)
         self._store: Store = store
         self._random = random.Random(seed)  # noqa: S311 - not for cryptography
+        self._draws = Draws(self._random)
         self._choosers: dict[str, Chooser] = {}
         self._one_step = store.select_in_one_step if isinstance(store, OneStepStore) else None
-        self._decide_bound = self._decide
+        self._many_in_one_step = (
+            store.select_many_in_one_step if isinstance(store, OneStepBatchStore) else None
+        )
+        self._decide_bound = _Decide(self._decide)
+        self._decide_bound.draws = self._draws
         self._lock = threading.Lock()
         self._local = threading.local()
         self._all_counts: list[list[int]] = []
@@ -294,12 +339,12 @@ class Engine:
         assert chooser is not None, "a miss without a pool needs the chooser it was read for"
         plain = chooser.plain
         if plain is not None:
-            sender, tier = plain(self._random.random()), None
+            sender, tier = plain(self._draws.take()), None
         else:
             # An empty pool raises before a random number is used, so one seed gives one
             # sequence of choices whatever errors happened in between.
             sender, tier = chooser.choose(
-                profile_id, to, 0.0 if chooser.empty else self._random.random()
+                profile_id, to, 0.0 if chooser.empty else self._draws.take()
             )
         if not miss.settings.sticky_sender:
             reason = Reason.POOL
@@ -347,14 +392,17 @@ class Engine:
 
         Every recipient is validated first, so a bad one changes nothing. Each select
         is atomic; the batch as a whole is not (a NoEligibleSender stops it, after the
-        selects before it). On a store with batch calls (:class:`BatchStore`, such as
-        Redis), the whole batch costs two round trips: one read, one compare-and-set.
+        selects before it). On a store with one-step batches (:class:`OneStepBatchStore`,
+        such as Redis), the whole batch costs one round trip; with batch calls
+        (:class:`BatchStore`), two: one read, one compare-and-set.
         A recipient repeated in a batch keeps the sender of its first occurrence.
         """
         at = self._at(now)
         profile_id = _profile_id(profile_id)
         batch = [check_e164(to, "recipient") for to in recipients]
         store = self._store
+        if self._many_in_one_step is not None and len(batch) > 1:
+            return self._select_many_in_one_step(profile_id, batch, at)
         if not isinstance(store, BatchStore) or len(batch) < 2:
             return [self.select(profile_id, to, now=at) for to in batch]
         unique = list(dict.fromkeys(batch))
@@ -379,14 +427,31 @@ class Engine:
                 pending.append((sel, result))
         if pending:
             self._commit_many(store, profile_id, pending, done, at)
-        counts = self._tally()
-        for sel in done.values():
-            counts[_SLOT[sel.reason]] += 1
-            if sel.tier is not None:
-                counts[_SLOT[sel.tier]] += 1
+        self._count(done.values())
         if failure is not None:
             raise failure
         return self._expand(profile_id, batch, done, at)
+
+    def _select_many_in_one_step(
+        self, profile_id: str, batch: list[str], at: float
+    ) -> list[Selection]:
+        """select_many on a store that runs a batch's selects itself, in one round trip."""
+        assert self._many_in_one_step is not None
+        made, failed = self._many_in_one_step(
+            profile_id, list(dict.fromkeys(batch)), at, self._decide_bound
+        )
+        self._count(made)
+        if failed is not None:
+            raise failed
+        return self._expand(profile_id, batch, {s.to: s for s in made}, at)
+
+    def _count(self, selections: Iterable[Selection]) -> None:
+        """Count a batch's selections by reason and tier in this thread's counters."""
+        counts = self._tally()
+        for sel in selections:
+            counts[_SLOT[sel.reason]] += 1
+            if sel.tier is not None:
+                counts[_SLOT[sel.tier]] += 1
 
     def _commit_many(
         self,

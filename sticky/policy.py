@@ -34,6 +34,7 @@ __all__ = [
     "STEP_EVICTIONS",
     "STEP_LOOKS",
     "Chooser",
+    "Group",
     "dead_up_to",
     "eligible_numbers",
     "is_eligible",
@@ -163,6 +164,10 @@ def refreshed(last_used: float, now: float) -> float:
     return now if now > last_used else last_used  # noqa: FURB136 - max() costs a call
 
 
+Group = tuple[tuple[str, ...], tuple[str, ...]]
+"""A group of eligible numbers as data: long codes, then toll-free numbers."""
+
+
 class _Group:
     """Eligible numbers split by type, with their total weight, for an O(1) draw."""
 
@@ -236,6 +241,17 @@ class Chooser:
         self._tiers = tuple(
             {k: _Group(lg, tf, w_long, w_toll) for k, (lg, tf) in b.items()} for b in buckets
         )
+
+    def groups(self) -> tuple[Group, tuple[dict[str, Group], ...]]:
+        """The draw's data: every eligible number, and each geomatch tier's groups by key.
+
+        A group is ``(long codes, toll-free numbers)``, each sorted by number, as
+        :meth:`choose` draws from it; the tiers are ``()`` with geomatch off, else one
+        dict per tier (area code, overlay, region, country). For stores that choose
+        outside Python from the same data. O(p).
+        """
+        tiers = tuple({k: (g.long_codes, g.toll_free) for k, g in t.items()} for t in self._tiers)
+        return (self._all.long_codes, self._all.toll_free), tiers
 
     @property
     def empty(self) -> bool:

@@ -11,8 +11,10 @@ import contextlib
 import importlib
 import importlib.resources
 import itertools
+import math
 import multiprocessing
 import os
+import random
 import re
 import sys
 import threading
@@ -28,22 +30,25 @@ from hypothesis.stateful import run_state_machine_as_test
 from sticky import (
     Engine,
     ExtraNotInstalled,
+    GeoTier,
     InvalidSettings,
     ManualClock,
     MemoryStore,
+    NoEligibleSender,
     NumberInUse,
     NumberType,
     PoolSettings,
     Reason,
     Selection,
+    SenderNumber,
     StoreUnavailable,
     UnknownNumber,
     open_store,
     policy,
 )
 from sticky.settings import DEFAULT_TTL
-from sticky.store.base import BatchStore, Miss, Store
-from sticky.store.redis import RedisStore
+from sticky.store.base import Miss, OneStepBatchStore, Store
+from sticky.store.redis import RedisStore, codec
 from sticky.store.redis.scripts import SCRIPT_NAMES, Tag, constants, scripts, substitute
 from sticky.testing import StickyMachine, StoreContract
 
@@ -658,12 +663,16 @@ def test_compare_and_set_agrees_with_memory(redis_server: RedisServer) -> None:
 # -- batches -------------------------------------------------------------------------------
 def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     e = Engine(seed=5, store=new_store(redis_server))
-    assert isinstance(e.store, BatchStore)
+    assert isinstance(e.store, OneStepBatchStore)
     e.create_profile("p")
     for n in LONG:
         e.add_number("p", n)
-    e.select("p", "+12125559999")  # scripts loaded, pool cached
     trips = RoundTrips(monkeypatch)
+    e.select("p", "+12125559990")  # scripts loaded
+    e.store.remove_number("p", LONG[2], 0.0)  # type: ignore[attr-defined]
+    e.add_number("p", LONG[2])
+    with trips.measure() as first_choice:  # the pool changes stored their choice data
+        e.select("p", "+12125559999")
     with trips.measure() as hit:
         e.select("p", "+12125559999")
     with trips.measure() as new:
@@ -673,16 +682,48 @@ def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch)
         first = e.select_many("p", batch)
     with trips.measure() as hit_batch:
         again = e.select_many("p", batch + batch[:10])
+    mixed = [*batch[:50], *(f"+1718555{i:04d}" for i in range(50))]
+    with trips.measure() as mixed_batch:
+        assert {s.reason for s in e.select_many("p", mixed)} == {Reason.STICKY, Reason.NEW}
     big = [f"+1917555{i:04d}" for i in range(600)]  # more than one script's chunk
     with trips.measure() as big_fresh:
         e.select_many("p", big)
     with trips.measure() as big_hits:
         assert {s.reason for s in e.select_many("p", big)} == {Reason.STICKY}
-    assert (hit, new, fresh_batch, hit_batch) == ([1], [2], [2], [1])
-    assert (big_fresh, big_hits) == ([2], [1])
+    assert (first_choice, hit, new) == ([1], [1], [1])
+    assert (fresh_batch, hit_batch, mixed_batch) == ([1], [1], [1])
+    assert (big_fresh, big_hits) == ([1], [1])
     assert {s.reason for s in first} == {Reason.NEW}
     assert {s.reason for s in again} == {Reason.STICKY}
     assert [s.from_number for s in again] == [s.from_number for s in first + first[:10]]
+    # another engine turns geomatch on: this store's cached mode is stale, one more trip
+    other = Engine(store=RedisStore.from_url(redis_server.url, prefix=e.store._prefix))  # type: ignore[attr-defined]
+    other.update_settings("p", geomatch="area_code")
+    with trips.measure() as stale_new:
+        assert e.select("p", "+13125557777").tier is GeoTier.AREA_CODE
+    with trips.measure() as cached_new:
+        assert e.select("p", "+13125557778").tier is GeoTier.AREA_CODE
+    other.add_number("p", "+13125550009")
+    with trips.measure() as new_version:  # a stale cached version, of the same mode
+        many = e.select_many("p", [f"+1312666{i:04d}" for i in range(300)])
+    assert {s.tier for s in many} == {GeoTier.AREA_CODE}
+    client = redis_server.client()
+    client.delete(e.store._keys.of("p").choice)  # type: ignore[attr-defined]
+    with trips.measure() as rebuilt:  # no choice data: computed and stored, then the select
+        e.select("p", "+13125557779")
+    client.delete(e.store._keys.of("p").choice)  # type: ignore[attr-defined]
+    with trips.measure() as rebuilt_batch:
+        e.select_many("p", [f"+1312777{i:04d}" for i in range(300)])
+    client.close()
+    assert (stale_new, cached_new, new_version, rebuilt, rebuilt_batch) == (
+        [2],
+        [1],
+        [1],
+        [2],
+        [2],
+    )
+    e.store.check_invariants()
+    other.close()
     e.close()
 
 
@@ -727,6 +768,118 @@ def test_select_many_equals_one_by_one(redis_server: RedisServer) -> None:
     for e in (one_redis, many_redis):
         e.store.check_invariants()
         e.close()
+
+
+def test_lua_pick_equals_python_pick(redis_server: RedisServer) -> None:
+    """common.lua's pick gives Chooser's number for the same draw, whatever the group."""
+    values = constants()
+    common = substitute("common", scripts()["select"].source.split("\n-- select:")[0], values)
+    lua = (
+        common
+        + """
+local out = {}
+for i = 4, #ARGV do
+  out[#out + 1] = pick(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[i]))
+end
+return out
+"""
+    )
+    client = redis_server.client()
+    rng = random.Random(7)
+    weights = [1.0, 0.1, 3.7, 10.0, 1e-300, 1e300, 0.1 + 0.2, 2.0**40 + 0.5, 1 / 3]
+    clamps = 0
+    for _ in range(120):
+        w_long, w_toll = rng.choice(weights), rng.choice(weights)
+        n_long, n_toll = rng.randrange(0, 7), rng.randrange(0, 7)
+        if n_long + n_toll == 0:
+            n_long = 1
+        pool = [SenderNumber(f"+1312555{i:04d}", NumberType.LONG_CODE) for i in range(n_long)]
+        pool += [
+            SenderNumber(f"+1800555{i:0{rng.randrange(4, 8)}d}", NumberType.TOLL_FREE)
+            for i in range(n_toll)
+        ]
+        chooser = policy.Chooser(
+            pool, PoolSettings(long_code_weight=w_long, toll_free_weight=w_toll), 0
+        )
+        (longs, tolls), _ = chooser.groups()
+        split = len(longs) * w_long
+        total = split + len(tolls) * w_toll
+        # random draws, the ends of [0, 1), and the floats around each boundary
+        draws = [rng.random() for _ in range(40)] + [0.0, 1 - 2**-53, 1 - 2**-52]
+        for k in range(1, len(longs) + len(tolls) + 1):
+            edge = (k * w_long if k <= len(longs) else split + (k - len(longs)) * w_toll) / total
+            draws += [
+                d for d in (math.nextafter(edge, 0), edge, math.nextafter(edge, 1)) if 0 <= d < 1
+            ]
+        for r in draws:  # the raw index rounds up to the count: Python clamps, Lua must too
+            x = r * total
+            raw = int(x / w_long) if x < split else int((x - split) / w_toll)
+            clamps += raw == (len(longs) if x < split else len(tolls))
+        expected = [chooser.choose("p", "+12125550000", r)[0] for r in draws]
+        got = client.eval(
+            lua, 0, codec.group_text(longs, tolls), repr(w_long), repr(w_toll), *map(repr, draws)
+        )
+        assert got == expected, (longs, tolls, w_long, w_toll)
+    assert clamps > 0  # the clamp at the last element was exercised
+    client.close()
+
+
+def test_batches_draw_as_one_by_one_selects_across_chunks(redis_server: RedisServer) -> None:
+    """Chunks of a pipeline take their draws where the one before left off."""
+
+    def world(store: Store) -> Engine:
+        e = Engine(clock=ManualClock(T0), seed=3, store=store)
+        e.create_profile("p", PoolSettings(geomatch="area_code"))
+        for n in [*LONG, "+12125550007", "+16465550008"]:
+            e.add_number("p", n)
+        return e
+
+    one, many = world(MemoryStore()), world(new_store(redis_server))
+    first = [f"+1212555{i:04d}" for i in range(0, 900, 3)]
+    batch = [f"+1212555{i:04d}" for i in range(1, 700, 2)] + first
+    random.Random(1).shuffle(batch)
+    for e in (one, many):
+        for to in first[::2]:  # hits mixed with fresh choices in every chunk
+            e.select("p", to)
+    a = [one.select("p", to) for to in batch]
+    b = many.select_many("p", batch)
+    assert [(s.to, s.from_number, s.reason, s.tier) for s in a] == [
+        (s.to, s.from_number, s.reason, s.tier) for s in b
+    ]
+    assert one.select("p", "+19175550000") == many.select("p", "+19175550000")  # draws agree
+    assert one.stats() == many.stats()
+    many.store.check_invariants()
+    many.close()
+
+
+def test_a_batch_without_an_eligible_sender_changes_nothing(redis_server: RedisServer) -> None:
+    """A hit needs an eligible sender, so the batch stops at its first recipient."""
+
+    def world(store: Store) -> Engine:
+        e = Engine(clock=ManualClock(T0), seed=3, store=store)
+        e.create_profile("p", PoolSettings(skip_unhealthy=True))
+        e.add_number("p", LONG[0])
+        e.add_number("p", LONG[1])
+        return e
+
+    one, many = world(MemoryStore()), world(new_store(redis_server))
+    mapped = [f"+1212555{i:04d}" for i in range(400)]
+    for e in (one, many):
+        e.select_many("p", mapped)
+        e.set_health(LONG[0], False)
+        e.set_health(LONG[1], False)
+        e.clock.advance(10)  # type: ignore[attr-defined]
+        with pytest.raises(NoEligibleSender):
+            e.select_many("p", [*mapped[:299], "+19175550000", *mapped[299:]])
+        e.set_health(LONG[0], True)
+        e.set_health(LONG[1], True)
+    assert {m.last_used for to in mapped if (m := many.mapping("p", to))} == {T0}
+    # no draw was used by the failed batch: the next choices agree with memory's
+    after = [*mapped[:5], "+19175550001"]
+    assert many.select_many("p", after) == one.select_many("p", after)
+    assert one.stats() == many.stats()
+    many.store.check_invariants()
+    many.close()
 
 
 def test_racing_batches_agree(redis_server: RedisServer) -> None:

@@ -26,16 +26,26 @@ and leaves nothing half-written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
+from sticky.errors import NoEligibleSender
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
-__all__ = ["BatchStore", "Decide", "Miss", "OneStepStore", "Store", "StoredMapping"]
+__all__ = [
+    "BatchStore",
+    "Decide",
+    "Draws",
+    "Miss",
+    "OneStepBatchStore",
+    "OneStepStore",
+    "Store",
+    "StoredMapping",
+]
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
@@ -192,9 +202,35 @@ class Store(Protocol):
         ...
 
 
-Decide = Callable[[str, str, Miss], Selection]
-"""The engine's policy for a fresh choice: ``decide(profile_id, to, miss)`` returns the
-selection (reason ``new``, ``expired``, ``reassigned`` or ``pool``), or raises."""
+class Draws(Protocol):
+    """The engine's stream of uniform draws in [0, 1): each fresh choice uses one."""
+
+    def take(self) -> float:
+        """The next draw, consumed."""
+        ...
+
+    def peek(self, k: int) -> list[float]:
+        """The next ``k`` draws, not consumed."""
+        ...
+
+    def consume(self, k: int) -> None:
+        """Consume the next ``k`` draws (those :meth:`peek` gave)."""
+        ...
+
+
+class Decide(Protocol):
+    """The engine's policy for a fresh choice (any callable of this shape).
+
+    ``decide(profile_id, to, miss)`` returns the selection (reason ``new``, ``expired``,
+    ``reassigned`` or ``pool``), or raises. The engine's decide also carries its
+    :class:`Draws` as ``decide.draws``, for a store that makes the choice itself
+    (Redis, in its script): it peeks a draw and consumes it only when a fresh choice
+    used it, as ``decide`` would have.
+    """
+
+    def __call__(self, profile_id: str, to: str, miss: Miss, /) -> Selection:
+        """Choose a sender for ``to`` from what the store read."""
+        ...
 
 
 @runtime_checkable
@@ -220,6 +256,26 @@ class OneStepStore(Store, Protocol):
         raises, change nothing; else, unless its reason is ``pool``, store
         ``(selection.from_number, now)`` as ``commit_select`` would, and return it.
         Raises UnknownProfile.
+        """
+        ...
+
+
+@runtime_checkable
+class OneStepBatchStore(Store, Protocol):
+    """A store that can run a batch's selects in one step per chunk, in one round trip.
+
+    Optional; the engine prefers it to :class:`BatchStore`.
+    """
+
+    def select_many_in_one_step(
+        self, profile_id: str, recipients: Sequence[str], now: float, decide: Decide
+    ) -> tuple[list[Selection], NoEligibleSender | None]:
+        """:meth:`OneStepStore.select_in_one_step` for each distinct, valid recipient, in order.
+
+        Fresh choices use ``decide.draws`` in order, one each, as one-by-one selects
+        would. Stops at the first recipient without an eligible sender: returns the
+        selections made before it and that error (else None). Sticky hits are in the
+        list, not counted in the engine's ``hits``.
         """
         ...
 

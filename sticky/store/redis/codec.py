@@ -5,6 +5,8 @@ they round-trip exactly (Lua compares them as the same IEEE doubles, and never f
 one). A pool entry is ``<L|T><1|0><1|0>``: type, health, and whether the number is
 eligible under the profile's settings (:func:`sticky.policy.is_eligible`, computed here
 once per pool version, so Lua reads eligibility as data). 0.1 wrote the first two only.
+What a fresh choice needs is data too (:func:`choice_fields`, once per pool version):
+the groups of :class:`sticky.policy.Chooser`, which the scripts' ``pick`` draws from.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
+from sticky import geo
+from sticky.errors import ExtraNotInstalled
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import is_eligible
-from sticky.settings import PoolSettings
+from sticky.policy import Chooser, is_eligible
+from sticky.settings import GeoMatch, PoolSettings
 from sticky.store.base import sorted_pool
 
 __all__ = [
+    "choice_args",
+    "choice_fields",
     "entry",
     "flat_entries",
     "float_text",
+    "geo_mode",
+    "group_text",
     "parse_pool",
     "settings_args",
     "settings_json",
@@ -77,3 +85,52 @@ def parse_pool(flat: Sequence[str]) -> tuple[SenderNumber, ...]:
             for i in range(0, len(flat), 2)
         ]
     )
+
+
+def geo_mode(settings: PoolSettings) -> str:
+    """The geomatch mode a profile's tier keys are computed under, in this installation.
+
+    ``auto`` is ``full`` with the ``sticky[geo]`` extra, ``area_code`` without it.
+    """
+    mode = settings.geomatch
+    if mode is GeoMatch.AUTO:
+        return "full" if geo.geo_extra_installed() else "area_code"
+    return str(mode.value)
+
+
+def group_text(long_codes: Sequence[str], toll_free: Sequence[str]) -> str:
+    """A group as ``pick`` in common.lua reads it: counts, width, padded numbers. O(g)."""
+    numbers = (*long_codes, *toll_free)
+    width = max(map(len, numbers), default=0)
+    return f"{len(long_codes)} {len(toll_free)} {width} " + "".join(
+        n.ljust(width) for n in numbers
+    )
+
+
+def choice_fields(pool: Sequence[SenderNumber], settings: PoolSettings, version: int) -> list[str]:
+    """What a fresh choice needs, as ``field, value, ...`` of the choice hash. O(p).
+
+    ``w``: the two weights; ``*``: every eligible number; ``<tier>:<key>``: a geomatch
+    tier's group (tiers 1-4 in :class:`~sticky.policy.Chooser`'s order). Raises
+    ExtraNotInstalled for full geomatch without the extra, as the Chooser does.
+    """
+    (long_codes, toll_free), tiers = Chooser(pool, settings, version).groups()
+    weights = f"{float_text(settings.long_code_weight)} {float_text(settings.toll_free_weight)}"
+    out = ["w", weights, "*", group_text(long_codes, toll_free)]
+    for tier, groups in enumerate(tiers, 1):
+        for key, (longs, tolls) in groups.items():
+            out += (f"{tier}:{key}", group_text(longs, tolls))
+    return out
+
+
+def choice_args(pool: Sequence[SenderNumber], settings: PoolSettings, version: int) -> list[str]:
+    """The choice data as a pool change's script takes it: count, mode, fields. O(p).
+
+    ``["0"]`` (drop the stored data; the next fresh choice has it computed) where this
+    installation cannot compute it (full geomatch without the extra).
+    """
+    try:
+        fields = choice_fields(pool, settings, version)
+    except ExtraNotInstalled:
+        return ["0"]
+    return [str(1 + len(fields)), geo_mode(settings), *fields]

@@ -50,7 +50,7 @@ def _check_profile(
 ) -> dict[str, str]:
     """Check one profile; return its numbers' expected owner-key values."""
     k = keys.of_hex(hex_value)
-    meta, pool_flat, table, claims, queue, late_flat, rev, version = run.pipeline(
+    meta, pool_flat, table, claims, queue, late_flat, rev, version, choice, batch = run.pipeline(
         [
             (None, ("HGETALL", k.meta)),
             (None, ("HGETALL", k.pool)),
@@ -60,6 +60,8 @@ def _check_profile(
             (None, ("ZRANGE", k.late, "0", "-1", "WITHSCORES")),
             (None, ("ZRANGE", k.rev, "0", "-1")),
             (None, ("GET", k.ver)),
+            (None, ("HGETALL", k.choice)),
+            (None, ("HGETALL", k.batch)),
         ]
     )
     pid = unhex(hex_value)
@@ -73,6 +75,10 @@ def _check_profile(
     assert version is not None, f"{pid}: no version"
     assert int(meta["inc"]) <= int(version), f"{pid}: incarnation after the version"
     _check_pool(pid, meta, pool_map, settings)
+    _check_choice(pid, _as_dict(choice), version, pool_map, settings)
+    for token, offset in _as_dict(batch).items():  # a batch in flight, or one broken off
+        assert allow_leftovers, f"{pid}: batch {token} left in the batch hash"
+        assert offset.isdigit(), f"{pid}: batch {token} at offset {offset!r}"
     if not allow_leftovers:
         assert not claims, f"{pid}: pending claims {claims}"
     index: set[tuple[float, str]] = set()
@@ -125,6 +131,23 @@ def _check_pool(
         sender = SenderNumber(number, codec.CODE_TYPE[value[0]], value[1] == "1")
         eligible = "1" if policy.is_eligible(sender, settings) else "0"
         assert value[2] == eligible, f"{pid}: {number}: eligible flag {value[2]}, not {eligible}"
+
+
+def _check_choice(
+    pid: str,
+    choice: dict[str, str],
+    version: str,
+    pool_map: dict[str, str],
+    settings: PoolSettings,
+) -> None:
+    """The choice data, when stored for the current version, is the Chooser's of the pool."""
+    if choice.get("v") != version:  # none yet, or of an older version: never read
+        return
+    pool = codec.parse_pool([x for number, e in pool_map.items() for x in (number, e)])
+    args = codec.choice_args(pool, settings, int(version))
+    expected = dict(zip(args[2::2], args[3::2], strict=True))
+    expected.update(v=version, mode=args[1])
+    assert choice == expected, f"{pid}: choice data is not the Chooser's of the pool"
 
 
 def _as_dict(flat: Iterable[str] | dict[str, str]) -> dict[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __all__ = ["ORDER", "KeyScheme", "ProfileKeys", "hex_id", "unhex"]
 
-ORDER = ("meta", "map", "pool", "ver", "queue", "late", "rev", "claims")
+ORDER = ("meta", "map", "pool", "ver", "queue", "late", "rev", "claims", "choice", "batch")
 """The keys of a profile in the order the scripts' KEYS list them."""
 
 
@@ -29,6 +29,8 @@ class ProfileKeys:
     """The keys of one profile, all under one ``{hash tag}``: the hex of its id."""
 
     __slots__ = (
+        "batch",
+        "choice",
         "claims",
         "every",
         "hex",
@@ -48,7 +50,8 @@ class ProfileKeys:
         base = f"{prefix}:{{{hex_value}}}:"
         self.hex = hex_value
         self.meta, self.map, self.pool, self.ver = (base + n for n in ORDER[:4])
-        self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:])
+        self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:8])
+        self.choice, self.batch = (base + n for n in ORDER[8:])
         self.every = (
             self.meta,
             self.map,
@@ -58,8 +61,10 @@ class ProfileKeys:
             self.late,
             self.rev,
             self.claims,
+            self.choice,
+            self.batch,
         )
-        """Every key: scripts of the number-membership protocol and delete_profile."""
+        """Every key: the one-step selects, the number-membership protocol, delete_profile."""
         self.write = self.every[:7]
         """Scripts that store or remove mappings, so touch the expiry and reverse indexes."""
         self.select = self.every[:4]

@@ -15,10 +15,12 @@ import contextlib
 import json
 import random
 import secrets
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
+from sticky import geo
 from sticky.errors import (
     ExtraNotInstalled,
     InvalidSettings,
@@ -59,10 +61,22 @@ def not_in_pool(number: str, profile_id: str) -> UnknownNumber:
     return UnknownNumber(f"number {shown(number)} is not in profile {shown(profile_id)}")
 
 
+_NO_TIERS = ("-", "-", "-", "-")
+"""The tier fields of a recipient whose tier keys are not needed (or not known)."""
+
+
 class Cached:
     """A profile's settings and pool at one version (versions are never reused)."""
 
-    __slots__ = ("by_number", "pool", "settings", "version", "version_text")
+    __slots__ = (
+        "_keys_of",
+        "by_number",
+        "mode",
+        "pool",
+        "settings",
+        "version",
+        "version_text",
+    )
 
     def __init__(
         self, version_text: str, settings: PoolSettings, pool: tuple[SenderNumber, ...]
@@ -72,6 +86,24 @@ class Cached:
         self.settings = settings
         self.pool = pool
         self.by_number = {n.number: n for n in pool}
+        self.mode = codec.geo_mode(settings)
+        """The geomatch mode a select tells its script it computed tier fields for."""
+        self._keys_of: Callable[[str], geo.GeoKeys] | None = None
+
+    def tier_fields(self, to: str) -> tuple[str, ...]:
+        """The choice hash's fields of ``to``'s four geomatch tiers ('-': none). O(1)."""
+        if self.mode == "off":
+            return _NO_TIERS
+        keys_of = self._keys_of
+        if keys_of is None:
+            keys_of = self._keys_of = geo.keys_function(self.settings.geomatch)
+        return tuple(
+            "-" if key is None else f"{tier}:{key}" for tier, key in enumerate(keys_of(to), 1)
+        )
+
+    def choice_args(self) -> list[str]:
+        """store_choice's arguments: this version and its choice data. O(p)."""
+        return [self.version_text, *codec.choice_args(self.pool, self.settings, self.version)]
 
 
 class RedisPools:
@@ -98,7 +130,10 @@ class RedisPools:
         self._s = s
         self._s_begin = s["begin_select"]
         self._s_commit = s["commit_select"]
+        self._s_select = s["select"]
+        self._s_many = s["select_many"]
         self._cache: dict[str, Cached] = {}
+        self._hits_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "sticky", **client_options: Any) -> Self:  # noqa: ANN401
@@ -176,8 +211,12 @@ class RedisPools:
         while True:
             reply = self._run.eval(
                 self._s["migrate"],
-                k.select,
-                (current.version_text, *codec.flat_entries(current.pool, current.settings)),
+                k.every,
+                (
+                    current.version_text,
+                    *codec.choice_args(current.pool, current.settings, current.version),
+                    *codec.flat_entries(current.pool, current.settings),
+                ),
             )
             if reply[0] == Tag.OK:
                 return
@@ -251,8 +290,11 @@ class RedisPools:
                 entry = codec.entry(n, new)
                 if entry != codec.entry(n, current.settings):
                     changed += (n.number, entry)
+            choice = codec.choice_args(current.pool, new, current.version)
             reply = self._run.eval(
-                self._s["replace_settings"], k.write, (*head, current.version_text, *changed)
+                self._s["replace_settings"],
+                k.every,
+                (*head, current.version_text, *choice, *changed),
             )
             tag = reply[0]
             if tag == Tag.OK:
@@ -311,7 +353,14 @@ class RedisPools:
                 outcome = self._run.eval(
                     self._s["add_commit"],
                     k.every,
-                    (number, token, codec.entry(new, current.settings), inc, current.version_text),
+                    (
+                        number,
+                        token,
+                        codec.entry(new, current.settings),
+                        inc,
+                        current.version_text,
+                        *codec.choice_args((*current.pool, new), current.settings, 0),
+                    ),
                 )
                 if outcome[0] == _STALE:
                     current = self._remember(profile_id, outcome, 1)
@@ -363,7 +412,15 @@ class RedisPools:
         eligibility does not depend on this one, so no flag changes.
         """
         k = self._keys.of(profile_id)
-        reply = self._run.eval(self._s["remove_number"], k.write, (number, _f(now)))
+        cached = self._cache.get(profile_id)
+        choice = ["", "0"]  # no pool cached: the next fresh choice has the data computed
+        if cached is not None and number in cached.by_number:
+            rest = [n for n in cached.pool if n.number != number]
+            choice = [
+                cached.version_text,
+                *codec.choice_args(rest, cached.settings, cached.version),
+            ]
+        reply = self._run.eval(self._s["remove_number"], k.every, (number, _f(now), *choice))
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
         if reply[0] == Tag.NOT_IN_POOL:
@@ -400,11 +457,16 @@ class RedisPools:
         cached = self._cache.get(profile_id)
         while True:
             entry = version = ""  # no cached pool holding it: the script sends the pool
+            choice = ["0"]
             known = None if cached is None else cached.by_number.get(number)
             if cached is not None and known is not None:
                 new = SenderNumber(number, known.type, healthy)
                 entry, version = codec.entry(new, cached.settings), cached.version_text
-            reply = self._run.eval(self._s["set_health"], k.select, (number, inc, entry, version))
+                pool = [new if n.number == number else n for n in cached.pool]
+                choice = codec.choice_args(pool, cached.settings, cached.version)
+            reply = self._run.eval(
+                self._s["set_health"], k.every, (number, inc, entry, version, *choice)
+            )
             tag = reply[0]
             if tag == Tag.OK:
                 return True

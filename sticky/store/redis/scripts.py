@@ -23,10 +23,13 @@ from typing import Any, Final, NoReturn
 
 from sticky import policy
 from sticky.errors import StoreUnavailable
+from sticky.values import GeoTier, Reason
 
 __all__ = [
     "LAYOUT",
+    "REASONS",
     "SCRIPT_NAMES",
+    "TIERS",
     "ClosedRunner",
     "Runner",
     "Script",
@@ -73,6 +76,26 @@ class Tag:
     SETTINGS_CHANGED: Final = "c"
     OLD_LAYOUT: Final = "v"
     """The profile was written by 0.1: migrate it, then try again."""
+    CHOSEN: Final = "o"
+    """A one-step select's fresh choice (stored unless sticky is off): it used the draw."""
+    NO_ELIGIBLE: Final = "g"
+    """A fresh choice found no eligible number: nothing written, no draw used."""
+    SKIPPED: Final = "b"
+    """A batch chunk whose predecessor in the pipeline did not finish: it did nothing."""
+
+
+REASONS: Final = (None, Reason.STICKY, Reason.REASSIGNED, Reason.EXPIRED, Reason.NEW, Reason.POOL)
+"""A select script's reason codes: the reason is ``REASONS[code]``."""
+TIERS: Final = (
+    None,
+    GeoTier.AREA_CODE,
+    GeoTier.OVERLAY,
+    GeoTier.REGION,
+    GeoTier.COUNTRY,
+    GeoTier.NONE,
+)
+"""A select script's tier codes (0: geomatch off), in :class:`sticky.policy.Chooser`'s
+tier order: a fresh choice's tier is ``TIERS[code]``."""
 
 
 def _tags() -> dict[str, str]:
@@ -87,6 +110,10 @@ def constants() -> dict[str, str]:
     out["STEP_EVICTIONS"] = str(policy.STEP_EVICTIONS)
     out["STEP_LOOKS"] = str(policy.STEP_LOOKS)
     out["LAYOUT"] = f"'{LAYOUT}'"
+    for reason in REASONS[1:]:
+        assert reason is not None
+        out[f"R_{reason.name}"] = str(REASONS.index(reason))
+    out["TIER_NONE"] = str(TIERS.index(GeoTier.NONE))
     return out
 
 
@@ -111,7 +138,10 @@ SCRIPT_NAMES: Final = (
     "recipients_of",
     "remove_number",
     "replace_settings",
+    "select",
+    "select_many",
     "set_health",
+    "store_choice",
     "withdraw",
 )
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")

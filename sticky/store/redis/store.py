@@ -11,15 +11,17 @@ they round-trip exactly; Redis' own clock and key expiry are never used.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from sticky.errors import IncompatibleStore, shown
+from sticky.errors import IncompatibleStore, NoEligibleSender, shown
+from sticky.numbers import check_e164, is_e164
 from sticky.settings import PoolSettings
-from sticky.store.base import Miss
+from sticky.store.base import Decide, Draws, Miss
 from sticky.store.redis import codec, invariants
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
-from sticky.store.redis.scripts import ClosedRunner, Op, Tag, call
+from sticky.store.redis.scripts import REASONS, TIERS, ClosedRunner, Op, Tag, call
 from sticky.values import Reason, Selection
 
 __all__ = ["RedisStore"]
@@ -33,32 +35,228 @@ _CHUNK = 256
 
 _HIT, _MISS, _STORED, _START_OVER = Tag.HIT, Tag.MISS, Tag.STORED, Tag.START_OVER
 _UNKNOWN, _OLD = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT
+_CHOSEN, _NO_ELIGIBLE, _STALE, _SKIPPED = Tag.CHOSEN, Tag.NO_ELIGIBLE, Tag.STALE, Tag.SKIPPED
+_NO_TIERS: tuple[str, ...] = ("-", "-", "-", "-")
 _STICKY = Reason.STICKY
 _f = codec.float_text
+_new = tuple.__new__  # builds a Selection without its Python-level __new__
+
+
+def _no_eligible(profile_id: str, to: str) -> NoEligibleSender:
+    return NoEligibleSender(f"profile {profile_id!r} has no eligible sender for {to!r}")
 
 
 class RedisStore(RedisPools):
     """A store on a Redis server: shared by every engine on it, every method atomic.
 
-    Round trips: a sticky hit 1; a new recipient 2 (begin, then compare-and-set);
-    ``begin_select_many``/``commit_select_many`` 1 each for a whole batch; ``mapping``,
+    Round trips: a select 1, a sticky hit or a fresh choice (the script chooses, from
+    data computed in Python once per pool version, with a draw the engine passes);
+    ``select_many`` 1 for any mix (one script per 256 recipients, in one pipeline);
+    ``begin_select``/``commit_select`` and their batch forms 1 each; ``mapping``,
     ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``,
     ``replace_settings``, ``create_profile`` 1; ``remove_number``, ``set_health``,
     ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more when a rival
     add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
-    mappings of its largest profile. A pool change that finds this store's cached pool
-    stale gets the current one in the same reply and costs one more; the first touch
-    of a profile written by 0.1 migrates it (2 more). Server work: O(1) per select and
-    look-up (O(log n) for sorted-set steps), O(k) for cascades over k mappings, O(p)
-    for a settings change or a migration, O(n) for ``delete_profile`` and
-    ``check_invariants``. A sticky hit writes at most one field (the mapping's
-    ``last_used``, when it changes).
+    mappings of its largest profile. A select whose cached geomatch mode is stale, or
+    the first fresh choice after a pool change (which stores that version's choice
+    data), costs one more; so does a pool change that finds this store's cached pool
+    stale; the first touch of a profile written by 0.1 migrates it (2 more). Server
+    work: O(1) per select and look-up (O(log n) for sorted-set steps), O(k) for
+    cascades over k mappings, O(p) for a settings change or a migration, O(n) for
+    ``delete_profile`` and ``check_invariants``. A sticky hit writes at most one field
+    (the mapping's ``last_used``, when it changes).
 
     Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
     """
 
     # -- selection ------------------------------------------------------------------
+    def select_in_one_step(
+        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+    ) -> Selection:
+        """A whole select in one script: a sticky hit, or a fresh choice it stores. 1 round trip.
+
+        The script chooses with the next of ``decide.draws`` (the engine's), which is
+        consumed only when a fresh choice used it; a ``decide`` without draws is called
+        between a begin and a compare-and-set instead (2 round trips). One more when the
+        cached geomatch mode or the stored choice data is stale. O(1) on the server.
+        """
+        if not is_e164(to):  # validated before a script may store it
+            check_e164(to, "recipient")
+        draws: Draws | None = getattr(decide, "draws", None)
+        if draws is None:
+            return self._two_steps(profile_id, to, now, decide, hits)
+        keys = self._keys.of(profile_id).every
+        now_s = _f(now)
+        before: Op | None = None
+        while True:
+            cached = self._cache.get(profile_id)
+            if cached is None:
+                mode, fields = "", _NO_TIERS
+            else:
+                mode, fields = cached.mode, cached.tier_fields(to)
+            args = (to, now_s, repr(draws.peek(1)[0]), mode, *fields)
+            if before is None:
+                reply = self._run.eval(self._s_select, keys, args)
+            else:
+                reply = self._run.pipeline([before, (self._s_select, call(keys, *args))])[1]
+                before = None
+            tag = reply[0]
+            if tag == _HIT:
+                with self._hits_lock:
+                    hits[0] += 1
+                return _new(Selection, (profile_id, to, reply[1], _STICKY, None))
+            if tag == _CHOSEN:
+                draws.consume(1)
+                return _new(
+                    Selection, (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]])
+                )
+            if tag == _NO_ELIGIBLE:
+                raise _no_eligible(profile_id, to)
+            if tag == _STALE:
+                before = self._stale(profile_id, reply, keys)
+            else:
+                self._refused(profile_id, tag)
+
+    def _stale(self, profile_id: str, reply: list[str], keys: Sequence[str]) -> Op | None:
+        """Cache the data a STALE select reply carried; the store_choice to run first, if any."""
+        current = self._remember(profile_id, reply, 2)
+        if reply[1] != "1":
+            return None
+        return (self._s["store_choice"], call(keys, *current.choice_args()))
+
+    def _two_steps(
+        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+    ) -> Selection:
+        """A select for a ``decide`` without draws: begin, decide, compare-and-set."""
+        while True:
+            began = self.begin_select(profile_id, to, now, -1)
+            if isinstance(began, Selection):
+                with self._hits_lock:
+                    hits[0] += 1
+                return began
+            sel = decide(profile_id, to, began)
+            if sel.reason is Reason.POOL:
+                return sel
+            won = self.commit_select(profile_id, to, sel.from_number, began, now)
+            if won is True:
+                return sel
+            if won is not None:
+                with self._hits_lock:
+                    hits[0] += 1
+                return won
+
+    def select_many_in_one_step(
+        self, profile_id: str, recipients: Sequence[str], now: float, decide: Decide
+    ) -> tuple[list[Selection], NoEligibleSender | None]:
+        """:meth:`select_in_one_step` for each distinct recipient, in order. 1 round trip.
+
+        One script per chunk of 256 recipients (each chunk atomic), all in one pipeline;
+        fresh choices use ``decide.draws`` in order, one each (a chunk takes its first
+        draw from where the previous one left off, on the server). A stale cache costs
+        one more round trip, from the first chunk that found it. O(1) each on the server.
+        """
+        for to in recipients:
+            if not is_e164(to):
+                check_e164(to, "recipient")
+        draws: Draws | None = getattr(decide, "draws", None)
+        if draws is None:
+            return self._many_in_two_steps(profile_id, recipients, now, decide)
+        out: list[Selection] = []
+        keys = self._keys.of(profile_id).every
+        now_s = _f(now)
+        chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
+        ahead = [repr(d) for d in draws.peek(len(recipients))]
+        used = start = 0
+        before: Op | None = None
+        while start < len(chunks):
+            ops = self._chunk_ops(profile_id, chunks, start, ahead[used:], keys, now_s)
+            if before is not None:
+                replies = self._run.pipeline([before, *ops])[1:]
+                before = None
+            else:
+                replies = self._run.pipeline(ops)
+            for chunk, reply in zip(chunks[start:], replies, strict=True):
+                tag = reply[0]
+                if tag not in {Tag.OK, _NO_ELIGIBLE}:
+                    before = self._not_run(profile_id, reply, keys)
+                    break
+                out += self._chunk_selections(profile_id, chunk, reply)
+                used += reply[1]
+                if tag == _NO_ELIGIBLE:
+                    draws.consume(used)
+                    return out, _no_eligible(profile_id, chunk[(len(reply) - 2) // 3])
+                start += 1
+        draws.consume(used)
+        return out, None
+
+    def _not_run(self, profile_id: str, reply: list[str], keys: Sequence[str]) -> Op | None:
+        """A chunk that ran nothing: what to run before it runs again (see :meth:`_stale`)."""
+        tag = reply[0]
+        if tag == _STALE:
+            return self._stale(profile_id, reply, keys)
+        if tag != _SKIPPED:
+            self._refused(profile_id, tag)
+        return None
+
+    def _many_in_two_steps(
+        self, profile_id: str, recipients: Sequence[str], now: float, decide: Decide
+    ) -> tuple[list[Selection], NoEligibleSender | None]:
+        """select_many for a ``decide`` without draws: two steps per recipient."""
+        out: list[Selection] = []
+        hits = [0]
+        for to in recipients:
+            try:
+                out.append(self._two_steps(profile_id, to, now, decide, hits))
+            except NoEligibleSender as exc:
+                return out, exc
+        return out, None
+
+    @staticmethod
+    def _chunk_selections(
+        profile_id: str, chunk: Sequence[str], reply: list[Any]
+    ) -> list[Selection]:
+        """The selections a select_many reply carries: reason, sender, tier per recipient."""
+        return [
+            _new(Selection, (profile_id, to, reply[i + 1], REASONS[reply[i]], TIERS[reply[i + 2]]))
+            for to, i in zip(chunk, range(2, len(reply), 3), strict=False)
+        ]
+
+    def _chunk_ops(
+        self,
+        profile_id: str,
+        chunks: list[Sequence[str]],
+        start: int,
+        ahead: list[str],
+        keys: Sequence[str],
+        now_s: str,
+    ) -> list[Op]:
+        """The select_many scripts of chunks ``start:``, chained by a token on the server."""
+        cached = self._cache.get(profile_id)
+        mode = "" if cached is None else cached.mode
+        token = secrets.token_hex(8)
+        ops: list[Op] = []
+        span = 0
+        for j in range(start, len(chunks)):
+            chunk = chunks[j]
+            span += len(chunk)
+            draws = ahead[:span]  # the most this chunk can need, from the pipeline's first
+            head = [
+                now_s,
+                mode,
+                token,
+                "0" if j == start else "",
+                "1" if j == len(chunks) - 1 else "0",
+            ]
+            if cached is None or mode == "off":
+                args = [*head, "1", str(len(draws)), *draws, *chunk]
+            else:
+                args = [*head, "5", str(len(draws)), *draws]
+                for to in chunk:
+                    args += (to, *cached.tier_fields(to))
+            ops.append((self._s_many, call(keys, *args)))
+        return ops
+
     def begin_select(
         self, profile_id: str, to: str, now: float, known_version: int
     ) -> Selection | Miss:

@@ -1,6 +1,7 @@
 -- add_commit: last step of add_number, in the adding profile's slot, atomic.
--- KEYS 1-8. ARGV: number, token, pool entry ("<L|T><1|0><1|0>", its eligibility
--- computed at the version given), incarnation, that version.
+-- KEYS 1-10. ARGV: number, token, pool entry ("<L|T><1|0><1|0>", its eligibility
+-- computed at the version given), incarnation, that version, then the choice data of
+-- the pool with the number (see store_choice).
 -- Returns {OK} (added), {UNKNOWN_PROFILE} (the profile was deleted meanwhile),
 -- {IN_POOL} (already in this pool), {REVOKED} (a rival add revoked the claim: start
 -- over), {OLD_LAYOUT}, or {STALE, version, settings, pool...} (the settings or pool
@@ -26,5 +27,5 @@ if redis.call('GET', KEYS[4]) ~= ARGV[5] then
 end
 redis.call('HDEL', KEYS[8], ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-redis.call('INCR', KEYS[4])
+new_version(6)
 return {{{OK}}}

@@ -8,9 +8,11 @@
 -- the eviction step, the layout version), substituted when the scripts are read.
 --
 -- KEYS of a profile's scripts always sit at these positions (a script is given the
--- first 2, 4, 7 or 8 of them); all of them share the profile's {hash tag}:
+-- first 2, 4, 7 or all 10 of them); all of them share the profile's {hash tag}:
 --   1 meta (hash)  2 map (hash)  3 pool (hash)  4 ver (string)
 --   5 queue (list) 6 late (zset) 7 rev (zset)   8 claims (hash)
+--   9 choice (hash: what a fresh choice needs, see pick)  10 batch (hash: the draw
+--   offsets of batches in flight, see select_many.lua)
 --
 -- Times and ttls arrive as Python repr() strings. They are compared as doubles
 -- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
@@ -20,7 +22,9 @@
 
 local STEP_EVICTIONS = {{STEP_EVICTIONS}} -- dead mappings a write that stores a mapping removes, at most
 local STEP_LOOKS = {{STEP_LOOKS}}         -- index entries such a write looks at, at most
-local STICKY, REASSIGNED, EXPIRED = 1, 2, 3 -- judge()'s verdicts, as policy.judge's
+-- judge()'s verdicts, as policy.judge's, and the other reasons a select replies
+local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}}
+local NEW, POOL = {{R_NEW}}, {{R_POOL}}
 local NUL = '\0'
 
 -- The profile's ttl, sticky flag, horizon and layout, or nil when it does not exist.
@@ -297,4 +301,132 @@ end
 -- Whether meta says the current layout (for scripts that do not load_profile).
 local function layout_is_current()
   return redis.call('HGET', KEYS[1], 'layout') == {{LAYOUT}}
+end
+
+-- Chooser._Group.pick: the number at r in [0, 1) of a group's cumulative weights, with
+-- the same float arithmetic in the same order as Python's (so the same r gives the
+-- same number), clamped to the last one where r * total / w rounds up to the count.
+-- A group is "<n_long> <n_toll> <width> " then its numbers (long codes, then toll-free,
+-- each sorted by number), each padded with spaces to width.
+local function pick(group, w_long, w_toll, r)
+  local nl, nt, width, at = string.match(group, '^(%d+) (%d+) (%d+) ()')
+  nl, nt, width = tonumber(nl), tonumber(nt), tonumber(width)
+  local split = nl * w_long
+  local total = split + nt * w_toll
+  local x = r * total
+  local i
+  if x < split then
+    i = math.floor(x / w_long)
+    if i >= nl then
+      i = nl - 1
+    end
+  else
+    i = math.floor((x - split) / w_toll)
+    if i >= nt then
+      i = nt - 1
+    end
+    i = nl + i
+  end
+  local s = at + i * width
+  return string.match(string.sub(group, s, s + width - 1), '^%S+')
+end
+
+-- Chooser.choose, as data. `c` is HMGET of the choice hash's 'v', 'mode', 'w', '*'
+-- (every eligible number) and the recipient's four tier groups (nil where the tier
+-- has none): the number of the first non-empty tier's draw and its tier code, or the
+-- plain draw (tier 0 with geomatch off, TIER_NONE with it on); nil when no number is
+-- eligible (the caller replies NO_ELIGIBLE, and the draw is not used).
+local function choose(c, r)
+  local w = c[3]
+  local sp = string.find(w, ' ', 1, true)
+  local w_long, w_toll = tonumber(string.sub(w, 1, sp - 1)), tonumber(string.sub(w, sp + 1))
+  if string.sub(c[4], 1, 4) == '0 0 ' then
+    return nil
+  end
+  if c[2] == 'off' then
+    return pick(c[4], w_long, w_toll, r), 0
+  end
+  for t = 1, 4 do
+    if c[4 + t] then
+      return pick(c[4 + t], w_long, w_toll, r), t
+    end
+  end
+  return pick(c[4], w_long, w_toll, r), {{TIER_NONE}}
+end
+
+-- Whether the choice data `c` (as choose takes it) is of the pool's current version and
+-- of the geomatch mode the caller computed the recipient's tier keys for ('off' needs
+-- no keys, so any caller's guess does).
+local function choice_is_current(p, c, mode)
+  return c[1] ~= false and c[1] == version_of(p) and (c[2] == 'off' or c[2] == mode)
+end
+
+-- A select's reply when the choice data is not current: STALE, whether the data must
+-- be rebuilt ('1', the caller stores it with store_choice) or only the caller's mode
+-- was wrong ('0'), then the version, settings and pool. Nothing was written.
+local function stale_choice(p, c)
+  local rebuild = '0'
+  if c[1] ~= version_of(p) then
+    rebuild = '1'
+  end
+  return append_pool({{{STALE}}, rebuild}, '')
+end
+
+-- A fresh choice for `to` (its mapping `old`, or false) with the draw r, stored unless
+-- sticky is off (reason POOL). Returns sender, tier, or nil when no number is eligible.
+local function fresh(p, c, to, old, r, now_s, now)
+  local sender, tier = choose(c, r)
+  if not sender then
+    return nil
+  end
+  if p.sticky then
+    local _, at = move_horizon(p, now_s, now)
+    put(to, sender, now_s, now, old)
+    evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+  end
+  return sender, tier
+end
+
+-- The first half of a one-step select: a sticky hit (honoured: returns STICKY, sender),
+-- or the reason a fresh choice would have and the stored mapping it replaces (or false).
+local function hit_or_reason(p, to, now_s, now)
+  if not p.sticky then
+    return POOL, false
+  end
+  local v = redis.call('HGET', KEYS[2], to)
+  if not v then
+    return NEW, false
+  end
+  local lu_s, idx_s, sender = parse_mapping(v)
+  local lu = tonumber(lu_s)
+  local verdict = judge(p, lu, sender, now_s, now)
+  if verdict == STICKY then
+    honour(to, lu_s, lu, idx_s, sender, now_s, now)
+    return STICKY, sender
+  end
+  return verdict, v
+end
+
+-- Store the choice data Python computed at a pool version (sticky.policy.Chooser's
+-- groups, see pick) for `version`: ARGV[first] is its count n, then come the geomatch
+-- mode and field, group pairs; n = 0 only drops the old data (the next fresh choice
+-- has it computed). Returns the index of the ARGV after it.
+local function store_choice(version, first)
+  local n = tonumber(ARGV[first])
+  redis.call('DEL', KEYS[9])
+  if n > 0 then
+    redis.call('HSET', KEYS[9], 'v', version, 'mode', ARGV[first + 1])
+    for i = first + 2, first + n - 1, 2 do
+      redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 1])
+    end
+  end
+  return first + n + 1
+end
+
+-- A pool change's last step: a new pool version, and the choice data of the changed
+-- pool (at ARGV[first], see store_choice) stored for it.
+local function new_version(first)
+  redis.call('INCR', KEYS[4])
+  -- the version as stored: Lua would format a number of 15 digits or more inexactly
+  return store_choice(redis.call('GET', KEYS[4]), first)
 end

@@ -1,6 +1,7 @@
 -- migrate: bring a profile written by 0.1 to the current layout, atomic.
--- KEYS 1-4. ARGV: the pool version the entries were computed at, then number, entry
--- pairs for the whole pool (entries with their eligibility flag).
+-- KEYS 1-10. ARGV: the pool version the entries were computed at, the choice data of
+-- that version (see store_choice), then number, entry pairs for the whole pool
+-- (entries with their eligibility flag).
 -- Returns {UNKNOWN_PROFILE}, {OK} (migrated, or already current) or {STALE, version,
 -- settings, pool...} (the pool or settings changed since: compute them again).
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -12,7 +13,7 @@ end
 if redis.call('GET', KEYS[4]) ~= ARGV[1] then
   return append_pool({{{STALE}}}, '')
 end
-for i = 2, #ARGV, 2 do
+for i = store_choice(ARGV[1], 2), #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
 -- 0.1's copies of the weights and the skip flag: eligibility is data now

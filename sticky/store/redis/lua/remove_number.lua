@@ -1,5 +1,7 @@
 -- remove_number: take a number out of the pool with every mapping to it, atomic.
--- KEYS 1-7. ARGV: number, now.
+-- KEYS 1-10. ARGV: number, now, the pool version the caller's choice data was computed
+-- at (of the pool without the number), then that data (see store_choice); it is
+-- stored if that version is current, and dropped otherwise.
 -- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL} or {OK, live mappings removed, incarnation}.
 -- The other numbers' eligibility does not depend on this one: their flags stand.
 local p = load_profile()
@@ -27,5 +29,10 @@ for _, member in ipairs(redis.call('ZRANGEBYLEX', KEYS[7], lo, hi)) do
 end
 redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
 redis.call('HDEL', KEYS[3], number)
-redis.call('INCR', KEYS[4])
+if redis.call('GET', KEYS[4]) == ARGV[3] then
+  new_version(4)
+else -- computed for another pool: the next fresh choice has it computed again
+  redis.call('INCR', KEYS[4])
+  redis.call('DEL', KEYS[9])
+end
 return {{{OK}}, live, redis.call('HGET', KEYS[1], 'inc')}

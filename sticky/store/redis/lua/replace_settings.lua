@@ -1,7 +1,8 @@
 -- replace_settings: compare-and-set of the settings (Store.replace_settings), atomic.
--- KEYS 1-7. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
--- the new entries were computed at, then number, entry pairs whose eligibility flag
--- the new settings change.
+-- KEYS 1-10. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
+-- the new entries were computed at, the choice data under the new settings (see
+-- store_choice), then number, entry pairs whose eligibility flag the new settings
+-- change.
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {SETTINGS_CHANGED} (not the old settings any
 -- more), {STALE, version, settings, pool...} (the pool changed since: compute the
 -- entries again) or {OK}.
@@ -20,8 +21,8 @@ if tonumber(ARGV[3]) > p.ttl and p.horizon_s then
   evict(p, p.horizon, math.huge, math.huge)
 end
 redis.call('HSET', KEYS[1], 'settings', ARGV[2], 'ttl', ARGV[3], 'sticky', ARGV[4])
-for i = 6, #ARGV, 2 do
+for i = 7 + tonumber(ARGV[6]), #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
-redis.call('INCR', KEYS[4])
+new_version(6)
 return {{{OK}}}

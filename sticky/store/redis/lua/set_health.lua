@@ -1,6 +1,7 @@
 -- set_health: a pooled number's health, in its owner's pool, atomic.
--- KEYS 1-4 of the owning profile. ARGV: number, incarnation (from the owner key), the
--- new entry (its eligibility computed at the version given), that version.
+-- KEYS 1-10 of the owning profile. ARGV: number, incarnation (from the owner key), the
+-- new entry (its eligibility computed at the version given), that version, then the
+-- choice data of the pool with the new entry (see store_choice).
 -- Returns {OK}, {OWNER_MOVED} (that incarnation's pool does not hold the number: the
 -- owner key is stale or the number moved; the caller reads the owner key again),
 -- {OLD_LAYOUT}, or {STALE, version, settings, pool...} (compute the entry again).
@@ -19,6 +20,6 @@ if redis.call('GET', KEYS[4]) ~= ARGV[4] then
 end
 if ARGV[3] ~= entry then
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-  redis.call('INCR', KEYS[4])
+  new_version(5)
 end
 return {{{OK}}}
