@@ -40,10 +40,11 @@ from sticky.errors import (
     UnknownProfile,
     shown,
 )
-from sticky.numbers import NumberType, SenderNumber
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import (
     STEP_EVICTIONS,
     STEP_LOOKS,
+    Chooser,
     eligible_numbers,
     is_live,
     judge,
@@ -59,6 +60,7 @@ __all__ = ["MemoryStore"]
 _STICKY = Reason.STICKY
 _POOL = Reason.POOL
 _REASSIGNED = Reason.REASSIGNED
+_NEW = Reason.NEW
 _new = tuple.__new__
 
 _Entry = tuple[str, float, float]
@@ -104,6 +106,7 @@ class _Table(dict[str, _Entry]):
 class _Profile:
     __slots__ = (
         "by_sender",
+        "chooser",
         "eligible",
         "fresh",
         "horizon",
@@ -141,6 +144,7 @@ class _Profile:
         self.eligible = eligible_numbers(self.pool_tuple, settings)
         # What every select for a recipient with no mapping reads: built once, not per call.
         self.fresh = Miss(settings, version, self.pool_tuple, None, live=False)
+        self.chooser = Chooser(self.pool_tuple, settings, version)
 
     def add_late(self, key: float, to: str) -> None:
         """Index ``to`` under ``key`` out of order. O(log n)."""
@@ -373,28 +377,45 @@ class MemoryStore:
             table = p.table
             entry = table.get(to) if p.sticky else None
             if entry is None:
-                miss = p.fresh
+                reason = _NEW if p.sticky else _POOL
             else:
                 sender, last_used, idx = entry
-                verdict = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
-                if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
+                reason = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
+                if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
                         table[to] = (sender, now, idx)
                     hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None))
-                miss = Miss(
-                    p.settings,
-                    p.version,
-                    p.pool_tuple,
-                    (sender, last_used),
-                    verdict is _REASSIGNED,
+            draws = getattr(decide, "draws", None)
+            if draws is None:  # a decide of its own (begin_select's): the generic path
+                sel = decide(profile_id, to, self._miss(p, entry, reason))
+                if sel.reason is not _POOL:
+                    self._store_choice(p, to, sel.from_number, now, entry)
+                return sel
+            # A fresh choice with this pool version's chooser: what the engine's decide
+            # would do, without the call back and the Miss it reads.
+            if not is_e164(to):
+                check_e164(to, "recipient")
+            chooser = p.chooser
+            plain = chooser.plain
+            if plain is not None:
+                sender, tier = plain(draws.take()), None
+            else:  # an empty pool raises before a draw is used, as the engine's does
+                sender, tier = chooser.choose(
+                    profile_id, to, 0.0 if chooser.empty else draws.take()
                 )
-            sel = decide(profile_id, to, miss)
-            if sel.reason is not _POOL:
-                self._store_choice(p, to, sel.from_number, now, entry)
-            return sel
+            if reason is not _POOL:
+                self._store_choice(p, to, sender, now, entry)
+            return _new(Selection, (profile_id, to, sender, reason, tier))
         finally:
             lock.release()
+
+    @staticmethod
+    def _miss(p: _Profile, entry: _Entry | None, reason: Reason) -> Miss:
+        """What a fresh choice reads, for a decide of the caller's."""
+        if entry is None:
+            return p.fresh
+        return Miss(p.settings, p.version, p.pool_tuple, entry[:2], reason is _REASSIGNED)
 
     def begin_select(
         self,
