@@ -2,108 +2,38 @@
 
 Subclass :class:`StoreContract` in a module pytest collects and override
 :meth:`~StoreContract.make_store` to return a fresh, empty store. The suite includes
-the state machine of :mod:`sticky.testing.stateful` on that store.
+the state machine of :mod:`sticky.testing.stateful` on that store; the fixtures are in
+:mod:`sticky.testing.contract_base`, the errors and races in
+:mod:`sticky.testing.contract_errors`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
-from sticky.clock import ManualClock
-from sticky.engine import Engine
 from sticky.errors import (
-    InvalidNumber,
-    InvalidSettings,
-    InvalidTime,
-    NoEligibleSender,
     NumberInUse,
-    ProfileExists,
-    StickyError,
     UnknownNumber,
     UnknownProfile,
 )
 from sticky.numbers import NumberType
-from sticky.settings import DEFAULT_TTL, PoolSettings
+from sticky.settings import PoolSettings
 from sticky.store.base import Store
+from sticky.testing.contract_base import LONG, T0, TO, TOLL, TTL
+from sticky.testing.contract_errors import ErrorsContract
 from sticky.testing.stateful import StickyMachine
 from sticky.values import GeoTier, Reason
 
 __all__ = ["StoreContract"]
 
-T0 = 1_700_000_000.0
-TTL = DEFAULT_TTL
-LONG = ["+13125550001", "+13125550002", "+14155550003"]
-TOLL = ["+18005550004", "+18885550005"]
-TO = "+12125551234"
 
-
-class StoreContract:
+class StoreContract(ErrorsContract):
     """Every SEMANTICS.md rule as a test; subclass and override :meth:`make_store`."""
-
-    state_machine_examples = 60
-    """Examples of the state machine to run; raise it for a soak."""
-    thread_count = 8
-
-    def make_store(self) -> Store:
-        """Return a fresh, empty store. Override."""
-        raise NotImplementedError
-
-    # -- fixtures -------------------------------------------------------------------
-    @pytest.fixture(autouse=True)
-    def _engines(self) -> object:
-        self._opened: list[Engine] = []
-        yield
-        for engine in self._opened:
-            engine.close()
-
-    def engine(
-        self, *, seed: int = 7, clock: ManualClock | None = None, store: Store | None = None
-    ) -> Engine:
-        """An engine on a fresh store (or ``store``) and a :class:`ManualClock` at T0."""
-        engine = Engine(
-            clock=clock or ManualClock(T0),
-            seed=seed,
-            store=store if store is not None else self.make_store(),
-        )
-        self._opened.append(engine)
-        return engine
-
-    def pool(
-        self, settings: PoolSettings | None = None, *, toll_free: bool = True, seed: int = 7
-    ) -> Engine:
-        """An engine with profile ``p`` holding three long codes and two toll-free."""
-        e = self.engine(seed=seed)
-        e.create_profile("p", settings or PoolSettings())
-        for n in LONG:
-            e.add_number("p", n)
-        if toll_free:
-            for n in TOLL:
-                e.add_number("p", n, NumberType.TOLL_FREE)
-        return e
-
-    @staticmethod
-    def advance(e: Engine, seconds: float) -> None:
-        clock = e.clock
-        assert isinstance(clock, ManualClock)
-        clock.advance(seconds)
-
-    @staticmethod
-    def snapshot(e: Engine, recipients: list[str] | None = None) -> object:
-        """Everything observable, to show an error changed nothing."""
-        out = []
-        for pid in e.profiles():
-            pool = e.numbers(pid)
-            maps = [e.mapping(pid, to) for to in [*(recipients or []), TO]]
-            rec = [e.recipients_of(pid, n.number) for n in pool]
-            out.append((pid, e.settings(pid), pool, maps, rec))
-        return out, e.stats().mappings
 
     # -- select and expiry ----------------------------------------------------------
     def test_new_then_sticky(self) -> None:
@@ -456,197 +386,6 @@ class StoreContract:
             peak_live = max(peak_live, 30 * min(d + 1, 8))
         stored = e.stats().mappings
         assert stored <= peak_live + 30, f"{stored} stored, {peak_live} live"
-
-    # -- errors ---------------------------------------------------------------------
-    @pytest.mark.parametrize(
-        "bad",
-        [
-            "",
-            "12125550123",
-            "+0125550123",
-            "+123456",
-            "+1234567890123456",
-            "+1 212 555 0123",
-            "+1212555012a",
-            "+\uff11\uff12\uff11\uff12\uff15\uff15\uff15\uff10\uff11\uff12\uff13",
-            None,
-            12125550123,
-        ],
-    )
-    def test_invalid_numbers_are_rejected_and_change_nothing(self, bad: object) -> None:
-        e = self.pool()
-        e.select("p", TO)
-        before = self.snapshot(e)
-        for call in (
-            lambda: e.select("p", bad),  # type: ignore[arg-type]
-            lambda: e.select_many("p", [TO, bad]),  # type: ignore[list-item]
-            lambda: e.add_number("p", bad),  # type: ignore[arg-type]
-            lambda: e.remove_number("p", bad),  # type: ignore[arg-type]
-            lambda: e.set_health(bad, False),  # type: ignore[arg-type]
-            lambda: e.pin("p", bad, LONG[0]),  # type: ignore[arg-type]
-            lambda: e.pin("p", TO, bad),  # type: ignore[arg-type]
-            lambda: e.forget("p", bad),  # type: ignore[arg-type]
-            lambda: e.mapping("p", bad),  # type: ignore[arg-type]
-            lambda: e.recipients_of("p", bad),  # type: ignore[arg-type]
-        ):
-            with pytest.raises(InvalidNumber) as info:
-                call()
-            assert repr(bad) in str(info.value)
-        assert self.snapshot(e) == before
-
-    def test_unknown_profile_everywhere(self) -> None:
-        e = self.pool()
-        e.select("p", TO)
-        before = self.snapshot(e)
-        for call in (
-            lambda: e.select("nope", TO),
-            lambda: e.select_many("nope", [TO]),
-            lambda: e.settings("nope"),
-            lambda: e.update_settings("nope", ttl=5),
-            lambda: e.delete_profile("nope"),
-            lambda: e.add_number("nope", "+13125559999"),
-            lambda: e.remove_number("nope", LONG[0]),
-            lambda: e.numbers("nope"),
-            lambda: e.mapping("nope", TO),
-            lambda: e.recipients_of("nope", LONG[0]),
-            lambda: e.pin("nope", TO, LONG[0]),
-            lambda: e.forget("nope", TO),
-        ):
-            with pytest.raises(UnknownProfile, match="'nope'"):
-                call()
-        assert self.snapshot(e) == before
-
-    def test_bad_settings_change_nothing(self) -> None:
-        e = self.pool()
-        e.select("p", TO)
-        before = self.snapshot(e)
-        for changes in (
-            {"long_code_weight": math.nan},
-            {"toll_free_weight": -1},
-            {"long_code_weight": math.inf},
-            {"long_code_weight": 0, "toll_free_weight": 0},
-            {"ttl": 0},
-            {"ttl": -5},
-            {"ttl": math.nan},
-            {"sticky_sender": "yes"},
-            {"geomatch": "nearby"},
-            {"colour": "red"},
-        ):
-            with pytest.raises(InvalidSettings):
-                e.update_settings("p", **changes)
-        assert self.snapshot(e) == before
-
-    def test_other_errors_change_nothing(self) -> None:
-        e = self.pool()
-        e.select("p", TO)
-        before = self.snapshot(e)
-        with pytest.raises(ProfileExists, match="'p'"):
-            e.create_profile("p")
-        with pytest.raises(UnknownNumber, match=r"\+19995550000"):
-            e.remove_number("p", "+19995550000")
-        with pytest.raises(UnknownNumber, match=r"\+19995550000"):
-            e.set_health("+19995550000", False)
-        with pytest.raises(InvalidTime):
-            e.select("p", TO, now=math.nan)
-        with pytest.raises(InvalidTime):
-            e.evict_expired(now=math.inf)
-        assert self.snapshot(e) == before
-        assert all(
-            issubclass(c, StickyError)
-            for c in (InvalidNumber, InvalidSettings, UnknownProfile, UnknownNumber)
-        )
-
-    def test_no_eligible_sender_changes_nothing_mapping_included(self) -> None:
-        e = self.pool(PoolSettings(skip_unhealthy=True))
-        first = e.select("p", TO, now=T0)
-        for n in LONG + TOLL:
-            e.set_health(n, False)
-        before = self.snapshot(e)
-        with pytest.raises(NoEligibleSender, match="'p'"):
-            e.select("p", TO, now=T0 + 1)
-        with pytest.raises(NoEligibleSender):
-            e.select("p", "+12125550000", now=T0 + 1)
-        assert self.snapshot(e) == before
-        m = e.mapping("p", TO, now=T0 + 1)
-        assert m is not None
-        assert m.from_number == first.from_number
-        empty = self.engine()
-        empty.create_profile("e")
-        with pytest.raises(NoEligibleSender):
-            empty.select("e", TO)
-
-    # -- concurrency ----------------------------------------------------------------
-    def test_racing_selects_agree_on_one_sender(self) -> None:
-        store = self.make_store()
-        e0 = self.engine(store=store)
-        e0.create_profile("p")
-        for n in LONG + TOLL:
-            e0.add_number("p", n)
-        recipients = [f"+1646555{i:04d}" for i in range(40)]
-        seen: dict[str, set[str]] = {r: set() for r in recipients}
-        lock = threading.Lock()
-        errors: list[BaseException] = []
-
-        def work(k: int) -> None:
-            engine = e0 if k % 2 else self.engine(store=store, seed=k)
-            try:
-                for _ in range(3):
-                    for r in recipients:
-                        s = engine.select("p", r)
-                        with lock:
-                            seen[r].add(s.from_number)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(self.thread_count)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
-        assert all(len(s) == 1 for s in seen.values()), seen
-        store.check_invariants()
-
-    def test_removal_racing_with_selects_leaves_no_mapping_to_it(self) -> None:
-        store = self.make_store()
-        e = self.engine(store=store)
-        e.create_profile("p")
-        numbers = [f"+1312555{i:04d}" for i in range(12)]
-        for n in numbers:
-            e.add_number("p", n)
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def select_loop(k: int) -> None:
-            i = 0
-            try:
-                while not stop.is_set():
-                    with contextlib.suppress(NoEligibleSender):
-                        e.select("p", f"+1646{k:03d}{i % 50:04d}")
-                    i += 1
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=select_loop, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        removed = []
-        for n in numbers[:-1]:
-            e.remove_number("p", n)
-            removed.append(n)
-            for r in removed:
-                assert e.recipients_of("p", r) == []
-        stop.set()
-        for t in threads:
-            t.join()
-        assert not errors, errors
-        store.check_invariants()
-        for r in removed:
-            assert e.recipients_of("p", r) == []
-        for k in range(4):
-            for i in range(50):
-                m = e.mapping("p", f"+1646{k:03d}{i:04d}")
-                assert m is None or m.from_number == numbers[-1]
 
     # -- the state machine on this store ---------------------------------------------
     def test_state_machine(self) -> None:
