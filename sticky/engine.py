@@ -10,7 +10,7 @@ import functools
 import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Self
 
@@ -64,40 +64,42 @@ def _time(value: object) -> float:
 class Draws:
     """The engine's stream of uniform draws in [0, 1), from its seeded generator.
 
-    Each fresh choice uses one draw (:meth:`take`). A store that chooses outside Python
-    looks ahead (:meth:`peek`) and consumes only the draws its choices used, so one
-    seed gives one sequence of choices whatever the store.
+    Each fresh choice uses one draw: ``take()``, the next one, consumed (O(1); while
+    nothing is looked ahead it is the generator's own ``random``, so the in-process
+    stores' fresh choices pay no extra call). A store that chooses outside Python looks
+    ahead (:meth:`peek`) and consumes only the draws its choices used
+    (:meth:`consume`), so one seed gives one sequence of choices whatever the store.
     """
 
-    __slots__ = ("_ahead", "_random")
+    __slots__ = ("_ahead", "_random", "take")
 
     def __init__(self, rng: random.Random) -> None:
         self._random = rng.random
         self._ahead: list[float] = []
+        self.take: Callable[[], float] = self._random
 
-    def take(self) -> float:
-        """The next draw, consumed. O(1)."""
+    def _take_ahead(self) -> float:
         ahead = self._ahead
-        if ahead:
-            return ahead.pop(0)
-        return self._random()
+        value = ahead.pop(0)
+        if not ahead:
+            self.take = self._random
+        return value
 
     def peek(self, k: int) -> list[float]:
         """The next ``k`` draws, not consumed. O(k)."""
         ahead = self._ahead
         while len(ahead) < k:
             ahead.append(self._random())
+        if ahead:
+            self.take = self._take_ahead
         return ahead[:k]
 
     def consume(self, k: int) -> None:
         """Consume the next ``k`` draws. O(k)."""
-        del self._ahead[:k]
-
-
-class _Decide(functools.partial[Selection]):
-    """The engine's decide: a C-level call of ``Engine._decide``, carrying the draws."""
-
-    draws: Draws
+        ahead = self._ahead
+        del ahead[:k]
+        if not ahead:
+            self.take = self._random
 
 
 def _profile_id(value: object) -> str:
@@ -149,8 +151,10 @@ class Engine:
         self._many_in_one_step = (
             store.select_many_in_one_step if isinstance(store, OneStepBatchStore) else None
         )
-        self._decide_bound = _Decide(self._decide)
-        self._decide_bound.draws = self._draws
+        # A partial of the function (not a bound method, nor a subclass): the cheapest
+        # call that can carry the draws, for a store that chooses itself.
+        self._decide_bound = functools.partial(Engine._decide, self)
+        vars(self._decide_bound)["draws"] = self._draws
         self._lock = threading.Lock()
         self._local = threading.local()
         self._all_counts: list[list[int]] = []

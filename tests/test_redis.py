@@ -714,6 +714,14 @@ def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch)
     client.delete(e.store._keys.of("p").choice)  # type: ignore[attr-defined]
     with trips.measure() as rebuilt_batch:
         e.select_many("p", [f"+1312777{i:04d}" for i in range(300)])
+    # data of another mode at the current version (an `auto` host with the other
+    # installation wrote it): computed again with this host's mode, not a loop
+    choice_key = e.store._keys.of("p").choice  # type: ignore[attr-defined]
+    client.hset(choice_key, "mode", "full")
+    with trips.measure() as other_mode:
+        assert e.select("p", "+13125557780").tier is GeoTier.AREA_CODE
+    assert client.hget(choice_key, "mode") == "area_code"
+    assert other_mode == [2]
     client.close()
     assert (stale_new, cached_new, new_version, rebuilt, rebuilt_batch) == (
         [2],

@@ -88,6 +88,10 @@ def _check_profile(
         queue_keys.append(float(key))
         index.add((float(key), to))
     assert queue_keys == sorted(queue_keys), f"{pid}: queue keys out of order"
+    due = meta.get("due")  # the expiry index's lower bound, when known
+    if due == "none":
+        assert not queue, f"{pid}: due says the index is empty, the queue is not"
+        assert not late_flat, f"{pid}: due says the index is empty, late is not"
     # redis-py may pair members with scores, or not: flatten
     flat = [
         text(x)
@@ -99,6 +103,8 @@ def _check_profile(
         assert sep, f"{pid}: late member {member!r}"
         assert seq.isdigit(), f"{pid}: late member {member!r}"
         index.add((float(score), to))
+    if due is not None and due != "none":
+        assert all(float(due) <= key for key, _ in index), f"{pid}: an index key below due"
     expected_rev = set()
     for to, value in table.items():
         last_used, idx, sender = value.split(" ", 2)

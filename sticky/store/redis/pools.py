@@ -102,8 +102,12 @@ class Cached:
         )
 
     def choice_args(self) -> list[str]:
-        """store_choice's arguments: this version and its choice data. O(p)."""
-        return [self.version_text, *codec.choice_args(self.pool, self.settings, self.version)]
+        """store_choice's arguments: this version and its choice data. O(p).
+
+        Raises ExtraNotInstalled where full geomatch needs the extra (as a Chooser does).
+        """
+        fields = codec.choice_fields(self.pool, self.settings, self.version)
+        return [self.version_text, str(1 + len(fields)), self.mode, *fields]
 
 
 class RedisPools:

@@ -119,9 +119,16 @@ class RedisStore(RedisPools):
                 self._refused(profile_id, tag)
 
     def _stale(self, profile_id: str, reply: list[str], keys: Sequence[str]) -> Op | None:
-        """Cache the data a STALE select reply carried; the store_choice to run first, if any."""
+        """Cache the data a STALE select reply carried; the store_choice to run first, if any.
+
+        The data is computed again when the script asked for it, and also when the
+        stored data's mode is not the one this installation computes for the current
+        settings (``auto`` geomatch on hosts with and without the extra): the select
+        would find it stale again.
+        """
+        old = self._cache.get(profile_id)
         current = self._remember(profile_id, reply, 2)
-        if reply[1] != "1":
+        if reply[1] != "1" and (old is None or old.version != current.version):
             return None
         return (self._s["store_choice"], call(keys, *current.choice_args()))
 

@@ -27,9 +27,10 @@ local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}
 local NEW, POOL = {{R_NEW}}, {{R_POOL}}
 local NUL = '\0'
 
--- The profile's ttl, sticky flag, horizon and layout, or nil when it does not exist.
+-- The profile's ttl, sticky flag, horizon, layout and expiry-index bound (see set_due),
+-- or nil when it does not exist.
 local function load_profile()
-  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout')
+  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'due')
   if not m[1] then
     return nil
   end
@@ -40,6 +41,7 @@ local function load_profile()
     horizon_s = false,
     horizon = -math.huge,
     current = m[4] == {{LAYOUT}}, -- else written by 0.1: no eligibility flags yet
+    due_s = m[5] or false,
   }
   if m[3] then
     p.horizon_s = m[3]
@@ -128,9 +130,26 @@ local function bytes_lt(a, b)
   return #a < #b
 end
 
+-- The expiry index's lower bound, meta's `due`: a key at most every key of `queue` and
+-- `late` ('none' when both are empty; absent when not known, as in a profile written
+-- before it existed), so that the amortised step, when nothing is due, looks at
+-- nothing. Only put and evict change the index: put lowers the bound to a smaller key,
+-- evict only removes keys or adds ones larger than the key it removed (so the bound
+-- stays a bound), and sets it to the head it stopped at.
+local function set_due(p, due_s)
+  if due_s ~= p.due_s then
+    if due_s then
+      redis.call('HSET', KEYS[1], 'due', due_s)
+    else
+      redis.call('HDEL', KEYS[1], 'due')
+    end
+    p.due_s = due_s
+  end
+end
+
 -- Store (sender, now) for `to`, replacing `old` (its stored value, or false). The index
 -- entry goes to the tail of the queue while keys arrive in order, else into `late`.
-local function put(to, sender, now_s, now, old)
+local function put(p, to, sender, now_s, now, old)
   if old then
     local _, _, old_sender = parse_mapping(old)
     redis.call('ZREM', KEYS[7], old_sender .. NUL .. to)
@@ -144,6 +163,9 @@ local function put(to, sender, now_s, now, old)
     local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
     redis.call('ZADD', KEYS[6], now_s, to .. NUL .. seq)
   end
+  if p.due_s == 'none' or (p.due_s and now < tonumber(p.due_s)) then
+    set_due(p, now_s)
+  end
 end
 
 -- Remove up to `limit` mappings dead at `at`, looking at up to `max_looks` index
@@ -152,26 +174,33 @@ end
 local function evict(p, at, limit, max_looks)
   local ttl = p.ttl
   local removed, looks = 0, 0
+  local due_s = p.due_s
+  if due_s and (due_s == 'none' or is_live(tonumber(due_s), ttl, at)) then
+    return removed, looks -- every index key is live at `at`: nothing is due
+  end
   while removed < limit and looks < max_looks do
     local q = redis.call('LINDEX', KEYS[5], 0)
     local l = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
-    local key, to, qk, qto, lk, lto
+    local key, to, qk, qk_s, qto, lk, lto
     if q then
       local sp = string.find(q, ' ', 1, true)
-      qk, qto = tonumber(string.sub(q, 1, sp - 1)), string.sub(q, sp + 1)
+      qk_s, qto = string.sub(q, 1, sp - 1), string.sub(q, sp + 1)
+      qk = tonumber(qk_s)
     end
     if l[1] then
       lk, lto = tonumber(l[2]), string.sub(l[1], 1, string.find(l[1], NUL, 1, true) - 1)
     end
-    local from_queue
+    local from_queue, key_s
     if q and ((not l[1]) or qk < lk or (qk == lk and not bytes_lt(lto, qto))) then
-      key, to, from_queue = qk, qto, true
+      key, key_s, to, from_queue = qk, qk_s, qto, true
     elseif l[1] then
-      key, to, from_queue = lk, lto, false
+      key, key_s, to, from_queue = lk, l[2], lto, false
     else
+      set_due(p, 'none')
       break
     end
     if is_live(key, ttl, at) then -- the index key is at most last_used: nothing older is dead
+      set_due(p, key_s) -- the smallest key
       break
     end
     if from_queue then
@@ -258,7 +287,7 @@ local function commit_one(p, to, chosen, has, prev_sender, prev_lu, live, versio
       return {{NOT_ELIGIBLE}}, ''
     end
     local _, stored_at = move_horizon(p, now_s, now)
-    put(to, chosen, now_s, now, v)
+    put(p, to, chosen, now_s, now, v)
     evict(p, stored_at, STEP_EVICTIONS, STEP_LOOKS)
     return {{STORED}}, ''
   end
@@ -381,7 +410,7 @@ local function fresh(p, c, to, old, r, now_s, now)
   end
   if p.sticky then
     local _, at = move_horizon(p, now_s, now)
-    put(to, sender, now_s, now, old)
+    put(p, to, sender, now_s, now, old)
     evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
   end
   return sender, tier

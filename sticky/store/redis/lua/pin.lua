@@ -11,6 +11,6 @@ if redis.call('HEXISTS', KEYS[3], number) == 0 then
 end
 local now = tonumber(now_s)
 local _, at = move_horizon(p, now_s, now)
-put(to, number, now_s, now, redis.call('HGET', KEYS[2], to))
+put(p, to, number, now_s, now, redis.call('HGET', KEYS[2], to))
 evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 return append_pool({{{OK}}}, ARGV[4])
