@@ -270,10 +270,21 @@ def _both(tmp_path: Path) -> list[Engine]:
     return engines
 
 
-def _horizon(store: SQLiteStore, profile_id: str) -> float | None:
+def _column(store: SQLiteStore, profile_id: str) -> float | None:
+    """The stored ``horizon`` column: a lower bound of the horizon."""
     with store._read() as cur:
         row = cur.execute("SELECT horizon FROM profiles WHERE id = ?", (profile_id,)).fetchone()
     return row[0]  # type: ignore[no-any-return]
+
+
+def _horizon(store: SQLiteStore, profile_id: str) -> float | None:
+    """The horizon, exactly: the column or the newest index key, whichever is later.
+
+    None before any write.
+    """
+    with store._read() as cur:
+        horizon = store._exact(cur, profile_id)[3]
+    return None if horizon == -float("inf") else horizon
 
 
 def test_a_hit_does_not_move_the_horizon(tmp_path: Path) -> None:
@@ -396,6 +407,58 @@ def test_reindexing_never_passes_the_horizon(tmp_path: Path) -> None:
     lu, idx = _indexed(store)["+16465550001"]
     assert lu == T0 + 2 * TTL - 100
     assert idx == T0 + TTL + 1 == _horizon(store, "p")  # a lower bound of both
+    store.check_invariants()
+    e.close()
+
+
+def test_a_new_mapping_writes_the_profile_row_once_a_second(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "slack.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.add_number("p", POOL[1])
+    e.select("p", "+16465550000", now=T0)
+    assert _column(store, "p") == _horizon(store, "p") == T0
+    conn = store._conn
+    assert conn is not None
+    writes: list[str] = []
+    conn.set_trace_callback(
+        lambda sql: writes.append(sql) if sql.lstrip().upper().startswith("UPDATE") else None
+    )
+    for i in range(1, 10):  # within the slack: the index key moves the horizon alone
+        assert e.select("p", f"+1646555000{i}", now=T0 + i / 10).reason is Reason.NEW
+        assert _horizon(store, "p") == T0 + i / 10
+    assert writes == []
+    assert _column(store, "p") == T0
+    e.select("p", "+16465550010", now=T0 + 1)  # a second past the column: recorded
+    assert [w.split(" SET")[0] for w in writes] == ["UPDATE profiles"]
+    conn.set_trace_callback(None)
+    assert _column(store, "p") == _horizon(store, "p") == T0 + 1
+    store.check_invariants()
+    e.close()
+
+
+def test_the_horizon_read_from_the_index_is_exact(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "exact.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.add_number("p", POOL[1])
+    e.pin("p", "+16465550001", POOL[0], now=T0 - TTL + 0.5)  # expires at T0 + 0.5
+    e.pin("p", "+16465550002", POOL[1], now=T0 - TTL + 0.7)  # expires at T0 + 0.7
+    e.select("p", "+16465550003", now=T0)  # the column is T0
+    e.select("p", "+16465550004", now=T0 + 0.6)  # the horizon is T0 + 0.6, in the index
+    assert _column(store, "p") == T0
+    # Judged at T0 + 0.6 whatever the clock says: the first is dead, the second live.
+    assert e.mapping("p", "+16465550001", now=T0) is None
+    assert e.mapping("p", "+16465550002", now=T0) is not None
+    assert e.recipients_of("p", POOL[0], now=T0) == ["+16465550003"]
+    assert e.select("p", "+16465550002", now=T0).reason is Reason.STICKY
+    assert e.select("p", "+16465550001", now=T0).reason in {Reason.EXPIRED, Reason.NEW}
+    # A clock gone back replaces the mapping that held the newest key: the horizon stays.
+    e.pin("p", "+16465550004", POOL[1], now=T0 + 0.1)
+    assert _horizon(store, "p") == T0 + 0.6
+    assert e.forget("p", "+16465550002", now=T0) is True  # live at T0 + 0.6
     store.check_invariants()
     e.close()
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from sticky.numbers import NumberType, SenderNumber, is_e164
 from sticky.policy import is_eligible
 from sticky.settings import PoolSettings
+from sticky.store.sqlite.expiry import HORIZON_SLACK
 
 __all__ = ["check_rows"]
 
@@ -27,8 +28,10 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
     versions and the ``eligible`` flags against :func:`~sticky.policy.is_eligible`; no
     mapping to a number outside its profile's pool, one profile per number, no row of
     a deleted profile; rows well-formed; and the horizon rule: a profile with mappings
-    has a horizon, and no index key is after its mapping's last use or after the
-    horizon (each key was written by a write that moved the horizon to at least it).
+    has a horizon column, no index key is after its mapping's last use, and the newest
+    key is less than :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK` past the column
+    (the horizon is ``max(column, newest key)``: each key was written by a write that
+    moved the horizon to at least it).
     Raises AssertionError naming the broken rule.
     """
 
@@ -55,10 +58,13 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         ).fetchall():
             n = SenderNumber(number, _TYPES[kind], bool(healthy))
             assert bool(flag) == is_eligible(n, settings), f"{pid}: {number} eligible flag"
-        top_idx = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,)).fetchone()
-        if top_idx[0] is not None:
+        newest = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,))
+        newest = newest.fetchone()[0]
+        if newest is not None:
             assert horizon is not None, f"{pid}: mappings but no horizon"
-            assert top_idx[0] <= horizon, f"{pid}: an index key {top_idx[0]} after the horizon"
+            assert newest <= horizon or newest < horizon + HORIZON_SLACK, (
+                f"{pid}: an index key {newest} a slack or more past the stored horizon {horizon}"
+            )
     orphans = one(
         "SELECT count(*) FROM mappings AS m LEFT JOIN numbers AS n"
         " ON n.number = m.sender AND n.profile = m.profile WHERE n.number IS NULL"

@@ -38,7 +38,14 @@ from sticky.policy import dead_up_to, is_eligible, is_live, judge, judged_at, re
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Miss
 from sticky.store.sqlite.connection import Connection, parse_url
-from sticky.store.sqlite.expiry import evict_all, store_mapping
+from sticky.store.sqlite.expiry import (
+    HORIZON_SLACK,
+    evict_all,
+    horizon,
+    is_live_at_horizon,
+    settle,
+    store_mapping,
+)
 from sticky.store.sqlite.invariants import check_rows
 from sticky.values import Reason, Selection
 
@@ -49,7 +56,7 @@ _HORIZON = "ifnull(horizon, -1e999)"
 # What a select reads, in one statement: the profile, the mapping, its sender's flag.
 _SELECT = (
     "SELECT p.key, p.version, p.sticky, p.ttl, ifnull(p.horizon, -1e999), p.settings,"
-    " m.sender, m.last_used, n.eligible"
+    " m.sender, m.last_used, n.eligible, m.idx"
     " FROM profiles AS p"
     " LEFT JOIN mappings AS m ON m.profile = p.key AND m.recipient = ?"
     " LEFT JOIN numbers AS n ON n.number = m.sender AND n.profile = p.key"
@@ -61,6 +68,7 @@ _REFRESH = "UPDATE mappings SET last_used = ? WHERE profile = ? AND recipient = 
 _RECORD = "UPDATE profiles SET horizon = ? WHERE key = ?"
 _RECORD_EVICTED = "UPDATE profiles SET horizon = ?, evicted = evicted + ? WHERE key = ?"
 _MAPPED = "SELECT sender, last_used FROM mappings WHERE profile = ? AND recipient = ?"
+_INDEX_KEY = "SELECT idx FROM mappings WHERE profile = ? AND recipient = ?"
 _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 # INDEXED BY: without statistics the planner would scan the profile's primary-key
 # range for "profile = ? AND sender = ?"; this way SQLite fails rather than scans.
@@ -70,6 +78,7 @@ _SENDER_LIVE = f"SELECT count(*) {_SENDER} AND last_used > ?"
 _SENDER_DELETE = f"DELETE {_SENDER}"
 
 _STICKY = Reason.STICKY
+_EXPIRED = Reason.EXPIRED
 _REASSIGNED = Reason.REASSIGNED
 _REASON_POOL = Reason.POOL
 _new = tuple.__new__  # builds a Selection (a named tuple) without its __new__ wrapper
@@ -141,12 +150,22 @@ class SQLiteStore(Connection):
 
     @staticmethod
     def _profile(cur: sqlite3.Cursor, profile_id: str) -> tuple[int, str, float, float]:
-        """``(key, settings, ttl, horizon)``, the horizon -inf before any write."""
+        """``(key, settings, ttl, stored)``: the ``horizon`` column, -inf when NULL.
+
+        The column is a lower bound of the horizon (see
+        :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK`). O(log P).
+        """
         row = cur.execute(_PROFILE, (profile_id,)).fetchone()
         if row is None:
             msg = f"unknown profile {profile_id!r}"
             raise UnknownProfile(msg)
         return row  # type: ignore[no-any-return]
+
+    @classmethod
+    def _exact(cls, cur: sqlite3.Cursor, profile_id: str) -> tuple[int, str, float, float]:
+        """``(key, settings, ttl, horizon)``, the horizon exact. O(log P + p log n)."""
+        key, text, ttl, stored = cls._profile(cur, profile_id)
+        return key, text, ttl, horizon(cur, key, stored)
 
     @staticmethod
     def _next_version(cur: sqlite3.Cursor) -> int:
@@ -205,8 +224,8 @@ class SQLiteStore(Connection):
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            bound = dead_up_to(ttl, judged_at(now, horizon))
+            key, _, ttl, exact = self._exact(cur, profile_id)
+            bound = dead_up_to(ttl, judged_at(now, exact))
             live = cur.execute(
                 "SELECT count(*) FROM mappings WHERE profile = ? AND last_used > ?",
                 (key, bound),
@@ -233,11 +252,11 @@ class SQLiteStore(Connection):
         Lengthening the ttl first evicts what is dead at the horizon (O(k log n)).
         """
         with self._write() as cur:
-            key, text, ttl, horizon = self._profile(cur, profile_id)
+            key, text, ttl, exact = self._exact(cur, profile_id)
             if self._decode(text) != old:
                 return False
             if new.ttl > ttl:  # so that no dead mapping comes back to life
-                removed = evict_all(cur, key, ttl, horizon)
+                removed = evict_all(cur, key, ttl, exact)
                 if removed:
                     cur.execute(
                         "UPDATE profiles SET evicted = evicted + ? WHERE key = ?", (removed, key)
@@ -286,9 +305,9 @@ class SQLiteStore(Connection):
         it left: a select that read the pool before loses its compare-and-set.
         """
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
+            key, _, ttl, exact = self._exact(cur, profile_id)
             self._in_pool(cur, key, profile_id, number)
-            at = judged_at(now, horizon)
+            at = judged_at(now, exact)
             live = cur.execute(_SENDER_LIVE, (key, number, dead_up_to(ttl, at))).fetchone()[0]
             cur.execute(_SENDER_DELETE, (key, number))
             cur.execute("DELETE FROM numbers WHERE number = ?", (number,))
@@ -332,29 +351,32 @@ class SQLiteStore(Connection):
     ) -> Selection | tuple[Any, ...]:
         """Read a select's row; refresh and return a sticky hit, else return the row.
 
-        The row is ``(key, version, sticky, ttl, horizon, settings, sender, last_used,
-        live)``. A hit changes one page, and only when ``now`` is past its last use.
-        O(log n).
+        The row is ``(key, version, sticky, ttl, stored, settings, sender, last_used,
+        live, idx)``, ``stored`` the ``horizon`` column. A hit changes one page, and only
+        when ``now`` is past its last use. O(log n).
         """
         row = cur.execute(_SELECT, (to, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {profile_id!r}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, horizon, text, sender, last_used, eligible = row
+        key, version, sticky, ttl, stored, text, sender, last_used, eligible, idx = row
         live = False
         if sticky and sender is not None:
-            verdict = judge(last_used, ttl, now, horizon, eligible == 1)
+            # Judged at the horizon's upper bound first: live there is live.
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            if verdict is _EXPIRED:
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
             if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                 used = refreshed(last_used, now)
                 if used != last_used:
                     cur.execute(_REFRESH, (used, key, to))
                 return _new(Selection, (profile_id, to, sender, _STICKY, None))
             live = verdict is _REASSIGNED
-        return key, version, sticky, ttl, horizon, text, sender, last_used, live
+        return key, version, sticky, ttl, stored, text, sender, last_used, live, idx
 
     def _miss(self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int) -> Miss:
         """The Miss of a select that was not a hit; the pool unless ``known_version``."""
-        key, version, sticky, _, _, text, sender, last_used, live = row
+        key, version, sticky, _, _, text, sender, last_used, live, _ = row
         previous = (sender, last_used) if sticky and sender is not None else None
         if known_version == version:
             pool = None
@@ -392,7 +414,7 @@ class SQLiteStore(Connection):
                     return row
                 sel = decide(profile_id, to, self._miss(cur, row, -1))
                 if sel.reason is not _REASON_POOL:
-                    store_mapping(cur, row[0], to, sel.from_number, now, row[3], row[4])
+                    store_mapping(cur, row[0], to, sel.from_number, now, row[3], row[4], row[9])
                 cur.execute("COMMIT")
             except BaseException as exc:
                 error = self._abort(cur, exc)
@@ -429,22 +451,22 @@ class SQLiteStore(Connection):
         if row is None:
             msg = f"unknown profile {profile_id!r}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, horizon, _, sender, last_used, eligible = row
-        at = judged_at(now, horizon)
+        key, version, sticky, ttl, stored, _, sender, last_used, eligible, idx = row
+        verdict = _EXPIRED
         if sender is None:
-            current, current_live = None, False
+            current = None
         else:
-            current, current_live = (sender, last_used), is_live(last_used, ttl, at)
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            if verdict is _EXPIRED:
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+            current = (sender, last_used)
+        current_live = verdict is not _EXPIRED
         # A dead previous mapping that was evicted since the read is no change.
         unchanged = current == miss.previous or (current is None and not miss.live)
         if unchanged and current_live == miss.live and version == miss.version:
-            store_mapping(cur, key, to, chosen, now, ttl, horizon)
+            store_mapping(cur, key, to, chosen, now, ttl, stored, idx)
             return True
-        if (
-            sticky
-            and sender is not None
-            and judge(last_used, ttl, now, horizon, eligible == 1) is _STICKY
-        ):
+        if sticky and verdict is _STICKY:
             # Another select stored a live mapping first: this one is a hit on it.
             used = refreshed(last_used, now)
             if used != last_used:
@@ -483,34 +505,37 @@ class SQLiteStore(Connection):
     def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
         """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. One read, O(log n)."""
         with self._read() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
+            key, _, ttl, stored = self._profile(cur, profile_id)
             row = cur.execute(_MAPPED, (key, to)).fetchone()
-            if row is None or not is_live(row[1], ttl, judged_at(now, horizon)):
+            if row is None or not is_live_at_horizon(cur, key, row[1], ttl, now, stored):
                 return None
             return row[0], row[1], ttl
 
     def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
         """Recipients with a live mapping to ``number``, sorted. One read, O(k log n)."""
         with self._read() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            at = judged_at(now, horizon)
+            key, _, ttl, exact = self._exact(cur, profile_id)
+            at = judged_at(now, exact)
             rows = cur.execute(_SENDER_USED, (key, number)).fetchall()
             return sorted(to for to, last_used in rows if is_live(last_used, ttl, at))
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n)."""
         with self._write() as cur:
-            key, text, ttl, horizon = self._profile(cur, profile_id)
+            key, text, ttl, stored = self._profile(cur, profile_id)
             self._in_pool(cur, key, profile_id, number)
-            store_mapping(cur, key, to, number, now, ttl, horizon)
+            replaced = cur.execute(_INDEX_KEY, (key, to)).fetchone()
+            store_mapping(
+                cur, key, to, number, now, ttl, stored, None if replaced is None else replaced[0]
+            )
             return self._decode(text)
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(log n)."""
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            at = judged_at(now, horizon)
-            if at != horizon:
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            at = judged_at(now, horizon(cur, key, stored))
+            if at != stored:
                 cur.execute(_RECORD, (at, key))
             row = cur.execute(_MAPPED, (key, to)).fetchone()
             if row is None:
@@ -526,12 +551,12 @@ class SQLiteStore(Connection):
         """
         total = 0
         with self._write() as cur:
-            for key, ttl, horizon in cur.execute(
+            for key, ttl, stored in cur.execute(
                 f"SELECT key, ttl, {_HORIZON} FROM profiles"  # noqa: S608
             ).fetchall():
-                at = judged_at(now, horizon)
+                at = judged_at(now, horizon(cur, key, stored))
                 removed = evict_all(cur, key, ttl, at)
-                if removed or at != horizon:
+                if removed or at != stored:
                     cur.execute(_RECORD_EVICTED, (at, removed, key))
                 total += removed
         return total
