@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import pytest
 import sqlite_v1 as v1
+import sqlite_v2 as v2
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -32,6 +33,7 @@ from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 from sticky import (
     Engine,
     IncompatibleStore,
+    InvalidNumber,
     InvalidProfileId,
     InvalidSettings,
     ManualClock,
@@ -46,6 +48,7 @@ from sticky import (
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepStore, Store
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.testing import StickyMachine, StoreContract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -345,7 +348,7 @@ def test_a_hit_writes_one_row_and_only_when_it_refreshes(tmp_path: Path) -> None
 def _indexed(store: SQLiteStore) -> dict[str, tuple[float, float]]:
     with store._read() as cur:
         rows = cur.execute("SELECT recipient, last_used, idx FROM mappings").fetchall()
-    return {to: (lu, idx) for to, lu, idx in rows}
+    return {recipient_of(to): (lu, idx) for to, lu, idx in rows}
 
 
 def test_the_step_evicts_two_and_reindexes_the_live_of_its_sender(tmp_path: Path) -> None:
@@ -469,17 +472,26 @@ def _raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
+# Version 3's mappings as version 2 spelled them: the recipient and the sender's number.
+_SPELLED = (
+    "SELECT m.profile, '+' || m.recipient, n.number, m.last_used, m.idx FROM mappings AS m"
+    " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
+)
+
+
 def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     v1.build_v1(path)
-    before = _raw(path, "SELECT profile, recipient, sender, last_used FROM mappings")
+    before = _raw(path, "SELECT profile, recipient, sender, last_used, idx FROM mappings")
     store = SQLiteStore(path)
     store.check_invariants()
     assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    tables = {name for (name,) in _raw(path, "SELECT name FROM sqlite_master")}
-    assert not tables & {"queue", "late"}
-    # Every mapping, with its sender and exact last use.
-    after = _raw(path, "SELECT profile, recipient, sender, last_used FROM mappings")
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    # Every mapping, with its sender, exact last use and index key.
+    after = _raw(path, _SPELLED)
     assert sorted(after) == sorted(before)
     assert len(after) == len(v1.MAPPINGS)
     # The horizon is 0.1's true one: what was dead there stays dead.
@@ -526,7 +538,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     assert e.stats().mappings == len(live) == len(v1.MAPPINGS) - 1
     store.check_invariants()
     e.close()
-    # Opened again, it is a version-2 file like any other.
+    # Opened again, it is a version-3 file like any other.
     with SQLiteStore(path) as again:
         again.check_invariants()
         assert again.counts()[0] == len(live)
@@ -540,6 +552,162 @@ def test_two_processes_opening_a_version_1_file_migrate_it_once(tmp_path: Path) 
         store.check_invariants()
         assert store.counts()[0] == len(v1.MAPPINGS)
         store.close()
+
+
+# -- a file written by the previous version (schema version 2) ------------------------
+def test_a_version_2_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    v2.build_v2(path)
+    store = SQLiteStore(path)
+    store.check_invariants()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    # Every mapping, with its sender, exact last use and index key; recipients and
+    # senders as integers now.
+    assert sorted(_raw(path, _SPELLED)) == sorted(v2.MAPPINGS)
+    kinds = _raw(path, "SELECT DISTINCT typeof(recipient), typeof(sender) FROM mappings")
+    assert kinds == [("integer", "integer")]
+    sids = dict(_raw(path, "SELECT number, sid FROM numbers"))
+    assert sids == v2.SIDS
+    # The horizons are as they were: what was dead there stays dead.
+    for pid, (_, _, horizon, _) in v2.PROFILES.items():
+        assert _horizon(store, pid) == horizon, pid
+        assert _column(store, pid) == horizon, pid
+    e = Engine(clock=ManualClock(v2.T0 - 10), seed=1, store=store)  # a clock gone back
+    keys = {key: pid for pid, (key, _, _, _) in v2.PROFILES.items()}
+    for key, to, sender, last_used, _ in v2.MAPPINGS:
+        pid = keys[key]
+        m = e.mapping(pid, to)
+        if to in v2.DEAD:
+            assert m is None, to
+        else:
+            assert m is not None, to
+            assert (m.from_number, m.last_used) == (sender, last_used)
+            assert m.expires_at == last_used + v2.SETTINGS[pid].ttl
+    # Settings, numbers and health, versions, counts.
+    for pid, s in v2.SETTINGS.items():
+        assert e.settings(pid) == s
+    pools = {
+        pid: {(n.number, n.type.value, int(n.healthy)) for n in e.numbers(pid)}
+        for pid in v2.SETTINGS
+    }
+    assert pools == {
+        pid: {(number, kind, healthy) for number, k, kind, healthy, _ in v2.NUMBERS if k == key}
+        for pid, (key, _, _, _) in v2.PROFILES.items()
+    }
+    assert e.recipients_of("a", "+13125550009") == ["+16465550005", "+4930123456789"]
+    versions = dict(_raw(path, "SELECT id, version FROM profiles"))
+    assert versions == {pid: version for pid, (_, version, _, _) in v2.PROFILES.items()}
+    assert _raw(path, "SELECT value FROM meta WHERE name = 'version'") == [(9,)]
+    assert e.stats().mappings == len(v2.MAPPINGS)
+    assert e.stats().evicted == 2 + 3 + 0 + 1
+    # Selects go on: live mappings are sticky, the unhealthy sender of "a" is skipped,
+    # the dead ones expire; a new number gets the smallest free sid.
+    later = v2.T0 + 1000
+    assert e.select("a", "+16465550005", now=later).reason is Reason.STICKY
+    assert e.select("a", "+16465550004", now=later).reason is Reason.EXPIRED
+    assert e.select("b", "+16465550007", now=v2.T0 + 60).reason is Reason.EXPIRED
+    e.remove_number("a", "+13125550002", now=later)
+    e.add_number("a", "+13125550010")
+    assert _raw(path, "SELECT sid FROM numbers WHERE number = '+13125550010'") == [(2,)]
+    store.check_invariants()
+    e.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+
+
+def test_a_version_2_file_that_version_3_cannot_hold_is_refused_unchanged(
+    tmp_path: Path,
+) -> None:
+    # Neither was written by sticky: a recipient that is not E.164, and a mapping to a
+    # number outside the pool.
+    for i, extra in enumerate(
+        [
+            (1, "16465550099", "+13125550001", v2.T0, v2.T0),  # not E.164
+            (2, "+16465550099", "+13125550001", v2.T0, v2.T0),  # "a"'s number, in "b"
+        ]
+    ):
+        path = tmp_path / f"v2-odd-{i}.db"
+        v2.build_v2(path, extra=(extra,))
+        before = _raw(path, "SELECT * FROM mappings")
+        with pytest.raises(IncompatibleStore, match=r"not E\.164 or a sender outside the pool"):
+            SQLiteStore(path)
+        assert _raw(path, "PRAGMA user_version") == [(2,)]
+        assert _raw(path, "SELECT * FROM mappings") == before
+        assert len(before) == len(v2.MAPPINGS) + 1
+        tables = {n for (n,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"meta", "profiles", "numbers", "mappings"}
+
+
+def test_two_stores_opening_a_version_2_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v2-twice.db"
+    v2.build_v2(path)
+    stores = [SQLiteStore(path), SQLiteStore(path)]  # the second finds it migrated
+    for store in stores:
+        store.check_invariants()
+        assert store.counts()[0] == len(v2.MAPPINGS)
+        store.close()
+
+
+# -- recipients and senders as integers ------------------------------------------------
+def test_recipient_keys_are_one_to_one_and_anything_else_is_refused(tmp_path: Path) -> None:
+    for to in ("+16465550001", "+4930123456789", "+1234567", "+999999999999999"):
+        assert recipient_of(recipient_key(to)) == to
+    store = SQLiteStore(tmp_path / "keys.db")
+    store.create_profile("p", PoolSettings())
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    odd = ["16465550001", "+016465550001", "+1_6465550001", "+ 16465550001", "+١٢٣٤٥٦٧"]
+    odd += ["+1646555000\uff11", "+-16465550001", "+", "", "+1000000000000000"]
+    for to in odd:
+        with pytest.raises(InvalidNumber):
+            store.begin_select("p", to, T0, -1)
+        with pytest.raises(InvalidNumber):
+            store.pin("p", to, POOL[0], T0)
+        with pytest.raises(InvalidNumber):
+            store.forget("p", to, T0)
+        with pytest.raises(InvalidNumber):
+            store.mapping("p", to, T0)
+        with pytest.raises(InvalidNumber):
+            store.begin_select_many("p", ["+16465550002", to], T0, -1)
+    assert store.counts() == (0, 0)
+    assert store.recipients_of("p", POOL[0], T0) == []
+    store.check_invariants()
+    store.close()
+
+
+def test_senders_get_the_smallest_free_id_and_a_reused_id_maps_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "sids.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.create_profile("q")
+    for n in POOL[:3]:
+        e.add_number("p", n)
+    e.add_number("q", POOL[3])
+    path = Path(store.path)
+    assert dict(_raw(path, "SELECT number, sid FROM numbers")) == {
+        POOL[0]: 1,
+        POOL[1]: 2,
+        POOL[2]: 3,
+        POOL[3]: 1,  # ids are per profile
+    }
+    e.pin("p", "+16465550001", POOL[1])
+    e.pin("q", "+16465550001", POOL[3])
+    assert e.remove_number("p", POOL[1]) == 1
+    e.add_number("p", POOL[4])  # takes the freed id 2: the mapping to it went with POOL[1]
+    assert _raw(path, f"SELECT sid FROM numbers WHERE number = '{POOL[4]}'") == [(2,)]
+    assert e.mapping("p", "+16465550001") is None
+    assert e.recipients_of("p", POOL[4]) == []
+    assert e.mapping("q", "+16465550001").from_number == POOL[3]  # type: ignore[union-attr]
+    e.pin("p", "+16465550002", POOL[4])
+    assert e.recipients_of("p", POOL[4]) == ["+16465550002"]
+    assert e.recipients_of("p", POOL[5]) == []  # not in the pool
+    store.check_invariants()
+    e.close()
 
 
 # -- several processes on one file ----------------------------------------------------
@@ -964,7 +1132,17 @@ def test_the_file_is_wal_with_the_indexes_the_costs_need(tmp_path: Path) -> None
         # order at once).
         assert indexes == {
             "numbers_by_profile": ["profile", "number"],
+            "numbers_by_sid": ["profile", "sid"],
             "mappings_by_sender": ["profile", "sender", "idx"],
+        }
+        # Recipients and senders are integers: a few bytes in the row and the index.
+        types = {c[1]: c[2] for c in conn.execute("PRAGMA table_info(mappings)")}
+        assert types == {
+            "profile": "INTEGER",
+            "recipient": "INTEGER",
+            "sender": "INTEGER",
+            "last_used": "REAL",
+            "idx": "REAL",
         }
         tables = {
             n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -1012,3 +1190,7 @@ def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
     due = [p for p in plans if "idx <=" in p]
     assert len(due) >= 3, plans
     assert all("USING INDEX mappings_by_sender" in p for p in due), due
+    # So did the exact horizon's look at the end of each sender's range.
+    tops = [p for p in plans if "SELECT max(idx)" in p]
+    assert tops, plans
+    assert all("COVERING INDEX mappings_by_sender" in p for p in tops), tops

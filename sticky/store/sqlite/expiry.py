@@ -43,7 +43,7 @@ _EXPIRED = Reason.EXPIRED
 # The newest index key of the profile: one seek at the end of each sender's range.
 _TOP = (
     "SELECT max((SELECT max(idx) FROM mappings INDEXED BY mappings_by_sender"
-    " WHERE profile = ?1 AND sender = n.number)) FROM numbers AS n WHERE n.profile = ?1"
+    " WHERE profile = ?1 AND sender = n.sid)) FROM numbers AS n WHERE n.profile = ?1"
 )
 
 _PUT = (
@@ -64,7 +64,7 @@ _DUE = (
 _DUE_ALL = (
     "SELECT m.recipient, m.last_used FROM numbers AS n"
     " JOIN mappings AS m INDEXED BY mappings_by_sender"
-    " ON m.profile = n.profile AND m.sender = n.number AND m.idx <= ?2"
+    " ON m.profile = n.profile AND m.sender = n.sid AND m.idx <= ?2"
     " WHERE n.profile = ?1"
 )
 
@@ -123,7 +123,7 @@ def _reindexed(last_used: float, at: float) -> float:
     return min(at, last_used)
 
 
-def _step(cur: sqlite3.Cursor, key: int, sender: str, ttl: float, at: float) -> int:
+def _step(cur: sqlite3.Cursor, key: int, sender: int, ttl: float, at: float) -> int:
     """The amortised step on ``sender``'s due entries; return how many it removed.
 
     Looks at up to STEP_LOOKS entries due at ``at``, in index order, deletes the dead
@@ -146,8 +146,8 @@ def _step(cur: sqlite3.Cursor, key: int, sender: str, ttl: float, at: float) -> 
 def store_mapping(
     cur: sqlite3.Cursor,
     key: int,
-    to: str,
-    sender: str,
+    to: int,
+    sender: int,
     now: float,
     ttl: float,
     stored: float,
@@ -155,17 +155,18 @@ def store_mapping(
 ) -> None:
     """Store ``(sender, now)`` for ``to``, move the horizon, take an eviction step.
 
-    ``stored`` is the profile's ``horizon`` column (-inf before any write) and
-    ``replaced`` the index key of the row this one replaces (None if none). The new
-    index key ``now`` moves the horizon by itself; the column is written only when
-    ``now`` is :data:`HORIZON_SLACK` past it, or when the replaced row held a key
-    newer than both (so that the horizon never goes back). The step judges at
-    ``max(now, stored)``, a lower bound of the horizon: what is dead there is dead.
-    It looks at ``sender``'s range only: the page the new entry went to is at its end,
-    and under steady traffic every sender's dead mappings meet the new mappings of the
-    same sender, two removals for each. Writes the row and its index entry, at most
-    the step's rows, and the profile's row once a second or when something was
-    evicted. O(log n).
+    ``to`` is the recipient's key and ``sender`` the sender's sid
+    (:mod:`~sticky.store.sqlite.schema`). ``stored`` is the profile's ``horizon`` column
+    (-inf before any write) and ``replaced`` the index key of the row this one replaces
+    (None if none). The new index key ``now`` moves the horizon by itself; the column is
+    written only when ``now`` is :data:`HORIZON_SLACK` past it, or when the replaced row
+    held a key newer than both (so that the horizon never goes back). The step judges at
+    ``max(now, stored)``, a lower bound of the horizon: what is dead there is dead. It
+    looks at ``sender``'s range only: the page the new entry went to is at its end, and
+    under steady traffic every sender's dead mappings meet the new mappings of the same
+    sender, two removals for each. Writes the row and its index entry, at most the
+    step's rows, and the profile's row once a second or when something was evicted.
+    O(log n).
     """
     at = judged_at(now, stored)
     cur.execute(_PUT, (key, to, sender, now, now))

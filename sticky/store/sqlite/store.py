@@ -47,27 +47,33 @@ from sticky.store.sqlite.expiry import (
     store_mapping,
 )
 from sticky.store.sqlite.invariants import check_rows
+from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.values import Reason, Selection
 
 __all__ = ["SQLiteStore"]
 
 # A NULL horizon (no write yet) reads as -inf, which judged_at ignores.
 _HORIZON = "ifnull(horizon, -1e999)"
-# What a select reads, in one statement: the profile, the mapping, its sender's flag.
+# What a select reads, in one statement: the profile, the mapping, its sender (the
+# number, from its id) and the sender's flag.
 _SELECT = (
     "SELECT p.key, p.version, p.sticky, p.ttl, ifnull(p.horizon, -1e999), p.settings,"
-    " m.sender, m.last_used, n.eligible, m.idx"
+    " n.number, m.last_used, n.eligible, m.idx"
     " FROM profiles AS p"
     " LEFT JOIN mappings AS m ON m.profile = p.key AND m.recipient = ?"
-    " LEFT JOIN numbers AS n ON n.number = m.sender AND n.profile = p.key"
+    " LEFT JOIN numbers AS n ON n.profile = p.key AND n.sid = m.sender"
     " WHERE p.id = ?"
 )
 _PROFILE = f"SELECT key, settings, ttl, {_HORIZON} FROM profiles WHERE id = ?"  # noqa: S608
-_POOL = "SELECT number, type, healthy FROM numbers WHERE profile = ? ORDER BY number"
+_POOL = "SELECT number, type, healthy, sid FROM numbers WHERE profile = ? ORDER BY number"
 _REFRESH = "UPDATE mappings SET last_used = ? WHERE profile = ? AND recipient = ?"
 _RECORD = "UPDATE profiles SET horizon = ? WHERE key = ?"
 _RECORD_EVICTED = "UPDATE profiles SET horizon = ?, evicted = evicted + ? WHERE key = ?"
-_MAPPED = "SELECT sender, last_used FROM mappings WHERE profile = ? AND recipient = ?"
+_MAPPED = (
+    "SELECT n.number, m.last_used FROM mappings AS m"
+    " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
+    " WHERE m.profile = ? AND m.recipient = ?"
+)
 _INDEX_KEY = "SELECT idx FROM mappings WHERE profile = ? AND recipient = ?"
 _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 # INDEXED BY: without statistics the planner would scan the profile's primary-key
@@ -117,7 +123,8 @@ class SQLiteStore(Connection):
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self._settings: dict[str, PoolSettings] = {}
-        self._pools: dict[int, tuple[int, tuple[SenderNumber, ...]]] = {}
+        # profile key -> (pool version, the pool, each number's sid)
+        self._pools: dict[int, tuple[int, tuple[SenderNumber, ...], dict[str, int]]] = {}
         super().__init__(path, timeout=timeout)
 
     @classmethod
@@ -173,21 +180,39 @@ class SQLiteStore(Connection):
         return int(cur.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()[0])
 
     @staticmethod
-    def _pool(cur: sqlite3.Cursor, key: int) -> tuple[SenderNumber, ...]:
+    def _pool(cur: sqlite3.Cursor, key: int) -> tuple[tuple[SenderNumber, ...], dict[str, int]]:
+        """The pool sorted by number, and each number's sid. O(p)."""
         types = _TYPES
-        return tuple(
-            SenderNumber(number, types[kind], bool(healthy))
-            for number, kind, healthy in cur.execute(_POOL, (key,)).fetchall()
+        rows = cur.execute(_POOL, (key,)).fetchall()
+        pool = tuple(
+            SenderNumber(number, types[kind], bool(healthy)) for number, kind, healthy, _ in rows
         )
+        return pool, {row[0]: row[3] for row in rows}
+
+    def _cached(
+        self, cur: sqlite3.Cursor, key: int, version: int
+    ) -> tuple[int, tuple[SenderNumber, ...], dict[str, int]]:
+        """``(version, pool, sids)`` of the profile at ``version``, from the cache. O(1).
+
+        Versions are unique per committed pool state (and sids change only with the
+        pool), so a cached entry of the same version is exact; else O(p) to read it.
+        """
+        cached = self._pools.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, *self._pool(cur, key))
+            self._pools[key] = cached
+        return cached
 
     @staticmethod
-    def _in_pool(cur: sqlite3.Cursor, key: int, profile_id: str, number: str) -> None:
+    def _in_pool(cur: sqlite3.Cursor, key: int, profile_id: str, number: str) -> int:
+        """The sid of ``number`` in the profile's pool. Raises UnknownNumber. O(log p)."""
         found = cur.execute(
-            "SELECT 1 FROM numbers WHERE number = ? AND profile = ?", (number, key)
+            "SELECT sid FROM numbers WHERE number = ? AND profile = ?", (number, key)
         ).fetchone()
         if found is None:
             msg = f"number {number!r} is not in profile {profile_id!r}"
             raise UnknownNumber(msg)
+        return int(found[0])
 
     @staticmethod
     def _set_eligibility(cur: sqlite3.Cursor, key: int, settings: PoolSettings) -> None:
@@ -277,7 +302,7 @@ class SQLiteStore(Connection):
     def add_number(
         self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
     ) -> None:
-        """Add a number to a pool. One write transaction, O(log n)."""
+        """Add a number to a pool, with the smallest free sid. One write transaction, O(p)."""
         with self._write() as cur:
             key, text, _, _ = self._profile(cur, profile_id)
             owner = cur.execute(
@@ -289,10 +314,17 @@ class SQLiteStore(Connection):
                 msg = f"number {number!r} is already in profile {owner[0]!r}"
                 raise NumberInUse(msg)
             eligible = is_eligible(SenderNumber(number, number_type, healthy), self._decode(text))
+            sid = 1  # the smallest free id: ids stay small (one byte up to 127 numbers)
+            for (taken,) in cur.execute(
+                "SELECT sid FROM numbers WHERE profile = ? ORDER BY sid", (key,)
+            ).fetchall():
+                if taken != sid:
+                    break
+                sid += 1
             cur.execute(
-                "INSERT INTO numbers (number, profile, type, healthy, eligible)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (number, key, number_type.value, int(healthy), int(eligible)),
+                "INSERT INTO numbers (number, profile, sid, type, healthy, eligible)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (number, key, sid, number_type.value, int(healthy), int(eligible)),
             )
             cur.execute(
                 "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
@@ -306,10 +338,10 @@ class SQLiteStore(Connection):
         """
         with self._write() as cur:
             key, _, ttl, exact = self._exact(cur, profile_id)
-            self._in_pool(cur, key, profile_id, number)
+            sid = self._in_pool(cur, key, profile_id, number)
             at = judged_at(now, exact)
-            live = cur.execute(_SENDER_LIVE, (key, number, dead_up_to(ttl, at))).fetchone()[0]
-            cur.execute(_SENDER_DELETE, (key, number))
+            live = cur.execute(_SENDER_LIVE, (key, sid, dead_up_to(ttl, at))).fetchone()[0]
+            cur.execute(_SENDER_DELETE, (key, sid))
             cur.execute("DELETE FROM numbers WHERE number = ?", (number,))
             cur.execute(
                 "UPDATE profiles SET horizon = ?, version = ? WHERE key = ?",
@@ -343,11 +375,11 @@ class SQLiteStore(Connection):
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number. One read, O(p)."""
         with self._read() as cur:
-            return self._pool(cur, self._profile(cur, profile_id)[0])
+            return self._pool(cur, self._profile(cur, profile_id)[0])[0]
 
     # -- selection ------------------------------------------------------------------
     def _hit(
-        self, cur: sqlite3.Cursor, profile_id: str, to: str, now: float
+        self, cur: sqlite3.Cursor, profile_id: str, to: str, rk: int, now: float
     ) -> Selection | tuple[Any, ...]:
         """Read a select's row; refresh and return a sticky hit, else return the row.
 
@@ -355,7 +387,7 @@ class SQLiteStore(Connection):
         live, idx)``, ``stored`` the ``horizon`` column. A hit changes one page, and only
         when ``now`` is past its last use. O(log n).
         """
-        row = cur.execute(_SELECT, (to, profile_id)).fetchone()
+        row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {profile_id!r}"
             raise UnknownProfile(msg)
@@ -369,7 +401,7 @@ class SQLiteStore(Connection):
             if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                 used = refreshed(last_used, now)
                 if used != last_used:
-                    cur.execute(_REFRESH, (used, key, to))
+                    cur.execute(_REFRESH, (used, key, rk))
                 return _new(Selection, (profile_id, to, sender, _STICKY, None))
             live = verdict is _REASSIGNED
         return key, version, sticky, ttl, stored, text, sender, last_used, live, idx
@@ -378,16 +410,7 @@ class SQLiteStore(Connection):
         """The Miss of a select that was not a hit; the pool unless ``known_version``."""
         key, version, sticky, _, _, text, sender, last_used, live, _ = row
         previous = (sender, last_used) if sticky and sender is not None else None
-        if known_version == version:
-            pool = None
-        else:
-            # Versions are unique per committed pool state: a cached pool is exact.
-            cached = self._pools.get(key)
-            if cached is not None and cached[0] == version:
-                pool = cached[1]
-            else:
-                pool = self._pool(cur, key)
-                self._pools[key] = (version, pool)
+        pool = None if known_version == version else self._cached(cur, key, version)[1]
         return Miss(self._decode(text), version, pool, previous, live)
 
     def select_in_one_step(
@@ -403,18 +426,21 @@ class SQLiteStore(Connection):
         hot path: the transaction is written out here rather than taken from
         :meth:`_write`, whose context manager costs a measurable share of a hit.
         """
+        rk = recipient_key(to)
         with self._lock:
             cur = self._cur or self._cursor()
             try:
                 self._begin(cur, "BEGIN IMMEDIATE")
-                row = self._hit(cur, profile_id, to, now)
+                row = self._hit(cur, profile_id, to, rk, now)
                 if row.__class__ is Selection:
                     cur.execute("COMMIT")
                     hits[0] += 1
                     return row
                 sel = decide(profile_id, to, self._miss(cur, row, -1))
                 if sel.reason is not _REASON_POOL:
-                    store_mapping(cur, row[0], to, sel.from_number, now, row[3], row[4], row[9])
+                    key = row[0]
+                    sid = self._pools[key][2][sel.from_number]  # _miss cached this version
+                    store_mapping(cur, key, rk, sid, now, row[3], row[4], row[9])
                 cur.execute("COMMIT")
             except BaseException as exc:
                 error = self._abort(cur, exc)
@@ -430,8 +456,9 @@ class SQLiteStore(Connection):
 
         One ``BEGIN IMMEDIATE`` transaction; only a hit writes (one page).
         """
+        rk = recipient_key(to)
         with self._write() as cur:
-            row = self._hit(cur, profile_id, to, now)
+            row = self._hit(cur, profile_id, to, rk, now)
             return row if row.__class__ is Selection else self._miss(cur, row, known_version)
 
     def commit_select(
@@ -447,7 +474,8 @@ class SQLiteStore(Connection):
     def _commit_one(
         self, cur: sqlite3.Cursor, profile_id: str, to: str, chosen: str, miss: Miss, now: float
     ) -> Selection | Literal[True] | None:
-        row = cur.execute(_SELECT, (to, profile_id)).fetchone()
+        rk = recipient_key(to)
+        row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {profile_id!r}"
             raise UnknownProfile(msg)
@@ -464,13 +492,14 @@ class SQLiteStore(Connection):
         # A dead previous mapping that was evicted since the read is no change.
         unchanged = current == miss.previous or (current is None and not miss.live)
         if unchanged and current_live == miss.live and version == miss.version:
-            store_mapping(cur, key, to, chosen, now, ttl, stored, idx)
+            sid = self._cached(cur, key, version)[2][chosen]
+            store_mapping(cur, key, rk, sid, now, ttl, stored, idx)
             return True
         if sticky and verdict is _STICKY:
             # Another select stored a live mapping first: this one is a hit on it.
             used = refreshed(last_used, now)
             if used != last_used:
-                cur.execute(_REFRESH, (used, key, to))
+                cur.execute(_REFRESH, (used, key, rk))
             return _new(Selection, (profile_id, to, sender, _STICKY, None))
         return None
 
@@ -479,9 +508,10 @@ class SQLiteStore(Connection):
     ) -> list[Selection | Miss]:
         """:meth:`begin_select` for each recipient, all in one write transaction."""
         out: list[Selection | Miss] = []
+        keys = [recipient_key(to) for to in recipients]
         with self._write() as cur:
-            for to in recipients:
-                row = self._hit(cur, profile_id, to, now)
+            for to, rk in zip(recipients, keys, strict=True):
+                row = self._hit(cur, profile_id, to, rk, now)
                 if row.__class__ is Selection:
                     out.append(row)
                     continue
@@ -504,9 +534,10 @@ class SQLiteStore(Connection):
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
         """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. One read, O(log n)."""
+        rk = recipient_key(to)
         with self._read() as cur:
             key, _, ttl, stored = self._profile(cur, profile_id)
-            row = cur.execute(_MAPPED, (key, to)).fetchone()
+            row = cur.execute(_MAPPED, (key, rk)).fetchone()
             if row is None or not is_live_at_horizon(cur, key, row[1], ttl, now, stored):
                 return None
             return row[0], row[1], ttl
@@ -515,32 +546,41 @@ class SQLiteStore(Connection):
         """Recipients with a live mapping to ``number``, sorted. One read, O(k log n)."""
         with self._read() as cur:
             key, _, ttl, exact = self._exact(cur, profile_id)
+            found = cur.execute(
+                "SELECT sid FROM numbers WHERE number = ? AND profile = ?", (number, key)
+            ).fetchone()
+            if found is None:
+                return []
             at = judged_at(now, exact)
-            rows = cur.execute(_SENDER_USED, (key, number)).fetchall()
-            return sorted(to for to, last_used in rows if is_live(last_used, ttl, at))
+            rows = cur.execute(_SENDER_USED, (key, found[0])).fetchall()
+            return sorted(
+                recipient_of(rk) for rk, last_used in rows if is_live(last_used, ttl, at)
+            )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n)."""
+        rk = recipient_key(to)
         with self._write() as cur:
             key, text, ttl, stored = self._profile(cur, profile_id)
-            self._in_pool(cur, key, profile_id, number)
-            replaced = cur.execute(_INDEX_KEY, (key, to)).fetchone()
+            sid = self._in_pool(cur, key, profile_id, number)
+            replaced = cur.execute(_INDEX_KEY, (key, rk)).fetchone()
             store_mapping(
-                cur, key, to, number, now, ttl, stored, None if replaced is None else replaced[0]
+                cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
             )
             return self._decode(text)
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(log n)."""
+        rk = recipient_key(to)
         with self._write() as cur:
             key, _, ttl, stored = self._profile(cur, profile_id)
             at = judged_at(now, horizon(cur, key, stored))
             if at != stored:
                 cur.execute(_RECORD, (at, key))
-            row = cur.execute(_MAPPED, (key, to)).fetchone()
+            row = cur.execute(_MAPPED, (key, rk)).fetchone()
             if row is None:
                 return False
-            cur.execute(_DELETE, (key, to))
+            cur.execute(_DELETE, (key, rk))
             return is_live(row[1], ttl, at)
 
     # -- housekeeping ---------------------------------------------------------------
