@@ -396,6 +396,74 @@ def test_the_step_looks_at_eight_due_entries(tmp_path: Path) -> None:
     e.close()
 
 
+def _looks(store: SQLiteStore, run: Any) -> int:
+    """How many times ``run()`` made the eviction step look at a sender's range."""
+    conn = store._conn
+    assert conn is not None
+    looks: list[str] = []
+    conn.set_trace_callback(lambda sql: looks.append(sql) if "ORDER BY idx LIMIT" in sql else None)
+    try:
+        run()
+    finally:
+        conn.set_trace_callback(None)
+    return len(looks)
+
+
+def test_the_step_skips_its_look_while_nothing_of_the_sender_can_be_due(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "skip.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.select("p", "+16465550000", now=T0)  # the first write to the sender looks
+    # Its oldest key is T0: until T0 + TTL nothing of it is due, and no look is needed.
+    fresh = [f"+1646556{i:04d}" for i in range(20)]
+    assert (
+        _looks(store, lambda: [e.select("p", to, now=T0 + 10 + i) for i, to in enumerate(fresh)])
+        == 0
+    )
+    # Due: the step looks again, and evicts as it always did.
+    assert _looks(store, lambda: e.select("p", "+19175550000", now=T0 + TTL + 1)) == 1
+    assert e.stats().evicted == 1
+    assert e.mapping("p", "+16465550000", now=T0) is None
+    # A pin in the past (a clock gone back) stores a key older than the bound: this
+    # connection's next select looks, and evicts it.
+    e.pin("p", "+16465550001", POOL[0], now=T0 - TTL)
+    assert _looks(store, lambda: e.select("p", "+19175550001", now=T0 + TTL + 2)) == 1
+    assert e.stats().evicted == 2
+    # A pool change voids what the connection knew.
+    e.add_number("p", POOL[1])
+    e.remove_number("p", POOL[1])
+    assert _looks(store, lambda: e.select("p", "+19175550002", now=T0 + TTL + 3)) == 1
+    store.check_invariants()
+    e.close()
+
+
+def test_another_connections_older_key_delays_an_eviction_never_a_rule(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "two.db"
+    a = Engine(clock=ManualClock(T0), seed=1, store=SQLiteStore(path))
+    a.create_profile("p")
+    a.add_number("p", POOL[0])
+    a.select("p", "+16465550000", now=T0)
+    b = Engine(clock=ManualClock(T0), seed=1, store=SQLiteStore(path))
+    b.pin("p", "+16465550001", POOL[0], now=T0 - TTL + 5)  # expires at T0 + 5: A cannot know
+    later = T0 + 10
+    a.select("p", "+16465550002", now=later)  # A's step skips: its bound is T0
+    assert (a.stats().mappings, a.stats().evicted) == (3, 0)  # the dead one waits
+    for e in (a, b):  # what is live is the same for both, evicted or not
+        assert e.mapping("p", "+16465550001", now=later) is None
+        assert e.recipients_of("p", POOL[0], now=later) == ["+16465550000", "+16465550002"]
+    assert a.evict_expired(now=later) == 1
+    assert a.select("p", "+16465550001", now=later).reason is Reason.NEW
+    assert (a.stats().mappings, a.stats().evicted) == (3, 1)
+    a.store.check_invariants()
+    a.close()
+    b.close()
+
+
 def test_reindexing_never_passes_the_horizon(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "ahead.db")
     e = Engine(clock=ManualClock(T0), seed=1, store=store)
@@ -1186,8 +1254,10 @@ def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
     conn.set_trace_callback(None)
     scans = [p for p in plans if re.search(r"SCAN (mappings|m)\b", p)]
     assert not scans, scans
-    # The statements that find due mappings ran, through the per-sender index.
-    due = [p for p in plans if "idx <=" in p]
+    # The statements that find due mappings ran, through the per-sender index: the
+    # sweep's due ranges, and the steps' looks at the start of a sender's range.
+    due = [p for p in plans if "idx <=" in p or "ORDER BY idx" in p]
+    assert len([p for p in due if "ORDER BY idx" in p]) >= 2, plans
     assert len(due) >= 3, plans
     assert all("USING INDEX mappings_by_sender" in p for p in due), due
     # So did the exact horizon's look at the end of each sender's range.

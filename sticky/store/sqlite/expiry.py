@@ -14,6 +14,7 @@ are :mod:`sticky.policy`'s.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 
 from sticky.policy import STEP_EVICTIONS, STEP_LOOKS, dead_up_to, is_live, judge, judged_at
@@ -54,11 +55,12 @@ _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 _REINDEX = "UPDATE mappings SET idx = ? WHERE profile = ? AND recipient = ?"
 _RECORD = "UPDATE profiles SET horizon = ? WHERE key = ?"
 _RECORD_EVICTED = "UPDATE profiles SET horizon = ?, evicted = evicted + ? WHERE key = ?"
-# One sender's due entries, in index order: the amortised step's look. INDEXED BY:
+# The first entries of one sender's range, in index order: the amortised step's look
+# (the due ones are a prefix; the first that is not due bounds the rest). INDEXED BY:
 # without statistics the planner might scan the profile's primary-key range instead.
-_DUE = (
-    "SELECT recipient, last_used FROM mappings INDEXED BY mappings_by_sender"
-    " WHERE profile = ? AND sender = ? AND idx <= ? ORDER BY idx LIMIT ?"
+_FIRST = (
+    "SELECT recipient, last_used, idx FROM mappings INDEXED BY mappings_by_sender"
+    " WHERE profile = ? AND sender = ? ORDER BY idx LIMIT ?"
 )
 # Every sender's due range: what a sweep decides about.
 _DUE_ALL = (
@@ -123,24 +125,33 @@ def _reindexed(last_used: float, at: float) -> float:
     return min(at, last_used)
 
 
-def _step(cur: sqlite3.Cursor, key: int, sender: int, ttl: float, at: float) -> int:
-    """The amortised step on ``sender``'s due entries; return how many it removed.
+def _step(cur: sqlite3.Cursor, key: int, sender: int, ttl: float, at: float) -> tuple[int, float]:
+    """The amortised step on ``sender``'s due entries: ``(removed, oldest)``.
 
     Looks at up to STEP_LOOKS entries due at ``at``, in index order, deletes the dead
     ones (at most STEP_EVICTIONS, then it stops) and re-indexes the live ones. One
-    index seek and at most STEP_LOOKS row writes: O(log n).
+    index seek and at most STEP_LOOKS row writes: O(log n). ``oldest`` is a lower
+    bound of the index keys left in the range (inf when it is empty).
     """
-    rows = cur.execute(_DUE, (key, sender, dead_up_to(ttl, at), STEP_LOOKS)).fetchall()
+    rows = cur.execute(_FIRST, (key, sender, STEP_LOOKS)).fetchall()
+    bound = dead_up_to(ttl, at)
     removed = 0
-    for to, last_used in rows:
+    oldest = math.inf
+    for to, last_used, idx in rows:
+        if idx > bound:  # not due, and neither is anything after it
+            return removed, min(oldest, idx)
         if is_live(last_used, ttl, at):  # used since it was indexed: index it again
-            cur.execute(_REINDEX, (_reindexed(last_used, at), key, to))
+            reindexed = _reindexed(last_used, at)
+            cur.execute(_REINDEX, (reindexed, key, to))
+            oldest = min(oldest, reindexed)
             continue
         cur.execute(_DELETE, (key, to))
         removed += 1
-        if removed == STEP_EVICTIONS:
-            break
-    return removed
+        if removed == STEP_EVICTIONS:  # the rest of the range is at or after this key
+            return removed, min(oldest, idx)
+    if len(rows) == STEP_LOOKS:  # the range goes on, at or after the last key seen
+        oldest = min(oldest, rows[-1][2])
+    return removed, oldest
 
 
 def store_mapping(
@@ -152,8 +163,13 @@ def store_mapping(
     ttl: float,
     stored: float,
     replaced: float | None,
-) -> None:
+    oldest: float = -math.inf,
+) -> float:
     """Store ``(sender, now)`` for ``to``, move the horizon, take an eviction step.
+
+    ``oldest`` is a lower bound of ``sender``'s index keys that the caller knows
+    (-inf if none): when it is not due, nothing of the sender is and the step's look is
+    skipped. Returns such a bound for after this write, for the caller to keep.
 
     ``to`` is the recipient's key and ``sender`` the sender's sid
     (:mod:`~sticky.store.sqlite.schema`). ``stored`` is the profile's ``horizon`` column
@@ -170,7 +186,11 @@ def store_mapping(
     """
     at = judged_at(now, stored)
     cur.execute(_PUT, (key, to, sender, now, now))
-    removed = _step(cur, key, sender, ttl, at)
+    if is_live(oldest, ttl, at):  # every key of the sender is after the due range
+        removed = 0
+    else:
+        removed, oldest = _step(cur, key, sender, ttl, at)
+    oldest = min(oldest, now)
     record = None
     if now >= stored + HORIZON_SLACK and now > stored:
         record = now
@@ -180,6 +200,7 @@ def store_mapping(
         cur.execute(_RECORD_EVICTED, (stored if record is None else record, removed, key))
     elif record is not None:
         cur.execute(_RECORD, (record, key))
+    return oldest
 
 
 def evict_all(cur: sqlite3.Cursor, key: int, ttl: float, at: float) -> int:

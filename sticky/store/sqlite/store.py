@@ -22,6 +22,7 @@ used since they were indexed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -83,6 +84,16 @@ _SENDER_USED = f"SELECT recipient, last_used {_SENDER}"
 _SENDER_LIVE = f"SELECT count(*) {_SENDER} AND last_used > ?"
 _SENDER_DELETE = f"DELETE {_SENDER}"
 
+_NONE = -math.inf
+_OLDEST_MAX = 4096
+# What a connection knows of a sender's oldest index key (SQLiteStore._oldest). Within
+# one connection the bound is exact: every write it makes to a sender's range lowers it
+# or drops it (a select keeps what its step learnt, pin and commit_select drop it),
+# steps and sweeps only delete keys or raise them, and a pool change (a new version)
+# voids it. Another connection's write is not seen: one that stores a key older than
+# the bound (its clock behind) is met by this connection's steps once the due range
+# passes the bound, by the writer's own steps, or by evict_expired. So the bound can
+# only delay an eviction, never change what is live.
 _STICKY = Reason.STICKY
 _EXPIRED = Reason.EXPIRED
 _REASSIGNED = Reason.REASSIGNED
@@ -125,7 +136,16 @@ class SQLiteStore(Connection):
         self._settings: dict[str, PoolSettings] = {}
         # profile key -> (pool version, the pool, each number's sid)
         self._pools: dict[int, tuple[int, tuple[SenderNumber, ...], dict[str, int]]] = {}
+        # (profile key, sid) -> (pool version, a lower bound of the sender's index keys
+        # after this connection's last committed write to it): lets the eviction step
+        # skip its look while nothing of the sender can be due (see _OLDEST_MAX).
+        self._oldest: dict[tuple[int, int], tuple[int, float]] = {}
         super().__init__(path, timeout=timeout)
+
+    def _forked(self) -> None:
+        """In a child after fork(): what the parent knew of the file is not the child's."""
+        super()._forked()
+        self._oldest = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -438,9 +458,25 @@ class SQLiteStore(Connection):
                     return row
                 sel = decide(profile_id, to, self._miss(cur, row, -1))
                 if sel.reason is not _REASON_POOL:
-                    key = row[0]
+                    key, version = row[0], row[1]
                     sid = self._pools[key][2][sel.from_number]  # _miss cached this version
-                    store_mapping(cur, key, rk, sid, now, row[3], row[4], row[9])
+                    known = self._oldest.get((key, sid))
+                    oldest = store_mapping(
+                        cur,
+                        key,
+                        rk,
+                        sid,
+                        now,
+                        row[3],
+                        row[4],
+                        row[9],
+                        known[1] if known is not None and known[0] == version else _NONE,
+                    )
+                    cur.execute("COMMIT")
+                    if len(self._oldest) > _OLDEST_MAX:
+                        self._oldest.clear()
+                    self._oldest[key, sid] = (version, oldest)  # committed: it holds
+                    return sel
                 cur.execute("COMMIT")
             except BaseException as exc:
                 error = self._abort(cur, exc)
@@ -493,6 +529,7 @@ class SQLiteStore(Connection):
         unchanged = current == miss.previous or (current is None and not miss.live)
         if unchanged and current_live == miss.live and version == miss.version:
             sid = self._cached(cur, key, version)[2][chosen]
+            self._oldest.pop((key, sid), None)  # this write may store an older key
             store_mapping(cur, key, rk, sid, now, ttl, stored, idx)
             return True
         if sticky and verdict is _STICKY:
@@ -564,6 +601,7 @@ class SQLiteStore(Connection):
             key, text, ttl, stored = self._profile(cur, profile_id)
             sid = self._in_pool(cur, key, profile_id, number)
             replaced = cur.execute(_INDEX_KEY, (key, rk)).fetchone()
+            self._oldest.pop((key, sid), None)  # this write may store an older key
             store_mapping(
                 cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
             )
