@@ -11,12 +11,15 @@ every pool, settings or health change), the sticky hit (:func:`~sticky.policy.ju
 
 Pages a select changes: a sticky hit one (its row's ``last_used``, when ``now`` is
 later; ``last_used`` is in no index and the horizon does not move). A new mapping its
-row and its entry of ``mappings_by_sender``, the profile's row (the horizon, when
-``now`` passes it) and at most two amortised evictions. The eviction step after storing
-a mapping to sender ``s`` looks at up to :data:`~sticky.policy.STEP_LOOKS` entries of
-``s``'s range that are due (``idx <= dead_up_to(ttl, at)``, in ``idx`` order): it
-deletes the dead (at most :data:`~sticky.policy.STEP_EVICTIONS`) and re-indexes the ones
-used since they were indexed.
+row and its entry of ``mappings_by_sender`` (which moves the horizon: it is
+``max(column, newest idx)``), the profile's row once a second, and at most two
+amortised evictions. The eviction step after storing a mapping to sender ``s`` looks
+at up to :data:`~sticky.policy.STEP_LOOKS` entries of ``s``'s range that are due
+(``idx <= dead_up_to(ttl, at)``, in ``idx`` order): it deletes the dead (at most
+:data:`~sticky.policy.STEP_EVICTIONS`) and re-indexes the ones used since they were
+indexed; the look is skipped while the connection knows every key of ``s`` is after
+the due range. Recipients and senders are stored as integers
+(:func:`~sticky.store.sqlite.schema.recipient_key`, the sender's ``sid``).
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class SQLiteStore(Connection):
     """Profiles, pools and mappings in one SQLite file; every method one transaction.
 
     ``path`` is a file (created with its schema on first open, migrated in place from
-    0.1's schema) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
+    schema 1 or 2) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
     for another process's lock before raising :class:`~sticky.StoreUnavailable`. A
     path that cannot be opened raises :class:`~sticky.StoreUnavailable`; a file that is
     not a sticky database, or one from a newer schema, :class:`~sticky.IncompatibleStore`;
@@ -126,8 +129,10 @@ class SQLiteStore(Connection):
     Costs (n mappings in the profile, k affected, p numbers in the pool):
     ``select_in_one_step`` O(log n) in one ``BEGIN IMMEDIATE`` transaction, changing one
     page on a hit and, for a new mapping, two B-trees (its row and its index entry)
-    plus the profile's horizon and at most two amortised evictions; ``remove_number``,
-    ``recipients_of`` O(k log n); ``evict_expired`` O(P + p log n + k log n) for k due
+    plus, once a second, the profile's horizon and at most two amortised evictions
+    (O(p log n) more for a mapping within a second of its expiry at the horizon, whose
+    liveness needs the exact horizon); ``remove_number``, ``recipients_of`` O(p log n +
+    k log n); ``forget`` O(p log n); ``evict_expired`` O(P + p log n + k log n) for k due
     mappings; ``delete_profile``, ``counts`` and ``check_invariants`` O(n); pool and
     settings changes O(p log n).
     """
