@@ -13,8 +13,10 @@ repeat sees the same table. Two diagnostic rows: ``floor+writes: miss``, the flo
 making the writes of a new mapping in sticky 0.1's design (its row, the cascade index
 ``(profile, sender)``, the tail of an expiry queue table: three pages; the store now
 writes its row, one index entry that is both the cascade and the expiry index, and
-the profile's horizon), and ``select_many`` of 100 hits per call (one transaction per
-batch).
+the profile's horizon once a second), and ``select_many`` of 100 hits per call (one
+transaction per batch). And the file's bytes per mapping, floor and store, after
+loading the same recipients (pages in use, times the page size, over the mappings: op
+``memory``, as the other groups' memory rows).
 
 Run alone: ``python -m benchmarks.bench_sqlite [--quick]``; or with the harness,
 ``python -m benchmarks --quick --group sqlite``.
@@ -22,6 +24,7 @@ Run alone: ``python -m benchmarks.bench_sqlite [--quick]``; or with the harness,
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import random
 import shutil
@@ -172,6 +175,32 @@ def _row(name: str, size: int, samples: list[float], floor: float | None) -> Row
     }
 
 
+def _file_bytes(path: Path) -> int:
+    """Bytes of the database's pages in use, the WAL's latest pages included."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * page)
+
+
+def _bytes_row(name: str, size: int, per: float, floor: float) -> Row:
+    return {
+        "group": "sqlite",
+        "name": name,
+        "design": name.split(": ", 1)[0],
+        "op": "memory",
+        "size": size,
+        "ns_per_op": None,
+        "ns_min": None,
+        "ns_max": None,
+        "ops_per_s": None,
+        "ratio_to_floor": per / floor,
+        "bytes_per_mapping": per,
+        "repeats": 1,
+    }
+
+
 def bench_size(size: int, n_ops: int, workdir: Path) -> list[Row]:
     """Floor and store at one table size; every kind of work interleaved per repeat."""
     everyone = _recipients(size + n_ops, seed=size)
@@ -184,6 +213,8 @@ def bench_size(size: int, n_ops: int, workdir: Path) -> list[Row]:
     floor = Floor(workdir / f"floor-{size}.db", base)
     indexed = Floor(workdir / f"indexed-{size}.db", base, indexes=True)
     store = Store(workdir / f"store-{size}.db", base)
+    floor_bytes = _file_bytes(workdir / f"floor-{size}.db") / size
+    store_bytes = _file_bytes(workdir / f"store-{size}.db") / size
     cases: list[tuple[str, Callable[[], int], Callable[[], object] | None]] = [
         ("floor: hit", lambda: floor.run(hits), None),
         ("sqlite: hit", lambda: store.run(hits), None),
@@ -207,7 +238,10 @@ def bench_size(size: int, n_ops: int, workdir: Path) -> list[Row]:
         indexed.close()
         store.close()
     medians = {name: statistics.median(s) for name, s in samples.items()}
-    rows = []
+    rows = [
+        _bytes_row("floor: file bytes", size, floor_bytes, floor_bytes),
+        _bytes_row("sqlite: file bytes", size, store_bytes, floor_bytes),
+    ]
     for name, s in samples.items():
         op = name.split(": ", 1)[1]
         ref = "floor: hit" if op == "select_many hit" else f"floor: {op}"
@@ -236,6 +270,12 @@ def main(argv: Sequence[str]) -> int:
         f"{'name':26} {'size':>9} {'ns/op':>9} {'min':>9} {'max':>9} {'ops/s':>8} {'x floor':>7}"
     )
     for r in rows:
+        if r["ns_per_op"] is None:  # a file-bytes row
+            print(
+                f"{r['name']:26} {r['size']:>9,} {r['bytes_per_mapping']:>7,.1f} B"
+                f" {'':>9} {'':>9} {'':>8} {r['ratio_to_floor']:>7.2f}"
+            )
+            continue
         print(
             f"{r['name']:26} {r['size']:>9,} {r['ns_per_op']:>9,.0f} {r['ns_min']:>9,.0f}"
             f" {r['ns_max']:>9,.0f} {r['ops_per_s']:>8,.0f} {r['ratio_to_floor']:>7.2f}"

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import pytest
 import sqlite_v1 as v1
+import sqlite_v2 as v2
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -32,6 +33,7 @@ from hypothesis.stateful import precondition, rule, run_state_machine_as_test
 from sticky import (
     Engine,
     IncompatibleStore,
+    InvalidNumber,
     InvalidProfileId,
     InvalidSettings,
     ManualClock,
@@ -46,6 +48,7 @@ from sticky import (
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepStore, Store
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
+from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.testing import StickyMachine, StoreContract
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -271,10 +274,21 @@ def _both(tmp_path: Path) -> list[Engine]:
     return engines
 
 
-def _horizon(store: SQLiteStore, profile_id: str) -> float | None:
+def _column(store: SQLiteStore, profile_id: str) -> float | None:
+    """The stored ``horizon`` column: a lower bound of the horizon."""
     with store._read() as cur:
         row = cur.execute("SELECT horizon FROM profiles WHERE id = ?", (profile_id,)).fetchone()
     return row[0]  # type: ignore[no-any-return]
+
+
+def _horizon(store: SQLiteStore, profile_id: str) -> float | None:
+    """The horizon, exactly: the column or the newest index key, whichever is later.
+
+    None before any write.
+    """
+    with store._read() as cur:
+        horizon = store._exact(cur, profile_id)[3]
+    return None if horizon == -float("inf") else horizon
 
 
 def test_a_hit_does_not_move_the_horizon(tmp_path: Path) -> None:
@@ -335,7 +349,7 @@ def test_a_hit_writes_one_row_and_only_when_it_refreshes(tmp_path: Path) -> None
 def _indexed(store: SQLiteStore) -> dict[str, tuple[float, float]]:
     with store._read() as cur:
         rows = cur.execute("SELECT recipient, last_used, idx FROM mappings").fetchall()
-    return {to: (lu, idx) for to, lu, idx in rows}
+    return {recipient_of(to): (lu, idx) for to, lu, idx in rows}
 
 
 def test_the_step_evicts_two_and_reindexes_the_live_of_its_sender(tmp_path: Path) -> None:
@@ -383,6 +397,74 @@ def test_the_step_looks_at_eight_due_entries(tmp_path: Path) -> None:
     e.close()
 
 
+def _looks(store: SQLiteStore, run: Any) -> int:
+    """How many times ``run()`` made the eviction step look at a sender's range."""
+    conn = store._conn
+    assert conn is not None
+    looks: list[str] = []
+    conn.set_trace_callback(lambda sql: looks.append(sql) if "ORDER BY idx LIMIT" in sql else None)
+    try:
+        run()
+    finally:
+        conn.set_trace_callback(None)
+    return len(looks)
+
+
+def test_the_step_skips_its_look_while_nothing_of_the_sender_can_be_due(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "skip.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.select("p", "+16465550000", now=T0)  # the first write to the sender looks
+    # Its oldest key is T0: until T0 + TTL nothing of it is due, and no look is needed.
+    fresh = [f"+1646556{i:04d}" for i in range(20)]
+    assert (
+        _looks(store, lambda: [e.select("p", to, now=T0 + 10 + i) for i, to in enumerate(fresh)])
+        == 0
+    )
+    # Due: the step looks again, and evicts as it always did.
+    assert _looks(store, lambda: e.select("p", "+19175550000", now=T0 + TTL + 1)) == 1
+    assert e.stats().evicted == 1
+    assert e.mapping("p", "+16465550000", now=T0) is None
+    # A pin in the past (a clock gone back) stores a key older than the bound: this
+    # connection's next select looks, and evicts it.
+    e.pin("p", "+16465550001", POOL[0], now=T0 - TTL)
+    assert _looks(store, lambda: e.select("p", "+19175550001", now=T0 + TTL + 2)) == 1
+    assert e.stats().evicted == 2
+    # A pool change voids what the connection knew.
+    e.add_number("p", POOL[1])
+    e.remove_number("p", POOL[1])
+    assert _looks(store, lambda: e.select("p", "+19175550002", now=T0 + TTL + 3)) == 1
+    store.check_invariants()
+    e.close()
+
+
+def test_another_connections_older_key_delays_an_eviction_never_a_rule(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "two.db"
+    a = Engine(clock=ManualClock(T0), seed=1, store=SQLiteStore(path))
+    a.create_profile("p")
+    a.add_number("p", POOL[0])
+    a.select("p", "+16465550000", now=T0)
+    b = Engine(clock=ManualClock(T0), seed=1, store=SQLiteStore(path))
+    b.pin("p", "+16465550001", POOL[0], now=T0 - TTL + 5)  # expires at T0 + 5: A cannot know
+    later = T0 + 10
+    a.select("p", "+16465550002", now=later)  # A's step skips: its bound is T0
+    assert (a.stats().mappings, a.stats().evicted) == (3, 0)  # the dead one waits
+    for e in (a, b):  # what is live is the same for both, evicted or not
+        assert e.mapping("p", "+16465550001", now=later) is None
+        assert e.recipients_of("p", POOL[0], now=later) == ["+16465550000", "+16465550002"]
+    assert a.evict_expired(now=later) == 1
+    assert a.select("p", "+16465550001", now=later).reason is Reason.NEW
+    assert (a.stats().mappings, a.stats().evicted) == (3, 1)
+    a.store.check_invariants()
+    a.close()
+    b.close()
+
+
 def test_reindexing_never_passes_the_horizon(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "ahead.db")
     e = Engine(clock=ManualClock(T0), seed=1, store=store)
@@ -401,23 +483,84 @@ def test_reindexing_never_passes_the_horizon(tmp_path: Path) -> None:
     e.close()
 
 
+def test_a_new_mapping_writes_the_profile_row_once_a_second(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "slack.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.add_number("p", POOL[1])
+    e.select("p", "+16465550000", now=T0)
+    assert _column(store, "p") == _horizon(store, "p") == T0
+    conn = store._conn
+    assert conn is not None
+    writes: list[str] = []
+    conn.set_trace_callback(
+        lambda sql: writes.append(sql) if sql.lstrip().upper().startswith("UPDATE") else None
+    )
+    for i in range(1, 10):  # within the slack: the index key moves the horizon alone
+        assert e.select("p", f"+1646555000{i}", now=T0 + i / 10).reason is Reason.NEW
+        assert _horizon(store, "p") == T0 + i / 10
+    assert writes == []
+    assert _column(store, "p") == T0
+    e.select("p", "+16465550010", now=T0 + 1)  # a second past the column: recorded
+    assert [w.split(" SET")[0] for w in writes] == ["UPDATE profiles"]
+    conn.set_trace_callback(None)
+    assert _column(store, "p") == _horizon(store, "p") == T0 + 1
+    store.check_invariants()
+    e.close()
+
+
+def test_the_horizon_read_from_the_index_is_exact(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "exact.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", POOL[0])
+    e.add_number("p", POOL[1])
+    e.pin("p", "+16465550001", POOL[0], now=T0 - TTL + 0.5)  # expires at T0 + 0.5
+    e.pin("p", "+16465550002", POOL[1], now=T0 - TTL + 0.7)  # expires at T0 + 0.7
+    e.select("p", "+16465550003", now=T0)  # the column is T0
+    e.select("p", "+16465550004", now=T0 + 0.6)  # the horizon is T0 + 0.6, in the index
+    assert _column(store, "p") == T0
+    # Judged at T0 + 0.6 whatever the clock says: the first is dead, the second live.
+    assert e.mapping("p", "+16465550001", now=T0) is None
+    assert e.mapping("p", "+16465550002", now=T0) is not None
+    assert e.recipients_of("p", POOL[0], now=T0) == ["+16465550003"]
+    assert e.select("p", "+16465550002", now=T0).reason is Reason.STICKY
+    assert e.select("p", "+16465550001", now=T0).reason in {Reason.EXPIRED, Reason.NEW}
+    # A clock gone back replaces the mapping that held the newest key: the horizon stays.
+    e.pin("p", "+16465550004", POOL[1], now=T0 + 0.1)
+    assert _horizon(store, "p") == T0 + 0.6
+    assert e.forget("p", "+16465550002", now=T0) is True  # live at T0 + 0.6
+    store.check_invariants()
+    e.close()
+
+
 # -- a file written by 0.1 (schema version 1) -----------------------------------------
 def _raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return conn.execute(sql).fetchall()
 
 
+# Version 3's mappings as version 2 spelled them: the recipient and the sender's number.
+_SPELLED = (
+    "SELECT m.profile, '+' || m.recipient, n.number, m.last_used, m.idx FROM mappings AS m"
+    " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
+)
+
+
 def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "v1.db"
     v1.build_v1(path)
-    before = _raw(path, "SELECT profile, recipient, sender, last_used FROM mappings")
+    before = _raw(path, "SELECT profile, recipient, sender, last_used, idx FROM mappings")
     store = SQLiteStore(path)
     store.check_invariants()
     assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
-    tables = {name for (name,) in _raw(path, "SELECT name FROM sqlite_master")}
-    assert not tables & {"queue", "late"}
-    # Every mapping, with its sender and exact last use.
-    after = _raw(path, "SELECT profile, recipient, sender, last_used FROM mappings")
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    # Every mapping, with its sender, exact last use and index key.
+    after = _raw(path, _SPELLED)
     assert sorted(after) == sorted(before)
     assert len(after) == len(v1.MAPPINGS)
     # The horizon is 0.1's true one: what was dead there stays dead.
@@ -464,7 +607,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     assert e.stats().mappings == len(live) == len(v1.MAPPINGS) - 1
     store.check_invariants()
     e.close()
-    # Opened again, it is a version-2 file like any other.
+    # Opened again, it is a version-3 file like any other.
     with SQLiteStore(path) as again:
         again.check_invariants()
         assert again.counts()[0] == len(live)
@@ -478,6 +621,162 @@ def test_two_processes_opening_a_version_1_file_migrate_it_once(tmp_path: Path) 
         store.check_invariants()
         assert store.counts()[0] == len(v1.MAPPINGS)
         store.close()
+
+
+# -- a file written by the previous version (schema version 2) ------------------------
+def test_a_version_2_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    v2.build_v2(path)
+    store = SQLiteStore(path)
+    store.check_invariants()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    # Every mapping, with its sender, exact last use and index key; recipients and
+    # senders as integers now.
+    assert sorted(_raw(path, _SPELLED)) == sorted(v2.MAPPINGS)
+    kinds = _raw(path, "SELECT DISTINCT typeof(recipient), typeof(sender) FROM mappings")
+    assert kinds == [("integer", "integer")]
+    sids = dict(_raw(path, "SELECT number, sid FROM numbers"))
+    assert sids == v2.SIDS
+    # The horizons are as they were: what was dead there stays dead.
+    for pid, (_, _, horizon, _) in v2.PROFILES.items():
+        assert _horizon(store, pid) == horizon, pid
+        assert _column(store, pid) == horizon, pid
+    e = Engine(clock=ManualClock(v2.T0 - 10), seed=1, store=store)  # a clock gone back
+    keys = {key: pid for pid, (key, _, _, _) in v2.PROFILES.items()}
+    for key, to, sender, last_used, _ in v2.MAPPINGS:
+        pid = keys[key]
+        m = e.mapping(pid, to)
+        if to in v2.DEAD:
+            assert m is None, to
+        else:
+            assert m is not None, to
+            assert (m.from_number, m.last_used) == (sender, last_used)
+            assert m.expires_at == last_used + v2.SETTINGS[pid].ttl
+    # Settings, numbers and health, versions, counts.
+    for pid, s in v2.SETTINGS.items():
+        assert e.settings(pid) == s
+    pools = {
+        pid: {(n.number, n.type.value, int(n.healthy)) for n in e.numbers(pid)}
+        for pid in v2.SETTINGS
+    }
+    assert pools == {
+        pid: {(number, kind, healthy) for number, k, kind, healthy, _ in v2.NUMBERS if k == key}
+        for pid, (key, _, _, _) in v2.PROFILES.items()
+    }
+    assert e.recipients_of("a", "+13125550009") == ["+16465550005", "+4930123456789"]
+    versions = dict(_raw(path, "SELECT id, version FROM profiles"))
+    assert versions == {pid: version for pid, (_, version, _, _) in v2.PROFILES.items()}
+    assert _raw(path, "SELECT value FROM meta WHERE name = 'version'") == [(9,)]
+    assert e.stats().mappings == len(v2.MAPPINGS)
+    assert e.stats().evicted == 2 + 3 + 0 + 1
+    # Selects go on: live mappings are sticky, the unhealthy sender of "a" is skipped,
+    # the dead ones expire; a new number gets the smallest free sid.
+    later = v2.T0 + 1000
+    assert e.select("a", "+16465550005", now=later).reason is Reason.STICKY
+    assert e.select("a", "+16465550004", now=later).reason is Reason.EXPIRED
+    assert e.select("b", "+16465550007", now=v2.T0 + 60).reason is Reason.EXPIRED
+    e.remove_number("a", "+13125550002", now=later)
+    e.add_number("a", "+13125550010")
+    assert _raw(path, "SELECT sid FROM numbers WHERE number = '+13125550010'") == [(2,)]
+    store.check_invariants()
+    e.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+
+
+def test_a_version_2_file_that_version_3_cannot_hold_is_refused_unchanged(
+    tmp_path: Path,
+) -> None:
+    # Neither was written by sticky: a recipient that is not E.164, and a mapping to a
+    # number outside the pool.
+    for i, extra in enumerate(
+        [
+            (1, "16465550099", "+13125550001", v2.T0, v2.T0),  # not E.164
+            (2, "+16465550099", "+13125550001", v2.T0, v2.T0),  # "a"'s number, in "b"
+        ]
+    ):
+        path = tmp_path / f"v2-odd-{i}.db"
+        v2.build_v2(path, extra=(extra,))
+        before = _raw(path, "SELECT * FROM mappings")
+        with pytest.raises(IncompatibleStore, match=r"not E\.164 or a sender outside the pool"):
+            SQLiteStore(path)
+        assert _raw(path, "PRAGMA user_version") == [(2,)]
+        assert _raw(path, "SELECT * FROM mappings") == before
+        assert len(before) == len(v2.MAPPINGS) + 1
+        tables = {n for (n,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"meta", "profiles", "numbers", "mappings"}
+
+
+def test_two_stores_opening_a_version_2_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v2-twice.db"
+    v2.build_v2(path)
+    stores = [SQLiteStore(path), SQLiteStore(path)]  # the second finds it migrated
+    for store in stores:
+        store.check_invariants()
+        assert store.counts()[0] == len(v2.MAPPINGS)
+        store.close()
+
+
+# -- recipients and senders as integers ------------------------------------------------
+def test_recipient_keys_are_one_to_one_and_anything_else_is_refused(tmp_path: Path) -> None:
+    for to in ("+16465550001", "+4930123456789", "+1234567", "+999999999999999"):
+        assert recipient_of(recipient_key(to)) == to
+    store = SQLiteStore(tmp_path / "keys.db")
+    store.create_profile("p", PoolSettings())
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    odd = ["16465550001", "+016465550001", "+1_6465550001", "+ 16465550001", "+١٢٣٤٥٦٧"]
+    odd += ["+1646555000\uff11", "+-16465550001", "+", "", "+1000000000000000"]
+    for to in odd:
+        with pytest.raises(InvalidNumber):
+            store.begin_select("p", to, T0, -1)
+        with pytest.raises(InvalidNumber):
+            store.pin("p", to, POOL[0], T0)
+        with pytest.raises(InvalidNumber):
+            store.forget("p", to, T0)
+        with pytest.raises(InvalidNumber):
+            store.mapping("p", to, T0)
+        with pytest.raises(InvalidNumber):
+            store.begin_select_many("p", ["+16465550002", to], T0, -1)
+    assert store.counts() == (0, 0)
+    assert store.recipients_of("p", POOL[0], T0) == []
+    store.check_invariants()
+    store.close()
+
+
+def test_senders_get_the_smallest_free_id_and_a_reused_id_maps_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "sids.db")
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.create_profile("q")
+    for n in POOL[:3]:
+        e.add_number("p", n)
+    e.add_number("q", POOL[3])
+    path = Path(store.path)
+    assert dict(_raw(path, "SELECT number, sid FROM numbers")) == {
+        POOL[0]: 1,
+        POOL[1]: 2,
+        POOL[2]: 3,
+        POOL[3]: 1,  # ids are per profile
+    }
+    e.pin("p", "+16465550001", POOL[1])
+    e.pin("q", "+16465550001", POOL[3])
+    assert e.remove_number("p", POOL[1]) == 1
+    e.add_number("p", POOL[4])  # takes the freed id 2: the mapping to it went with POOL[1]
+    assert _raw(path, f"SELECT sid FROM numbers WHERE number = '{POOL[4]}'") == [(2,)]
+    assert e.mapping("p", "+16465550001") is None
+    assert e.recipients_of("p", POOL[4]) == []
+    assert e.mapping("q", "+16465550001").from_number == POOL[3]  # type: ignore[union-attr]
+    e.pin("p", "+16465550002", POOL[4])
+    assert e.recipients_of("p", POOL[4]) == ["+16465550002"]
+    assert e.recipients_of("p", POOL[5]) == []  # not in the pool
+    store.check_invariants()
+    e.close()
 
 
 # -- several processes on one file ----------------------------------------------------
@@ -902,7 +1201,17 @@ def test_the_file_is_wal_with_the_indexes_the_costs_need(tmp_path: Path) -> None
         # order at once).
         assert indexes == {
             "numbers_by_profile": ["profile", "number"],
+            "numbers_by_sid": ["profile", "sid"],
             "mappings_by_sender": ["profile", "sender", "idx"],
+        }
+        # Recipients and senders are integers: a few bytes in the row and the index.
+        types = {c[1]: c[2] for c in conn.execute("PRAGMA table_info(mappings)")}
+        assert types == {
+            "profile": "INTEGER",
+            "recipient": "INTEGER",
+            "sender": "INTEGER",
+            "last_used": "REAL",
+            "idx": "REAL",
         }
         tables = {
             n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
@@ -946,7 +1255,13 @@ def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
     conn.set_trace_callback(None)
     scans = [p for p in plans if re.search(r"SCAN (mappings|m)\b", p)]
     assert not scans, scans
-    # The statements that find due mappings ran, through the per-sender index.
-    due = [p for p in plans if "idx <=" in p]
+    # The statements that find due mappings ran, through the per-sender index: the
+    # sweep's due ranges, and the steps' looks at the start of a sender's range.
+    due = [p for p in plans if "idx <=" in p or "ORDER BY idx" in p]
+    assert len([p for p in due if "ORDER BY idx" in p]) >= 2, plans
     assert len(due) >= 3, plans
     assert all("USING INDEX mappings_by_sender" in p for p in due), due
+    # So did the exact horizon's look at the end of each sender's range.
+    tops = [p for p in plans if "SELECT max(idx)" in p]
+    assert tops, plans
+    assert all("COVERING INDEX mappings_by_sender" in p for p in tops), tops

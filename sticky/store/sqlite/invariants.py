@@ -13,6 +13,8 @@ from collections.abc import Callable
 from sticky.numbers import NumberType, SenderNumber, is_e164
 from sticky.policy import is_eligible
 from sticky.settings import PoolSettings
+from sticky.store.sqlite.expiry import HORIZON_SLACK
+from sticky.store.sqlite.schema import recipient_key, recipient_of
 
 __all__ = ["check_rows"]
 
@@ -25,10 +27,13 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
     ``PRAGMA integrity_check`` (pages, and each index against its table, so the expiry
     index holds every mapping); the meta rows; per profile, the settings copies, unique
     versions and the ``eligible`` flags against :func:`~sticky.policy.is_eligible`; no
-    mapping to a number outside its profile's pool, one profile per number, no row of
+    mapping to a number outside its profile's pool (by its sid), E.164 numbers and
+    recipient keys that round-trip, one profile per number, no row of
     a deleted profile; rows well-formed; and the horizon rule: a profile with mappings
-    has a horizon, and no index key is after its mapping's last use or after the
-    horizon (each key was written by a write that moved the horizon to at least it).
+    has a horizon column, no index key is after its mapping's last use, and the newest
+    key is less than :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK` past the column
+    (the horizon is ``max(column, newest key)``: each key was written by a write that
+    moved the horizon to at least it).
     Raises AssertionError naming the broken rule.
     """
 
@@ -50,18 +55,24 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         assert version not in versions, f"{pid}: version {version} is not unique"
         versions.add(version)
         assert evicted >= 0, f"{pid}: evicted {evicted}"
-        for number, kind, healthy, flag in cur.execute(
-            "SELECT number, type, healthy, eligible FROM numbers WHERE profile = ?", (key,)
+        for number, sid, kind, healthy, flag in cur.execute(
+            "SELECT number, sid, type, healthy, eligible FROM numbers WHERE profile = ?", (key,)
         ).fetchall():
+            assert is_e164(number), f"{pid}: number {number!r} is not E.164"
+            assert type(sid) is int, f"{pid}: {number} has sid {sid!r}"
+            assert sid > 0, f"{pid}: {number} has sid {sid!r}"
             n = SenderNumber(number, _TYPES[kind], bool(healthy))
             assert bool(flag) == is_eligible(n, settings), f"{pid}: {number} eligible flag"
-        top_idx = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,)).fetchone()
-        if top_idx[0] is not None:
+        newest = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,))
+        newest = newest.fetchone()[0]
+        if newest is not None:
             assert horizon is not None, f"{pid}: mappings but no horizon"
-            assert top_idx[0] <= horizon, f"{pid}: an index key {top_idx[0]} after the horizon"
+            assert newest <= horizon or newest < horizon + HORIZON_SLACK, (
+                f"{pid}: an index key {newest} a slack or more past the stored horizon {horizon}"
+            )
     orphans = one(
         "SELECT count(*) FROM mappings AS m LEFT JOIN numbers AS n"
-        " ON n.number = m.sender AND n.profile = m.profile WHERE n.number IS NULL"
+        " ON n.sid = m.sender AND n.profile = m.profile WHERE n.number IS NULL"
     )
     assert orphans == 0, f"{orphans} mapping(s) to a number outside its profile's pool"
     for table in ("mappings", "numbers"):
@@ -73,11 +84,12 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
     bad = cur.execute(
         "SELECT profile, recipient, sender, last_used, idx FROM mappings"
         " WHERE typeof(last_used) != 'real' OR typeof(idx) != 'real'"
-        " OR idx > last_used OR typeof(sender) != 'text'"
-        " OR typeof(recipient) != 'text' OR typeof(profile) != 'integer' LIMIT 1"
+        " OR idx > last_used OR typeof(sender) != 'integer'"
+        " OR typeof(recipient) != 'integer' OR typeof(profile) != 'integer' LIMIT 1"
     ).fetchone()
     assert bad is None, f"a malformed mapping row (or an index key after its last use): {bad}"
-    for to, sender, last_used in cur.execute("SELECT recipient, sender, last_used FROM mappings"):
-        assert is_e164(to), f"recipient {to!r} is not E.164"
-        assert is_e164(sender), f"sender {sender!r} is not E.164"
+    for key, last_used in cur.execute("SELECT recipient, last_used FROM mappings"):
+        to = recipient_of(key)
+        assert is_e164(to), f"recipient {to!r} (key {key}) is not E.164"
+        assert recipient_key(to) == key, f"recipient key {key} does not round-trip"
         assert math.isfinite(last_used), f"{to}: last_used {last_used!r}"

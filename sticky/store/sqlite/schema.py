@@ -1,39 +1,76 @@
-"""The SQLite store's schema: its tables, its version, and the migration from 0.1.
+"""The SQLite store's schema: its tables, its version, and the migrations.
 
-Version 2 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
+Version 3 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
 
 - ``meta(name, value)``: the pool-version counter, and the evictions of profiles since
   deleted;
 - ``profiles(key, id, settings, sticky, ttl, version, horizon, evicted)``: ``settings``
   is :meth:`PoolSettings.to_dict` as JSON; ``sticky`` and ``ttl`` are copies a select
-  reads without decoding it; ``horizon`` is the profile's horizon, exactly (NULL until
-  a write moves it);
-- ``numbers(number, profile, type, healthy, eligible)``: the primary key on ``number``
-  is the rule that a number belongs to one profile; ``eligible`` is
+  reads without decoding it; ``horizon`` is a lower bound of the profile's horizon,
+  which is ``max(horizon, newest idx)`` (NULL until a write moves it; see
+  :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK`);
+- ``numbers(number, profile, sid, type, healthy, eligible)``: the primary key on
+  ``number`` is the rule that a number belongs to one profile; ``sid`` is its small
+  integer id in the profile (unique per profile, the smallest free one when it joins),
+  which mappings store instead of the number; ``eligible`` is
   :func:`~sticky.policy.is_eligible` under the profile's settings, as data;
-- ``mappings(profile, recipient, sender, last_used, idx)``: the primary key
-  ``(profile, recipient)`` is the look-up; the index ``(profile, sender, idx)`` is both
-  the cascade (by its prefix) and the expiry index, per sender (``idx`` is a lower
-  bound of ``last_used``: when the mapping was stored or last re-indexed).
+- ``mappings(profile, recipient, sender, last_used, idx)``: ``recipient`` is the E.164
+  number's digits as an INTEGER (``+`` and the digits of the integer: one to one),
+  ``sender`` the sender's ``sid``; the primary key ``(profile, recipient)`` is the
+  look-up; the index ``(profile, sender, idx)`` is both the cascade (by its prefix) and
+  the expiry index, per sender (``idx`` is a lower bound of ``last_used``: when the
+  mapping was stored or last re-indexed).
 
-Version 1 (sticky 0.1) also had the tables ``queue`` and ``late`` (a copy of the memory
-store's expiry deque and sorted list), and a stored horizon that could lag the true one,
-``max(horizon, max(last_used))``. :func:`open_schema` migrates such a file in place.
+Version 2 had the same tables with the numbers themselves, as TEXT, in ``mappings`` (no
+``sid``), and its ``horizon`` column was the horizon exactly (a lower bound, so it reads
+as it is). Version 1 (sticky 0.1) also had the tables ``queue`` and ``late`` (a copy of
+the memory store's expiry deque and sorted list), and a stored horizon that could lag
+the true one, ``max(horizon, max(last_used))``. :func:`open_schema` migrates either in
+place.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
-from sticky.errors import IncompatibleStore
+from sticky.errors import IncompatibleStore, InvalidNumber
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "open_schema"]
+__all__ = [
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "open_schema",
+    "recipient_key",
+    "recipient_of",
+]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this version writes (``PRAGMA user_version``); a newer file is refused."""
 APPLICATION_ID = 0x53544B59
 """``PRAGMA application_id`` of a sticky store ("STKY")."""
 
+_NUMBERS = (
+    "CREATE TABLE numbers ("
+    " number TEXT PRIMARY KEY,"
+    " profile INTEGER NOT NULL,"
+    " sid INTEGER NOT NULL,"
+    " type TEXT NOT NULL CHECK (type IN ('long_code', 'toll_free')),"
+    " healthy INTEGER NOT NULL,"
+    " eligible INTEGER NOT NULL) WITHOUT ROWID"
+)
+_MAPPINGS = (
+    "CREATE TABLE mappings ("
+    " profile INTEGER NOT NULL,"
+    " recipient INTEGER NOT NULL,"
+    " sender INTEGER NOT NULL,"
+    " last_used REAL NOT NULL,"
+    " idx REAL NOT NULL,"
+    " PRIMARY KEY (profile, recipient)) WITHOUT ROWID"
+)
+_INDEXES = (
+    "CREATE INDEX numbers_by_profile ON numbers (profile, number)",
+    "CREATE UNIQUE INDEX numbers_by_sid ON numbers (profile, sid)",
+    "CREATE INDEX mappings_by_sender ON mappings (profile, sender, idx)",
+)
 _TABLES = (
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     "INSERT INTO meta (name, value) VALUES ('version', 0), ('evicted', 0)",
@@ -48,25 +85,9 @@ _TABLES = (
         " horizon REAL,"
         " evicted INTEGER NOT NULL DEFAULT 0)"
     ),
-    (
-        "CREATE TABLE numbers ("
-        " number TEXT PRIMARY KEY,"
-        " profile INTEGER NOT NULL,"
-        " type TEXT NOT NULL CHECK (type IN ('long_code', 'toll_free')),"
-        " healthy INTEGER NOT NULL,"
-        " eligible INTEGER NOT NULL) WITHOUT ROWID"
-    ),
-    "CREATE INDEX numbers_by_profile ON numbers (profile, number)",
-    (
-        "CREATE TABLE mappings ("
-        " profile INTEGER NOT NULL,"
-        " recipient TEXT NOT NULL,"
-        " sender TEXT NOT NULL,"
-        " last_used REAL NOT NULL,"
-        " idx REAL NOT NULL,"
-        " PRIMARY KEY (profile, recipient)) WITHOUT ROWID"
-    ),
-    "CREATE INDEX mappings_by_sender ON mappings (profile, sender, idx)",
+    _NUMBERS,
+    _MAPPINGS,
+    *_INDEXES,
 )
 
 # Version 1 had the same tables and indexes plus these two, and its ``horizon`` column
@@ -81,14 +102,43 @@ _FROM_1 = (
     "DROP TABLE late",
 )
 
+# Version 2 to 3: numbers get their ids (in number order within each profile), and the
+# mappings are copied with the recipient's digits and the sender's id. The tables are
+# renamed to the new ones' names; the old indexes go with the old tables.
+_FROM_2 = (
+    "ALTER TABLE numbers RENAME TO numbers_2",
+    "ALTER TABLE mappings RENAME TO mappings_2",
+    "DROP INDEX numbers_by_profile",
+    "DROP INDEX mappings_by_sender",
+    _NUMBERS,
+    _MAPPINGS,
+    (
+        "INSERT INTO numbers (number, profile, sid, type, healthy, eligible)"
+        " SELECT number, profile, row_number() OVER (PARTITION BY profile ORDER BY number),"
+        " type, healthy, eligible FROM numbers_2"
+    ),
+    (
+        "INSERT INTO mappings (profile, recipient, sender, last_used, idx)"
+        " SELECT m.profile, CAST(substr(m.recipient, 2) AS INTEGER), n.sid, m.last_used, m.idx"
+        " FROM mappings_2 AS m JOIN numbers AS n ON n.number = m.sender AND n.profile = m.profile"
+        " WHERE m.recipient = '+' || CAST(substr(m.recipient, 2) AS INTEGER)"
+    ),
+    *_INDEXES,
+)
+# What version 3 cannot hold: a recipient that is not "+" and an integer's digits, or a
+# mapping to a number outside its profile's pool (neither written by sticky).
+_UNMIGRATED = "SELECT (SELECT count(*) FROM mappings_2) - (SELECT count(*) FROM mappings)"
+_DROP_2 = ("DROP TABLE mappings_2", "DROP TABLE numbers_2")
+
 
 def open_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new file, migrate one of version 1, refuse the others.
+    """Create the schema in a new file, migrate one of version 1 or 2, refuse the others.
 
     Creating and migrating run in one ``BEGIN IMMEDIATE`` transaction, so that two
     processes opening one file at once do it once, and a crash leaves the file as it
     was. Raises :class:`~sticky.IncompatibleStore` naming ``path`` for a file newer
-    than :data:`SCHEMA_VERSION` or not a sticky store. O(1), or O(P log n) to migrate.
+    than :data:`SCHEMA_VERSION` or not a sticky store, or one holding mappings version
+    3 cannot (nothing is changed then). O(1), or O(n log n) to migrate.
     """
     if _version(conn, path) == SCHEMA_VERSION:
         return
@@ -99,14 +149,28 @@ def open_schema(conn: sqlite3.Connection, path: str) -> None:
             for statement in _TABLES:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        elif version == 1:
-            for statement in _FROM_1:
+        else:
+            for statement in (_FROM_1 if version == 1 else ()) + _FROM_2:
+                conn.execute(statement)
+            _check_migrated(conn, path, version)
+            for statement in _DROP_2:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _check_migrated(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Raise IncompatibleStore if a mapping of the old tables was not copied."""
+    lost = conn.execute(_UNMIGRATED).fetchone()[0]
+    if lost:
+        msg = (
+            f"SQLite store {path!r}: {lost} mapping(s) of schema version {version}"
+            " have a recipient that is not E.164 or a sender outside the pool"
+        )
+        raise IncompatibleStore(msg)
 
 
 def _version(conn: sqlite3.Connection, path: str) -> int:
@@ -127,7 +191,35 @@ def _version(conn: sqlite3.Connection, path: str) -> int:
             f" {SCHEMA_VERSION} this version of sticky reads: upgrade sticky to open it"
         )
         raise IncompatibleStore(msg)
-    if version not in {1, SCHEMA_VERSION}:
+    if version not in {1, 2, SCHEMA_VERSION}:
         msg = f"SQLite store {path!r} has an unknown schema version {version}"
         raise IncompatibleStore(msg)
     return int(version)
+
+
+_MAX_DIGITS = 10**15  # E.164 has at most 15 digits
+
+
+def recipient_key(to: str) -> int:
+    """The stored key of a recipient: its digits as an integer. O(1).
+
+    ``+16465550001`` is 16465550001. One to one: ``"+"`` and the integer's digits give
+    ``to`` back.
+
+    Raises :class:`~sticky.InvalidNumber` for anything else than ``+`` and the digits of
+    a positive integer of at most 15 digits (E.164 numbers are such).
+    """
+    try:
+        digits = to[1:]
+        n = int(digits)
+        if to[0] == "+" and 0 < n < _MAX_DIGITS and str(n) == digits:
+            return n
+    except (TypeError, ValueError, IndexError):
+        pass
+    msg = f"invalid recipient {to!r}: expected E.164, '+' then 7 to 15 digits, the first 1-9"
+    raise InvalidNumber(msg)
+
+
+def recipient_of(key: int) -> str:
+    """The recipient a stored key stands for: the inverse of :func:`recipient_key`."""
+    return f"+{key}"

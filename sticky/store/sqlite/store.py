@@ -11,17 +11,21 @@ every pool, settings or health change), the sticky hit (:func:`~sticky.policy.ju
 
 Pages a select changes: a sticky hit one (its row's ``last_used``, when ``now`` is
 later; ``last_used`` is in no index and the horizon does not move). A new mapping its
-row and its entry of ``mappings_by_sender``, the profile's row (the horizon, when
-``now`` passes it) and at most two amortised evictions. The eviction step after storing
-a mapping to sender ``s`` looks at up to :data:`~sticky.policy.STEP_LOOKS` entries of
-``s``'s range that are due (``idx <= dead_up_to(ttl, at)``, in ``idx`` order): it
-deletes the dead (at most :data:`~sticky.policy.STEP_EVICTIONS`) and re-indexes the ones
-used since they were indexed.
+row and its entry of ``mappings_by_sender`` (which moves the horizon: it is
+``max(column, newest idx)``), the profile's row once a second, and at most two
+amortised evictions. The eviction step after storing a mapping to sender ``s`` looks
+at up to :data:`~sticky.policy.STEP_LOOKS` entries of ``s``'s range that are due
+(``idx <= dead_up_to(ttl, at)``, in ``idx`` order): it deletes the dead (at most
+:data:`~sticky.policy.STEP_EVICTIONS`) and re-indexes the ones used since they were
+indexed; the look is skipped while the connection knows every key of ``s`` is after
+the due range. Recipients and senders are stored as integers
+(:func:`~sticky.store.sqlite.schema.recipient_key`, the sender's ``sid``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -39,29 +43,43 @@ from sticky.policy import dead_up_to, is_eligible, is_live, judge, judged_at, re
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Miss
 from sticky.store.sqlite.connection import Connection, parse_url
-from sticky.store.sqlite.expiry import evict_all, store_mapping
+from sticky.store.sqlite.expiry import (
+    HORIZON_SLACK,
+    evict_all,
+    horizon,
+    is_live_at_horizon,
+    settle,
+    store_mapping,
+)
 from sticky.store.sqlite.invariants import check_rows
+from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.values import Reason, Selection
 
 __all__ = ["SQLiteStore"]
 
 # A NULL horizon (no write yet) reads as -inf, which judged_at ignores.
 _HORIZON = "ifnull(horizon, -1e999)"
-# What a select reads, in one statement: the profile, the mapping, its sender's flag.
+# What a select reads, in one statement: the profile, the mapping, its sender (the
+# number, from its id) and the sender's flag.
 _SELECT = (
     "SELECT p.key, p.version, p.sticky, p.ttl, ifnull(p.horizon, -1e999), p.settings,"
-    " m.sender, m.last_used, n.eligible"
+    " n.number, m.last_used, n.eligible, m.idx"
     " FROM profiles AS p"
     " LEFT JOIN mappings AS m ON m.profile = p.key AND m.recipient = ?"
-    " LEFT JOIN numbers AS n ON n.number = m.sender AND n.profile = p.key"
+    " LEFT JOIN numbers AS n ON n.profile = p.key AND n.sid = m.sender"
     " WHERE p.id = ?"
 )
 _PROFILE = f"SELECT key, settings, ttl, {_HORIZON} FROM profiles WHERE id = ?"  # noqa: S608
-_POOL = "SELECT number, type, healthy FROM numbers WHERE profile = ? ORDER BY number"
+_POOL = "SELECT number, type, healthy, sid FROM numbers WHERE profile = ? ORDER BY number"
 _REFRESH = "UPDATE mappings SET last_used = ? WHERE profile = ? AND recipient = ?"
 _RECORD = "UPDATE profiles SET horizon = ? WHERE key = ?"
 _RECORD_EVICTED = "UPDATE profiles SET horizon = ?, evicted = evicted + ? WHERE key = ?"
-_MAPPED = "SELECT sender, last_used FROM mappings WHERE profile = ? AND recipient = ?"
+_MAPPED = (
+    "SELECT n.number, m.last_used FROM mappings AS m"
+    " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
+    " WHERE m.profile = ? AND m.recipient = ?"
+)
+_INDEX_KEY = "SELECT idx FROM mappings WHERE profile = ? AND recipient = ?"
 _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 # INDEXED BY: without statistics the planner would scan the profile's primary-key
 # range for "profile = ? AND sender = ?"; this way SQLite fails rather than scans.
@@ -70,7 +88,18 @@ _SENDER_USED = f"SELECT recipient, last_used {_SENDER}"
 _SENDER_LIVE = f"SELECT count(*) {_SENDER} AND last_used > ?"
 _SENDER_DELETE = f"DELETE {_SENDER}"
 
+_NONE = -math.inf
+_OLDEST_MAX = 4096
+# What a connection knows of a sender's oldest index key (SQLiteStore._oldest). Within
+# one connection the bound is exact: every write it makes to a sender's range lowers it
+# or drops it (a select keeps what its step learnt, pin and commit_select drop it),
+# steps and sweeps only delete keys or raise them, and a pool change (a new version)
+# voids it. Another connection's write is not seen: one that stores a key older than
+# the bound (its clock behind) is met by this connection's steps once the due range
+# passes the bound, by the writer's own steps, or by evict_expired. So the bound can
+# only delay an eviction, never change what is live.
 _STICKY = Reason.STICKY
+_EXPIRED = Reason.EXPIRED
 _REASSIGNED = Reason.REASSIGNED
 _REASON_POOL = Reason.POOL
 _new = tuple.__new__  # builds a Selection (a named tuple) without its __new__ wrapper
@@ -81,7 +110,7 @@ class SQLiteStore(Connection):
     """Profiles, pools and mappings in one SQLite file; every method one transaction.
 
     ``path`` is a file (created with its schema on first open, migrated in place from
-    0.1's schema) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
+    schema 1 or 2) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
     for another process's lock before raising :class:`~sticky.StoreUnavailable`. A
     path that cannot be opened raises :class:`~sticky.StoreUnavailable`; a file that is
     not a sticky database, or one from a newer schema, :class:`~sticky.IncompatibleStore`;
@@ -101,16 +130,28 @@ class SQLiteStore(Connection):
     Costs (n mappings in the profile, k affected, p numbers in the pool):
     ``select_in_one_step`` O(log n) in one ``BEGIN IMMEDIATE`` transaction, changing one
     page on a hit and, for a new mapping, two B-trees (its row and its index entry)
-    plus the profile's horizon and at most two amortised evictions; ``remove_number``,
-    ``recipients_of`` O(k log n); ``evict_expired`` O(P + p log n + k log n) for k due
+    plus, once a second, the profile's horizon and at most two amortised evictions
+    (O(p log n) more for a mapping within a second of its expiry at the horizon, whose
+    liveness needs the exact horizon); ``remove_number``, ``recipients_of`` O(p log n +
+    k log n); ``forget`` O(p log n); ``evict_expired`` O(P + p log n + k log n) for k due
     mappings; ``delete_profile``, ``counts`` and ``check_invariants`` O(n); pool and
     settings changes O(p log n).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0) -> None:
         self._settings: dict[str, PoolSettings] = {}
-        self._pools: dict[int, tuple[int, tuple[SenderNumber, ...]]] = {}
+        # profile key -> (pool version, the pool, each number's sid)
+        self._pools: dict[int, tuple[int, tuple[SenderNumber, ...], dict[str, int]]] = {}
+        # (profile key, sid) -> (pool version, a lower bound of the sender's index keys
+        # after this connection's last committed write to it): lets the eviction step
+        # skip its look while nothing of the sender can be due (see _OLDEST_MAX).
+        self._oldest: dict[tuple[int, int], tuple[int, float]] = {}
         super().__init__(path, timeout=timeout)
+
+    def _forked(self) -> None:
+        """In a child after fork(): what the parent knew of the file is not the child's."""
+        super()._forked()
+        self._oldest = {}
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -142,12 +183,22 @@ class SQLiteStore(Connection):
 
     @staticmethod
     def _profile(cur: sqlite3.Cursor, profile_id: str) -> tuple[int, str, float, float]:
-        """``(key, settings, ttl, horizon)``, the horizon -inf before any write."""
+        """``(key, settings, ttl, stored)``: the ``horizon`` column, -inf when NULL.
+
+        The column is a lower bound of the horizon (see
+        :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK`). O(log P).
+        """
         row = cur.execute(_PROFILE, (profile_id,)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         return row  # type: ignore[no-any-return]
+
+    @classmethod
+    def _exact(cls, cur: sqlite3.Cursor, profile_id: str) -> tuple[int, str, float, float]:
+        """``(key, settings, ttl, horizon)``, the horizon exact. O(log P + p log n)."""
+        key, text, ttl, stored = cls._profile(cur, profile_id)
+        return key, text, ttl, horizon(cur, key, stored)
 
     @staticmethod
     def _next_version(cur: sqlite3.Cursor) -> int:
@@ -155,21 +206,39 @@ class SQLiteStore(Connection):
         return int(cur.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()[0])
 
     @staticmethod
-    def _pool(cur: sqlite3.Cursor, key: int) -> tuple[SenderNumber, ...]:
+    def _pool(cur: sqlite3.Cursor, key: int) -> tuple[tuple[SenderNumber, ...], dict[str, int]]:
+        """The pool sorted by number, and each number's sid. O(p)."""
         types = _TYPES
-        return tuple(
-            SenderNumber(number, types[kind], bool(healthy))
-            for number, kind, healthy in cur.execute(_POOL, (key,)).fetchall()
+        rows = cur.execute(_POOL, (key,)).fetchall()
+        pool = tuple(
+            SenderNumber(number, types[kind], bool(healthy)) for number, kind, healthy, _ in rows
         )
+        return pool, {row[0]: row[3] for row in rows}
+
+    def _cached(
+        self, cur: sqlite3.Cursor, key: int, version: int
+    ) -> tuple[int, tuple[SenderNumber, ...], dict[str, int]]:
+        """``(version, pool, sids)`` of the profile at ``version``, from the cache. O(1).
+
+        Versions are unique per committed pool state (and sids change only with the
+        pool), so a cached entry of the same version is exact; else O(p) to read it.
+        """
+        cached = self._pools.get(key)
+        if cached is None or cached[0] != version:
+            cached = (version, *self._pool(cur, key))
+            self._pools[key] = cached
+        return cached
 
     @staticmethod
-    def _in_pool(cur: sqlite3.Cursor, key: int, profile_id: str, number: str) -> None:
+    def _in_pool(cur: sqlite3.Cursor, key: int, profile_id: str, number: str) -> int:
+        """The sid of ``number`` in the profile's pool. Raises UnknownNumber. O(log p)."""
         found = cur.execute(
-            "SELECT 1 FROM numbers WHERE number = ? AND profile = ?", (number, key)
+            "SELECT sid FROM numbers WHERE number = ? AND profile = ?", (number, key)
         ).fetchone()
         if found is None:
             msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
             raise UnknownNumber(msg)
+        return int(found[0])
 
     @staticmethod
     def _set_eligibility(cur: sqlite3.Cursor, key: int, settings: PoolSettings) -> None:
@@ -206,8 +275,8 @@ class SQLiteStore(Connection):
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            bound = dead_up_to(ttl, judged_at(now, horizon))
+            key, _, ttl, exact = self._exact(cur, profile_id)
+            bound = dead_up_to(ttl, judged_at(now, exact))
             live = cur.execute(
                 "SELECT count(*) FROM mappings WHERE profile = ? AND last_used > ?",
                 (key, bound),
@@ -234,11 +303,11 @@ class SQLiteStore(Connection):
         Lengthening the ttl first evicts what is dead at the horizon (O(k log n)).
         """
         with self._write() as cur:
-            key, text, ttl, horizon = self._profile(cur, profile_id)
+            key, text, ttl, exact = self._exact(cur, profile_id)
             if self._decode(text) != old:
                 return False
             if new.ttl > ttl:  # so that no dead mapping comes back to life
-                removed = evict_all(cur, key, ttl, horizon)
+                removed = evict_all(cur, key, ttl, exact)
                 if removed:
                     cur.execute(
                         "UPDATE profiles SET evicted = evicted + ? WHERE key = ?", (removed, key)
@@ -259,7 +328,7 @@ class SQLiteStore(Connection):
     def add_number(
         self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
     ) -> None:
-        """Add a number to a pool. One write transaction, O(log n)."""
+        """Add a number to a pool, with the smallest free sid. One write transaction, O(p)."""
         with self._write() as cur:
             key, text, _, _ = self._profile(cur, profile_id)
             owner = cur.execute(
@@ -271,10 +340,17 @@ class SQLiteStore(Connection):
                 msg = f"number {shown(number)} is already in profile {shown(owner[0])}"
                 raise NumberInUse(msg)
             eligible = is_eligible(SenderNumber(number, number_type, healthy), self._decode(text))
+            sid = 1  # the smallest free id: ids stay small (one byte up to 127 numbers)
+            for (taken,) in cur.execute(
+                "SELECT sid FROM numbers WHERE profile = ? ORDER BY sid", (key,)
+            ).fetchall():
+                if taken != sid:
+                    break
+                sid += 1
             cur.execute(
-                "INSERT INTO numbers (number, profile, type, healthy, eligible)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (number, key, number_type.value, int(healthy), int(eligible)),
+                "INSERT INTO numbers (number, profile, sid, type, healthy, eligible)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (number, key, sid, number_type.value, int(healthy), int(eligible)),
             )
             cur.execute(
                 "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
@@ -287,11 +363,11 @@ class SQLiteStore(Connection):
         it left: a select that read the pool before loses its compare-and-set.
         """
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            self._in_pool(cur, key, profile_id, number)
-            at = judged_at(now, horizon)
-            live = cur.execute(_SENDER_LIVE, (key, number, dead_up_to(ttl, at))).fetchone()[0]
-            cur.execute(_SENDER_DELETE, (key, number))
+            key, _, ttl, exact = self._exact(cur, profile_id)
+            sid = self._in_pool(cur, key, profile_id, number)
+            at = judged_at(now, exact)
+            live = cur.execute(_SENDER_LIVE, (key, sid, dead_up_to(ttl, at))).fetchone()[0]
+            cur.execute(_SENDER_DELETE, (key, sid))
             cur.execute("DELETE FROM numbers WHERE number = ?", (number,))
             cur.execute(
                 "UPDATE profiles SET horizon = ?, version = ? WHERE key = ?",
@@ -325,48 +401,42 @@ class SQLiteStore(Connection):
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number. One read, O(p)."""
         with self._read() as cur:
-            return self._pool(cur, self._profile(cur, profile_id)[0])
+            return self._pool(cur, self._profile(cur, profile_id)[0])[0]
 
     # -- selection ------------------------------------------------------------------
     def _hit(
-        self, cur: sqlite3.Cursor, profile_id: str, to: str, now: float
+        self, cur: sqlite3.Cursor, profile_id: str, to: str, rk: int, now: float
     ) -> Selection | tuple[Any, ...]:
         """Read a select's row; refresh and return a sticky hit, else return the row.
 
-        The row is ``(key, version, sticky, ttl, horizon, settings, sender, last_used,
-        live)``. A hit changes one page, and only when ``now`` is past its last use.
-        O(log n).
+        The row is ``(key, version, sticky, ttl, stored, settings, sender, last_used,
+        live, idx)``, ``stored`` the ``horizon`` column. A hit changes one page, and only
+        when ``now`` is past its last use. O(log n).
         """
-        row = cur.execute(_SELECT, (to, profile_id)).fetchone()
+        row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, horizon, text, sender, last_used, eligible = row
+        key, version, sticky, ttl, stored, text, sender, last_used, eligible, idx = row
         live = False
         if sticky and sender is not None:
-            verdict = judge(last_used, ttl, now, horizon, eligible == 1)
+            # Judged at the horizon's upper bound first: live there is live.
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            if verdict is _EXPIRED:
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
             if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                 used = refreshed(last_used, now)
                 if used != last_used:
-                    cur.execute(_REFRESH, (used, key, to))
+                    cur.execute(_REFRESH, (used, key, rk))
                 return _new(Selection, (profile_id, to, sender, _STICKY, None))
             live = verdict is _REASSIGNED
-        return key, version, sticky, ttl, horizon, text, sender, last_used, live
+        return key, version, sticky, ttl, stored, text, sender, last_used, live, idx
 
     def _miss(self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int) -> Miss:
         """The Miss of a select that was not a hit; the pool unless ``known_version``."""
-        key, version, sticky, _, _, text, sender, last_used, live = row
+        key, version, sticky, _, _, text, sender, last_used, live, _ = row
         previous = (sender, last_used) if sticky and sender is not None else None
-        if known_version == version:
-            pool = None
-        else:
-            # Versions are unique per committed pool state: a cached pool is exact.
-            cached = self._pools.get(key)
-            if cached is not None and cached[0] == version:
-                pool = cached[1]
-            else:
-                pool = self._pool(cur, key)
-                self._pools[key] = (version, pool)
+        pool = None if known_version == version else self._cached(cur, key, version)[1]
         return Miss(self._decode(text), version, pool, previous, live)
 
     def select_in_one_step(
@@ -382,18 +452,37 @@ class SQLiteStore(Connection):
         hot path: the transaction is written out here rather than taken from
         :meth:`_write`, whose context manager costs a measurable share of a hit.
         """
+        rk = recipient_key(to)
         with self._lock:
             cur = self._cur or self._cursor()
             try:
                 self._begin(cur, "BEGIN IMMEDIATE")
-                row = self._hit(cur, profile_id, to, now)
+                row = self._hit(cur, profile_id, to, rk, now)
                 if row.__class__ is Selection:
                     cur.execute("COMMIT")
                     hits[0] += 1
                     return row
                 sel = decide(profile_id, to, self._miss(cur, row, -1))
                 if sel.reason is not _REASON_POOL:
-                    store_mapping(cur, row[0], to, sel.from_number, now, row[3], row[4])
+                    key, version = row[0], row[1]
+                    sid = self._pools[key][2][sel.from_number]  # _miss cached this version
+                    known = self._oldest.get((key, sid))
+                    oldest = store_mapping(
+                        cur,
+                        key,
+                        rk,
+                        sid,
+                        now,
+                        row[3],
+                        row[4],
+                        row[9],
+                        known[1] if known is not None and known[0] == version else _NONE,
+                    )
+                    cur.execute("COMMIT")
+                    if len(self._oldest) > _OLDEST_MAX:
+                        self._oldest.clear()
+                    self._oldest[key, sid] = (version, oldest)  # committed: it holds
+                    return sel
                 cur.execute("COMMIT")
             except BaseException as exc:
                 error = self._abort(cur, exc)
@@ -409,8 +498,9 @@ class SQLiteStore(Connection):
 
         One ``BEGIN IMMEDIATE`` transaction; only a hit writes (one page).
         """
+        rk = recipient_key(to)
         with self._write() as cur:
-            row = self._hit(cur, profile_id, to, now)
+            row = self._hit(cur, profile_id, to, rk, now)
             return row if row.__class__ is Selection else self._miss(cur, row, known_version)
 
     def commit_select(
@@ -426,30 +516,33 @@ class SQLiteStore(Connection):
     def _commit_one(
         self, cur: sqlite3.Cursor, profile_id: str, to: str, chosen: str, miss: Miss, now: float
     ) -> Selection | Literal[True] | None:
-        row = cur.execute(_SELECT, (to, profile_id)).fetchone()
+        rk = recipient_key(to)
+        row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, horizon, _, sender, last_used, eligible = row
-        at = judged_at(now, horizon)
+        key, version, sticky, ttl, stored, _, sender, last_used, eligible, idx = row
+        verdict = _EXPIRED
         if sender is None:
-            current, current_live = None, False
+            current = None
         else:
-            current, current_live = (sender, last_used), is_live(last_used, ttl, at)
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            if verdict is _EXPIRED:
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+            current = (sender, last_used)
+        current_live = verdict is not _EXPIRED
         # A dead previous mapping that was evicted since the read is no change.
         unchanged = current == miss.previous or (current is None and not miss.live)
         if unchanged and current_live == miss.live and version == miss.version:
-            store_mapping(cur, key, to, chosen, now, ttl, horizon)
+            sid = self._cached(cur, key, version)[2][chosen]
+            self._oldest.pop((key, sid), None)  # this write may store an older key
+            store_mapping(cur, key, rk, sid, now, ttl, stored, idx)
             return True
-        if (
-            sticky
-            and sender is not None
-            and judge(last_used, ttl, now, horizon, eligible == 1) is _STICKY
-        ):
+        if sticky and verdict is _STICKY:
             # Another select stored a live mapping first: this one is a hit on it.
             used = refreshed(last_used, now)
             if used != last_used:
-                cur.execute(_REFRESH, (used, key, to))
+                cur.execute(_REFRESH, (used, key, rk))
             return _new(Selection, (profile_id, to, sender, _STICKY, None))
         return None
 
@@ -458,9 +551,10 @@ class SQLiteStore(Connection):
     ) -> list[Selection | Miss]:
         """:meth:`begin_select` for each recipient, all in one write transaction."""
         out: list[Selection | Miss] = []
+        keys = [recipient_key(to) for to in recipients]
         with self._write() as cur:
-            for to in recipients:
-                row = self._hit(cur, profile_id, to, now)
+            for to, rk in zip(recipients, keys, strict=True):
+                row = self._hit(cur, profile_id, to, rk, now)
                 if row.__class__ is Selection:
                     out.append(row)
                     continue
@@ -483,40 +577,54 @@ class SQLiteStore(Connection):
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
         """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. One read, O(log n)."""
+        rk = recipient_key(to)
         with self._read() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            row = cur.execute(_MAPPED, (key, to)).fetchone()
-            if row is None or not is_live(row[1], ttl, judged_at(now, horizon)):
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            row = cur.execute(_MAPPED, (key, rk)).fetchone()
+            if row is None or not is_live_at_horizon(cur, key, row[1], ttl, now, stored):
                 return None
             return row[0], row[1], ttl
 
     def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
         """Recipients with a live mapping to ``number``, sorted. One read, O(k log n)."""
         with self._read() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            at = judged_at(now, horizon)
-            rows = cur.execute(_SENDER_USED, (key, number)).fetchall()
-            return sorted(to for to, last_used in rows if is_live(last_used, ttl, at))
+            key, _, ttl, exact = self._exact(cur, profile_id)
+            found = cur.execute(
+                "SELECT sid FROM numbers WHERE number = ? AND profile = ?", (number, key)
+            ).fetchone()
+            if found is None:
+                return []
+            at = judged_at(now, exact)
+            rows = cur.execute(_SENDER_USED, (key, found[0])).fetchall()
+            return sorted(
+                recipient_of(rk) for rk, last_used in rows if is_live(last_used, ttl, at)
+            )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n)."""
+        rk = recipient_key(to)
         with self._write() as cur:
-            key, text, ttl, horizon = self._profile(cur, profile_id)
-            self._in_pool(cur, key, profile_id, number)
-            store_mapping(cur, key, to, number, now, ttl, horizon)
+            key, text, ttl, stored = self._profile(cur, profile_id)
+            sid = self._in_pool(cur, key, profile_id, number)
+            replaced = cur.execute(_INDEX_KEY, (key, rk)).fetchone()
+            self._oldest.pop((key, sid), None)  # this write may store an older key
+            store_mapping(
+                cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
+            )
             return self._decode(text)
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(log n)."""
+        rk = recipient_key(to)
         with self._write() as cur:
-            key, _, ttl, horizon = self._profile(cur, profile_id)
-            at = judged_at(now, horizon)
-            if at != horizon:
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            at = judged_at(now, horizon(cur, key, stored))
+            if at != stored:
                 cur.execute(_RECORD, (at, key))
-            row = cur.execute(_MAPPED, (key, to)).fetchone()
+            row = cur.execute(_MAPPED, (key, rk)).fetchone()
             if row is None:
                 return False
-            cur.execute(_DELETE, (key, to))
+            cur.execute(_DELETE, (key, rk))
             return is_live(row[1], ttl, at)
 
     # -- housekeeping ---------------------------------------------------------------
@@ -527,12 +635,12 @@ class SQLiteStore(Connection):
         """
         total = 0
         with self._write() as cur:
-            for key, ttl, horizon in cur.execute(
+            for key, ttl, stored in cur.execute(
                 f"SELECT key, ttl, {_HORIZON} FROM profiles"  # noqa: S608
             ).fetchall():
-                at = judged_at(now, horizon)
+                at = judged_at(now, horizon(cur, key, stored))
                 removed = evict_all(cur, key, ttl, at)
-                if removed or at != horizon:
+                if removed or at != stored:
                     cur.execute(_RECORD_EVICTED, (at, removed, key))
                 total += removed
         return total
