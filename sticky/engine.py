@@ -10,11 +10,12 @@ import functools
 import math
 import random
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Self
 
 from sticky.clock import Clock, ManualClock, SystemClock
+from sticky.draws import Draws
 from sticky.errors import (
     InvalidProfileId,
     InvalidSettings,
@@ -59,47 +60,6 @@ def _time(value: object) -> float:
         msg = f"invalid time {shown(value)}: expected a finite number"
         raise InvalidTime(msg)
     return float(value)
-
-
-class Draws:
-    """The engine's stream of uniform draws in [0, 1), from its seeded generator.
-
-    Each fresh choice uses one draw: ``take()``, the next one, consumed (O(1); while
-    nothing is looked ahead it is the generator's own ``random``, so the in-process
-    stores' fresh choices pay no extra call). A store that chooses outside Python looks
-    ahead (:meth:`peek`) and consumes only the draws its choices used
-    (:meth:`consume`), so one seed gives one sequence of choices whatever the store.
-    """
-
-    __slots__ = ("_ahead", "_random", "take")
-
-    def __init__(self, rng: random.Random) -> None:
-        self._random = rng.random
-        self._ahead: list[float] = []
-        self.take: Callable[[], float] = self._random
-
-    def _take_ahead(self) -> float:
-        ahead = self._ahead
-        value = ahead.pop(0)
-        if not ahead:
-            self.take = self._random
-        return value
-
-    def peek(self, k: int) -> list[float]:
-        """The next ``k`` draws, not consumed. O(k)."""
-        ahead = self._ahead
-        while len(ahead) < k:
-            ahead.append(self._random())
-        if ahead:
-            self.take = self._take_ahead
-        return ahead[:k]
-
-    def consume(self, k: int) -> None:
-        """Consume the next ``k`` draws. O(k)."""
-        ahead = self._ahead
-        del ahead[:k]
-        if not ahead:
-            self.take = self._random
 
 
 def _profile_id(value: object) -> str:
