@@ -40,3 +40,24 @@ def redis_server() -> object:
         pytest.skip(reason)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> object:
+    """A 6-node Redis Cluster (3 primaries, 3 replicas) on free loopback ports, no persistence.
+
+    Skips as ``redis_server`` does when it cannot start; fails with STICKY_REQUIRE_REDIS=1.
+    """
+    required = os.environ.get("STICKY_REQUIRE_REDIS", "") == "1"
+    try:
+        from sticky.testing.redis_cluster import RedisCluster  # noqa: PLC0415 - the redis extra
+
+        cluster = RedisCluster()
+        cluster.start()
+    except Exception as exc:  # any failure to start is reported the same way
+        reason = f"no Redis Cluster for the tests: {type(exc).__name__}: {exc}"
+        if required:
+            pytest.fail(f"{reason} (STICKY_REQUIRE_REDIS=1)")
+        pytest.skip(reason)
+    yield cluster
+    cluster.stop()
