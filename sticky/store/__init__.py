@@ -45,7 +45,8 @@ def open_store(url: str) -> Store:
 
     ``memory://`` (a new in-memory store), ``sqlite:///relative.db`` or
     ``sqlite:////absolute/path.db`` (:class:`~sticky.store.sqlite.SQLiteStore`),
-    ``redis://host:port/db`` or ``rediss://...`` (:class:`~sticky.store.redis.RedisStore`,
+    ``redis://host:port/db`` or ``rediss://...``, or a cluster,
+    ``redis+cluster://host:port[,host:port...]`` (:class:`~sticky.store.redis.RedisStore`,
     needs ``sticky-sender[redis]``). Raises :class:`~sticky.InvalidSettings` for an unknown
     scheme and :class:`~sticky.ExtraNotInstalled` for a missing extra.
     """
@@ -60,7 +61,7 @@ def open_store(url: str) -> Store:
 
         store: Store = SQLiteStore.from_url(url)
         return store
-    if scheme in {"redis", "rediss", "unix"}:
+    if scheme in {"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"}:
         from sticky.store.redis import RedisStore  # noqa: PLC0415 - optional extra
 
         redis_store: Store = RedisStore.from_url(url)

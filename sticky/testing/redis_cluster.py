@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis  # the optional extra: this module needs sticky-sender[redis]
 from redis.cluster import ClusterNode
@@ -52,7 +53,7 @@ class ClusterNodeProcess:
         Path(self.dir).mkdir()
         self.process: subprocess.Popen[bytes] | None = None
 
-    def client(self, **options: object) -> redis.Redis:
+    def client(self, **options: object) -> Any:
         """A plain client to this node alone (CLUSTER commands, DEBUG, INFO)."""
         return redis.Redis(host="127.0.0.1", port=self.port, decode_responses=True, **options)  # type: ignore[arg-type]
 
@@ -75,6 +76,9 @@ class ClusterNodeProcess:
             "1000",
             "--save",
             "",
+            # DEBUG SLEEP, for a slow-node test (loopback clients only)
+            "--enable-debug-command",
+            "local",
             "--appendonly",
             "no",
             "--daemonize",
@@ -122,7 +126,8 @@ class RedisCluster:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def startup_nodes(self) -> list[ClusterNode]:
-        return [ClusterNode("127.0.0.1", n.port) for n in self.nodes]
+        node: Any = ClusterNode  # untyped in redis-py
+        return [node("127.0.0.1", n.port) for n in self.nodes]
 
     def client(self, **options: object) -> redis.RedisCluster:
         """A cluster client to every node (decoded replies)."""
@@ -148,10 +153,12 @@ class RedisCluster:
             "1",
             "--cluster-yes",
         ]
-        done = subprocess.run(create, capture_output=True, timeout=timeout, check=False)  # noqa: S603 - our own arguments
+        done = subprocess.run(create, capture_output=True, timeout=timeout, check=False)
         if done.returncode != 0:
             self.stop()
-            msg = f"redis-cli --cluster create failed: {done.stdout.decode()}{done.stderr.decode()}"
+            msg = (
+                f"redis-cli --cluster create failed: {done.stdout.decode()}{done.stderr.decode()}"
+            )
             raise RedisUnavailableError(msg)
         self.wait_ok(timeout)
         self.wait_replicas(timeout)
@@ -215,12 +222,12 @@ class RedisCluster:
         probe = node.client(socket_timeout=1.0, socket_connect_timeout=1.0)
         try:
             info = probe.execute_command("CLUSTER", "INFO")
-            text = info if isinstance(info, str) else info.decode()
-            return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
         except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
             return False
         finally:
             probe.close()
+        text = info if isinstance(info, str) else info.decode()
+        return "cluster_state:ok" in text and "cluster_slots_ok:16384" in text
 
     def primaries(self) -> list[ClusterNodeProcess]:
         """The live nodes that are primaries now (``ROLE``)."""

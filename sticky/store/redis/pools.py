@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -117,7 +119,14 @@ class RedisPools:
     housekeeping are in :mod:`sticky.store.redis.store`); see its docstring.
     """
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "sticky") -> None:
+    def __init__(
+        self,
+        client: redis.Redis | redis.RedisCluster,
+        *,
+        prefix: str = "sticky",
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> None:
         try:
             import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
         except ImportError as exc:
@@ -125,11 +134,23 @@ class RedisPools:
         if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
             msg = f"invalid key prefix {shown(prefix)}: expected a non-empty string without braces"
             raise InvalidSettings(msg)
+        if isinstance(min_replicas, bool) or not isinstance(min_replicas, int) or min_replicas < 0:
+            msg = f"invalid min_replicas {shown(min_replicas)}: expected an int >= 0"
+            raise InvalidSettings(msg)
+        if (
+            isinstance(replica_timeout, bool)
+            or not isinstance(replica_timeout, (int, float))
+            or not 0 < replica_timeout < math.inf
+        ):
+            msg = f"invalid replica_timeout {shown(replica_timeout)}: expected seconds > 0"
+            raise InvalidSettings(msg)
         self._client: Any = client  # redis-py leaves some methods untyped
         self._prefix = prefix
         self._owns_client = False
         self._keys = KeyScheme(prefix)
-        self._run = Runner(client, redis_module)
+        self._run = Runner(
+            client, redis_module, min_replicas=min_replicas, replica_timeout=replica_timeout
+        )
         s = scripts()
         self._s = s
         self._s_begin = s["begin_select"]
@@ -140,17 +161,31 @@ class RedisPools:
         self._hits_lock = threading.Lock()
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "sticky", **client_options: Any) -> Self:  # noqa: ANN401
-        """Open ``redis://``, ``rediss://`` or ``unix://`` with redis-py; closed by :meth:`close`.
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "sticky",
+        min_replicas: int | None = None,
+        replica_timeout: float | None = None,
+        **client_options: Any,  # noqa: ANN401
+    ) -> Self:
+        """Open a Redis URL with redis-py; the client is closed by :meth:`close`.
 
-        Defaults: 5 s socket and connect timeouts, decoded replies, and no automatic
-        retries (a retried script could apply twice; a failed call raises
-        StoreUnavailable instead). ``client_options`` go to ``redis.Redis.from_url``.
+        ``redis://``, ``rediss://`` or ``unix://`` open one server;
+        ``redis+cluster://host:port[,host:port...]`` (or ``rediss+cluster://``) a
+        Redis Cluster (``redis.RedisCluster``, discovering the other nodes). The query
+        may carry ``min_replicas`` and ``replica_timeout`` (seconds), as the keywords
+        do. Defaults: 5 s socket and connect timeouts, decoded replies, and no
+        automatic retries (a retried script could apply twice; a failed call raises
+        StoreUnavailable instead). ``client_options`` go to redis-py.
         """
         try:
             import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
             from redis.backoff import NoBackoff  # noqa: PLC0415
             from redis.retry import Retry  # noqa: PLC0415
+
+            from sticky.store.redis import cluster  # noqa: PLC0415
         except ImportError as exc:
             raise ExtraNotInstalled("redis", "redis", "the Redis store") from exc
         options: dict[str, Any] = {
@@ -160,12 +195,29 @@ class RedisPools:
             "retry": Retry(NoBackoff(), 0),
         }
         options.update(client_options)
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        client: Any
         try:
-            client = redis_module.Redis.from_url(url, **options)
+            if parts is not None and parts.scheme.lower() in cluster.SCHEMES:
+                client, durable = cluster.make_cluster(url, options)
+            else:
+                query = urllib.parse.parse_qs(parts.query) if parts is not None else {}
+                durable = cluster.durability_options(query, url)
+                if durable and parts is not None:
+                    url = parts._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
+                client = redis_module.Redis.from_url(url, **options)
         except ValueError as exc:  # redis-py's word for a bad port, db or option in the URL
             msg = f"invalid Redis URL {shown(url)}: {exc}"
             raise InvalidSettings(msg) from exc
-        store = cls(client, prefix=prefix)
+        if min_replicas is not None:
+            durable["min_replicas"] = min_replicas
+        if replica_timeout is not None:
+            durable["replica_timeout"] = replica_timeout
+        try:
+            store = cls(client, prefix=prefix, **durable)
+        except InvalidSettings:
+            client.close()
+            raise
         store._owns_client = True
         return store
 
@@ -230,28 +282,38 @@ class RedisPools:
 
     # -- profiles -------------------------------------------------------------------
     def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
-        """Create an empty profile. 1 round trip (the profile set is written around it)."""
+        """Create an empty profile. 1 round trip on one server, 3 on a cluster.
+
+        Three steps, in order (see :meth:`Runner.in_order`): list the id in the profile
+        set, create the profile in its slot (the commit point), list it again. The
+        first makes a crash after the commit harmless (a listed id whose profile is
+        missing is skipped by ``profiles()``); the last makes a racing
+        ``delete_profile`` of the same id unable to unlist a profile that exists (see
+        its repair step). The script carries a token, so a re-sent create answers OK
+        for the profile it made, not ``ProfileExists``.
+        """
         k = self._keys.of(profile_id)
         base = str(secrets.randbelow(1 << 50) + 1)
         add: Op = (None, ("SADD", self._keys.profiles, k.hex))
         create: Op = (
             self._s["create_profile"],
-            call(k.select, k.hex, *codec.settings_args(settings), base),
+            call(k.select, k.hex, *codec.settings_args(settings), base, secrets.token_hex(8)),
         )
-        # SADD before (a crash leaves at most a ghost id, which profiles() filters out) and
-        # after (so a racing delete_profile's SREM cannot drop a profile that exists).
-        reply = self._run.pipeline([add, create, add])[1]
+        reply = self._run.in_order([add, create, add])[1]
         if reply == Tag.EXISTS:
             msg = f"profile {shown(profile_id)} already exists"
             raise ProfileExists(msg)
 
     def delete_profile(self, profile_id: str, now: float) -> int:
-        """Delete a profile, its pool and mappings; return the live ones. 2 round trips, O(n + p).
+        """Delete a profile, its pool and mappings; return the live ones. O(n + p).
 
-        The profile's own slot is deleted in one script (the commit point); then its
-        numbers' owner keys are released and its id leaves the profile set. If that second
-        step fails, the leftovers are harmless: an owner key naming a deleted profile counts
-        as free, and profiles() skips ids whose profile is gone.
+        2 round trips on one server, 4 or more on a cluster. The profile's own slot is
+        deleted in one script (the commit point); then its numbers' owner keys are
+        released (each step idempotent, in any order) and its id leaves the profile
+        set, and the repair step: if the profile exists again by then (a racing
+        create), the id is listed again. If a step after the commit fails, the
+        leftovers are harmless: an owner key naming a deleted profile counts as free,
+        and profiles() skips ids whose profile is gone.
         """
         k = self._keys.of(profile_id)
         reply = self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
@@ -262,14 +324,14 @@ class RedisPools:
         me = f"{inc}:{k.hex}"
         release = self._s["own_release"]
         ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
-        ops += [
-            (None, ("INCRBY", self._keys.evicted, evicted or "0")),
+        ops.append((None, ("INCRBY", self._keys.evicted, evicted or "0")))
+        unlist: list[Op] = [
             (None, ("SREM", self._keys.profiles, k.hex)),
             (None, ("EXISTS", k.meta)),
         ]
         try:
-            results = self._run.pipeline(ops)
-            if results[-1]:  # created again meanwhile: keep it listed
+            self._run.pipeline(ops)
+            if self._run.in_order(unlist)[1]:  # created again meanwhile: keep it listed
                 self._run.command("SADD", self._keys.profiles, k.hex)
         except StoreUnavailable:
             pass  # deleted already; what is left over heals itself (see the docstring)

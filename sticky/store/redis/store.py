@@ -42,6 +42,29 @@ _f = codec.float_text
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
 
 
+_STORING = frozenset(REASONS.index(r) for r in (Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED))
+"""The reason codes of a fresh choice that was stored (a mapping created or replaced)."""
+
+
+def _select_stored(reply: Any) -> bool:  # noqa: ANN401 - a script's reply
+    """Whether a select reply stored a mapping (then ``min_replicas`` waits)."""
+    return bool(reply[0] == _CHOSEN and reply[2] in _STORING)
+
+
+def _many_stored(reply: Any) -> bool:  # noqa: ANN401
+    """Whether a select_many chunk stored a mapping."""
+    return reply[0] in {Tag.OK, _NO_ELIGIBLE} and any(c in _STORING for c in reply[2::3])
+
+
+def _commit_stored(reply: Any) -> bool:  # noqa: ANN401
+    """Whether a commit_select (or commit_many) reply stored a mapping."""
+    return _STORED in reply[::2]
+
+
+def _pinned(reply: Any) -> bool:  # noqa: ANN401
+    return bool(reply[0] == Tag.OK)
+
+
 def _no_eligible(profile_id: str, to: str) -> NoEligibleSender:
     return NoEligibleSender(f"profile {profile_id!r} has no eligible sender for {to!r}")
 
@@ -97,9 +120,11 @@ class RedisStore(RedisPools):
                 mode, fields = cached.mode, cached.tier_fields(to)
             args = (to, now_s, repr(draws.peek(1)[0]), mode, *fields)
             if before is None:
-                reply = self._run.eval(self._s_select, keys, args)
+                reply = self._run.eval(self._s_select, keys, args, _select_stored)
             else:
-                reply = self._run.pipeline([before, (self._s_select, call(keys, *args))])[1]
+                reply = self._run.pipeline(
+                    [before, (self._s_select, call(keys, *args))], _select_stored
+                )[1]
                 before = None
             tag = reply[0]
             if tag == _HIT:
@@ -179,10 +204,10 @@ class RedisStore(RedisPools):
         while start < len(chunks):
             ops = self._chunk_ops(profile_id, chunks, start, ahead[used:], keys, now_s)
             if before is not None:
-                replies = self._run.pipeline([before, *ops])[1:]
+                replies = self._run.pipeline([before, *ops], _many_stored)[1:]
                 before = None
             else:
-                replies = self._run.pipeline(ops)
+                replies = self._run.pipeline(ops, _many_stored)
             for chunk, reply in zip(chunks[start:], replies, strict=True):
                 tag = reply[0]
                 if tag not in {Tag.OK, _NO_ELIGIBLE}:
@@ -302,10 +327,10 @@ class RedisStore(RedisPools):
         """Compare-and-set of a fresh choice. 1 round trip, O(log n)."""
         keys = self._keys.of(profile_id).write
         args = (*self._commit_args(to, chosen, miss), _f(now))
-        reply = self._run.eval(self._s_commit, keys, args)
+        reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
         if reply[0] in {_UNKNOWN, _OLD}:
             self._refused(profile_id, reply[0])
-            reply = self._run.eval(self._s_commit, keys, args)
+            reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
         return self._committed(profile_id, to, reply)
 
     @staticmethod
@@ -342,11 +367,12 @@ class RedisStore(RedisPools):
     ) -> list[list[str]]:
         """One script per chunk, all in one pipeline; chunks that met a 0.1 profile run again."""
         script = self._s[script_name]
-        replies = self._run.pipeline([(script, call(keys, *args)) for args in calls])
+        wrote = _commit_stored if script_name == "commit_many" else None
+        replies = self._run.pipeline([(script, call(keys, *args)) for args in calls], wrote)
         refused = [i for i, r in enumerate(replies) if r[0] in {_UNKNOWN, _OLD}]
         if refused:
             self._refused(profile_id, replies[refused[0]][0])
-            again = self._run.pipeline([(script, call(keys, *calls[i])) for i in refused])
+            again = self._run.pipeline([(script, call(keys, *calls[i])) for i in refused], wrote)
             for i, reply in zip(refused, again, strict=True):
                 if reply[0] == _UNKNOWN:
                     raise unknown_profile(profile_id)
@@ -437,6 +463,7 @@ class RedisStore(RedisPools):
             self._s["pin"],
             self._keys.of(profile_id).write,
             (to, number, _f(now), "" if cached is None else cached.version_text),
+            _pinned,
         )
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
