@@ -440,9 +440,11 @@ class Runner:
         return [_reply(r) for r in results]
 
     def in_order(self, ops: Sequence[Op]) -> list[Any]:
-        """Ops that must run in this order: one pipeline on one server (which keeps its
-        order), one call after another on a cluster (whose pipelines keep no order
-        across slots). 1 round trip, or 1 per op on a cluster.
+        """Ops that must run in this order, each sent once.
+
+        One pipeline on one server (which keeps its order), one call after another on
+        a cluster (whose pipelines keep no order across slots). 1 round trip, or 1 per
+        op on a cluster.
         """
         if not self._cluster:
             return self.pipeline(ops)
