@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.resources
+import logging
 import re
 from collections.abc import Sequence
 from typing import Any, Final, NoReturn
@@ -37,6 +38,8 @@ __all__ = [
     "constants",
     "scripts",
 ]
+
+_log = logging.getLogger("sticky.store.redis")
 
 LAYOUT: Final = "2"
 """The key layout version a profile's ``meta`` names. 0.1 wrote none (layout 1: pool
@@ -252,13 +255,16 @@ class Runner:
         )
 
     def unavailable(self, exc: Exception) -> StoreUnavailable:
-        """The StoreUnavailable a caller raises ``from exc``."""
+        """The StoreUnavailable a caller raises ``from exc`` (logged: a store fault)."""
         if isinstance(exc, self._not_redis):
-            return StoreUnavailable(
+            error = StoreUnavailable(
                 f"Redis is unavailable: the server's reply is not Redis' protocol "
                 f"(is it a Redis server?): {type(exc).__name__}: {exc}"
             )
-        return StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+        else:
+            error = StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+        _log.warning("%s", error, extra={"store": "redis", "fault": type(exc).__name__})
+        return error
 
     def _is_transient(self, exc: Exception) -> bool:
         if isinstance(exc, self._transient):
