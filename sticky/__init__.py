@@ -4,6 +4,7 @@ A recipient keeps getting messages from the same number of a pool; the mapping l
 8 days after the last message. See ``docs/semantics.md`` for every rule.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
 from sticky.clock import Clock, ManualClock, SystemClock
@@ -68,6 +69,9 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# The library logs to "sticky" and its children; the application decides where it goes.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> object:

@@ -7,10 +7,11 @@ store.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Self
 
@@ -25,13 +26,25 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
-from sticky.policy import Chooser
+from sticky.policy import Chooser, weight_of
 from sticky.settings import PoolSettings
-from sticky.store.base import BatchStore, Miss, OneStepBatchStore, OneStepStore, Store
+from sticky.store.base import (
+    BatchStore,
+    LiveMapping,
+    MappingScanStore,
+    Miss,
+    OneStepBatchStore,
+    OneStepStore,
+    Store,
+)
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
 
 __all__ = ["Engine"]
+
+_log = logging.getLogger(__name__)
+_DEBUG = logging.DEBUG
+_REASSIGNED = Reason.REASSIGNED
 
 # Slots of the engine's counters.
 _SLOT = {
@@ -70,6 +83,43 @@ def _profile_id(value: object) -> str:
         msg = "invalid profile id '': expected a non-empty string"
         raise InvalidProfileId(msg)
     return value
+
+
+def _scan_by_sender(
+    store: Store, profile_id: str, at: float, batch: int
+) -> Iterator[list[LiveMapping]]:
+    """Live mappings through public store methods: ``recipients_of``, then ``mapping``."""
+    numbers = store.numbers(profile_id)  # an unknown profile raises before the first page
+    return _pages_by_sender(store, profile_id, numbers, at, batch)
+
+
+def _pages_by_sender(
+    store: Store, profile_id: str, numbers: Iterable[SenderNumber], at: float, batch: int
+) -> Iterator[list[LiveMapping]]:
+    page: list[LiveMapping] = []
+    for n in numbers:
+        for to in store.recipients_of(profile_id, n.number, at):
+            found = store.mapping(profile_id, to, at)
+            if found is not None:
+                page.append((to, *found))
+                if len(page) >= batch:
+                    yield page
+                    page = []
+    if page:
+        yield page
+
+
+def _cause(miss: Miss) -> tuple[str | None, str | None]:
+    """The replaced sender of a reassignment and why it is no longer eligible."""
+    sender = None if miss.previous is None else miss.previous[0]
+    for n in miss.pool or ():
+        if n.number == sender:
+            settings = miss.settings
+            if weight_of(n.type, settings) <= 0:
+                return sender, f"{n.type.value}_weight_zero"
+            if not n.healthy and settings.skip_unhealthy:
+                return sender, "unhealthy"
+    return sender, None
 
 
 class Engine:
@@ -185,6 +235,12 @@ class Engine:
         profile_id = _profile_id(profile_id)
         removed = self._store.delete_profile(profile_id, self._at(now))
         self._choosers.pop(profile_id, None)
+        _log.info(
+            "deleted profile %r and %d live mappings",
+            profile_id,
+            removed,
+            extra={"profile_id": profile_id, "removed": removed},
+        )
         return removed
 
     def settings(self, profile_id: str) -> PoolSettings:
@@ -201,6 +257,13 @@ class Engine:
             old = self._store.settings(profile_id)
             new = old.evolve(**changes)
             if self._store.replace_settings(profile_id, old, new):
+                if new != old:
+                    _log.info(
+                        "settings of profile %r changed: %s",
+                        profile_id,
+                        ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())),
+                        extra={"profile_id": profile_id, "changes": sorted(changes)},
+                    )
                 return new
 
     def profiles(self) -> list[str]:
@@ -239,14 +302,30 @@ class Engine:
         Raises UnknownProfile, UnknownNumber (not in this pool).
         """
         profile_id = _profile_id(profile_id)
-        return self._store.remove_number(profile_id, check_e164(number), self._at(now))
+        number = check_e164(number)
+        removed = self._store.remove_number(profile_id, number, self._at(now))
+        _log.info(
+            "removed number %s from profile %r and its %d live mappings",
+            number,
+            profile_id,
+            removed,
+            extra={"profile_id": profile_id, "number": number, "removed": removed},
+        )
+        return removed
 
     def set_health(self, number: str, healthy: bool) -> None:  # noqa: FBT001 - the spec's signature
         """Mark a pooled number healthy or not. Raises UnknownNumber (in no pool)."""
         if not isinstance(healthy, bool):
             msg = f"invalid health {shown(healthy)}: expected True or False"
             raise InvalidSettings(msg)
-        self._store.set_health(check_e164(number), healthy=healthy)
+        number = check_e164(number)
+        self._store.set_health(number, healthy=healthy)
+        _log.info(
+            "number %s marked %s",
+            number,
+            "healthy" if healthy else "unhealthy",
+            extra={"number": number, "healthy": healthy},
+        )
 
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number."""
@@ -284,7 +363,35 @@ class Engine:
             counts[_SLOT[reason]] += 1
             if sel.tier is not None:
                 counts[_SLOT[sel.tier]] += 1
+            if reason is _REASSIGNED:
+                self._reassigned(sel)
         return sel
+
+    def _reassigned(self, sel: Selection) -> None:
+        """Log a reassignment at DEBUG, with its cause when this engine's decide saw it.
+
+        A store that chooses itself (Redis) does not tell which sender it replaced.
+        """
+        stash = getattr(self._local, "replaced", None)
+        self._local.replaced = None
+        if not _log.isEnabledFor(_DEBUG):
+            return
+        previous, cause = stash[1:] if stash is not None and stash[0] == sel.to else (None, None)
+        _log.debug(
+            "reassigned %s of profile %r from %s to %s (%s)",
+            sel.to,
+            sel.profile_id,
+            previous or "its ineligible sender",
+            sel.from_number,
+            cause or "ineligible",
+            extra={
+                "profile_id": sel.profile_id,
+                "recipient": sel.to,
+                "number": sel.from_number,
+                "previous": previous,
+                "cause": cause or "ineligible",
+            },
+        )
 
     def _decide(
         self, profile_id: str, to: str, miss: Miss, known: Chooser | None = None
@@ -316,6 +423,7 @@ class Engine:
             reason = Reason.NEW
         elif miss.live:
             reason = Reason.REASSIGNED
+            self._local.replaced = (to, *_cause(miss))
         else:
             reason = Reason.EXPIRED
         return _new(Selection, (profile_id, to, sender, reason, tier))
@@ -416,6 +524,8 @@ class Engine:
             counts[_SLOT[sel.reason]] += 1
             if sel.tier is not None:
                 counts[_SLOT[sel.tier]] += 1
+            if sel.reason is _REASSIGNED:
+                self._reassigned(sel)
 
     def _commit_many(
         self,
@@ -501,7 +611,42 @@ class Engine:
     # -- housekeeping ---------------------------------------------------------------
     def evict_expired(self, *, now: float | None = None) -> int:
         """Remove every dead mapping from the store; return how many. O(k log n)."""
-        return self._store.evict_expired(self._at(now))
+        at = self._at(now)
+        removed = self._store.evict_expired(at)
+        _log.log(
+            logging.INFO if removed else _DEBUG,
+            "evicted %d dead mappings",
+            removed,
+            extra={"removed": removed, "now": at},
+        )
+        return removed
+
+    def iter_mappings(
+        self, profile_id: str, *, now: float | None = None, batch: int = 1_000
+    ) -> Iterator[list[Mapping]]:
+        """A profile's live mappings in batches of about ``batch``: for exports. Pure.
+
+        Streams: memory stays bounded by the batch, whatever the profile's size. Each
+        batch is one atomic read (one round trip on Redis, one transaction on SQLite) on
+        a store with ``iter_mappings``; on another store it is built from
+        ``recipients_of`` and one ``mapping`` per recipient. Not a snapshot: a mapping
+        written or removed during the scan may be missed or listed as it was. O(n) in
+        all. Raises UnknownProfile, InvalidSettings (a batch that is not a count >= 1).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            msg = f"invalid batch {shown(batch)}: expected an integer >= 1"
+            raise InvalidSettings(msg)
+        store = self._store
+        if isinstance(store, MappingScanStore):
+            scan = store.iter_mappings(profile_id, at, batch)
+        else:
+            scan = _scan_by_sender(store, profile_id, at, batch)
+        return (
+            [Mapping(profile_id, to, sender, used, used + ttl) for to, sender, used, ttl in page]
+            for page in scan
+        )
 
     def stats(self) -> Stats:
         """This engine's counters and the store's mapping count. Pure."""

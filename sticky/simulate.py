@@ -12,16 +12,16 @@ import argparse
 import bisect
 import itertools
 import json
-import math
 import random
 import secrets
 import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any
 
+from sticky.cli.args import Parser, count, positive
 from sticky.clock import ManualClock
 from sticky.engine import Engine
 from sticky.errors import NoEligibleSender, NumberInUse, StickyError
@@ -46,50 +46,12 @@ PREFIX = "sim-"
 """Every simulated profile's id starts with it; ``--reset`` deletes those."""
 
 
-def _count(least: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            msg = f"not an integer: {text!r}"
-            raise argparse.ArgumentTypeError(msg) from None
-        if value < least:
-            msg = f"must be >= {least}, not {value}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    parse.__name__ = "count"  # what argparse names in its message
-    return parse
-
-
-def _positive(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"not a number: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not (math.isfinite(value) and value > 0):
-        msg = f"must be a finite number > 0, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments give one line on stderr (not the whole usage) and exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(
+    p = Parser(
         prog=prog,
         description="Run synthetic traffic through the engine and report what it chose.",
     )
-    one, none = _count(1), _count(0)
+    one, none = count(1), count(0)
     p.add_argument("--profiles", type=one, default=3, help="messaging profiles (default 3)")
     p.add_argument("--numbers", type=one, default=20, help="numbers per pool (default 20)")
     p.add_argument("--toll-free", type=none, default=4, help="of which toll-free (default 4)")
@@ -108,7 +70,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="sticky sender on or off (default on)",
     )
     p.add_argument(
-        "--ttl-days", type=_positive, default=8.0, help="mapping ttl in days (default 8)"
+        "--ttl-days", type=positive, default=8.0, help="mapping ttl in days (default 8)"
     )
     p.add_argument("--long-code-weight", type=float, default=1.0)
     p.add_argument("--toll-free-weight", type=float, default=1.0)

@@ -26,7 +26,7 @@ and leaves nothing half-written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
@@ -40,6 +40,8 @@ __all__ = [
     "BatchStore",
     "Decide",
     "Draws",
+    "LiveMapping",
+    "MappingScanStore",
     "Miss",
     "OneStepBatchStore",
     "OneStepStore",
@@ -49,6 +51,9 @@ __all__ = [
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
+
+LiveMapping = tuple[str, str, float, float]
+"""A live mapping as a scan yields it: ``(to, from_number, last_used, ttl)``."""
 
 
 @attrs.define(slots=True)
@@ -301,6 +306,29 @@ class BatchStore(Store, Protocol):
         now: float,
     ) -> list[Selection | Literal[True] | None]:
         """:meth:`Store.commit_select` for each ``(to, chosen, miss)``."""
+        ...
+
+
+@runtime_checkable
+class MappingScanStore(Store, Protocol):
+    """A store that can list a profile's live mappings in batches (optional).
+
+    Without it, :meth:`sticky.Engine.iter_mappings` lists them through
+    :meth:`Store.recipients_of` and :meth:`Store.mapping`, one call per mapping.
+    """
+
+    def iter_mappings(
+        self, profile_id: str, now: float, batch: int
+    ) -> Iterator[list[LiveMapping]]:
+        """The live mappings of a profile, in batches of about ``batch``; changes nothing.
+
+        Raises UnknownProfile at once (not at the first ``next``). Each batch is read in
+        one atomic step and judged live at ``judged_at(now, horizon)`` as of that step;
+        the whole scan is not atomic: a mapping written or removed during it may be
+        missed or listed as it was, and one may be listed twice (a Redis hash resized
+        during the scan). Memory stays bounded by the batch (the memory store keeps the
+        recipients' keys of the profile, 8 bytes each).
+        """
         ...
 
 

@@ -28,6 +28,7 @@ import itertools
 import math
 import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, Literal, NoReturn
 
 from sortedcontainers import SortedList
@@ -52,7 +53,7 @@ from sticky.policy import (
     refreshed,
 )
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, Miss, sorted_pool
+from sticky.store.base import Decide, LiveMapping, Miss, sorted_pool
 from sticky.values import Reason, Selection
 
 __all__ = ["MemoryStore"]
@@ -480,6 +481,30 @@ class MemoryStore:
             return sorted(
                 to for to in p.by_sender.get(number, ()) if is_live(table[to][1], ttl, at)
             )
+
+    def iter_mappings(
+        self, profile_id: str, now: float, batch: int
+    ) -> Iterator[list[LiveMapping]]:
+        """The live mappings in batches, each under the lock. O(n) in all, O(batch) a step.
+
+        The recipients are listed once up front (a dict cannot be iterated while other
+        threads change it), then read ``batch`` at a time.
+        """
+        with self._lock:
+            recipients = list(self._get(profile_id).table)
+        return self._scan(profile_id, recipients, now, batch)
+
+    def _scan(
+        self, profile_id: str, recipients: list[str], now: float, batch: int
+    ) -> Iterator[list[LiveMapping]]:
+        for start in range(0, len(recipients), batch):
+            with self._lock:
+                p = self._get(profile_id)
+                ttl, table, at = p.ttl, p.table, p.at(now)
+                found = [(to, table.get(to)) for to in recipients[start : start + batch]]
+                out = [(to, e[0], e[1], ttl) for to, e in found if e and is_live(e[1], ttl, at)]
+            if out:
+                yield out
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. O(1)."""

@@ -297,6 +297,15 @@ class StickyMachine(RuleBasedStateMachine):
                     assert engine.recipients_of(pid, number) == self.model.recipients_of(
                         pid, number, now
                     )
+                # The scan an export reads: every live mapping once, in pages of 2.
+                live = {to: self.model.mapping(pid, to, now) for to in p.maps}
+                scanned = [
+                    (m.to, (m.from_number, m.last_used))
+                    for page in engine.iter_mappings(pid, batch=2)
+                    for m in page
+                ]
+                assert dict(scanned) == {to: m for to, m in live.items() if m is not None}
+                assert len(scanned) == len(dict(scanned)), "a mapping listed twice"
         for engine in self.engines:
             stats = engine.stats()
             assert self.model.live_count(now) <= stats.mappings <= self.model.stored()

@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.resources
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NoReturn
@@ -38,6 +39,8 @@ __all__ = [
     "constants",
     "scripts",
 ]
+
+_log = logging.getLogger("sticky.store.redis")
 
 LAYOUT: Final = "2"
 """The key layout version a profile's ``meta`` names. 0.1 wrote none (layout 1: pool
@@ -312,18 +315,21 @@ class Runner:
         return self._min_replicas > 0
 
     def unavailable(self, exc: Exception) -> StoreUnavailable:
-        """The StoreUnavailable a caller raises ``from exc``."""
+        """The StoreUnavailable a caller raises ``from exc`` (logged: a store fault)."""
         if isinstance(exc, self._not_redis):
-            return StoreUnavailable(
+            error = StoreUnavailable(
                 f"Redis is unavailable: the server's reply is not Redis' protocol "
                 f"(is it a Redis server?): {type(exc).__name__}: {exc}"
             )
-        if isinstance(exc, self._redirect) and not self._cluster:
-            return StoreUnavailable(
+        elif isinstance(exc, self._redirect) and not self._cluster:
+            error = StoreUnavailable(
                 f"Redis is unavailable: a cluster node redirected the call (open the store "
                 f"with a redis+cluster:// URL or a RedisCluster client): {exc}"
             )
-        return StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+        else:
+            error = StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
+        _log.warning("%s", error, extra={"store": "redis", "fault": type(exc).__name__})
+        return error
 
     def _mapped(self, exc: BaseException) -> StoreUnavailable | None:
         """The StoreUnavailable an error means, or None for an error that means a bug."""

@@ -12,14 +12,14 @@ they round-trip exactly; Redis' own clock and key expiry are never used.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from sticky.errors import IncompatibleStore, NoEligibleSender, shown
 from sticky.numbers import check_e164, is_e164
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, Draws, Miss
-from sticky.store.redis import codec, invariants
+from sticky.store.base import Decide, Draws, LiveMapping, Miss
+from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
 from sticky.store.redis.scripts import REASONS, TIERS, ClosedRunner, Op, Tag, call
 from sticky.values import Reason, Selection
@@ -455,6 +455,14 @@ class RedisStore(RedisPools):
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
         return sorted(reply[1:])
+
+    def iter_mappings(
+        self, profile_id: str, now: float, batch: int
+    ) -> Iterator[list[LiveMapping]]:
+        """The live mappings, about ``batch`` a round trip (HSCAN; :mod:`.scan`)."""
+        return scan.iter_mappings(
+            lambda: self._run, self._keys.of(profile_id), profile_id, now, batch
+        )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip."""

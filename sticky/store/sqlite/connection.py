@@ -11,6 +11,7 @@ store's URLs (:func:`parse_url`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -31,6 +32,8 @@ from sticky.errors import (
 from sticky.store.sqlite.schema import open_schema
 
 __all__ = ["Connection", "Transaction", "parse_url"]
+
+_log = logging.getLogger("sticky.store.sqlite")
 
 _BACKOFF_FIRST = 50e-6
 _BACKOFF_MAX = 1e-3
@@ -210,7 +213,9 @@ class Connection:
             return IncompatibleStore(f"SQLite store {self.path!r} is not a sticky database: {exc}")
         if isinstance(exc, UnicodeEncodeError):
             return InvalidProfileId(f"invalid profile id: not storable as UTF-8 ({exc})")
-        return StoreUnavailable(f"SQLite store {self.path!r}: {doing}: {exc}")
+        error = StoreUnavailable(f"SQLite store {self.path!r}: {doing}: {exc}")
+        _log.warning("%s", error, extra={"store": "sqlite", "fault": type(exc).__name__})
+        return error
 
     def _abort(self, cur: sqlite3.Cursor | None, exc: BaseException) -> BaseException:
         """Roll back after ``exc``; return what to raise (a library error, or ``exc``)."""

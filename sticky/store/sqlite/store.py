@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from sticky.errors import (
@@ -35,7 +35,7 @@ from sticky.errors import (
 )
 from sticky.policy import is_live, judge, judged_at, refreshed
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, Miss
+from sticky.store.base import Decide, LiveMapping, Miss
 from sticky.store.sqlite.connection import parse_url
 from sticky.store.sqlite.expiry import (
     HORIZON_SLACK,
@@ -73,6 +73,12 @@ _MAPPED = (
 _INDEX_KEY = "SELECT idx FROM mappings WHERE profile = ? AND recipient = ?"
 _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 _SENDER_USED = f"SELECT recipient, last_used {SENDER}"
+# A page of a scan, keyset-paginated on the primary key: each page one index seek.
+_PAGE = (
+    "SELECT m.recipient, n.number, m.last_used FROM mappings AS m"
+    " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
+    " WHERE m.profile = ? AND m.recipient > ? ORDER BY m.recipient LIMIT ?"
+)
 
 _NONE = -math.inf
 _OLDEST_MAX = 4096
@@ -332,6 +338,31 @@ class SQLiteStore(SQLitePools):
             return sorted(
                 recipient_of(rk) for rk, last_used in rows if is_live(last_used, ttl, at)
             )
+
+    def iter_mappings(
+        self, profile_id: str, now: float, batch: int
+    ) -> Iterator[list[LiveMapping]]:
+        """The live mappings by recipient, one read transaction per page of ``batch`` rows.
+
+        O(p log n + batch log n) a page; the file is not held between pages.
+        """
+        with self._read() as cur:
+            self._profile(cur, profile_id)  # an unknown profile raises now, not at next()
+        return self._pages(profile_id, now, batch)
+
+    def _pages(self, profile_id: str, now: float, batch: int) -> Iterator[list[LiveMapping]]:
+        after = -1  # below every recipient key (the digits of a number, as an integer)
+        while True:
+            with self._read() as cur:
+                key, _, ttl, exact = self._exact(cur, profile_id)
+                rows = cur.execute(_PAGE, (key, after, batch)).fetchall()
+            if not rows:
+                return
+            after = rows[-1][0]
+            at = judged_at(now, exact)
+            out = [(recipient_of(rk), n, lu, ttl) for rk, n, lu in rows if is_live(lu, ttl, at)]
+            if out:
+                yield out
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n)."""
