@@ -26,16 +26,16 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
-from sticky.policy import Chooser, weight_of
+from sticky.policy import Chooser, ineligible_because
 from sticky.settings import PoolSettings
 from sticky.store.base import (
     BatchStore,
-    LiveMapping,
     MappingScanStore,
     Miss,
     OneStepBatchStore,
     OneStepStore,
     Store,
+    scan_by_sender,
 )
 from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
@@ -85,40 +85,12 @@ def _profile_id(value: object) -> str:
     return value
 
 
-def _scan_by_sender(
-    store: Store, profile_id: str, at: float, batch: int
-) -> Iterator[list[LiveMapping]]:
-    """Live mappings through public store methods: ``recipients_of``, then ``mapping``."""
-    numbers = store.numbers(profile_id)  # an unknown profile raises before the first page
-    return _pages_by_sender(store, profile_id, numbers, at, batch)
-
-
-def _pages_by_sender(
-    store: Store, profile_id: str, numbers: Iterable[SenderNumber], at: float, batch: int
-) -> Iterator[list[LiveMapping]]:
-    page: list[LiveMapping] = []
-    for n in numbers:
-        for to in store.recipients_of(profile_id, n.number, at):
-            found = store.mapping(profile_id, to, at)
-            if found is not None:
-                page.append((to, *found))
-                if len(page) >= batch:
-                    yield page
-                    page = []
-    if page:
-        yield page
-
-
 def _cause(miss: Miss) -> tuple[str | None, str | None]:
     """The replaced sender of a reassignment and why it is no longer eligible."""
     sender = None if miss.previous is None else miss.previous[0]
     for n in miss.pool or ():
         if n.number == sender:
-            settings = miss.settings
-            if weight_of(n.type, settings) <= 0:
-                return sender, f"{n.type.value}_weight_zero"
-            if not n.healthy and settings.skip_unhealthy:
-                return sender, "unhealthy"
+            return sender, ineligible_because(n, miss.settings)
     return sender, None
 
 
@@ -642,7 +614,7 @@ class Engine:
         if isinstance(store, MappingScanStore):
             scan = store.iter_mappings(profile_id, at, batch)
         else:
-            scan = _scan_by_sender(store, profile_id, at, batch)
+            scan = scan_by_sender(store, profile_id, at, batch)
         return (
             [Mapping(profile_id, to, sender, used, used + ttl) for to, sender, used, ttl in page]
             for page in scan

@@ -37,6 +37,7 @@ __all__ = [
     "Group",
     "dead_up_to",
     "eligible_numbers",
+    "ineligible_because",
     "is_eligible",
     "is_live",
     "judge",
@@ -127,9 +128,21 @@ def weight_of(number_type: NumberType, settings: PoolSettings) -> float:
     return settings.toll_free_weight
 
 
+def ineligible_because(number: SenderNumber, settings: PoolSettings) -> str | None:
+    """Why a pool's number may not be chosen, or None when it may. O(1).
+
+    ``<type>_weight_zero`` (its type's weight is 0) or ``unhealthy`` (with skip_unhealthy).
+    """
+    if weight_of(number.type, settings) <= 0:
+        return f"{number.type.value}_weight_zero"
+    if not number.healthy and settings.skip_unhealthy:
+        return "unhealthy"
+    return None
+
+
 def is_eligible(number: SenderNumber, settings: PoolSettings) -> bool:
     """In the pool (the caller's part), weight > 0, and healthy unless unhealthy is allowed."""
-    return weight_of(number.type, settings) > 0 and (number.healthy or not settings.skip_unhealthy)
+    return ineligible_because(number, settings) is None
 
 
 def eligible_numbers(pool: Iterable[SenderNumber], settings: PoolSettings) -> frozenset[str]:

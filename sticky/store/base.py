@@ -47,6 +47,7 @@ __all__ = [
     "OneStepStore",
     "Store",
     "StoredMapping",
+    "scan_by_sender",
 ]
 
 StoredMapping = tuple[str, float]
@@ -330,6 +331,32 @@ class MappingScanStore(Store, Protocol):
         recipients' keys of the profile, 8 bytes each).
         """
         ...
+
+
+def scan_by_sender(
+    store: Store, profile_id: str, now: float, batch: int
+) -> Iterator[list[LiveMapping]]:
+    """:meth:`MappingScanStore.iter_mappings` through public methods of any store.
+
+    One ``recipients_of`` per number and one ``mapping`` per recipient: O(n) calls.
+    Raises UnknownProfile at once (the pool is read before the first batch).
+    """
+    numbers = store.numbers(profile_id)
+
+    def pages() -> Iterator[list[LiveMapping]]:
+        page: list[LiveMapping] = []
+        for n in numbers:
+            for to in store.recipients_of(profile_id, n.number, now):
+                found = store.mapping(profile_id, to, now)
+                if found is not None:
+                    page.append((to, *found))
+                    if len(page) >= batch:
+                        yield page
+                        page = []
+        if page:
+            yield page
+
+    return pages()
 
 
 def sorted_pool(pool: Sequence[SenderNumber]) -> tuple[SenderNumber, ...]:

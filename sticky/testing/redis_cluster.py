@@ -18,13 +18,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis  # the optional extra: this module needs sticky-sender[redis]
 from redis.cluster import ClusterNode
 
-from sticky.testing.redis_server import RedisUnavailableError
+from sticky.testing.redis_server import RedisUnavailableError, server_args
 
 __all__ = ["ClusterNodeProcess", "RedisCluster", "free_cluster_port"]
 
@@ -43,6 +44,15 @@ def free_cluster_port() -> int:
         return port
 
 
+def _until(done: Callable[[], bool], timeout: float, failure: str) -> None:
+    """Poll ``done`` every 50 ms; RedisUnavailableError(``failure``) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise RedisUnavailableError(failure)
+        time.sleep(0.05)
+
+
 class ClusterNodeProcess:
     """One cluster-enabled redis-server: its port, directory and process."""
 
@@ -59,13 +69,9 @@ class ClusterNodeProcess:
 
     def start(self) -> None:
         """Start (or start again: same port, directory and node id)."""
-        args = [
+        args = server_args(
             self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
+            self.port,
             self.dir,
             "--cluster-enabled",
             "yes",
@@ -74,20 +80,12 @@ class ClusterNodeProcess:
             # short enough that a failover test fails over in about a second
             "--cluster-node-timeout",
             "1000",
-            "--save",
-            "",
             # DEBUG SLEEP, for a slow-node test (loopback clients only)
             "--enable-debug-command",
             "local",
             "--appendonly",
             "no",
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-            "--logfile",
-            str(Path(self.dir) / "redis.log"),
-        ]
+        )
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def alive(self) -> bool:
@@ -165,14 +163,11 @@ class RedisCluster:
 
     def wait_replicas(self, timeout: float = 30.0) -> None:
         """Wait until every live primary has a replica whose link is up (WAIT needs one)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if all(self._replicated(n) for n in self.primaries()):
-                return
-            if time.monotonic() > deadline:
-                msg = "the replicas did not connect"
-                raise RedisUnavailableError(msg)
-            time.sleep(0.05)
+        _until(
+            lambda: all(self._replicated(n) for n in self.primaries()),
+            timeout,
+            "the replicas did not connect",
+        )
 
     @staticmethod
     def _replicated(node: ClusterNodeProcess) -> bool:
@@ -208,14 +203,11 @@ class RedisCluster:
 
     def wait_ok(self, timeout: float = 30.0) -> None:
         """Wait until every live node reports ``cluster_state:ok`` and the same epoch view."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if all(self._ok(n) for n in self.nodes if n.alive()):
-                return
-            if time.monotonic() > deadline:
-                msg = "the cluster did not reach cluster_state:ok"
-                raise RedisUnavailableError(msg)
-            time.sleep(0.05)
+        _until(
+            lambda: all(self._ok(n) for n in self.nodes if n.alive()),
+            timeout,
+            "the cluster did not reach cluster_state:ok",
+        )
 
     @staticmethod
     def _ok(node: ClusterNodeProcess) -> bool:

@@ -26,6 +26,28 @@ class RedisUnavailableError(RuntimeError):
     """redis-server is missing or would not start."""
 
 
+def server_args(binary: str, port: int, directory: str, *options: str) -> list[str]:
+    """The command line of a throwaway redis-server: loopback, no RDB, a log file, ``options``."""
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        directory,
+        "--save",
+        "",
+        *options,
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        str(Path(directory) / "redis.log"),
+    ]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
@@ -66,24 +88,7 @@ class RedisServer:
             if self.persist
             else ["--appendonly", "no"]
         )
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            self.dir,
-            "--save",
-            "",
-            *persistence,
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-            "--logfile",
-            str(Path(self.dir) / "redis.log"),
-        ]
+        args = server_args(self.binary, self.port, self.dir, *persistence)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         probe = self.client(socket_timeout=1.0, socket_connect_timeout=1.0)
