@@ -18,6 +18,8 @@ from sticky.errors import (
     InvalidTime,
     NoEligibleSender,
     NumberInUse,
+    PoolBusy,
+    PoolExhausted,
     ProfileExists,
     StickyError,
     StoreUnavailable,
@@ -27,7 +29,7 @@ from sticky.errors import (
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import DEFAULT_TTL, GeoMatch, PoolSettings
 from sticky.store import MemoryStore, Store, open_store
-from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
+from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
 
 if TYPE_CHECKING:
     from sticky.store.redis import RedisStore
@@ -49,8 +51,11 @@ __all__ = [
     "Mapping",
     "MemoryStore",
     "NoEligibleSender",
+    "NumberCapacity",
     "NumberInUse",
     "NumberType",
+    "PoolBusy",
+    "PoolExhausted",
     "PoolSettings",
     "ProfileExists",
     "Reason",

@@ -18,16 +18,30 @@ from typing import Self
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.draws import Draws
 from sticky.errors import (
+    IncompatibleStore,
     InvalidProfileId,
     InvalidSettings,
     InvalidTime,
     NoEligibleSender,
+    PoolBusy,
+    PoolExhausted,
     ProfileExists,
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
-from sticky.policy import Chooser, ineligible_because
-from sticky.settings import PoolSettings
+from sticky.policy import (
+    IDLE,
+    Chooser,
+    budget_of,
+    capacity_on,
+    ineligible_because,
+    new_today,
+    next_slot,
+    plan,
+    rate_of,
+    today,
+)
+from sticky.settings import PoolSettings, check_budget, check_rate
 from sticky.store.base import (
     BatchStore,
     MappingScanStore,
@@ -38,7 +52,7 @@ from sticky.store.base import (
     scan_by_sender,
 )
 from sticky.store.memory import MemoryStore
-from sticky.values import GeoTier, Mapping, Reason, Selection, Stats
+from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
 
 __all__ = ["Engine"]
 
@@ -59,7 +73,12 @@ _SLOT = {
     GeoTier.COUNTRY: 8,
     GeoTier.NONE: 9,
     None: 10,
+    Reason.OVERFLOW: 11,
+    "waited": 12,
+    "exhausted": 13,
+    "busy": 14,
 }
+_WAITED, _EXHAUSTED, _BUSY = _SLOT["waited"], _SLOT["exhausted"], _SLOT["busy"]
 _STICKY_REASON = Reason.STICKY
 _STICKY = _SLOT[_STICKY_REASON]
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
@@ -83,6 +102,16 @@ def _profile_id(value: object) -> str:
         msg = "invalid profile id '': expected a non-empty string"
         raise InvalidProfileId(msg)
     return value
+
+
+def _segments(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"invalid segments {shown(value)}: expected an integer >= 1"
+        raise InvalidSettings(msg)
+    return value
+
+
+_UNSET: object = object()
 
 
 def _cause(miss: Miss) -> tuple[str | None, str | None]:
@@ -175,6 +204,15 @@ class Engine:
     def _at(self, now: float | None) -> float:
         return self._now() if now is None else _time(now)
 
+    def _capacity_needs_one_step(self, what: str) -> None:
+        """Refuse limits on a store that cannot keep them in a select's own step."""
+        if self._one_step is None:
+            msg = (
+                f"{what} needs a store with a one-step select to keep capacity;"
+                f" {self._store!r} has none"
+            )
+            raise IncompatibleStore(msg)
+
     # -- profiles -------------------------------------------------------------------
     def create_profile(
         self, profile_id: str, settings: PoolSettings | None = None, *, exist_ok: bool = False
@@ -194,6 +232,8 @@ class Engine:
         if not isinstance(exist_ok, bool):
             msg = f"invalid exist_ok {shown(exist_ok)}: expected True or False"
             raise InvalidSettings(msg)
+        if capacity_on((), settings):
+            self._capacity_needs_one_step("a rate or a daily budget")
         try:
             self._store.create_profile(profile_id, settings)
         except ProfileExists:
@@ -228,6 +268,8 @@ class Engine:
         while True:
             old = self._store.settings(profile_id)
             new = old.evolve(**changes)
+            if capacity_on((), new):
+                self._capacity_needs_one_step("a rate or a daily budget")
             if self._store.replace_settings(profile_id, old, new):
                 if new != old:
                     _log.info(
@@ -250,10 +292,15 @@ class Engine:
         number_type: NumberType | str = NumberType.LONG_CODE,
         *,
         healthy: bool = True,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
     ) -> SenderNumber:
         """Add a number to a profile's pool and return it.
 
-        Raises InvalidNumber, UnknownProfile, NumberInUse (it is in a pool already).
+        ``rate`` (segments per second) and ``daily_new_recipients`` are the number's
+        own limits, in place of its profile's for its type (None: the profile's).
+        Raises InvalidNumber, InvalidSettings, UnknownProfile, NumberInUse (it is in a
+        pool already), IncompatibleStore (limits on a store that cannot keep them).
         """
         profile_id = _profile_id(profile_id)
         number = check_e164(number)
@@ -265,8 +312,15 @@ class Engine:
         if not isinstance(healthy, bool):
             msg = f"invalid health {shown(healthy)}: expected True or False"
             raise InvalidSettings(msg)
-        self._store.add_number(profile_id, number, kind, healthy=healthy)
-        return SenderNumber(number, kind, healthy)
+        rate, daily = check_rate(rate), check_budget(daily_new_recipients)
+        if rate is not None or daily is not None:
+            self._capacity_needs_one_step("a number's own limits")
+            self._store.add_number(
+                profile_id, number, kind, healthy=healthy, rate=rate, daily_new_recipients=daily
+            )
+        else:  # the call every store knows, limits or not
+            self._store.add_number(profile_id, number, kind, healthy=healthy)
+        return SenderNumber(number, kind, healthy, rate, daily)
 
     def remove_number(self, profile_id: str, number: str, *, now: float | None = None) -> int:
         """Remove a number and every mapping to it at once; return how many were live.
@@ -299,26 +353,91 @@ class Engine:
             extra={"number": number, "healthy": healthy},
         )
 
+    def set_limits(
+        self,
+        number: str,
+        *,
+        rate: float | object | None = _UNSET,
+        daily_new_recipients: int | object | None = _UNSET,
+    ) -> SenderNumber:
+        """Change a pooled number's own limits; return the number as it is now.
+
+        Only the names given change; None gives the number its profile's limit back.
+        Its schedule and today's count are kept. Raises InvalidSettings, UnknownNumber
+        (in no pool), IncompatibleStore (a store that cannot keep capacity).
+        """
+        number = check_e164(number)
+        changes: dict[str, float | int | None] = {}
+        if rate is not _UNSET:
+            changes["rate"] = check_rate(rate)
+        if daily_new_recipients is not _UNSET:
+            changes["daily_new_recipients"] = check_budget(daily_new_recipients)
+        if any(v is not None for v in changes.values()):
+            self._capacity_needs_one_step("a number's own limits")
+        updated = self._store.set_limits(number, changes)
+        _log.info(
+            "limits of number %s set: rate=%r, daily_new_recipients=%r",
+            number,
+            updated.rate,
+            updated.daily_new_recipients,
+            extra={"number": number, "changes": sorted(changes)},
+        )
+        return updated
+
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number."""
         return self._store.numbers(_profile_id(profile_id))
 
+    def capacity(self, profile_id: str, *, now: float | None = None) -> tuple[NumberCapacity, ...]:
+        """Each number's limits, next free slot and new recipients today. Pure. O(p)."""
+        at = self._at(now)
+        settings, pool, loads = self._store.capacity_state(_profile_id(profile_id))
+        day = today(at, settings.timezone)[0]
+        out = []
+        for n in pool:
+            load, rate = loads.get(n.number, IDLE), rate_of(n, settings)
+            out.append(
+                NumberCapacity(
+                    n.number,
+                    rate,
+                    settings.burst,
+                    budget_of(n, settings),
+                    next_slot(load, at, rate, settings.burst),
+                    new_today(load, day),
+                )
+            )
+        return tuple(out)
+
     # -- selection ------------------------------------------------------------------
-    def select(self, profile_id: str, to: str, *, now: float | None = None) -> Selection:
+    def select(  # noqa: C901, PLR0912 - the hot path, written out
+        self, profile_id: str, to: str, *, segments: int = 1, now: float | None = None
+    ) -> Selection:
         """Choose the sender of a message to ``to``, keeping Sticky Sender's rules.
 
+        ``segments`` is the message's size in segments, which its sender's rate counts;
+        ``send_at`` in the answer is when it may leave (``now`` when there was room).
         O(1) expected: a live mapping is one store look-up and refresh; a fresh choice
         is one weighted draw in the first non-empty geomatch tier and one
-        compare-and-set. Raises UnknownProfile, InvalidNumber, NoEligibleSender.
+        compare-and-set (O(p) with capacity on). Raises UnknownProfile, InvalidNumber,
+        InvalidSettings (segments), NoEligibleSender, and its kinds PoolExhausted and
+        PoolBusy (capacity).
         """
         now = self._now() if now is None else _time(now)
         if type(profile_id) is not str or type(to) is not str:
             _profile_id(profile_id)
             check_e164(to, "recipient")
+        if type(segments) is not int or segments < 1:
+            _segments(segments)
         one_step = self._one_step
         if one_step is not None:
-            sel = one_step(profile_id, to, now, self._decide_bound, self._hits)
+            try:
+                sel = one_step(profile_id, to, now, self._decide_bound, self._hits, segments)
+            except NoEligibleSender as exc:
+                self._refused(exc)
+                raise
             if sel.reason is _STICKY_REASON:  # counted by the store, under its lock
+                if sel[5] > now:
+                    self._tally()[_WAITED] += 1
                 return sel
         else:
             sel = self._two_steps(profile_id, to, now)
@@ -337,7 +456,16 @@ class Engine:
                 counts[_SLOT[sel.tier]] += 1
             if reason is _REASSIGNED:
                 self._reassigned(sel)
+        if sel[5] > now:
+            counts[_WAITED] += 1
         return sel
+
+    def _refused(self, exc: NoEligibleSender) -> None:
+        """Count a select refused for capacity (PoolExhausted, PoolBusy)."""
+        if isinstance(exc, PoolExhausted):
+            self._tally()[_EXHAUSTED] += 1
+        elif isinstance(exc, PoolBusy):
+            self._tally()[_BUSY] += 1
 
     def _reassigned(self, sel: Selection) -> None:
         """Log a reassignment at DEBUG, with its cause when this engine's decide saw it.
@@ -380,6 +508,8 @@ class Engine:
             chooser = Chooser(miss.pool, miss.settings, miss.version)
             self._choosers[profile_id] = chooser
         assert chooser is not None, "a miss without a pool needs the chooser it was read for"
+        if miss.loads is not None:
+            return self._plan(profile_id, to, miss, chooser)
         plain = chooser.plain
         if plain is not None:
             sender, tier = plain(self._draws.take()), None
@@ -389,16 +519,42 @@ class Engine:
             sender, tier = chooser.choose(
                 profile_id, to, 0.0 if chooser.empty else self._draws.take()
             )
+        reason = self._fresh_reason(to, miss)
+        return _new(Selection, (profile_id, to, sender, reason, tier, miss.now))
+
+    def _fresh_reason(self, to: str, miss: Miss) -> Reason:
+        """Why a fresh choice is made, from what the store read."""
         if not miss.settings.sticky_sender:
-            reason = Reason.POOL
-        elif miss.previous is None:
-            reason = Reason.NEW
-        elif miss.live:
-            reason = Reason.REASSIGNED
+            return Reason.POOL
+        if miss.previous is None:
+            return Reason.NEW
+        if miss.live:
             self._local.replaced = (to, *_cause(miss))
-        else:
-            reason = Reason.EXPIRED
-        return _new(Selection, (profile_id, to, sender, reason, tier))
+            return Reason.REASSIGNED
+        return Reason.EXPIRED
+
+    def _plan(self, profile_id: str, to: str, miss: Miss, chooser: Chooser) -> Selection:
+        """A select with capacity on: :func:`sticky.policy.plan` with the next draw.
+
+        The draw is consumed only when a fresh choice (or an overflow) used it.
+        """
+        assert miss.loads is not None
+        now = miss.now
+        fresh = _STICKY_REASON if miss.sticky is not None else self._fresh_reason(to, miss)
+        sender, tier, reason, send_at = plan(
+            chooser,
+            miss.loads,
+            to,
+            self._draws.peek(1)[0],
+            now,
+            today(now, miss.settings.timezone),
+            miss.sticky,
+            fresh,
+            profile_id,
+        )
+        if reason is not _STICKY_REASON:
+            self._draws.consume(1)
+        return _new(Selection, (profile_id, to, sender, reason, tier, send_at))
 
     def _two_steps(self, profile_id: str, to: str, now: float) -> Selection:
         """Select on a store without a one-step select: read, choose, compare-and-set."""
@@ -409,6 +565,8 @@ class Engine:
             miss = store.begin_select(profile_id, to, now, known)
             if isinstance(miss, Selection):
                 return miss
+            if miss.loads is not None:
+                self._capacity_needs_one_step("a select with capacity on")
             sel = self._decide(profile_id, to, miss, chooser)
             if sel.reason is Reason.POOL:
                 return sel
@@ -430,7 +588,12 @@ class Engine:
             return counts
 
     def select_many(
-        self, profile_id: str, recipients: Iterable[str], *, now: float | None = None
+        self,
+        profile_id: str,
+        recipients: Iterable[str],
+        *,
+        segments: int = 1,
+        now: float | None = None,
     ) -> list[Selection]:
         """Select for each recipient, at one ``now``, with the rules of one-by-one selects.
 
@@ -439,20 +602,26 @@ class Engine:
         selects before it). On a store with one-step batches (:class:`OneStepBatchStore`,
         such as Redis), the whole batch costs one round trip; with batch calls
         (:class:`BatchStore`), two: one read, one compare-and-set.
-        A recipient repeated in a batch keeps the sender of its first occurrence.
+        A recipient repeated in a batch is selected again after its first occurrence
+        (a sticky hit on the sender it just got, which reserves its own slots).
+        Every message of the batch has ``segments`` segments.
         """
         at = self._at(now)
         profile_id = _profile_id(profile_id)
+        segments = _segments(segments)
         batch = [check_e164(to, "recipient") for to in recipients]
         store = self._store
         if self._many_in_one_step is not None and len(batch) > 1:
-            return self._select_many_in_one_step(profile_id, batch, at)
+            return self._select_many_in_one_step(profile_id, batch, at, segments)
         if not isinstance(store, BatchStore) or len(batch) < 2:
-            return [self.select(profile_id, to, now=at) for to in batch]
+            return [self.select(profile_id, to, segments=segments, now=at) for to in batch]
         unique = list(dict.fromkeys(batch))
         chooser = self._choosers.get(profile_id)
         known = -1 if chooser is None else chooser.version
         began = store.begin_select_many(profile_id, unique, at, known)
+        if any(isinstance(b, Miss) and b.loads is not None for b in began):
+            # Capacity on: its begin answered no hit and wrote nothing; one-step selects.
+            return [self.select(profile_id, to, segments=segments, now=at) for to in batch]
         done: dict[str, Selection] = {}
         pending: list[tuple[Selection, Miss]] = []
         failure: NoEligibleSender | None = None
@@ -471,25 +640,26 @@ class Engine:
                 pending.append((sel, result))
         if pending:
             self._commit_many(store, profile_id, pending, done, at)
-        self._count(done.values())
+        self._count(done.values(), at)
         if failure is not None:
             raise failure
-        return self._expand(profile_id, batch, done, at)
+        return self._expand(profile_id, batch, done, at, segments)
 
     def _select_many_in_one_step(
-        self, profile_id: str, batch: list[str], at: float
+        self, profile_id: str, batch: list[str], at: float, segments: int
     ) -> list[Selection]:
         """select_many on a store that runs a batch's selects itself, in one round trip."""
         assert self._many_in_one_step is not None
         made, failed = self._many_in_one_step(
-            profile_id, list(dict.fromkeys(batch)), at, self._decide_bound
+            profile_id, list(dict.fromkeys(batch)), at, self._decide_bound, segments
         )
-        self._count(made)
+        self._count(made, at)
         if failed is not None:
+            self._refused(failed)
             raise failed
-        return self._expand(profile_id, batch, {s.to: s for s in made}, at)
+        return self._expand(profile_id, batch, {s.to: s for s in made}, at, segments)
 
-    def _count(self, selections: Iterable[Selection]) -> None:
+    def _count(self, selections: Iterable[Selection], now: float) -> None:
         """Count a batch's selections by reason and tier in this thread's counters."""
         counts = self._tally()
         for sel in selections:
@@ -498,6 +668,8 @@ class Engine:
                 counts[_SLOT[sel.tier]] += 1
             if sel.reason is _REASSIGNED:
                 self._reassigned(sel)
+            if sel[5] > now:
+                counts[_WAITED] += 1
 
     def _commit_many(
         self,
@@ -522,23 +694,28 @@ class Engine:
                 done[sel.to] = self._two_steps(profile_id, sel.to, at)
 
     def _expand(
-        self, profile_id: str, batch: list[str], done: dict[str, Selection], at: float
+        self,
+        profile_id: str,
+        batch: list[str],
+        done: dict[str, Selection],
+        at: float,
+        segments: int,
     ) -> list[Selection]:
-        """The batch's answers in order, from those of its distinct recipients."""
+        """The batch's answers in order, from those of its distinct recipients.
+
+        A repeat is a select of its own (rare): a hit on the mapping just made, or a
+        fresh choice with sticky off, which reserves its own slots either way.
+        """
+        if len(done) == len(batch):
+            return [done[to] for to in batch]
         out = []
         seen: set[str] = set()
         for to in batch:
-            first = done[to]
             if to not in seen:
                 seen.add(to)
-                out.append(first)
-                continue
-            if first.reason is Reason.POOL:  # sticky off: each message chooses afresh
-                out.append(self.select(profile_id, to, now=at))
-                continue
-            # Mapped a moment ago, at the same now: a sticky hit.
-            out.append(Selection(profile_id, to, first.from_number, Reason.STICKY))
-            self._tally()[_STICKY] += 1  # (rare: a repeat within one batch)
+                out.append(done[to])
+            else:
+                out.append(self.select(profile_id, to, segments=segments, now=at))
         return out
 
     # -- inspection and override ----------------------------------------------------
@@ -639,4 +816,8 @@ class Engine:
             tier_region=c[7],
             tier_country=c[8],
             tier_none=c[9],
+            overflow=c[11],
+            waited=c[12],
+            exhausted=c[13],
+            busy=c[14],
         )

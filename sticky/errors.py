@@ -16,6 +16,8 @@ __all__ = [
     "InvalidTime",
     "NoEligibleSender",
     "NumberInUse",
+    "PoolBusy",
+    "PoolExhausted",
     "ProfileExists",
     "StickyError",
     "StoreUnavailable",
@@ -88,6 +90,30 @@ class ProfileExists(StickyError, ValueError):
 
 class NoEligibleSender(StickyError, LookupError):
     """The pool has no eligible number for a new choice."""
+
+
+class PoolExhausted(NoEligibleSender):
+    """Every eligible number is at its daily budget of new recipients.
+
+    ``retry_at`` is the start of the next day in the profile's time zone, when the
+    budgets start afresh. Nothing was changed.
+    """
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
+
+
+class PoolBusy(NoEligibleSender):
+    """The earliest slot of every number that could send is later than ``max_queue``.
+
+    ``retry_at`` is the earliest time a select could get a slot within ``max_queue``.
+    Nothing was changed: no slot was reserved.
+    """
+
+    def __init__(self, message: str, retry_at: float) -> None:
+        super().__init__(message)
+        self.retry_at = retry_at
 
 
 class StoreUnavailable(StickyError, ConnectionError):

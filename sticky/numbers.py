@@ -21,11 +21,17 @@ class NumberType(enum.Enum):
 
 @attrs.frozen(slots=True)
 class SenderNumber:
-    """A number of a pool: E.164 string, type and health."""
+    """A number of a pool: E.164 string, type, health, and its own limits if any.
+
+    ``rate`` (segments per second) and ``daily_new_recipients`` override the profile's
+    limits for its type when set (an upgraded toll-free number carries more).
+    """
 
     number: str
     type: NumberType = NumberType.LONG_CODE
     healthy: bool = True
+    rate: float | None = None
+    daily_new_recipients: int | None = None
 
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # [0-9]: ASCII digits only

@@ -15,34 +15,54 @@ load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper
   :func:`judge`; a mapping never gets younger: :func:`refreshed`;
 - the amortised eviction step (two dead mappings, eight index entries at most):
   :data:`STEP_EVICTIONS`, :data:`STEP_LOOKS`;
-- the weighted choice within the first non-empty geomatch tier: :class:`Chooser`.
+- the weighted choice within the first non-empty geomatch tier: :class:`Chooser`;
+- capacity: each number's limits (:func:`rate_of`, :func:`budget_of`), its schedule
+  (the generic cell rate algorithm: :func:`next_slot`, :func:`reserve`), its daily
+  budget (:func:`today`, :func:`new_today`, :func:`has_budget`), and the choice that
+  weighs stickiness against them (:func:`plan`).
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import struct
-from collections.abc import Callable, Iterable, Sequence
+import zoneinfo
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from sticky import geo
-from sticky.errors import NoEligibleSender, shown
+from sticky.errors import NoEligibleSender, PoolBusy, PoolExhausted, shown
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import GeoMatch, PoolSettings
 from sticky.values import GeoTier, Reason
 
 __all__ = [
+    "IDLE",
     "STEP_EVICTIONS",
     "STEP_LOOKS",
     "Chooser",
     "Group",
+    "Load",
+    "Today",
+    "budget_of",
+    "capacity_on",
+    "count_new",
+    "counts_budget",
     "dead_up_to",
     "eligible_numbers",
+    "has_budget",
     "ineligible_because",
     "is_eligible",
     "is_live",
     "judge",
     "judged_at",
+    "new_today",
+    "next_slot",
+    "plan",
+    "rate_of",
     "refreshed",
+    "reserve",
+    "today",
     "weight_of",
 ]
 
@@ -196,6 +216,15 @@ class _Group:
         self.split = len(self.long_codes) * w_long
         self.total = self.split + len(self.toll_free) * w_toll
 
+    def only(self, allowed: Collection[str]) -> _Group:
+        """The same group restricted to ``allowed``, in the same order. O(size)."""
+        return _Group(
+            [n for n in self.long_codes if n in allowed],
+            [n for n in self.toll_free if n in allowed],
+            self.w_long,
+            self.w_toll,
+        )
+
     def pick(self, r: float) -> str:
         """The number at ``r`` in [0, 1) of the cumulative weights. O(1)."""
         # r < 1, but r * total / w can round up to the count: clamp to the last one.
@@ -218,12 +247,28 @@ class Chooser:
     choices whichever store the pool came from.
     """
 
-    __slots__ = ("_all", "_geo_keys", "_tiers", "plain", "settings", "version")
+    __slots__ = (
+        "_all",
+        "_geo_keys",
+        "_tiers",
+        "capacity",
+        "eligible",
+        "limits",
+        "plain",
+        "settings",
+        "version",
+    )
 
     def __init__(self, pool: Sequence[SenderNumber], settings: PoolSettings, version: int) -> None:
         self.settings = settings
         self.version = version
         eligible = sorted((n for n in pool if is_eligible(n, settings)), key=lambda n: n.number)
+        self.eligible = tuple(n.number for n in eligible)
+        """The eligible numbers, sorted."""
+        self.capacity = capacity_on(pool, settings)
+        """Whether any limit applies: then selects go through :func:`plan`."""
+        self.limits = {n.number: (rate_of(n, settings), budget_of(n, settings)) for n in eligible}
+        """Each eligible number's ``(rate, daily budget)``."""
         w_long, w_toll = settings.long_code_weight, settings.toll_free_weight
         self._all = _Group(
             [n.number for n in eligible if n.type is NumberType.LONG_CODE],
@@ -288,3 +333,265 @@ class Chooser:
                 if group is not None:
                     return group.pick(r), tier
         return self._all.pick(r), GeoTier.NONE
+
+    def choose_among(
+        self, allowed: Collection[str], to: str, r: float
+    ) -> tuple[str, GeoTier | None]:
+        """:meth:`choose` restricted to ``allowed``, a non-empty set of eligible numbers.
+
+        Each group (every tier's and the whole pool's) keeps only its allowed numbers,
+        in order; the first tier whose group keeps one wins. With every eligible number
+        allowed, it is :meth:`choose`. O(p).
+        """
+        if self._geo_keys is None:
+            return self._all.only(allowed).pick(r), None
+        for tier, key, groups in zip(_TIERS, self._geo_keys(to), self._tiers, strict=True):
+            if key is not None:
+                group = groups.get(key)
+                if group is not None:
+                    kept = group.only(allowed)
+                    if kept.total > 0:
+                        return kept.pick(r), tier
+        return self._all.only(allowed).pick(r), GeoTier.NONE
+
+
+# -- capacity ---------------------------------------------------------------------
+
+Load = tuple[float, float, int, int]
+"""A number's capacity state: ``(tat, floor, day, count)``.
+
+``tat`` is the generic cell rate algorithm's theoretical arrival time, ``floor`` the
+latest ``send_at`` it gave (so a clock that goes back never moves the schedule back),
+``count`` the new recipients of ``day`` (a proleptic Gregorian ordinal in the
+profile's zone). A number never used has :data:`IDLE`.
+"""
+IDLE: Load = (-math.inf, -math.inf, 0, 0)
+"""The state of a number with no reservation and no new recipient yet."""
+
+Today = tuple[int, float]
+"""A day in a profile's time zone: ``(ordinal, start of the next day)``."""
+
+_DAYS: dict[str, tuple[float, float, int]] = {}
+_ZONES: dict[str, zoneinfo.ZoneInfo] = {}
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_DAY = 86_400.0
+
+
+def today(now: float, tz: str) -> Today:
+    """The day ``now`` falls in, in the IANA zone ``tz``, and when the next one starts.
+
+    O(1): the last day of each zone is cached, so only the first select after a
+    midnight computes a date. Times beyond the calendar (years past 9999) count UTC
+    days of 86,400 seconds.
+    """
+    known = _DAYS.get(tz)
+    if known is not None and known[0] <= now < known[1]:
+        return known[2], known[1]
+    zone = _ZONES.get(tz)
+    if zone is None:
+        zone = _ZONES[tz] = zoneinfo.ZoneInfo(tz)
+    try:
+        date = datetime.datetime.fromtimestamp(now, zone).date()
+        start = datetime.datetime.combine(date, datetime.time(), zone).timestamp()
+        end = datetime.datetime.combine(
+            date + datetime.timedelta(days=1), datetime.time(), zone
+        ).timestamp()
+    except (OverflowError, OSError, ValueError):
+        days = math.floor(now / _DAY)
+        return _EPOCH_ORDINAL + days, (days + 1) * _DAY
+    _DAYS[tz] = (min(start, now), end, date.toordinal())
+    return date.toordinal(), end
+
+
+def rate_of(number: SenderNumber, settings: PoolSettings) -> float | None:
+    """A number's rate in segments per second: its own, else its type's; None: unlimited."""
+    if number.rate is not None:
+        return number.rate
+    if number.type is NumberType.LONG_CODE:
+        return settings.long_code_rate
+    return settings.toll_free_rate
+
+
+def budget_of(number: SenderNumber, settings: PoolSettings) -> int | None:
+    """A number's daily budget of new recipients: its own, else the profile's; None: none."""
+    if number.daily_new_recipients is not None:
+        return number.daily_new_recipients
+    return settings.daily_new_recipients
+
+
+def capacity_on(pool: Iterable[SenderNumber], settings: PoolSettings) -> bool:
+    """Whether any rate or budget applies to the pool: else selects skip capacity. O(p)."""
+    if (
+        settings.long_code_rate is not None
+        or settings.toll_free_rate is not None
+        or settings.daily_new_recipients is not None
+    ):
+        return True
+    return any(n.rate is not None or n.daily_new_recipients is not None for n in pool)
+
+
+def next_slot(load: Load, now: float, rate: float | None, burst: int) -> float:
+    """The ``send_at`` a select at ``now`` would get: ``max(now, tat - (b - 1) / r, floor)``.
+
+    ``now`` for a number without a rate. O(1).
+    """
+    if rate is None:
+        return now
+    slot = load[0] - (burst - 1) / rate
+    slot = max(slot, load[1])
+    return now if now > slot else slot  # noqa: FURB136 - max() costs a call
+
+
+def new_today(load: Load, day: int) -> int:
+    """The new recipients counted on ``day``; a day never goes back (clock). O(1)."""
+    return load[3] if load[2] >= day else 0
+
+
+def has_budget(load: Load, day: int, budget: int | None) -> bool:
+    """Whether a number may take one more new recipient on ``day``. O(1)."""
+    return budget is None or new_today(load, day) < budget
+
+
+def reserve(
+    load: Load,
+    now: float,
+    rate: float | None,
+    burst: int,
+    segments: int,
+    day: int,
+    *,
+    new: bool,
+) -> tuple[float, Load]:
+    """Reserve ``segments`` slots (and count a new recipient if ``new``); the new state.
+
+    Returns ``(send_at, load)``: ``send_at`` is :func:`next_slot`, and the schedule
+    moves to ``tat = max(tat, now) + segments / r``. So for any two reservations
+    ``i`` before ``j`` on a number, the segments from ``i`` up to ``j`` are at most
+    ``r * (send_at_j - send_at_i) + b``. A count belongs to ``max(day, stored day)``.
+    O(1).
+    """
+    send_at = next_slot(load, now, rate, burst)
+    if rate is not None:
+        tat = load[0]
+        start = tat if tat > now else now  # noqa: FURB136 - max() costs a call
+        load = (start + segments / rate, send_at, load[2], load[3])
+    return send_at, count_new(load, day) if new else load
+
+
+def count_new(load: Load, day: int) -> Load:
+    """``load`` with one more new recipient, counted on ``max(day, stored day)``. O(1)."""
+    if day > load[2]:
+        return load[0], load[1], day, 1
+    return load[0], load[1], load[2], load[3] + 1
+
+
+def counts_budget(reason: Reason) -> bool:
+    """Whether a select with this reason created a mapping, which a budget counts."""
+    return reason in _COUNTED
+
+
+_COUNTED = frozenset({Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED, Reason.OVERFLOW})
+
+Plan = tuple[str, GeoTier | None, Reason, float]
+"""A planned select: ``(sender, tier, reason, send_at)``."""
+
+
+def plan(
+    chooser: Chooser,
+    loads: Mapping[str, Load],
+    to: str,
+    r: float,
+    now: float,
+    day: Today,
+    sticky: str | None,
+    reason: Reason,
+    profile_id: str,
+) -> Plan:
+    """A select with capacity on: the sender, its tier, the reason and ``send_at``.
+
+    ``sticky`` is the sender of a live mapping with an eligible sender (None for a
+    fresh choice, whose ``reason`` is then given: new, expired, reassigned or pool).
+    A sticky recipient keeps its number unless its slot is more than ``max_wait``
+    away and a number with budget left has a sooner one (then ``OVERFLOW``); a fresh
+    choice keeps the numbers with budget left (with sticky on) whose slot is within
+    ``choice_wait`` (and ``max_queue``) and draws among them with :meth:`Chooser.choose_among`
+    (geomatch tiers, then weights), else among those with the earliest slot. The draw
+    ``r`` is used only by a fresh choice or an overflow. Changes nothing: the caller
+    :func:`reserve` s the plan. Raises NoEligibleSender (no number is eligible),
+    PoolExhausted (none has budget left), PoolBusy (none has a slot within
+    ``max_queue``). O(p).
+    """
+    settings = chooser.settings
+    if sticky is not None:
+        slot = next_slot(loads.get(sticky, IDLE), now, chooser.limits[sticky][0], settings.burst)
+        max_wait = settings.max_wait
+        if max_wait is not None and slot - now > max_wait:
+            moved = _fresh(chooser, loads, to, r, now, day, profile_id, sticky, slot)
+            if moved is not None:
+                return moved[0], moved[1], Reason.OVERFLOW, moved[2]
+        max_queue = settings.max_queue
+        if max_queue is not None and slot - now > max_queue:
+            msg = (
+                f"sender {sticky} of {shown(to)} in profile {shown(profile_id)} has no slot"
+                f" within max_queue={max_queue:g}s"
+            )
+            raise PoolBusy(msg, slot - max_queue)
+        return sticky, None, Reason.STICKY, slot
+    chosen = _fresh(chooser, loads, to, r, now, day, profile_id, None, math.inf)
+    assert chosen is not None
+    return chosen[0], chosen[1], reason, chosen[2]
+
+
+def _fresh(
+    chooser: Chooser,
+    loads: Mapping[str, Load],
+    to: str,
+    r: float,
+    now: float,
+    day: Today,
+    profile_id: str,
+    sticky: str | None,
+    before: float,
+) -> tuple[str, GeoTier | None, float] | None:
+    """A fresh choice with capacity: ``(sender, tier, send_at)``.
+
+    For an overflow (``sticky`` given), a number with a slot sooner than ``before``,
+    or None when there is none (the recipient stays).
+    """
+    settings = chooser.settings
+    if not chooser.eligible:
+        msg = f"profile {shown(profile_id)} has no eligible sender for {shown(to)}"
+        raise NoEligibleSender(msg)
+    limits, burst, budgets = chooser.limits, settings.burst, settings.sticky_sender
+    slots: dict[str, float] = {}
+    for n in chooser.eligible:
+        load = loads.get(n, IDLE)
+        rate, budget = limits[n]
+        if n != sticky and (not budgets or has_budget(load, day[0], budget)):
+            slot = next_slot(load, now, rate, burst)
+            if slot < before:
+                slots[n] = slot
+    if not slots:
+        if sticky is not None:
+            return None
+        msg = (
+            f"every eligible sender of profile {shown(profile_id)} is at its daily budget"
+            f" of new recipients (for {shown(to)})"
+        )
+        raise PoolExhausted(msg, day[1])
+    wait = settings.choice_wait
+    max_queue = settings.max_queue
+    if max_queue is not None and max_queue < wait:
+        wait = max_queue
+    room = [n for n, slot in slots.items() if slot - now <= wait]
+    if not room:
+        earliest = min(slots.values())
+        if max_queue is not None and earliest - now > max_queue:
+            msg = (
+                f"no sender of profile {shown(profile_id)} has a slot for {shown(to)}"
+                f" within max_queue={max_queue:g}s"
+            )
+            raise PoolBusy(msg, earliest - max_queue)
+        room = [n for n, slot in slots.items() if slot == earliest]
+    sender, tier = chooser.choose_among(frozenset(room), to, r)
+    return sender, tier, slots[sender]

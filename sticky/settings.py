@@ -13,7 +13,7 @@ import attrs
 
 from sticky.errors import InvalidSettings, shown
 
-__all__ = ["DEFAULT_TTL", "GeoMatch", "PoolSettings"]
+__all__ = ["DEFAULT_TTL", "GeoMatch", "PoolSettings", "check_budget", "check_rate"]
 
 DEFAULT_TTL = 691_200.0
 """Eight days, in seconds: how long a mapping lives after its last use."""
@@ -64,16 +64,99 @@ def _weight(value: object) -> float:
     return float(value)
 
 
-def _ttl(value: object) -> float:
+def _seconds(name: str, value: object, *, positive: bool) -> float:
+    """Seconds as a finite float (> 0 if ``positive``, else >= 0), or a timedelta's."""
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"invalid ttl {shown(value)}: expected seconds (a finite number > 0) or a timedelta"
-        raise InvalidSettings(msg)
-    if not (math.isfinite(value) and value > 0):
-        msg = f"invalid ttl {shown(value)}: expected seconds (a finite number > 0) or a timedelta"
+    bound = "> 0" if positive else ">= 0"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not (value > 0 if positive else value >= 0)
+    ):
+        msg = (
+            f"invalid {name} {shown(value)}: expected seconds (a finite number {bound})"
+            " or a timedelta"
+        )
         raise InvalidSettings(msg)
     return float(value)
+
+
+def _rate(value: object, name: str = "rate") -> float | None:
+    """A rate in segments per second: a finite number > 0, or None for unlimited."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        msg = (
+            f"invalid {name} {shown(value)}: expected segments per second"
+            " (a finite number > 0) or None"
+        )
+        raise InvalidSettings(msg)
+    return float(value)
+
+
+def _count(value: object, name: str) -> int:
+    """A positive integer (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"invalid {name} {shown(value)}: expected an integer >= 1"
+        raise InvalidSettings(msg)
+    return value
+
+
+def _budget(value: object, name: str = "daily_new_recipients") -> int | None:
+    """A daily budget of new recipients: an integer >= 1, or None for no budget."""
+    return None if value is None else _count(value, name)
+
+
+def _long_code_rate(value: object) -> float | None:
+    return _rate(value, "long_code_rate")
+
+
+def _toll_free_rate(value: object) -> float | None:
+    return _rate(value, "toll_free_rate")
+
+
+def _burst(value: object) -> int:
+    return _count(value, "burst")
+
+
+def _max_wait(value: object) -> float | None:
+    return None if value is None else _seconds("max_wait", value, positive=False)
+
+
+def _max_queue(value: object) -> float | None:
+    return None if value is None else _seconds("max_queue", value, positive=False)
+
+
+def _choice_wait(value: object) -> float:
+    return _seconds("choice_wait", value, positive=False)
+
+
+def _timezone(value: object) -> str:
+    """An IANA time zone name that this installation knows."""
+    import zoneinfo  # noqa: PLC0415 - only profiles that set a zone pay for the import
+
+    if type(value) is str and value:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            pass
+        else:
+            return value
+    msg = (
+        f"invalid timezone {shown(value)}: expected an IANA time zone name"
+        " such as 'UTC' or 'America/New_York'"
+    )
+    raise InvalidSettings(msg)
+
+
+def _ttl(value: object) -> float:
+    return _seconds("ttl", value, positive=True)
 
 
 def _flag(name: str, value: object) -> bool:
@@ -97,6 +180,16 @@ class PoolSettings:
 
     Raises :class:`~sticky.InvalidSettings` for a NaN, infinite or negative weight, two
     zero weights, a ttl that is not > 0, a value of the wrong type, or an unknown name.
+
+    Capacity (``docs/semantics.md``, "Capacity"): ``long_code_rate`` and
+    ``toll_free_rate`` are each type's rate in segments per second (None: unlimited),
+    ``burst`` the segments a number may send at once, ``daily_new_recipients`` each
+    number's budget of new recipients per day in ``timezone`` (None: none);
+    ``choice_wait`` is how long a fresh choice may wait for a slot before it gives up
+    geomatch and weights for the earliest one, ``max_wait`` how long a sticky recipient
+    waits for its own number before it overflows to a sooner one (None: always), and
+    ``max_queue`` the longest wait a select accepts before it raises
+    :class:`~sticky.PoolBusy` (None: any). Times in seconds or timedeltas.
     """
 
     sticky_sender: bool = attrs.field(default=True, converter=_sticky_sender)
@@ -105,6 +198,18 @@ class PoolSettings:
     toll_free_weight: float = attrs.field(default=1.0, converter=_weight)
     skip_unhealthy: bool = attrs.field(default=False, converter=_skip_unhealthy)
     geomatch: GeoMatch = attrs.field(default=GeoMatch.OFF, converter=_geomatch)
+    long_code_rate: float | None = attrs.field(
+        default=None, converter=_long_code_rate, kw_only=True
+    )
+    toll_free_rate: float | None = attrs.field(
+        default=None, converter=_toll_free_rate, kw_only=True
+    )
+    burst: int = attrs.field(default=1, converter=_burst, kw_only=True)
+    daily_new_recipients: int | None = attrs.field(default=None, converter=_budget, kw_only=True)
+    max_wait: float | None = attrs.field(default=None, converter=_max_wait, kw_only=True)
+    choice_wait: float = attrs.field(default=0.0, converter=_choice_wait, kw_only=True)
+    max_queue: float | None = attrs.field(default=None, converter=_max_queue, kw_only=True)
+    timezone: str = attrs.field(default="UTC", converter=_timezone, kw_only=True)
 
     def __new__(cls, *_args: object, **names: object) -> Self:
         """Refuse unknown names with InvalidSettings, naming them (not a bare TypeError).
@@ -142,11 +247,19 @@ class PoolSettings:
             "toll_free_weight": self.toll_free_weight,
             "skip_unhealthy": self.skip_unhealthy,
             "geomatch": self.geomatch.value,
+            "long_code_rate": self.long_code_rate,
+            "toll_free_rate": self.toll_free_rate,
+            "burst": self.burst,
+            "daily_new_recipients": self.daily_new_recipients,
+            "max_wait": self.max_wait,
+            "choice_wait": self.choice_wait,
+            "max_queue": self.max_queue,
+            "timezone": self.timezone,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PoolSettings:
-        """Rebuild settings from :meth:`to_dict`'s output."""
+        """Rebuild settings from :meth:`to_dict`'s output (an older one lacks capacity)."""
         return cls(**data)
 
 
@@ -162,3 +275,13 @@ def _unknown(names: Iterable[str]) -> str:
     known = ", ".join(sorted(_FIELDS))
     plural = "s" if len(parts) > 1 else ""
     return f"unknown setting{plural} {', '.join(parts)}: the settings are {known}"
+
+
+def check_rate(value: object) -> float | None:
+    """A number's own rate, validated as the settings' rates are (None: its type's)."""
+    return _rate(value)
+
+
+def check_budget(value: object) -> int | None:
+    """A number's own daily budget, validated as the settings' (None: its profile's)."""
+    return _budget(value)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import attrs
 
-__all__ = ["GeoTier", "Mapping", "Reason", "Selection", "Stats"]
+__all__ = ["GeoTier", "Mapping", "NumberCapacity", "Reason", "Selection", "Stats"]
 
 
 class Reason(enum.Enum):
@@ -27,6 +27,8 @@ class Reason(enum.Enum):
     """The live mapping's sender was no longer eligible: it was replaced."""
     POOL = "pool"
     """Sticky sender is off: a sender was chosen from the pool; no mapping was touched."""
+    OVERFLOW = "overflow"
+    """The live mapping's sender had no slot within ``max_wait``: moved to a sooner one."""
 
 
 class GeoTier(enum.Enum):
@@ -46,8 +48,10 @@ class Selection(NamedTuple):
     """The answer of a select: which number sends to ``to`` and why.
 
     ``tier`` is the geomatch tier of a fresh choice made with geomatch on, else None.
-    A named tuple rather than a frozen class: one is made on every select, and a
-    tuple costs a quarter of the time to build.
+    ``send_at`` is the earliest time the message may leave without exceeding its
+    sender's rate: the select's ``now`` when there was room (always set by the engine;
+    the default only serves values built by hand). A named tuple rather than a frozen
+    class: one is made on every select, and a tuple costs a quarter of the time to build.
     """
 
     profile_id: str
@@ -55,6 +59,7 @@ class Selection(NamedTuple):
     from_number: str
     reason: Reason
     tier: GeoTier | None = None
+    send_at: float = 0.0
 
 
 @attrs.frozen(slots=True)
@@ -75,7 +80,9 @@ class Stats:
     ``mappings`` counts the store's mappings (live, or dead and not yet evicted) and
     ``evicted`` the dead ones the store has removed (by ``evict_expired`` and in
     amortised steps). The other counters count this engine's selects since it was
-    created: by reason, and fresh geomatch choices by tier.
+    created: by reason, and fresh geomatch choices by tier; ``waited`` counts the
+    selects whose ``send_at`` was later than their ``now``, ``exhausted`` and ``busy``
+    the selects refused with :class:`~sticky.PoolExhausted` and :class:`~sticky.PoolBusy`.
     """
 
     mappings: int = 0
@@ -90,8 +97,37 @@ class Stats:
     tier_region: int = 0
     tier_country: int = 0
     tier_none: int = 0
+    overflow: int = 0
+    waited: int = 0
+    exhausted: int = 0
+    busy: int = 0
 
     @property
     def selections(self) -> int:
         """Every select that returned a sender."""
-        return self.sticky + self.new + self.expired + self.reassigned + self.pool
+        return self.sticky + self.new + self.expired + self.reassigned + self.pool + self.overflow
+
+
+@attrs.frozen(slots=True)
+class NumberCapacity:
+    """One number's capacity at a moment: its limits, next free slot and today's count.
+
+    ``rate`` (segments per second, None for unlimited) and ``daily_new_recipients``
+    (None for no budget) are the limits in force, the number's own or its type's;
+    ``next_slot`` is the ``send_at`` a one-segment select would get now; ``new_today``
+    counts the mappings created for it today (in the profile's time zone).
+    """
+
+    number: str
+    rate: float | None
+    burst: int
+    daily_new_recipients: int | None
+    next_slot: float
+    new_today: int
+
+    @property
+    def budget_left(self) -> int | None:
+        """New recipients it may still take today, or None without a budget."""
+        if self.daily_new_recipients is None:
+            return None
+        return max(0, self.daily_new_recipients - self.new_today)

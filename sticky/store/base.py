@@ -20,19 +20,30 @@ chooses and then gives the miss back to :meth:`Store.commit_select`, a
 compare-and-set. The rules a store applies inside its steps are the functions of
 :mod:`sticky.policy`.
 
+Capacity (rates and daily budgets, ``docs/semantics.md``) is state a store keeps per
+number, as a :data:`sticky.policy.Load`, and changes in the select's own atomic step.
+For a profile with capacity on (:func:`sticky.policy.capacity_on`), a select always
+asks its ``decide``, even for a live mapping: the :class:`Miss` then carries the loads,
+the live eligible sender (``sticky``) and ``now``, and the engine's decide answers with
+:func:`sticky.policy.plan`; the store stores the choice and :func:`sticky.policy.reserve`
+s it. So capacity needs a :class:`OneStepStore`: on the two-step path a Miss with loads
+raises :class:`~sticky.IncompatibleStore`, and ``begin_select`` never answers a hit for
+such a profile.
+
 Every method raises :class:`~sticky.StoreUnavailable` when the store cannot be reached,
 and leaves nothing half-written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
 from sticky.errors import NoEligibleSender
 from sticky.numbers import NumberType, SenderNumber
+from sticky.policy import Load
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
@@ -68,13 +79,21 @@ class Miss:
     miss back to :meth:`Store.commit_select`, which compares against them. Read-only by
     convention (a plain slotted record: it is made on every fresh choice, and a frozen
     class costs three times as much to build).
+
+    With capacity on, ``loads`` holds the pool's capacity state (a number absent is
+    :data:`~sticky.policy.IDLE`), ``sticky`` the sender of a live mapping whose sender
+    is eligible (a select that may stay sticky), and ``now`` the select's time; else
+    ``loads`` is None.
     """
 
     settings: PoolSettings
     version: int
     pool: tuple[SenderNumber, ...] | None
     previous: StoredMapping | None
-    live: bool = False
+    live: bool
+    now: float
+    loads: Mapping[str, Load] | None = None
+    sticky: str | None = None
 
 
 @runtime_checkable
@@ -110,9 +129,37 @@ class Store(Protocol):
 
     # -- pools ----------------------------------------------------------------------
     def add_number(
-        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType,
+        *,
+        healthy: bool,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
     ) -> None:
-        """Add a number to a pool. Raises UnknownProfile, NumberInUse (in any pool)."""
+        """Add a number to a pool, with its own limits if given.
+
+        Raises UnknownProfile, NumberInUse (in any pool).
+        """
+        ...
+
+    def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
+        """Set a pooled number's own ``rate`` and/or ``daily_new_recipients``; return it.
+
+        ``changes`` holds only those names (None: the profile's limit applies). Its
+        capacity state is kept. Raises UnknownNumber (in no pool).
+        """
+        ...
+
+    def capacity_state(
+        self, profile_id: str
+    ) -> tuple[PoolSettings, tuple[SenderNumber, ...], dict[str, Load]]:
+        """The settings, the pool and each number's capacity state, in one atomic read.
+
+        A number without state is absent (it is :data:`~sticky.policy.IDLE`). Changes
+        nothing. Raises UnknownProfile.
+        """
         ...
 
     def remove_number(self, profile_id: str, number: str, now: float) -> int:
@@ -178,6 +225,9 @@ class Store(Protocol):
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Store ``(number, now)`` for ``to``, replacing any mapping; return the settings.
+
+        With capacity on, the pin counts as a new recipient of ``number`` today (see
+        :func:`sticky.policy.reserve`; no slot is reserved), whatever its budget.
 
         Raises UnknownProfile, UnknownNumber (not in this pool).
         """
@@ -249,9 +299,19 @@ class OneStepStore(Store, Protocol):
     """
 
     def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+        self,
+        profile_id: str,
+        to: str,
+        now: float,
+        decide: Decide,
+        hits: list[int],
+        segments: int = 1,
     ) -> Selection:
         """One select in one atomic step: a sticky hit, or ``decide`` and store its choice.
+
+        With capacity on, ``decide`` is asked for every select (see the module
+        docstring); a sticky answer refreshes the mapping and counts in ``hits``, any
+        other is stored as below, and the answer's sender reserves ``segments`` slots.
 
         If sticky is on and the stored mapping of ``to`` is live with an eligible
         sender: refresh it as :meth:`Store.begin_select` does, add one to ``hits[0]``
@@ -274,7 +334,12 @@ class OneStepBatchStore(Store, Protocol):
     """
 
     def select_many_in_one_step(
-        self, profile_id: str, recipients: Sequence[str], now: float, decide: Decide
+        self,
+        profile_id: str,
+        recipients: Sequence[str],
+        now: float,
+        decide: Decide,
+        segments: int = 1,
     ) -> tuple[list[Selection], NoEligibleSender | None]:
         """:meth:`OneStepStore.select_in_one_step` for each distinct, valid recipient, in order.
 

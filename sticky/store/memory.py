@@ -28,9 +28,10 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, NoReturn
 
+import attrs
 from sortedcontainers import SortedList
 
 from sticky.errors import (
@@ -43,14 +44,21 @@ from sticky.errors import (
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import (
+    IDLE,
     STEP_EVICTIONS,
     STEP_LOOKS,
     Chooser,
+    Load,
+    count_new,
+    counts_budget,
     eligible_numbers,
     is_live,
     judge,
     judged_at,
+    rate_of,
     refreshed,
+    reserve,
+    today,
 )
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, LiveMapping, Miss, sorted_pool
@@ -107,13 +115,14 @@ class _Table(dict[str, _Entry]):
 class _Profile:
     __slots__ = (
         "by_sender",
+        "capacity",
         "chooser",
         "eligible",
-        "fresh",
         "horizon",
         "id",
         "late",
         "late_min",
+        "loads",
         "pool",
         "pool_tuple",
         "queue",
@@ -133,6 +142,7 @@ class _Profile:
         self.late: SortedList = SortedList()
         self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
         self.horizon = -math.inf
+        self.loads: dict[str, Load] = {}
         self.apply(settings, version)
 
     def apply(self, settings: PoolSettings, version: int) -> None:
@@ -143,9 +153,8 @@ class _Profile:
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
         self.eligible = eligible_numbers(self.pool_tuple, settings)
-        # What every select for a recipient with no mapping reads: built once, not per call.
-        self.fresh = Miss(settings, version, self.pool_tuple, None, live=False)
         self.chooser = Chooser(self.pool_tuple, settings, version)
+        self.capacity = self.chooser.capacity
 
     def add_late(self, key: float, to: str) -> None:
         """Index ``to`` under ``key`` out of order. O(log n)."""
@@ -311,7 +320,14 @@ class MemoryStore:
 
     # -- pools ----------------------------------------------------------------------
     def add_number(
-        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType,
+        *,
+        healthy: bool,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
     ) -> None:
         """Add a number to a pool. O(p log p)."""
         with self._lock:
@@ -321,7 +337,7 @@ class MemoryStore:
                 msg = f"number {shown(number)} is already in profile {shown(owner)}"
                 raise NumberInUse(msg)
             self._owner[number] = profile_id
-            p.pool[number] = SenderNumber(number, number_type, healthy)
+            p.pool[number] = SenderNumber(number, number_type, healthy, rate, daily_new_recipients)
             p.apply(p.settings, self._next_version())
 
     def remove_number(self, profile_id: str, number: str, now: float) -> int:
@@ -336,6 +352,7 @@ class MemoryStore:
             for to in p.by_sender.pop(number, ()):
                 live += is_live(table.pop(to)[1], ttl, at)
             del p.pool[number]
+            p.loads.pop(number, None)
             del self._owner[number]
             p.apply(p.settings, self._next_version())
             return live
@@ -350,8 +367,30 @@ class MemoryStore:
             p = self._profiles[owner]
             current = p.pool[number]
             if current.healthy != healthy:
-                p.pool[number] = SenderNumber(number, current.type, healthy)
+                p.pool[number] = attrs.evolve(current, healthy=healthy)
                 p.apply(p.settings, self._next_version())
+
+    def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
+        """Set a pooled number's own limits; return it. O(p log p)."""
+        with self._lock:
+            owner = self._owner.get(number)
+            if owner is None:
+                msg = f"number {shown(number)} is in no profile"
+                raise UnknownNumber(msg)
+            p = self._profiles[owner]
+            updated = attrs.evolve(p.pool[number], **changes)  # type: ignore[arg-type]
+            if updated != p.pool[number]:
+                p.pool[number] = updated
+                p.apply(p.settings, self._next_version())
+            return updated
+
+    def capacity_state(
+        self, profile_id: str
+    ) -> tuple[PoolSettings, tuple[SenderNumber, ...], dict[str, Load]]:
+        """The settings, pool and capacity state of a profile. O(p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            return p.settings, p.pool_tuple, dict(p.loads)
 
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number. O(1)."""
@@ -359,8 +398,14 @@ class MemoryStore:
             return self._get(profile_id).pool_tuple
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
+        self,
+        profile_id: str,
+        to: str,
+        now: float,
+        decide: Decide,
+        hits: list[int],
+        segments: int = 1,
     ) -> Selection:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
@@ -375,6 +420,8 @@ class MemoryStore:
             except KeyError:
                 msg = f"unknown profile {shown(profile_id)}"
                 raise UnknownProfile(msg) from None
+            if p.capacity:
+                return self._select_with_capacity(p, to, now, decide, hits, segments)
             table = p.table
             entry = table.get(to) if p.sticky else None
             if entry is None:
@@ -386,10 +433,10 @@ class MemoryStore:
                     if now > last_used:
                         table[to] = (sender, now, idx)
                     hits[0] += 1
-                    return _new(Selection, (profile_id, to, sender, _STICKY, None))
+                    return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             draws = getattr(decide, "draws", None)
             if draws is None:  # a decide of its own (begin_select's): the generic path
-                sel = decide(profile_id, to, self._miss(p, entry, reason))
+                sel = decide(profile_id, to, self._miss(p, entry, reason, now))
                 if sel.reason is not _POOL:
                     self._store_choice(p, to, sel.from_number, now, entry)
                 return sel
@@ -407,16 +454,58 @@ class MemoryStore:
                 )
             if reason is not _POOL:
                 self._store_choice(p, to, sender, now, entry)
-            return _new(Selection, (profile_id, to, sender, reason, tier))
+            return _new(Selection, (profile_id, to, sender, reason, tier, now))
         finally:
             lock.release()
 
-    @staticmethod
-    def _miss(p: _Profile, entry: _Entry | None, reason: Reason) -> Miss:
-        """What a fresh choice reads, for a decide of the caller's."""
+    def _select_with_capacity(
+        self, p: _Profile, to: str, now: float, decide: Decide, hits: list[int], segments: int
+    ) -> Selection:
+        """A select of a profile with capacity on (lock held): ``decide`` plans it.
+
+        The engine's decide applies :func:`sticky.policy.plan`; this stores its answer
+        and reserves its slots. O(p).
+        """
+        table = p.table
+        entry = table.get(to) if p.sticky else None
+        sticky = None
         if entry is None:
-            return p.fresh
-        return Miss(p.settings, p.version, p.pool_tuple, entry[:2], reason is _REASSIGNED)
+            reason = _NEW if p.sticky else _POOL
+        else:
+            reason = judge(entry[1], p.ttl, now, p.horizon, entry[0] in p.eligible)
+            if reason is _STICKY:
+                sticky = entry[0]
+        previous = None if entry is None else entry[:2]
+        miss = Miss(
+            p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now,
+            p.loads, sticky,
+        )  # fmt: skip
+        sel = decide(p.id, to, miss)
+        sender = sel.from_number
+        if sel.reason is _STICKY:
+            if now > entry[1]:  # type: ignore[index]  # a sticky answer has an entry
+                table[to] = (sender, now, entry[2])  # type: ignore[index]
+            hits[0] += 1
+        elif sel.reason is not _POOL:
+            self._store_choice(p, to, sender, now, entry)
+        self._reserve(p, sender, now, segments, counts_budget(sel.reason))
+        return sel
+
+    @staticmethod
+    def _reserve(p: _Profile, number: str, now: float, segments: int, new: bool) -> None:  # noqa: FBT001
+        """Reserve ``segments`` slots on ``number`` (and count a new recipient). O(1)."""
+        settings = p.settings
+        day = today(now, settings.timezone)[0]
+        load = p.loads.get(number, IDLE)
+        p.loads[number] = reserve(
+            load, now, rate_of(p.pool[number], settings), settings.burst, segments, day, new=new
+        )[1]
+
+    @staticmethod
+    def _miss(p: _Profile, entry: _Entry | None, reason: Reason, now: float) -> Miss:
+        """What a fresh choice reads, for a decide of the caller's."""
+        previous = None if entry is None else entry[:2]
+        return Miss(p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now)
 
     def begin_select(
         self,
@@ -460,7 +549,7 @@ class MemoryStore:
                 if judge(last_used, p.ttl, now, p.horizon, sender in p.eligible) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
                     p.table[to] = (sender, refreshed(last_used, now), idx)
-                    return _new(Selection, (profile_id, to, sender, _STICKY, None))
+                    return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             return None
 
     # -- inspection and override ----------------------------------------------------
@@ -514,6 +603,9 @@ class MemoryStore:
                 msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
             self._store_choice(p, to, number, now, p.table.get(to))
+            if p.capacity:
+                day = today(now, p.settings.timezone)[0]
+                p.loads[number] = count_new(p.loads.get(number, IDLE), day)
             return p.settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
@@ -559,6 +651,8 @@ class MemoryStore:
                     assert (idx, to) in keys, f"{pid}: {to} missing from the expiry index"
                     by_sender.setdefault(sender, set()).add(to)
                 assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
+                assert set(p.loads) <= set(p.pool), f"{pid}: capacity of a number not in pool"
+                assert p.capacity == p.chooser.capacity, f"{pid}: capacity flag is stale"
                 queue = list(p.queue)
                 assert all(a[0] <= b[0] for a, b in itertools.pairwise(queue))
 

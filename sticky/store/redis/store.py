@@ -95,7 +95,13 @@ class RedisStore(RedisPools):
 
     # -- selection ------------------------------------------------------------------
     def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+        self,
+        profile_id: str,
+        to: str,
+        now: float,
+        decide: Decide,
+        hits: list[int],
+        segments: int = 1,
     ) -> Selection:
         """A whole select in one script: a sticky hit, or a fresh choice it stores. 1 round trip.
 
@@ -130,11 +136,12 @@ class RedisStore(RedisPools):
             if tag == _HIT:
                 with self._hits_lock:
                     hits[0] += 1
-                return _new(Selection, (profile_id, to, reply[1], _STICKY, None))
+                return _new(Selection, (profile_id, to, reply[1], _STICKY, None, now))
             if tag == _CHOSEN:
                 draws.consume(1)
                 return _new(
-                    Selection, (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]])
+                    Selection,
+                    (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]], now),
                 )
             if tag == _NO_ELIGIBLE:
                 raise _no_eligible(profile_id, to)
@@ -179,7 +186,12 @@ class RedisStore(RedisPools):
                 return won
 
     def select_many_in_one_step(
-        self, profile_id: str, recipients: Sequence[str], now: float, decide: Decide
+        self,
+        profile_id: str,
+        recipients: Sequence[str],
+        now: float,
+        decide: Decide,
+        segments: int = 1,
     ) -> tuple[list[Selection], NoEligibleSender | None]:
         """:meth:`select_in_one_step` for each distinct recipient, in order. 1 round trip.
 
@@ -213,7 +225,7 @@ class RedisStore(RedisPools):
                 if tag not in {Tag.OK, _NO_ELIGIBLE}:
                     before = self._not_run(profile_id, reply, keys)
                     break
-                out += self._chunk_selections(profile_id, chunk, reply)
+                out += self._chunk_selections(profile_id, chunk, reply, now)
                 used += reply[1]
                 if tag == _NO_ELIGIBLE:
                     draws.consume(used)
@@ -246,11 +258,14 @@ class RedisStore(RedisPools):
 
     @staticmethod
     def _chunk_selections(
-        profile_id: str, chunk: Sequence[str], reply: list[Any]
+        profile_id: str, chunk: Sequence[str], reply: list[Any], now: float
     ) -> list[Selection]:
         """The selections a select_many reply carries: reason, sender, tier per recipient."""
         return [
-            _new(Selection, (profile_id, to, reply[i + 1], REASONS[reply[i]], TIERS[reply[i + 2]]))
+            _new(
+                Selection,
+                (profile_id, to, reply[i + 1], REASONS[reply[i]], TIERS[reply[i + 2]], now),
+            )
             for to, i in zip(chunk, range(2, len(reply), 3), strict=False)
         ]
 
@@ -300,14 +315,14 @@ class RedisStore(RedisPools):
             (to, _f(now), "" if cached is None else cached.version_text),
         )
         if reply[0] == _HIT:
-            return Selection(profile_id, to, reply[1], _STICKY)
+            return Selection(profile_id, to, reply[1], _STICKY, None, now)
         if reply[0] != _MISS:
             self._refused(profile_id, reply[0])
             return self.begin_select(profile_id, to, now, known_version)
         current = self._current(profile_id, reply, 5, cached)
         previous = (reply[2], float(reply[3])) if reply[1] == "1" else None
         pool = None if known_version == current.version else current.pool
-        return Miss(current.settings, current.version, pool, previous, reply[4] == "1")
+        return Miss(current.settings, current.version, pool, previous, reply[4] == "1", now)
 
     def _refused(self, profile_id: str, tag: str) -> None:
         """A select script ran nothing: raise for an unknown profile, or migrate one."""
@@ -331,7 +346,7 @@ class RedisStore(RedisPools):
         if reply[0] in {_UNKNOWN, _OLD}:
             self._refused(profile_id, reply[0])
             reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
-        return self._committed(profile_id, to, reply)
+        return self._committed(profile_id, to, reply, now)
 
     @staticmethod
     def _commit_args(to: str, chosen: str, miss: Miss) -> tuple[str, ...]:
@@ -345,12 +360,14 @@ class RedisStore(RedisPools):
         return (to, chosen, has, sender, last_used, live, str(miss.version))
 
     @staticmethod
-    def _committed(profile_id: str, to: str, reply: list[str]) -> Selection | Literal[True] | None:
+    def _committed(
+        profile_id: str, to: str, reply: list[str], now: float
+    ) -> Selection | Literal[True] | None:
         tag = reply[0]
         if tag == _STORED:
             return True
         if tag == _HIT:
-            return Selection(profile_id, to, reply[1], _STICKY)
+            return Selection(profile_id, to, reply[1], _STICKY, None, now)
         if tag == _START_OVER:
             return None
         if tag == _UNKNOWN:
@@ -398,14 +415,21 @@ class RedisStore(RedisPools):
             for i, to in enumerate(chunk):
                 at = 5 * i
                 if reply[at] == _HIT:
-                    out.append(Selection(profile_id, to, reply[at + 1], _STICKY))
+                    out.append(Selection(profile_id, to, reply[at + 1], _STICKY, None, now))
                     continue
                 if current is None:
                     current = self._current(profile_id, reply, 5 * len(chunk), cached)
                 previous = (reply[at + 2], float(reply[at + 3])) if reply[at + 1] == "1" else None
                 pool = None if known_version == current.version else current.pool
                 out.append(
-                    Miss(current.settings, current.version, pool, previous, reply[at + 4] == "1")
+                    Miss(
+                        current.settings,
+                        current.version,
+                        pool,
+                        previous,
+                        reply[at + 4] == "1",
+                        now,
+                    )
                 )
         return out
 
@@ -432,7 +456,7 @@ class RedisStore(RedisPools):
             chunks, self._batch(profile_id, "commit_many", keys, calls), strict=True
         ):
             out += [
-                self._committed(profile_id, entry[0], reply[2 * i : 2 * i + 2])
+                self._committed(profile_id, entry[0], reply[2 * i : 2 * i + 2], now)
                 for i, entry in enumerate(chunk)
             ]
         return out

@@ -167,19 +167,27 @@ class SQLiteStore(SQLitePools):
                 used = refreshed(last_used, now)
                 if used != last_used:
                     cur.execute(_REFRESH, (used, key, rk))
-                return _new(Selection, (profile_id, to, sender, _STICKY, None))
+                return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             live = verdict is _REASSIGNED
         return key, version, sticky, ttl, stored, text, sender, last_used, live, idx
 
-    def _miss(self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int) -> Miss:
+    def _miss(
+        self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int, now: float
+    ) -> Miss:
         """The Miss of a select that was not a hit; the pool unless ``known_version``."""
         key, version, sticky, _, _, text, sender, last_used, live, _ = row
         previous = (sender, last_used) if sticky and sender is not None else None
         pool = None if known_version == version else self._cached(cur, key, version)[1]
-        return Miss(self._decode(text), version, pool, previous, live)
+        return Miss(self._decode(text), version, pool, previous, live, now)
 
     def select_in_one_step(
-        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
+        self,
+        profile_id: str,
+        to: str,
+        now: float,
+        decide: Decide,
+        hits: list[int],
+        segments: int = 1,
     ) -> Selection:
         """A whole select in one ``BEGIN IMMEDIATE`` transaction. O(log n).
 
@@ -201,7 +209,7 @@ class SQLiteStore(SQLitePools):
                     cur.execute("COMMIT")
                     hits[0] += 1
                     return row
-                sel = decide(profile_id, to, self._miss(cur, row, -1))
+                sel = decide(profile_id, to, self._miss(cur, row, -1, now))
                 if sel.reason is not _REASON_POOL:
                     key, version = row[0], row[1]
                     sid = self._pools[key][2][sel.from_number]  # _miss cached this version
@@ -240,7 +248,7 @@ class SQLiteStore(SQLitePools):
         rk = recipient_key(to)
         with self._write() as cur:
             row = self._hit(cur, profile_id, to, rk, now)
-            return row if row.__class__ is Selection else self._miss(cur, row, known_version)
+            return row if row.__class__ is Selection else self._miss(cur, row, known_version, now)
 
     def commit_select(
         self, profile_id: str, to: str, chosen: str, miss: Miss, now: float
@@ -282,7 +290,7 @@ class SQLiteStore(SQLitePools):
             used = refreshed(last_used, now)
             if used != last_used:
                 cur.execute(_REFRESH, (used, key, rk))
-            return _new(Selection, (profile_id, to, sender, _STICKY, None))
+            return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
         return None
 
     def begin_select_many(
@@ -297,7 +305,7 @@ class SQLiteStore(SQLitePools):
                 if row.__class__ is Selection:
                     out.append(row)
                     continue
-                miss = self._miss(cur, row, known_version)
+                miss = self._miss(cur, row, known_version, now)
                 if miss.pool is not None:  # one transaction, one version: send it once
                     known_version = miss.version
                 out.append(miss)
