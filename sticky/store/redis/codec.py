@@ -4,9 +4,12 @@ Times, ttls and weights travel as ``repr(float)`` text and are stored as receive
 they round-trip exactly (Lua compares them as the same IEEE doubles, and never formats
 one). A pool entry is ``<L|T><1|0><1|0>``: type, health, and whether the number is
 eligible under the profile's settings (:func:`sticky.policy.is_eligible`, computed here
-once per pool version, so Lua reads eligibility as data). 0.1 wrote the first two only.
+once per pool version, so Lua reads eligibility as data), then `` <rate> <budget>``
+when the number has a limit of its own (``-``: none). 0.1 wrote the first two only.
 What a fresh choice needs is data too (:func:`choice_fields`, once per pool version):
-the groups of :class:`sticky.policy.Chooser`, which the scripts' ``pick`` draws from.
+the groups of :class:`sticky.policy.Chooser`, which the scripts' ``pick`` draws from,
+and with capacity on the settings and each eligible number's limits that ``plan`` in
+common.lua reads. A number's capacity state is ``"<tat> <floor> <day> <count>"``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from sticky import geo
 from sticky.errors import ExtraNotInstalled
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Chooser, is_eligible
+from sticky.policy import Chooser, Load, is_eligible
 from sticky.settings import GeoMatch, PoolSettings
 from sticky.store.base import sorted_pool
 
@@ -29,6 +32,8 @@ __all__ = [
     "float_text",
     "geo_mode",
     "group_text",
+    "load_text",
+    "parse_load",
     "parse_pool",
     "settings_args",
     "settings_json",
@@ -60,12 +65,34 @@ def settings_args(settings: PoolSettings) -> tuple[str, str, str]:
     )
 
 
+def _opt(value: float | None) -> str:
+    return "-" if value is None else repr(value)
+
+
 def entry(number: SenderNumber, settings: PoolSettings) -> str:
-    """A pool entry: type, health, eligible under ``settings``."""
-    return (
+    """A pool entry: type, health, eligible under ``settings``, and its own limits."""
+    out = (
         TYPE_CODE[number.type]
         + ("1" if number.healthy else "0")
         + ("1" if is_eligible(number, settings) else "0")
+    )
+    if number.rate is not None or number.daily_new_recipients is not None:
+        out += f" {_opt(number.rate)} {_opt(number.daily_new_recipients)}"
+    return out
+
+
+def _number(number: str, value: str) -> SenderNumber:
+    """A pool entry's number (of either layout, with or without limits)."""
+    kind, healthy = CODE_TYPE[value[0]], value[1] == "1"
+    if len(value) <= 3:
+        return SenderNumber(number, kind, healthy)
+    _, rate, budget = value.split(" ")
+    return SenderNumber(
+        number,
+        kind,
+        healthy,
+        None if rate == "-" else float(rate),
+        None if budget == "-" else int(budget),
     )
 
 
@@ -79,12 +106,37 @@ def flat_entries(pool: Iterable[SenderNumber], settings: PoolSettings) -> list[s
 
 def parse_pool(flat: Sequence[str]) -> tuple[SenderNumber, ...]:
     """The pool from ``number, entry, ...`` (entries of either layout), sorted. O(p log p)."""
-    return sorted_pool(
-        [
-            SenderNumber(flat[i], CODE_TYPE[flat[i + 1][0]], flat[i + 1][1] == "1")
-            for i in range(0, len(flat), 2)
-        ]
+    return sorted_pool([_number(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+
+
+def load_text(load: Load) -> str:
+    """A capacity state as the scripts store it (floats as ``%.17g``, exact)."""
+    return f"{load[0]!r} {load[1]!r} {load[2]} {load[3]}"
+
+
+def parse_load(value: str) -> Load:
+    """A stored capacity state; Lua writes ``-inf``/``inf`` and ``%.17g`` floats."""
+    tat, floor, day, count = value.split(" ")
+    return float(tat), float(floor), int(day), int(count)
+
+
+def _capacity_fields(chooser: Chooser, settings: PoolSettings) -> list[str]:
+    """The capacity part of the choice data: ``cap`` (``0``: off), ``tz``, ``lim``. O(p).
+
+    ``cap`` is ``<burst> <max_wait> <choice_wait> <max_queue>`` (``-``: none) and
+    ``lim`` each eligible number's ``<number> <rate> <budget>``, in the chooser's order.
+    """
+    if not chooser.capacity:
+        return ["cap", "0"]
+    cap = (
+        f"{settings.burst} {_opt(settings.max_wait)} {float_text(settings.choice_wait)}"
+        f" {_opt(settings.max_queue)}"
     )
+    lim = " ".join(
+        f"{n} {_opt(chooser.limits[n][0])} {_opt(chooser.limits[n][1])}"
+        for n in chooser.eligible
+    )
+    return ["cap", cap, "tz", settings.timezone, "lim", lim]
 
 
 def geo_mode(settings: PoolSettings) -> str:
@@ -110,13 +162,16 @@ def group_text(long_codes: Sequence[str], toll_free: Sequence[str]) -> str:
 def choice_fields(pool: Sequence[SenderNumber], settings: PoolSettings, version: int) -> list[str]:
     """What a fresh choice needs, as ``field, value, ...`` of the choice hash. O(p).
 
-    ``w``: the two weights; ``*``: every eligible number; ``<tier>:<key>``: a geomatch
-    tier's group (tiers 1-4 in :class:`~sticky.policy.Chooser`'s order). Raises
+    ``w``: the two weights; ``*``: every eligible number; ``cap``, ``tz``, ``lim``:
+    the capacity settings and limits (``cap`` is ``0`` with capacity off);
+    ``<tier>:<key>``: a geomatch tier's group (tiers 1-4 in :class:`~sticky.policy.Chooser`'s order). Raises
     ExtraNotInstalled for full geomatch without the extra, as the Chooser does.
     """
-    (long_codes, toll_free), tiers = Chooser(pool, settings, version).groups()
+    chooser = Chooser(pool, settings, version)
+    (long_codes, toll_free), tiers = chooser.groups()
     weights = f"{float_text(settings.long_code_weight)} {float_text(settings.toll_free_weight)}"
     out = ["w", weights, "*", group_text(long_codes, toll_free)]
+    out += _capacity_fields(chooser, settings)
     for tier, groups in enumerate(tiers, 1):
         for key, (longs, tolls) in groups.items():
             out += (f"{tier}:{key}", group_text(longs, tolls))

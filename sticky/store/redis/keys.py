@@ -11,7 +11,19 @@ from __future__ import annotations
 
 __all__ = ["ORDER", "KeyScheme", "ProfileKeys", "hex_id", "unhex"]
 
-ORDER = ("meta", "map", "pool", "ver", "queue", "late", "rev", "claims", "choice", "batch")
+ORDER = (
+    "meta",
+    "map",
+    "pool",
+    "ver",
+    "queue",
+    "late",
+    "rev",
+    "claims",
+    "choice",
+    "batch",
+    "cap",
+)
 """The keys of a profile in the order the scripts' KEYS list them."""
 
 
@@ -30,6 +42,7 @@ class ProfileKeys:
 
     __slots__ = (
         "batch",
+        "cap",
         "choice",
         "claims",
         "every",
@@ -51,7 +64,7 @@ class ProfileKeys:
         self.hex = hex_value
         self.meta, self.map, self.pool, self.ver = (base + n for n in ORDER[:4])
         self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:8])
-        self.choice, self.batch = (base + n for n in ORDER[8:])
+        self.choice, self.batch, self.cap = (base + n for n in ORDER[8:])
         self.every = (
             self.meta,
             self.map,
@@ -63,8 +76,12 @@ class ProfileKeys:
             self.claims,
             self.choice,
             self.batch,
+            self.cap,
         )
-        """Every key: the one-step selects, the number-membership protocol, delete_profile."""
+        """Every key: the one-step selects, the number-membership protocol, delete_profile.
+
+        ``cap`` (a hash: number -> capacity state) is last, so the shorter prefixes
+        below stay as they were."""
         self.write = self.every[:7]
         """Scripts that store or remove mappings, so touch the expiry and reverse indexes."""
         self.select = self.every[:4]

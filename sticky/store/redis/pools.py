@@ -19,8 +19,10 @@ import secrets
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
+
+import attrs
 
 from sticky import geo
 from sticky.errors import (
@@ -34,6 +36,7 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber
+from sticky.policy import Load, capacity_on
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
@@ -73,6 +76,7 @@ class Cached:
     __slots__ = (
         "_keys_of",
         "by_number",
+        "capacity",
         "mode",
         "pool",
         "settings",
@@ -90,6 +94,8 @@ class Cached:
         self.by_number = {n.number: n for n in pool}
         self.mode = codec.geo_mode(settings)
         """The geomatch mode a select tells its script it computed tier fields for."""
+        self.capacity = capacity_on(pool, settings)
+        """Whether capacity is on at this version (then a select passes its day)."""
         self._keys_of: Callable[[str], geo.GeoKeys] | None = None
 
     def tier_fields(self, to: str) -> tuple[str, ...]:
@@ -383,9 +389,17 @@ class RedisPools:
 
     # -- pools ----------------------------------------------------------------------
     def add_number(
-        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType,
+        *,
+        healthy: bool,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
     ) -> None:
-        """Add a number to a pool. 3 round trips (5 when an owner key is stale).
+        """Add a number (with its own limits, if given) to a pool. 3 round trips (5 when an
+        owner key is stale).
 
         The pool (the profile's slot) and the number's owner key (its own slot) cannot
         change in one script on a cluster, so: (1) record a pending claim in the pool's
@@ -397,7 +411,7 @@ class RedisPools:
         k = self._keys.of(profile_id)
         token = secrets.token_hex(8)
         owner_key = self._keys.owner(number)
-        new = SenderNumber(number, number_type, healthy)
+        new = SenderNumber(number, number_type, healthy, rate, daily_new_recipients)
         for attempt in range(_ADD_ATTEMPTS):
             cached = self._cache.get(profile_id)
             reply = self._run.eval(
@@ -504,12 +518,25 @@ class RedisPools:
         2 round trips: the owner key, then its pool (3 when this store has not cached
         that pool at its current version).
         """
+        self._set_entry(number, {"healthy": healthy})
+
+    def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
+        """Set a pooled number's own limits; return it. Its capacity state is kept.
+
+        Round trips as :meth:`set_health` (the same script: a new pool entry, compared and
+        set on the pool version, so a re-sent call changes nothing more).
+        """
+        return self._set_entry(number, changes)
+
+    def _set_entry(self, number: str, changes: Mapping[str, object]) -> SenderNumber:
+        """Change a pooled number's fields in its owner's pool; return it as it is now."""
         owner_key = self._keys.owner(number)
         current = self._run.command("GET", owner_key)
         while current is not None:
             inc, _, hex_id = current.partition(":")
-            if self._set_health_in(unhex(hex_id), number, inc, healthy=healthy):
-                return
+            done = self._set_entry_in(unhex(hex_id), number, inc, changes)
+            if done is not None:
+                return done
             again = self._run.command("GET", owner_key)
             if again == current:
                 break  # a stale owner key: the number is in no pool
@@ -517,16 +544,19 @@ class RedisPools:
         msg = f"number {shown(number)} is in no profile"
         raise UnknownNumber(msg)
 
-    def _set_health_in(self, profile_id: str, number: str, inc: str, *, healthy: bool) -> bool:
-        """set_health in one profile (incarnation); False if its pool does not hold it."""
+    def _set_entry_in(
+        self, profile_id: str, number: str, inc: str, changes: Mapping[str, object]
+    ) -> SenderNumber | None:
+        """_set_entry in one profile (incarnation); None if its pool does not hold it."""
         k = self._keys.of(profile_id)
         cached = self._cache.get(profile_id)
         while True:
             entry = version = ""  # no cached pool holding it: the script sends the pool
             choice = ["0"]
             known = None if cached is None else cached.by_number.get(number)
+            new = None
             if cached is not None and known is not None:
-                new = SenderNumber(number, known.type, healthy)
+                new = attrs.evolve(known, **changes)  # type: ignore[arg-type]
                 entry, version = codec.entry(new, cached.settings), cached.version_text
                 pool = [new if n.number == number else n for n in cached.pool]
                 choice = codec.choice_args(pool, cached.settings, cached.version)
@@ -535,14 +565,32 @@ class RedisPools:
             )
             tag = reply[0]
             if tag == Tag.OK:
-                return True
+                assert new is not None, "a set_health without an entry is never OK"
+                return new
             if tag == Tag.OWNER_MOVED:
-                return False
+                return None
             if tag == _OLD:
                 self._migrate(profile_id)
                 cached = self._cache.get(profile_id)
             else:
                 cached = self._remember(profile_id, reply, 1)
+
+    def capacity_state(
+        self, profile_id: str
+    ) -> tuple[PoolSettings, tuple[SenderNumber, ...], dict[str, Load]]:
+        """The settings, the pool and each number's capacity state. 1 round trip, O(p)."""
+        cached = self._cache.get(profile_id)
+        reply = self._run.eval(
+            self._s["capacity"],
+            self._keys.of(profile_id).every,
+            (cached.version_text if cached else "",),
+        )
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        n = int(reply[1])
+        loads = {reply[i]: codec.parse_load(reply[i + 1]) for i in range(2, 2 + n, 2)}
+        current = self._current(profile_id, reply, 2 + n, cached)
+        return current.settings, current.pool, loads
 
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number. 1 round trip (cached per version)."""

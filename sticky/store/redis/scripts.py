@@ -86,9 +86,23 @@ class Tag:
     """A fresh choice found no eligible number: nothing written, no draw used."""
     SKIPPED: Final = "b"
     """A batch chunk whose predecessor in the pipeline did not finish: it did nothing."""
+    EXHAUSTED: Final = "y"
+    """Capacity: every eligible number is at its daily budget (PoolExhausted); nothing written."""
+    BUSY: Final = "q"
+    """Capacity: no slot within max_queue (PoolBusy); nothing written."""
+    CAPACITY: Final = "a"
+    """begin_select of a profile with capacity on: a Miss with the loads, nothing written."""
 
 
-REASONS: Final = (None, Reason.STICKY, Reason.REASSIGNED, Reason.EXPIRED, Reason.NEW, Reason.POOL)
+REASONS: Final = (
+    None,
+    Reason.STICKY,
+    Reason.REASSIGNED,
+    Reason.EXPIRED,
+    Reason.NEW,
+    Reason.POOL,
+    Reason.OVERFLOW,
+)
 """A select script's reason codes: the reason is ``REASONS[code]``."""
 TIERS: Final = (
     None,
@@ -126,6 +140,7 @@ SCRIPT_NAMES: Final = (
     "add_commit",
     "begin_many",
     "begin_select",
+    "capacity",
     "commit_many",
     "commit_select",
     "create_profile",

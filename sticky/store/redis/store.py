@@ -15,8 +15,9 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from sticky.errors import IncompatibleStore, NoEligibleSender, shown
+from sticky.errors import IncompatibleStore, NoEligibleSender, PoolBusy, PoolExhausted, shown
 from sticky.numbers import check_e164, is_e164
+from sticky.policy import Load, today
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
@@ -42,7 +43,9 @@ _f = codec.float_text
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
 
 
-_STORING = frozenset(REASONS.index(r) for r in (Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED))
+_STORING = frozenset(
+    REASONS.index(r) for r in (Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED, Reason.OVERFLOW)
+)
 """The reason codes of a fresh choice that was stored (a mapping created or replaced)."""
 
 
@@ -53,7 +56,7 @@ def _select_stored(reply: Any) -> bool:  # noqa: ANN401 - a script's reply
 
 def _many_stored(reply: Any) -> bool:  # noqa: ANN401
     """Whether a select_many chunk stored a mapping."""
-    return reply[0] in {Tag.OK, _NO_ELIGIBLE} and any(c in _STORING for c in reply[2::3])
+    return reply[0] in _RAN and any(c in _STORING for c in reply[5::4])
 
 
 def _commit_stored(reply: Any) -> bool:  # noqa: ANN401
@@ -67,6 +70,70 @@ def _pinned(reply: Any) -> bool:  # noqa: ANN401
 
 def _no_eligible(profile_id: str, to: str) -> NoEligibleSender:
     return NoEligibleSender(f"profile {profile_id!r} has no eligible sender for {to!r}")
+
+
+_REFUSALS = frozenset({Tag.EXHAUSTED, Tag.BUSY})
+_RAN = frozenset({Tag.OK, Tag.NO_ELIGIBLE, *_REFUSALS})
+"""The tags of a select_many chunk that ran (up to a refusal, if any)."""
+
+
+def _refusal(profile_id: str, to: str, reply: Sequence[str]) -> NoEligibleSender:
+    """The PoolExhausted or PoolBusy a capacity refusal ``[tag, retry_at, sticky, max_queue]``
+    stands for, worded as :func:`sticky.policy.plan` words it."""
+    retry_at = float(reply[1])
+    if reply[0] == Tag.EXHAUSTED:
+        msg = (
+            f"every eligible sender of profile {shown(profile_id)} is at its daily budget"
+            f" of new recipients (for {shown(to)})"
+        )
+        return PoolExhausted(msg, retry_at)
+    max_queue = float(reply[3])
+    if reply[2]:
+        msg = (
+            f"sender {reply[2]} of {shown(to)} in profile {shown(profile_id)} has no slot"
+            f" within max_queue={max_queue:g}s"
+        )
+    else:
+        msg = (
+            f"no sender of profile {shown(profile_id)} has a slot for {shown(to)}"
+            f" within max_queue={max_queue:g}s"
+        )
+    return PoolBusy(msg, retry_at)
+
+
+_BEGAN = frozenset({_MISS, Tag.CAPACITY})
+
+
+def _guess(cached: Cached | None) -> tuple[str, str]:
+    """A begin script's cached version and guess whether capacity is on at it."""
+    if cached is None:
+        return "", "1"
+    return cached.version_text, "1" if cached.capacity else "0"
+
+
+def _loads(reply: Sequence[str], at: int, n: int) -> dict[str, Load]:
+    """The capacity states a reply carries at ``reply[at : at + n]`` (number, state pairs)."""
+    return {reply[i]: codec.parse_load(reply[i + 1]) for i in range(at, at + n, 2)}
+
+
+_NO_DAY = ("", "0", "0")
+
+
+def _day(cached: Cached | None, now: float) -> tuple[str, str, str]:
+    """A select's capacity arguments: the time zone, the day's ordinal, the next day's start.
+
+    From the cached settings (UTC when nothing is cached); ``("", ...)`` when the cached
+    version has capacity off, so that such a select computes no day. The script checks
+    the zone against the profile's and answers STALE when it differs. O(1).
+    """
+    if cached is None:
+        tz = "UTC"
+    elif not cached.capacity:
+        return _NO_DAY
+    else:
+        tz = cached.settings.timezone
+    day, next_day = today(now, tz)
+    return tz, str(day), repr(next_day)
 
 
 class RedisStore(RedisPools):
@@ -117,6 +184,7 @@ class RedisStore(RedisPools):
             return self._two_steps(profile_id, to, now, decide, hits)
         keys = self._keys.of(profile_id).every
         now_s = _f(now)
+        seg = str(segments)
         before: Op | None = None
         while True:
             cached = self._cache.get(profile_id)
@@ -124,7 +192,7 @@ class RedisStore(RedisPools):
                 mode, fields = "", _NO_TIERS
             else:
                 mode, fields = cached.mode, cached.tier_fields(to)
-            args = (to, now_s, repr(draws.peek(1)[0]), mode, *fields)
+            args = (to, now_s, repr(draws.peek(1)[0]), mode, *fields, *_day(cached, now), seg)
             if before is None:
                 reply = self._run.eval(self._s_select, keys, args, _select_stored)
             else:
@@ -136,15 +204,19 @@ class RedisStore(RedisPools):
             if tag == _HIT:
                 with self._hits_lock:
                     hits[0] += 1
-                return _new(Selection, (profile_id, to, reply[1], _STICKY, None, now))
+                at = now if len(reply) < 3 else float(reply[2])
+                return _new(Selection, (profile_id, to, reply[1], _STICKY, None, at))
             if tag == _CHOSEN:
                 draws.consume(1)
+                at = now if len(reply) < 5 else float(reply[4])
                 return _new(
                     Selection,
-                    (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]], now),
+                    (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]], at),
                 )
             if tag == _NO_ELIGIBLE:
                 raise _no_eligible(profile_id, to)
+            if tag in _REFUSALS:
+                raise _refusal(profile_id, to, reply)
             if tag == _STALE:
                 before = self._stale(profile_id, reply, keys)
             else:
@@ -174,6 +246,9 @@ class RedisStore(RedisPools):
                 with self._hits_lock:
                     hits[0] += 1
                 return began
+            if began.loads is not None:
+                msg = "a select with capacity on needs the engine's decide (with its draws)"
+                raise IncompatibleStore(msg)
             sel = decide(profile_id, to, began)
             if sel.reason is Reason.POOL:
                 return sel
@@ -214,7 +289,9 @@ class RedisStore(RedisPools):
         used = start = 0
         before: Op | None = None
         while start < len(chunks):
-            ops = self._chunk_ops(profile_id, chunks, start, ahead[used:], keys, now_s)
+            ops = self._chunk_ops(
+                profile_id, chunks, start, ahead[used:], keys, now, str(segments)
+            )
             if before is not None:
                 replies = self._run.pipeline([before, *ops], _many_stored)[1:]
                 before = None
@@ -222,14 +299,17 @@ class RedisStore(RedisPools):
                 replies = self._run.pipeline(ops, _many_stored)
             for chunk, reply in zip(chunks[start:], replies, strict=True):
                 tag = reply[0]
-                if tag not in {Tag.OK, _NO_ELIGIBLE}:
+                if tag not in _RAN:
                     before = self._not_run(profile_id, reply, keys)
                     break
                 out += self._chunk_selections(profile_id, chunk, reply, now)
                 used += reply[1]
-                if tag == _NO_ELIGIBLE:
+                if tag != Tag.OK:
                     draws.consume(used)
-                    return out, _no_eligible(profile_id, chunk[(len(reply) - 2) // 3])
+                    to = chunk[(len(reply) - 5) // 4]
+                    if tag == _NO_ELIGIBLE:
+                        return out, _no_eligible(profile_id, to)
+                    return out, _refusal(profile_id, to, [tag, *reply[2:5]])
                 start += 1
         draws.consume(used)
         return out, None
@@ -260,13 +340,20 @@ class RedisStore(RedisPools):
     def _chunk_selections(
         profile_id: str, chunk: Sequence[str], reply: list[Any], now: float
     ) -> list[Selection]:
-        """The selections a select_many reply carries: reason, sender, tier per recipient."""
+        """The selections a select_many reply carries: reason, sender, tier, send_at each."""
         return [
             _new(
                 Selection,
-                (profile_id, to, reply[i + 1], REASONS[reply[i]], TIERS[reply[i + 2]], now),
+                (
+                    profile_id,
+                    to,
+                    reply[i + 1],
+                    REASONS[reply[i]],
+                    TIERS[reply[i + 2]],
+                    float(reply[i + 3]) if reply[i + 3] else now,
+                ),
             )
-            for to, i in zip(chunk, range(2, len(reply), 3), strict=False)
+            for to, i in zip(chunk, range(5, len(reply), 4), strict=False)
         ]
 
     def _chunk_ops(
@@ -276,11 +363,14 @@ class RedisStore(RedisPools):
         start: int,
         ahead: list[str],
         keys: Sequence[str],
-        now_s: str,
+        now: float,
+        segments: str,
     ) -> list[Op]:
         """The select_many scripts of chunks ``start:``, chained by a token on the server."""
         cached = self._cache.get(profile_id)
         mode = "" if cached is None else cached.mode
+        day = _day(cached, now)
+        now_s = _f(now)
         token = secrets.token_hex(8)
         ops: list[Op] = []
         span = 0
@@ -296,9 +386,9 @@ class RedisStore(RedisPools):
                 "1" if j == len(chunks) - 1 else "0",
             ]
             if cached is None or mode == "off":
-                args = [*head, "1", str(len(draws)), *draws, *chunk]
+                args = [*head, "1", str(len(draws)), *day, segments, *draws, *chunk]
             else:
-                args = [*head, "5", str(len(draws)), *draws]
+                args = [*head, "5", str(len(draws)), *day, segments, *draws]
                 for to in chunk:
                     args += (to, *cached.tier_fields(to))
             ops.append((self._s_many, call(keys, *args)))
@@ -307,22 +397,51 @@ class RedisStore(RedisPools):
     def begin_select(
         self, profile_id: str, to: str, now: float, known_version: int
     ) -> Selection | Miss:
-        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1)."""
-        cached = self._cache.get(profile_id)
-        reply = self._run.eval(
-            self._s_begin,
-            self._keys.of(profile_id).select,
-            (to, _f(now), "" if cached is None else cached.version_text),
-        )
-        if reply[0] == _HIT:
-            return Selection(profile_id, to, reply[1], _STICKY, None, now)
-        if reply[0] != _MISS:
-            self._refused(profile_id, reply[0])
-            return self.begin_select(profile_id, to, now, known_version)
-        current = self._current(profile_id, reply, 5, cached)
-        previous = (reply[2], float(reply[3])) if reply[1] == "1" else None
+        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1).
+
+        With capacity on, never a hit: a Miss with the loads and the live eligible
+        sender, O(p), nothing written (one more round trip when this store guessed
+        wrong whether capacity is on, its cache being stale).
+        """
+        while True:
+            cached = self._cache.get(profile_id)
+            reply = self._run.eval(
+                self._s_begin,
+                self._keys.of(profile_id).every,
+                (to, _f(now), *_guess(cached)),
+            )
+            tag = reply[0]
+            if tag == _HIT:
+                return Selection(profile_id, to, reply[1], _STICKY, None, now)
+            if tag not in _BEGAN:
+                self._refused(profile_id, tag)
+                continue
+            n = int(reply[5])
+            current = self._current(profile_id, reply, 6 + n, cached)
+            if tag == Tag.CAPACITY and not current.capacity:
+                continue  # assumed on while not known: ask again, now knowing
+            loads = _loads(reply, 6, n) if tag == Tag.CAPACITY else None
+            return self._miss(reply, 0, current, known_version, now, loads)
+
+    @staticmethod
+    def _miss(
+        reply: Sequence[str],
+        at: int,
+        current: Cached,
+        known_version: int,
+        now: float,
+        loads: dict[str, Load] | None,
+    ) -> Miss:
+        """The Miss of one recipient's five reply entries at ``reply[at:]``."""
+        previous = (reply[at + 2], float(reply[at + 3])) if reply[at + 1] == "1" else None
         pool = None if known_version == current.version else current.pool
-        return Miss(current.settings, current.version, pool, previous, reply[4] == "1", now)
+        live = reply[at + 4]
+        if loads is None:
+            return Miss(current.settings, current.version, pool, previous, live == "1", now)
+        sticky = reply[at + 2] if live == "s" else None
+        return Miss(
+            current.settings, current.version, pool, previous, live == "1", now, loads, sticky
+        )
 
     def _refused(self, profile_id: str, tag: str) -> None:
         """A select script ran nothing: raise for an unknown profile, or migrate one."""
@@ -402,35 +521,47 @@ class RedisStore(RedisPools):
         """:meth:`begin_select` for each recipient. 1 round trip, O(1) each on the server.
 
         One script per chunk of 256 recipients (each chunk atomic), all in one pipeline.
+        With capacity on, no hits: Misses with the loads (as :meth:`begin_select`).
         """
-        cached = self._cache.get(profile_id)
-        head = [_f(now), "" if cached is None else cached.version_text]
-        chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
-        keys = self._keys.of(profile_id).select
-        replies = self._batch(profile_id, "begin_many", keys, [[*head, *c] for c in chunks])
+        while True:
+            cached = self._cache.get(profile_id)
+            head = [_f(now), *_guess(cached)]
+            chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
+            keys = self._keys.of(profile_id).every
+            replies = self._batch(profile_id, "begin_many", keys, [[*head, *c] for c in chunks])
+            out = self._began_many(profile_id, chunks, replies, cached, known_version, now)
+            if out is not None:
+                return out
+
+    def _began_many(
+        self,
+        profile_id: str,
+        chunks: list[Sequence[str]],
+        replies: list[list[str]],
+        cached: Cached | None,
+        known_version: int,
+        now: float,
+    ) -> list[Selection | Miss] | None:
+        """The answers of begin_many's chunks; None: capacity was assumed on wrongly."""
         out: list[Selection | Miss] = []
         for chunk, reply in zip(chunks, replies, strict=True):
             # every chunk was given `cached`'s version: a reply without data refers to it
+            at = 5 * len(chunk)
+            n = int(reply[at])
             current: Cached | None = None
+            loads: dict[str, Load] | None = None
             for i, to in enumerate(chunk):
-                at = 5 * i
-                if reply[at] == _HIT:
-                    out.append(Selection(profile_id, to, reply[at + 1], _STICKY, None, now))
+                tag = reply[5 * i]
+                if tag == _HIT:
+                    out.append(Selection(profile_id, to, reply[5 * i + 1], _STICKY, None, now))
                     continue
                 if current is None:
-                    current = self._current(profile_id, reply, 5 * len(chunk), cached)
-                previous = (reply[at + 2], float(reply[at + 3])) if reply[at + 1] == "1" else None
-                pool = None if known_version == current.version else current.pool
-                out.append(
-                    Miss(
-                        current.settings,
-                        current.version,
-                        pool,
-                        previous,
-                        reply[at + 4] == "1",
-                        now,
-                    )
-                )
+                    current = self._current(profile_id, reply, at + 1 + n, cached)
+                    if tag == Tag.CAPACITY:
+                        if not current.capacity:
+                            return None
+                        loads = _loads(reply, at + 1, n)
+                out.append(self._miss(reply, 5 * i, current, known_version, now, loads))
         return out
 
     def commit_select_many(
@@ -489,19 +620,31 @@ class RedisStore(RedisPools):
         )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
-        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip."""
-        cached = self._cache.get(profile_id)
-        reply = self._run.eval(
-            self._s["pin"],
-            self._keys.of(profile_id).write,
-            (to, number, _f(now), "" if cached is None else cached.version_text),
-            _pinned,
-        )
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
-        if reply[0] == Tag.NOT_IN_POOL:
-            raise not_in_pool(number, profile_id)
-        return self._current(profile_id, reply, 1, cached).settings
+        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip.
+
+        With capacity on it counts a new recipient of ``number`` in the same script. One
+        more round trip when the cached pool is stale for that (as a select's).
+        """
+        keys = self._keys.of(profile_id).every
+        before: Op | None = None
+        while True:
+            cached = self._cache.get(profile_id)
+            tz, day, _ = _day(cached, now)
+            args = (to, number, _f(now), "" if cached is None else cached.version_text, tz, day)
+            if before is None:
+                reply = self._run.eval(self._s["pin"], keys, args, _pinned)
+            else:
+                op: Op = (self._s["pin"], call(keys, *args))
+                reply = self._run.pipeline([before, op], _pinned)[1]
+                before = None
+            if reply[0] == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if reply[0] == Tag.NOT_IN_POOL:
+                raise not_in_pool(number, profile_id)
+            if reply[0] == _STALE:
+                before = self._stale(profile_id, reply, keys)
+                continue
+            return self._current(profile_id, reply, 1, cached).settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. 1 round trip."""

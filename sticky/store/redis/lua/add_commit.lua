@@ -1,5 +1,5 @@
 -- add_commit: last step of add_number, in the adding profile's slot, atomic.
--- KEYS 1-10. ARGV: number, token, pool entry ("<L|T><1|0><1|0>", its eligibility
+-- KEYS 1-11. ARGV: number, token, pool entry ("<L|T><1|0><1|0>", its eligibility
 -- computed at the version given), incarnation, that version, then the choice data of
 -- the pool with the number (see store_choice).
 -- Returns {OK} (added), {UNKNOWN_PROFILE} (the profile was deleted meanwhile),

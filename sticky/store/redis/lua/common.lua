@@ -2,7 +2,9 @@
 --
 -- One helper per rule of docs/semantics.md, as sticky.policy has one function per
 -- rule: is_live (liveness), judged_at (the horizon), eligible (eligibility, stored as
--- data by Python), judge (the sticky hit), refreshed (never younger). Scripts call
+-- data by Python), judge (the sticky hit), refreshed (never younger), pick and
+-- choose (the fresh choice), and for capacity next_slot, new_today, has_budget,
+-- count_new, reserve, choose_among and plan (see docs/rules.md). Scripts call
 -- them and spell out none of these rules. Placeholders (a NAME in double braces) are
 -- constants defined once in Python (sticky/store/redis/scripts.py: the reply tags,
 -- the eviction step, the layout version), substituted when the scripts are read.
@@ -12,25 +14,30 @@
 --   1 meta (hash)  2 map (hash)  3 pool (hash)  4 ver (string)
 --   5 queue (list) 6 late (zset) 7 rev (zset)   8 claims (hash)
 --   9 choice (hash: what a fresh choice needs, see pick)  10 batch (hash: the draw
---   offsets of batches in flight, see select_many.lua)
+--   offsets of batches in flight, see select_many.lua)  11 cap (hash: number ->
+--   "<tat> <floor> <day> <count>", its capacity state; absent: IDLE)
 --
 -- Times and ttls arrive as Python repr() strings. They are compared as doubles
 -- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
 -- received: Lua's tostring keeps 14 digits only, so no script ever formats a float.
 -- A mapping is stored as "<last_used> <index key> <sender>"; a pool entry as
--- "<L|T><1|0><1|0>": type, health, eligible.
+-- "<L|T><1|0><1|0>": type, health, eligible (then " <rate> <budget>" when the number
+-- has limits of its own, which Python reads; Lua reads them from the choice data).
+-- meta's `cap` says whether capacity is on at the current pool version: '0' (off),
+-- the profile's time zone (on), or absent (not known: the choice data is not stored;
+-- store_choice writes both together).
 
 local STEP_EVICTIONS = {{STEP_EVICTIONS}} -- dead mappings a write that stores a mapping removes, at most
 local STEP_LOOKS = {{STEP_LOOKS}}         -- index entries such a write looks at, at most
 -- judge()'s verdicts, as policy.judge's, and the other reasons a select replies
 local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}}
-local NEW, POOL = {{R_NEW}}, {{R_POOL}}
+local NEW, POOL, OVERFLOW = {{R_NEW}}, {{R_POOL}}, {{R_OVERFLOW}}
 local NUL = '\0'
 
 -- The profile's ttl, sticky flag, horizon, layout and expiry-index bound (see set_due),
 -- or nil when it does not exist.
 local function load_profile()
-  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'due')
+  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'due', 'cap')
   if not m[1] then
     return nil
   end
@@ -42,6 +49,7 @@ local function load_profile()
     horizon = -math.huge,
     current = m[4] == {{LAYOUT}}, -- else written by 0.1: no eligibility flags yet
     due_s = m[5] or false,
+    cap = m[6] or false,
   }
   if m[3] then
     p.horizon_s = m[3]
@@ -240,16 +248,38 @@ local function version_of(p)
   return p.version
 end
 
+-- Whether a begin script's profile has capacity on: meta says so, or (not known, the
+-- choice data not stored) the caller's guess `hint` ('1'/'0') for the version
+-- `cached` it has, if that is current; else assumed on (the reply then carries the
+-- data, and the caller asks again if its guess was wrong): a begin never honours a
+-- hit of a profile with capacity on.
+local function begin_capacity(p, cached, hint)
+  if p.cap then
+    return p.cap ~= '0'
+  end
+  return not (cached == version_of(p) and hint == '0')
+end
+
 -- Store.begin_select for one recipient. Returns HIT, sender for a sticky hit (honoured),
 -- else MISS, has previous, previous sender, previous last_used, live ('1'/'0'),
--- changing nothing.
-local function begin_one(p, to, now_s, now)
+-- changing nothing. With capacity on (`capacity`), never a hit: CAPACITY, then the same
+-- with live 's' for a live mapping to an eligible sender (a select may stay sticky).
+local function begin_one(p, to, now_s, now, capacity)
   if p.sticky then
     local v = redis.call('HGET', KEYS[2], to)
     if v then
       local lu_s, idx_s, sender = parse_mapping(v)
       local lu = tonumber(lu_s)
       local verdict = judge(p, lu, sender, now_s, now)
+      if capacity then
+        local live = '0'
+        if verdict == STICKY then
+          live = 's'
+        elseif verdict == REASSIGNED then
+          live = '1'
+        end
+        return {{CAPACITY}}, '1', sender, lu_s, live
+      end
       if verdict == STICKY then
         honour(to, lu_s, lu, idx_s, sender, now_s, now)
         return {{HIT}}, sender, '', '', ''
@@ -260,7 +290,26 @@ local function begin_one(p, to, now_s, now)
       return {{MISS}}, '1', sender, lu_s, '0'
     end
   end
+  if capacity then
+    return {{CAPACITY}}, '0', '', '', '0'
+  end
   return {{MISS}}, '0', '', '', '0'
+end
+
+-- Append the count of `loads` entries and, with capacity on, every number's capacity
+-- state (number, state pairs) to `out`.
+local function append_loads(out, capacity)
+  local n = #out
+  if not capacity then
+    out[n + 1] = 0
+    return out
+  end
+  local flat = redis.call('HGETALL', KEYS[11])
+  out[n + 1] = #flat
+  for i = 1, #flat do
+    out[n + 1 + i] = flat[i]
+  end
+  return out
 end
 
 -- Store.commit_select for one recipient: store (chosen, now) if the pool version, the
@@ -393,12 +442,20 @@ end
 -- A select's reply when the choice data is not current: STALE, whether the data must
 -- be rebuilt ('1', the caller stores it with store_choice) or only the caller's mode
 -- was wrong ('0'), then the version, settings and pool. Nothing was written.
-local function stale_choice(p, c)
-  local rebuild = '0'
+local function stale_choice(p, c, rebuild)
+  rebuild = rebuild or '0'
   if c[1] ~= version_of(p) then
     rebuild = '1'
   end
   return append_pool({{{STALE}}, rebuild}, '')
+end
+
+-- Store a fresh choice (sender, now) for `to`, replacing `old` (its stored value, or
+-- false), with the amortised eviction step.
+local function store_fresh(p, to, sender, old, now_s, now)
+  local _, at = move_horizon(p, now_s, now)
+  put(p, to, sender, now_s, now, old)
+  evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 end
 
 -- A fresh choice for `to` (its mapping `old`, or false) with the draw r, stored unless
@@ -409,9 +466,7 @@ local function fresh(p, c, to, old, r, now_s, now)
     return nil
   end
   if p.sticky then
-    local _, at = move_horizon(p, now_s, now)
-    put(p, to, sender, now_s, now, old)
-    evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+    store_fresh(p, to, sender, old, now_s, now)
   end
   return sender, tier
 end
@@ -448,6 +503,14 @@ local function store_choice(version, first)
     for i = first + 2, first + n - 1, 2 do
       redis.call('HSET', KEYS[9], ARGV[i], ARGV[i + 1])
     end
+    local cap = redis.call('HMGET', KEYS[9], 'cap', 'tz')
+    if cap[1] == '0' then
+      redis.call('HSET', KEYS[1], 'cap', '0')
+    else
+      redis.call('HSET', KEYS[1], 'cap', cap[2])
+    end
+  else
+    redis.call('HDEL', KEYS[1], 'cap')
   end
   return first + n + 1
 end
@@ -458,4 +521,337 @@ local function new_version(first)
   redis.call('INCR', KEYS[4])
   -- the version as stored: Lua would format a number of 15 digits or more inexactly
   return store_choice(redis.call('GET', KEYS[4]), first)
+end
+
+-- -- capacity ---------------------------------------------------------------------
+-- A number's capacity state ("load") is {tat, floor, day, count} as policy.Load; the
+-- floats are stored as '%.17g' text, which reads back as the same double. The
+-- settings and limits come from the choice data (Python's, once per pool version).
+
+local IDLE = {-math.huge, -math.huge, 0, 0}
+
+-- A double as text that Python's float() reads back exactly.
+local function num_text(x)
+  if x == math.huge then
+    return 'inf'
+  elseif x == -math.huge then
+    return '-inf'
+  end
+  return string.format('%.17g', x)
+end
+
+local function opt_number(s)
+  if s == '-' then
+    return false
+  end
+  return tonumber(s)
+end
+
+-- The capacity settings of the choice data: its `cap` field "<burst> <max_wait>
+-- <choice_wait> <max_queue>" ('-': none), and `lim`, "<number> <rate> <budget>" for
+-- each eligible number, sorted ('-': none). Returns cfg, with cfg.order the numbers.
+local function parse_capacity(cap, lim, sticky)
+  local b, mw, cw, mq = string.match(cap, '^(%S+) (%S+) (%S+) (%S+)$')
+  local cfg = {
+    burst = tonumber(b),
+    max_wait = opt_number(mw),
+    choice_wait = tonumber(cw),
+    max_queue = opt_number(mq),
+    sticky = sticky,
+    order = {},
+    rate = {},
+    budget = {},
+  }
+  for n, r, d in string.gmatch(lim or '', '(%S+) (%S+) (%S+)') do
+    cfg.order[#cfg.order + 1] = n
+    cfg.rate[n] = opt_number(r)
+    cfg.budget[n] = opt_number(d)
+  end
+  return cfg
+end
+
+local function parse_load(v)
+  if not v then
+    return IDLE
+  end
+  local t, f, d, c = string.match(v, '^(%S+) (%S+) (%S+) (%S+)$')
+  return {tonumber(t), tonumber(f), tonumber(d), tonumber(c)}
+end
+
+-- Every number's load (HGETALL of cap): number -> load.
+local function read_loads()
+  local flat = redis.call('HGETALL', KEYS[11])
+  local loads = {}
+  for i = 1, #flat, 2 do
+    loads[flat[i]] = parse_load(flat[i + 1])
+  end
+  return loads
+end
+
+local function write_load(loads, number, load)
+  loads[number] = load
+  redis.call('HSET', KEYS[11], number, num_text(load[1]) .. ' ' .. num_text(load[2]) ..
+    string.format(' %d %d', load[3], load[4]))
+end
+
+-- policy.next_slot: max(now, tat - (b - 1) / r, floor); now without a rate.
+local function next_slot(load, now, rate, burst)
+  if not rate then
+    return now
+  end
+  local slot = load[1] - (burst - 1) / rate
+  if load[2] > slot then
+    slot = load[2]
+  end
+  if now > slot then
+    return now
+  end
+  return slot
+end
+
+-- policy.new_today: the new recipients counted on `day`; a day never goes back.
+local function new_today(load, day)
+  if load[3] >= day then
+    return load[4]
+  end
+  return 0
+end
+
+-- policy.has_budget: whether a number may take one more new recipient on `day`.
+local function has_budget(load, day, budget)
+  return (not budget) or new_today(load, day) < budget
+end
+
+-- policy.count_new: one more new recipient, counted on max(day, stored day).
+local function count_new(load, day)
+  if day > load[3] then
+    return {load[1], load[2], day, 1}
+  end
+  return {load[1], load[2], load[3], load[4] + 1}
+end
+
+-- policy.reserve: send_at = next_slot; tat = max(tat, now) + segments / r; floor =
+-- send_at; a new recipient counted if `new`. Returns send_at, the new load.
+local function reserve(load, now, rate, burst, segments, day, new)
+  local send_at = next_slot(load, now, rate, burst)
+  if rate then
+    local start = now
+    if load[1] > now then
+      start = load[1]
+    end
+    load = {start + segments / rate, send_at, load[3], load[4]}
+  end
+  if new then
+    load = count_new(load, day)
+  end
+  return send_at, load
+end
+
+-- Chooser._Group.only(allowed).pick(r): the group's numbers that `allowed` holds, in
+-- the same order, and pick's arithmetic over them. nil when it keeps none (total 0).
+local function pick_among(group, allowed, w_long, w_toll, r)
+  local nl, nt, width, at = string.match(group, '^(%d+) (%d+) (%d+) ()')
+  nl, nt, width = tonumber(nl), tonumber(nt), tonumber(width)
+  local longs, tolls = {}, {}
+  for i = 0, nl + nt - 1 do
+    local s = at + i * width
+    local n = string.match(string.sub(group, s, s + width - 1), '^%S+')
+    if allowed[n] then
+      if i < nl then
+        longs[#longs + 1] = n
+      else
+        tolls[#tolls + 1] = n
+      end
+    end
+  end
+  local split = #longs * w_long
+  local total = split + #tolls * w_toll
+  if not (total > 0) then
+    return nil
+  end
+  local x = r * total
+  local i
+  if x < split then
+    i = math.floor(x / w_long)
+    if i >= #longs then
+      i = #longs - 1
+    end
+    return longs[i + 1]
+  end
+  i = math.floor((x - split) / w_toll)
+  if i >= #tolls then
+    i = #tolls - 1
+  end
+  return tolls[i + 1]
+end
+
+-- Chooser.choose_among: choose (c as choose takes it) with each group restricted to
+-- `allowed` (a set of eligible numbers, not empty): the first tier whose group keeps
+-- one wins. Returns the number and its tier code.
+local function choose_among(c, allowed, r)
+  local w = c[3]
+  local sp = string.find(w, ' ', 1, true)
+  local w_long, w_toll = tonumber(string.sub(w, 1, sp - 1)), tonumber(string.sub(w, sp + 1))
+  if c[2] == 'off' then
+    return pick_among(c[4], allowed, w_long, w_toll, r), 0
+  end
+  for t = 1, 4 do
+    if c[4 + t] then
+      local n = pick_among(c[4 + t], allowed, w_long, w_toll, r)
+      if n then
+        return n, t
+      end
+    end
+  end
+  return pick_among(c[4], allowed, w_long, w_toll, r), {{TIER_NONE}}
+end
+
+-- policy._fresh: a fresh choice with capacity. Returns 'ok', sender, tier, send_at;
+-- or 'none' (an overflow with no sooner number: the recipient stays); or an error:
+-- NO_ELIGIBLE, EXHAUSTED with the next day's start, BUSY with its retry_at.
+local function fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, before)
+  if #cfg.order == 0 then
+    return {{NO_ELIGIBLE}}
+  end
+  local slots, earliest = {}, math.huge
+  local any = false
+  for _, n in ipairs(cfg.order) do
+    local load = loads[n] or IDLE
+    if n ~= sticky and ((not cfg.sticky) or has_budget(load, day, cfg.budget[n])) then
+      local slot = next_slot(load, now, cfg.rate[n], cfg.burst)
+      if slot < before then
+        slots[n] = slot
+        any = true
+        if slot < earliest then
+          earliest = slot
+        end
+      end
+    end
+  end
+  if not any then
+    if sticky then
+      return 'none'
+    end
+    return {{EXHAUSTED}}, next_day_s
+  end
+  local wait = cfg.choice_wait
+  if cfg.max_queue and cfg.max_queue < wait then
+    wait = cfg.max_queue
+  end
+  local room, some = {}, false
+  for n, slot in pairs(slots) do
+    if slot - now <= wait then
+      room[n] = true
+      some = true
+    end
+  end
+  if not some then
+    if cfg.max_queue and earliest - now > cfg.max_queue then
+      return {{BUSY}}, num_text(earliest - cfg.max_queue)
+    end
+    for n, slot in pairs(slots) do
+      if slot == earliest then
+        room[n] = true
+      end
+    end
+  end
+  local sender, tier = choose_among(c, room, r)
+  return 'ok', sender, tier, slots[sender]
+end
+
+-- policy.plan: the sender, tier, reason and send_at of a select with capacity on
+-- (`sticky`: the live eligible sender, or false for a fresh choice of `reason`).
+-- Returns 'ok', sender, tier, reason, send_at, or an error as fresh_capacity's (BUSY
+-- for a sticky recipient also gives its sender). Changes nothing.
+local function plan(cfg, loads, c, r, now, day, next_day_s, sticky, reason)
+  if sticky then
+    local slot = next_slot(loads[sticky] or IDLE, now, cfg.rate[sticky], cfg.burst)
+    if cfg.max_wait and slot - now > cfg.max_wait then
+      local kind, a, b, d = fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, slot)
+      if kind == 'ok' then
+        return 'ok', a, b, OVERFLOW, d
+      elseif kind ~= 'none' then
+        return kind, a
+      end
+    end
+    if cfg.max_queue and slot - now > cfg.max_queue then
+      return {{BUSY}}, num_text(slot - cfg.max_queue), sticky
+    end
+    return 'ok', sticky, 0, STICKY, slot
+  end
+  local kind, a, b, d = fresh_capacity(cfg, loads, c, r, now, day, next_day_s, false, math.huge)
+  if kind ~= 'ok' then
+    return kind, a
+  end
+  return 'ok', a, b, reason, d
+end
+
+-- What a select with capacity reads of `to` before planning, changing nothing: the
+-- live eligible sender (or false), the reason a fresh choice would have, the stored
+-- mapping (or false) and its parts.
+local function judge_capacity(p, to, now_s, now)
+  if not p.sticky then
+    return false, POOL, false
+  end
+  local v = redis.call('HGET', KEYS[2], to)
+  if not v then
+    return false, NEW, false
+  end
+  local lu_s, idx_s, sender = parse_mapping(v)
+  local lu = tonumber(lu_s)
+  local verdict = judge(p, lu, sender, now_s, now)
+  if verdict == STICKY then
+    return sender, STICKY, v, lu_s, lu, idx_s
+  end
+  return false, verdict, v
+end
+
+-- A whole select with capacity on: plan it, then store it (a sticky answer refreshes
+-- the mapping; any other but POOL stores it, replacing the old) and reserve its
+-- slots (a new recipient counted when a mapping was created). `cap` holds cfg, loads,
+-- day, next_day_s and segments. Returns 'ok', sender, reason, tier, send_at text, or
+-- an error tag and its retry_at (and a busy sticky sender), having written nothing.
+local function select_capacity(p, cap, c, to, r, now_s, now)
+  local sticky, reason, old, lu_s, lu, idx_s = judge_capacity(p, to, now_s, now)
+  local kind, sender, tier, why, send_at = plan(cap.cfg, cap.loads, c, r, now, cap.day,
+    cap.next_day_s, sticky, reason)
+  if kind ~= 'ok' then
+    return kind, sender, tier
+  end
+  local new = false
+  if why == STICKY then
+    honour(to, lu_s, lu, idx_s, sender, now_s, now)
+  elseif why ~= POOL then
+    store_fresh(p, to, sender, old, now_s, now)
+    new = true
+  end
+  local cfg = cap.cfg
+  local _, load = reserve(cap.loads[sender] or IDLE, now, cfg.rate[sender], cfg.burst,
+    cap.segments, cap.day, new)
+  write_load(cap.loads, sender, load)
+  return 'ok', sender, why, tier, num_text(send_at)
+end
+
+-- The capacity context of a select script, or the STALE reply to give instead: the
+-- choice data `c` must carry its capacity part (data stored before capacity existed
+-- does not: rebuilt), and the caller's time zone (`tz`, with which it computed `day`)
+-- must be the profile's. Returns nil (capacity off) or the context; or false and the
+-- reply.
+local function capacity_of(p, c, cap_s, lim_s, tz, day_s, next_day_s, segments_s)
+  if not cap_s then
+    return false, stale_choice(p, c, '1')
+  end
+  if cap_s == '0' then
+    return nil
+  end
+  if tz ~= p.cap then
+    return false, stale_choice(p, c)
+  end
+  return {
+    cfg = parse_capacity(cap_s, lim_s, p.sticky),
+    loads = read_loads(),
+    day = tonumber(day_s),
+    next_day_s = next_day_s,
+    segments = tonumber(segments_s),
+  }
 end

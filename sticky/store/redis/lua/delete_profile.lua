@@ -1,5 +1,5 @@
 -- delete_profile: a profile with its pool and mappings (Store.delete_profile), atomic.
--- KEYS 1-10. ARGV: now.
+-- KEYS 1-11. ARGV: now.
 -- Returns {UNKNOWN_PROFILE} or {OK, live mappings, incarnation, evicted count,
 -- number...}; the caller then releases the numbers' owner keys (other slots).
 local p = load_profile()
@@ -19,6 +19,7 @@ local out = {{{OK}}, live, redis.call('HGET', KEYS[1], 'inc'), redis.call('HGET'
 for _, number in ipairs(redis.call('HKEYS', KEYS[3])) do
   out[#out + 1] = number
 end
-redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
+  KEYS[11])
 redis.call('INCR', KEYS[4]) -- the version key stays: see create_profile.lua
 return out

@@ -1,5 +1,5 @@
 -- migrate: bring a profile written by 0.1 to the current layout, atomic.
--- KEYS 1-10. ARGV: the pool version the entries were computed at, the choice data of
+-- KEYS 1-11. ARGV: the pool version the entries were computed at, the choice data of
 -- that version (see store_choice), then number, entry pairs for the whole pool
 -- (entries with their eligibility flag).
 -- Returns {UNKNOWN_PROFILE}, {OK} (migrated, or already current) or {STALE, version,

@@ -1,6 +1,11 @@
 -- pin: store (number, now) for `to`, replacing any mapping (Store.pin), atomic.
--- KEYS 1-7. ARGV: to, number, now, the caller's cached version.
--- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL} or {OK, version[, settings, pool...]}.
+-- KEYS 1-11. ARGV: to, number, now, the caller's cached version, then the time zone
+-- the caller computed the day in and that day's ordinal (as select.lua's).
+-- With capacity on, the pin counts a new recipient of `number` on that day (whatever
+-- its budget; no slot reserved).
+-- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL}, STALE (capacity not known, or not the
+-- profile's time zone: see stale_choice; nothing written) or {OK, version[,
+-- settings, pool...]}.
 local p = load_profile()
 if not p then
   return {{{UNKNOWN_PROFILE}}}
@@ -8,6 +13,17 @@ end
 local to, number, now_s = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', KEYS[3], number) == 0 then
   return {{{NOT_IN_POOL}}}
+end
+if p.cap ~= '0' then -- capacity on, or not known
+  local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
+  if (not p.cap) or c[1] ~= version_of(p) then
+    return stale_choice(p, c, '1')
+  end
+  if p.cap ~= ARGV[5] then
+    return stale_choice(p, c)
+  end
+  local load = parse_load(redis.call('HGET', KEYS[11], number))
+  write_load({}, number, count_new(load, tonumber(ARGV[6])))
 end
 local now = tonumber(now_s)
 local _, at = move_horizon(p, now_s, now)

@@ -1,5 +1,5 @@
 -- replace_settings: compare-and-set of the settings (Store.replace_settings), atomic.
--- KEYS 1-10. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
+-- KEYS 1-11. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
 -- the new entries were computed at, the choice data under the new settings (see
 -- store_choice), then number, entry pairs whose eligibility flag the new settings
 -- change.

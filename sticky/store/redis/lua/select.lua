@@ -1,23 +1,54 @@
 -- select: a whole select in one step (OneStepStore.select_in_one_step), atomic.
--- KEYS 1-10. ARGV: to, now, a draw in [0, 1), the geomatch mode the caller assumed,
--- then the recipient's four tier fields of the choice hash ('-' where it has no key).
--- Returns {HIT, sender} (a sticky hit, honoured), {CHOSEN, sender, reason, tier} (a
--- fresh choice that used the draw, stored unless the reason is POOL),
--- {NO_ELIGIBLE} (no eligible number: nothing written, the draw not used),
--- {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or STALE (see stale_choice: nothing written).
+-- KEYS 1-11. ARGV: to, now, a draw in [0, 1), the geomatch mode the caller assumed,
+-- the recipient's four tier fields of the choice hash ('-' where it has no key), then
+-- for capacity the time zone the caller computed the day in ('' if it thinks
+-- capacity is off), that day's ordinal, the next day's start, and the segments.
+-- Returns {HIT, sender[, send_at]} (a sticky hit, honoured), {CHOSEN, sender, reason,
+-- tier[, send_at]} (a fresh choice or an overflow that used the draw, stored unless
+-- the reason is POOL), {NO_ELIGIBLE} (no eligible number: nothing written, the draw
+-- not used), {EXHAUSTED, retry_at} or {BUSY, retry_at, sticky sender or '', max_queue}
+-- (capacity refused: nothing written), {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or STALE (see
+-- stale_choice: nothing written). send_at comes with capacity on only.
+-- With capacity off (meta's `cap` is '0') a select reads no more than without it.
 local p, refusal = current_profile()
 if not p then
   return refusal
 end
 local to, now_s = ARGV[1], ARGV[2]
 local now = tonumber(now_s)
+local c
+if p.cap ~= '0' then -- capacity on, or not known yet
+  c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', ARGV[5], ARGV[6], ARGV[7], ARGV[8],
+    'cap', 'lim')
+  if not choice_is_current(p, c, ARGV[4]) then
+    return stale_choice(p, c)
+  end
+  local cap, stale = capacity_of(p, c, c[9], c[10], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+  if cap == false then
+    return stale
+  end
+  if cap then
+    local kind, sender, reason, tier, send_at = select_capacity(p, cap, c, to,
+      tonumber(ARGV[3]), now_s, now)
+    if kind == {{NO_ELIGIBLE}} then
+      return {kind}
+    elseif kind ~= 'ok' then
+      return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
+    elseif reason == STICKY then
+      return {{{HIT}}, sender, send_at}
+    end
+    return {{{CHOSEN}}, sender, reason, tier, send_at}
+  end
+end
 local reason, old = hit_or_reason(p, to, now_s, now)
 if reason == STICKY then
   return {{{HIT}}, old}
 end
-local c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', ARGV[5], ARGV[6], ARGV[7], ARGV[8])
-if not choice_is_current(p, c, ARGV[4]) then
-  return stale_choice(p, c)
+if not c then
+  c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+  if not choice_is_current(p, c, ARGV[4]) then
+    return stale_choice(p, c)
+  end
 end
 local sender, tier = fresh(p, c, to, old, tonumber(ARGV[3]), now_s, now)
 if not sender then

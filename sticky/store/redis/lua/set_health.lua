@@ -1,5 +1,5 @@
--- set_health: a pooled number's health, in its owner's pool, atomic.
--- KEYS 1-10 of the owning profile. ARGV: number, incarnation (from the owner key), the
+-- set_health: a pooled number's entry (health, own limits) in its owner's pool, atomic.
+-- KEYS 1-11 of the owning profile. ARGV: number, incarnation (from the owner key), the
 -- new entry (its eligibility computed at the version given), that version, then the
 -- choice data of the pool with the new entry (see store_choice).
 -- Returns {OK}, {OWNER_MOVED} (that incarnation's pool does not hold the number: the
