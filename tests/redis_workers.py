@@ -83,3 +83,35 @@ def chaos_worker(
             engine.remove_number(profile, number)
             done.append(("removed", number, t0, time.time()))
     return done
+
+
+Scheduled = tuple[str, str, str, float]
+"""A capacity select's answer: recipient, sender, reason, send_at (or the error's name)."""
+
+
+def capacity_worker(
+    url: str, prefix: str, profile: str, recipients: list[str], seed: int, start_at: float
+) -> list[Scheduled]:
+    """Select for every recipient in a shuffled order, as fast as it can; record each answer.
+
+    A refusal (PoolExhausted, PoolBusy) is recorded with its retry_at as send_at.
+    """
+    import random  # noqa: PLC0415
+
+    from sticky import Engine, NoEligibleSender  # noqa: PLC0415
+    from sticky.store.redis import RedisStore  # noqa: PLC0415
+
+    rng = random.Random(seed)
+    order = list(recipients)
+    rng.shuffle(order)
+    seen: list[Scheduled] = []
+    with Engine(seed=seed, store=RedisStore.from_url(url, prefix=prefix)) as engine:
+        _wait_until(start_at)
+        for to in order:
+            try:
+                sel = engine.select(profile, to)
+            except NoEligibleSender as exc:
+                seen.append((to, "", type(exc).__name__, getattr(exc, "retry_at", 0.0)))
+                continue
+            seen.append((to, sel.from_number, sel.reason.value, sel.send_at))
+    return seen

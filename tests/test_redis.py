@@ -55,7 +55,7 @@ from sticky.testing import StickyMachine, StoreContract
 try:  # the redis extra; without it these tests skip, or fail where Redis is required
     import redis
     from redis.crc import key_slot
-    from redis_workers import chaos_worker, select_worker
+    from redis_workers import capacity_worker, chaos_worker, select_worker
 
     from sticky.testing.redis_server import RedisServer, free_port
 except ImportError as exc:
@@ -638,7 +638,7 @@ def _cas_script(store: Store) -> list[object]:
     draw2 = store.begin_select("p", other, T0 + DEFAULT_TTL + 2, -1)
     out.append(draw2)
     store.pin("p", to, LONG[1], T0 + 12)
-    changed = Miss(draw.settings, draw.version, None, (LONG[0], T0), live=False)
+    changed = Miss(draw.settings, draw.version, None, (LONG[0], T0), live=False, now=T0 + 12)
     out.append(store.commit_select("p", to, LONG[2], changed, T0 + 12))
     out.append(store.mapping("p", to, T0 + 12))
     out.append(store.counts())
@@ -680,7 +680,7 @@ def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch)
     batch = [f"+1646555{i:04d}" for i in range(100)]
     with trips.measure() as fresh_batch:
         first = e.select_many("p", batch)
-    with trips.measure() as hit_batch:
+    with trips.measure() as hit_batch:  # a repeat is a select of its own: 1 each
         again = e.select_many("p", batch + batch[:10])
     mixed = [*batch[:50], *(f"+1718555{i:04d}" for i in range(50))]
     with trips.measure() as mixed_batch:
@@ -691,7 +691,7 @@ def test_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch)
     with trips.measure() as big_hits:
         assert {s.reason for s in e.select_many("p", big)} == {Reason.STICKY}
     assert (first_choice, hit, new) == ([1], [1], [1])
-    assert (fresh_batch, hit_batch, mixed_batch) == ([1], [1], [1])
+    assert (fresh_batch, hit_batch, mixed_batch) == ([1], [11], [1])
     assert (big_fresh, big_hits) == ([1], [1])
     assert {s.reason for s in first} == {Reason.NEW}
     assert {s.reason for s in again} == {Reason.STICKY}
@@ -1222,3 +1222,249 @@ def test_a_profile_written_by_0_1_is_migrated_on_first_touch(
     store.check_invariants()
     client.close()
     e.close()
+
+
+# -- capacity --------------------------------------------------------------------------
+def _within_the_rate(send_at: list[float], rate: float, burst: int, label: str) -> None:
+    """No window of length w (1 s and 5 s) holds more than ``r * w + b`` one-segment sends."""
+    times = sorted(send_at)
+    for w in (1.0, 5.0):
+        j = 0
+        for i, start in enumerate(times):  # the sends in [start, start + w]
+            j = max(j, i)
+            while j + 1 < len(times) and times[j + 1] <= start + w:
+                j += 1
+            assert j - i + 1 <= rate * w + burst + 1e-9, (label, w, times[i : j + 1])
+
+
+def test_two_engines_share_each_number_schedule(redis_server: RedisServer) -> None:
+    """Two stores (clients) on one server: one schedule per number, kept by the server."""
+    settings = PoolSettings(long_code_rate=2.0, burst=2, daily_new_recipients=50)
+    prefix = f"t{next(_prefixes)}"
+    clock = ManualClock(T0)
+    engines = [
+        Engine(clock=clock, seed=k, store=RedisStore.from_url(redis_server.url, prefix=prefix))
+        for k in range(2)
+    ]
+    engines[0].create_profile("p", settings)
+    for n in LONG[:2]:
+        engines[0].add_number("p", n)
+    rng = random.Random(3)
+    sent: dict[str, list[float]] = {n: [] for n in LONG[:2]}
+    recipients: set[str] = set()
+    for i in range(120):
+        e = engines[rng.randrange(2)]
+        to = f"+1646555{rng.randrange(40):04d}"
+        if rng.random() < 0.3:
+            clock.advance(rng.choice([0.1, 0.7, -0.5]))  # a clock that goes back too
+        batch = [to, f"+1718555{i:04d}"] if i % 10 == 9 else [to]
+        out = e.select_many("p", batch) if len(batch) > 1 else [e.select("p", to)]
+        for sel in out:
+            sent[sel.from_number].append(sel.send_at)
+            recipients.add(sel.to)
+    for n, times in sent.items():
+        _within_the_rate(times, 2.0, 2, n)
+    # either engine reads the same state, and a third client started later too
+    late = Engine(clock=clock, store=RedisStore.from_url(redis_server.url, prefix=prefix))
+    views = [e.capacity("p") for e in (*engines, late)]
+    assert views[0] == views[1] == views[2]
+    assert sum(c.new_today for c in views[0]) == len(recipients)  # each counted once
+    for e in (*engines, late):
+        e.store.check_invariants()
+        e.close()
+
+
+@pytest.mark.slow
+def test_processes_keep_each_rate_and_budget(redis_server: RedisServer) -> None:
+    """Processes selecting as fast as they can: no rate or budget is ever exceeded."""
+    prefix, pid = "mpcap", "shared"
+    numbers = [f"+1312555{i:04d}" for i in range(3)]
+    rate, burst, budget = 5.0, 1, 40
+    setup = Engine(store=RedisStore.from_url(redis_server.url, prefix=prefix))
+    setup.create_profile(
+        pid, PoolSettings(long_code_rate=rate, burst=burst, daily_new_recipients=budget)
+    )
+    for n in numbers:
+        setup.add_number(pid, n)
+    recipients = [f"+1212555{i:04d}" for i in range(150)]  # more than the budgets hold
+    workers = 3
+    ctx = multiprocessing.get_context("spawn")
+    start_at = time.time() + 3.0  # after every process has started and imported
+    with ctx.Pool(workers) as pool:
+        jobs = [
+            pool.apply_async(
+                capacity_worker, (redis_server.url, prefix, pid, recipients, k, start_at)
+            )
+            for k in range(workers)
+        ]
+        seen = [obs for j in jobs for obs in j.get(timeout=120)]
+    assert len(seen) == workers * len(recipients)
+    by_number: dict[str, list[float]] = {n: [] for n in numbers}
+    new: Counter[str] = Counter()
+    for _, sender, reason, send_at in seen:
+        if sender:
+            by_number[sender].append(send_at)
+            new[sender] += reason == "new"
+        else:
+            assert reason == "PoolExhausted", reason
+    for n, times in by_number.items():
+        _within_the_rate(times, rate, burst, n)
+    assert all(new[n] <= budget for n in numbers), new
+    assert sum(new.values()) == len(numbers) * budget  # every budget used, none exceeded
+    capacity = {c.number: c for c in setup.capacity(pid)}
+    assert all(capacity[n].new_today == budget for n in numbers)
+    setup.store.check_invariants()
+    setup.close()
+
+
+def _scripted(store: Store) -> list[object]:
+    """A scenario with rates, budgets, max_wait, segments and a clock that goes back."""
+    clock = ManualClock(T0)
+    e = Engine(clock=clock, seed=21, store=store)
+    e.create_profile(
+        "p",
+        PoolSettings(
+            long_code_rate=1.0,
+            toll_free_rate=4.0,
+            burst=2,
+            daily_new_recipients=6,
+            max_wait=3.0,
+            choice_wait=1.5,
+            max_queue=30.0,
+            geomatch="area_code",
+        ),
+    )
+    for n in LONG:
+        e.add_number("p", n)
+    e.add_number("p", "+18005550004", NumberType.TOLL_FREE, daily_new_recipients=9)
+    e.add_number("p", "+18885550005", NumberType.TOLL_FREE, rate=0.25)
+    out: list[object] = []
+    rng = random.Random(5)
+    recipients = [f"+1{rng.choice(['312', '415', '212'])}555{i:04d}" for i in range(25)]
+    for step in range(140):
+        to = rng.choice(recipients)
+        segments = rng.choice([1, 1, 2, 3])
+        if step % 17 == 16:
+            clock.advance(-7.0)
+        elif step % 5 == 0:
+            clock.advance(rng.choice([0.3, 2.5, 11.0]))
+        if step == 60:
+            e.set_limits(LONG[1], rate=3.0)
+        if step == 90:
+            e.pin("p", recipients[0], LONG[2])
+        if step == 100:
+            clock.advance(86_400.0)  # a new day: budgets start afresh
+        try:
+            if step % 9 == 8:
+                got = e.select_many("p", [to, rng.choice(recipients)], segments=segments)
+            else:
+                got = [e.select("p", to, segments=segments)]
+            out += [(s.to, s.from_number, s.reason, s.tier, repr(s.send_at)) for s in got]
+        except NoEligibleSender as exc:
+            out.append((type(exc).__name__, repr(getattr(exc, "retry_at", None)), str(exc)))
+    out.append(e.capacity("p"))
+    out.append(e.stats())
+    return out
+
+
+def test_capacity_selects_equal_the_memory_store(redis_server: RedisServer) -> None:
+    """The same seed and calls give the same selections, send_at floats included."""
+    memory = _scripted(MemoryStore())
+    store = new_store(redis_server)
+    redis_side = _scripted(store)
+    kinds = Counter(x[2] for x in memory if isinstance(x, tuple) and len(x) == 5)
+    assert kinds[Reason.STICKY], kinds
+    assert kinds[Reason.NEW], kinds
+    assert kinds[Reason.OVERFLOW], kinds
+    assert redis_side == memory
+    store.check_invariants()
+    store.close()
+
+
+def test_capacity_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With capacity on, a sticky hit and a new recipient still cost one round trip each."""
+    e = Engine(clock=ManualClock(T0), seed=5, store=new_store(redis_server))
+    e.create_profile("p", PoolSettings(long_code_rate=1.0, daily_new_recipients=1000))
+    for n in LONG:
+        e.add_number("p", n)
+    trips = RoundTrips(monkeypatch)
+    e.select("p", "+12125559990")  # scripts loaded, choice data and settings cached
+    with trips.measure() as new:
+        e.select("p", "+12125559999")
+    with trips.measure() as hit:
+        assert e.select("p", "+12125559999").reason is Reason.STICKY
+    with trips.measure() as batch:
+        assert len(e.select_many("p", [f"+1646555{i:04d}" for i in range(300)])) == 300
+    with trips.measure() as pinned:
+        e.pin("p", "+12125559998", LONG[0])
+    with trips.measure() as state:
+        e.capacity("p")
+    with trips.measure() as limits:  # the owner key, then its pool
+        e.set_limits(LONG[0], rate=2.0)
+    assert (new, hit, batch, pinned, state, limits) == ([1], [1], [1], [1], [1], [2])
+    # another store's cache is empty: its select assumes UTC days, which is the zone here
+    url, prefix = redis_server.url, e.store._prefix  # type: ignore[attr-defined]
+    other = Engine(clock=e.clock, seed=5, store=RedisStore.from_url(url, prefix=prefix))
+    other.store.counts()  # its connection made
+    with trips.measure() as cold:
+        other.select("p", "+12125559997")
+    with trips.measure() as warm:
+        other.select("p", "+12125559996")
+    assert (cold, warm) == ([1], [1])
+    e.update_settings("p", timezone="America/New_York")
+    with trips.measure() as other_zone:  # its cached zone is stale: told so, one more
+        other.select("p", "+12125559995")
+    assert other_zone == [2]
+    e.store.check_invariants()
+    other.close()
+    e.close()
+
+
+def test_a_begin_of_a_capacity_profile_writes_nothing(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p", PoolSettings(long_code_rate=1.0))
+    e.add_number("p", LONG[0])
+    e.select("p", "+12125550000")
+    client = redis_server.client()
+    before = {k: client.dump(k) for k in client.keys(f"{store._prefix}:*")}
+    began = store.begin_select("p", "+12125550000", T0 + 5, -1)
+    assert isinstance(began, Miss)
+    assert began.sticky == LONG[0]
+    assert began.loads == {LONG[0]: (T0 + 1, T0, began.loads[LONG[0]][2], 1)}  # type: ignore[index]
+    many = store.begin_select_many("p", ["+12125550000", "+12125550001"], T0 + 5, -1)
+    assert [m.sticky for m in many] == [LONG[0], None]  # type: ignore[union-attr]
+    assert {k: client.dump(k) for k in client.keys(f"{store._prefix}:*")} == before
+    client.close()
+    store.close()
+
+
+def test_data_written_before_capacity_reads_as_idle(redis_server: RedisServer) -> None:
+    """A profile without the capacity fields (an older version wrote it) has no limits."""
+    store = new_store(redis_server)
+    e = Engine(clock=ManualClock(T0), seed=1, store=store)
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    e.select("p", "+12125550000")
+    keys = store._keys.of("p")
+    client = redis_server.client()
+    client.hdel(keys.meta, "cap")
+    client.hdel(keys.choice, "cap", "tz", "lim")
+    reopened = Engine(
+        clock=e.clock, seed=1, store=RedisStore.from_url(redis_server.url, prefix=store._prefix)
+    )
+    assert reopened.select("p", "+12125550000").send_at == T0
+    assert reopened.select("p", "+12125550001").send_at == T0
+    assert client.hget(keys.meta, "cap") == "0"
+    assert reopened.capacity("p")[0].next_slot == T0
+    store.check_invariants()
+    reopened.update_settings("p", long_code_rate=1.0)  # capacity on from here
+    assert [reopened.select("p", f"+1646555000{i}").send_at for i in range(3)] == [
+        T0,
+        T0 + 1,
+        T0 + 2,
+    ]
+    store.check_invariants()
+    client.close()
+    for x in (e, reopened):
+        x.close()

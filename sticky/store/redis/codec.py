@@ -133,8 +133,7 @@ def _capacity_fields(chooser: Chooser, settings: PoolSettings) -> list[str]:
         f" {_opt(settings.max_queue)}"
     )
     lim = " ".join(
-        f"{n} {_opt(chooser.limits[n][0])} {_opt(chooser.limits[n][1])}"
-        for n in chooser.eligible
+        f"{n} {_opt(chooser.limits[n][0])} {_opt(chooser.limits[n][1])}" for n in chooser.eligible
     )
     return ["cap", cap, "tz", settings.timezone, "lim", lim]
 
@@ -164,8 +163,9 @@ def choice_fields(pool: Sequence[SenderNumber], settings: PoolSettings, version:
 
     ``w``: the two weights; ``*``: every eligible number; ``cap``, ``tz``, ``lim``:
     the capacity settings and limits (``cap`` is ``0`` with capacity off);
-    ``<tier>:<key>``: a geomatch tier's group (tiers 1-4 in :class:`~sticky.policy.Chooser`'s order). Raises
-    ExtraNotInstalled for full geomatch without the extra, as the Chooser does.
+    ``<tier>:<key>``: a geomatch tier's group (tiers 1-4 in
+    :class:`~sticky.policy.Chooser`'s order). Raises ExtraNotInstalled for full geomatch
+    without the extra, as the Chooser does.
     """
     chooser = Chooser(pool, settings, version)
     (long_codes, toll_free), tiers = chooser.groups()

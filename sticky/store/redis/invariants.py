@@ -7,10 +7,10 @@ is checked.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 from sticky import policy
-from sticky.numbers import SenderNumber
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, unhex
@@ -50,7 +50,19 @@ def _check_profile(
 ) -> dict[str, str]:
     """Check one profile; return its numbers' expected owner-key values."""
     k = keys.of_hex(hex_value)
-    meta, pool_flat, table, claims, queue, late_flat, rev, version, choice, batch = run.pipeline(
+    (
+        meta,
+        pool_flat,
+        table,
+        claims,
+        queue,
+        late_flat,
+        rev,
+        version,
+        choice,
+        batch,
+        cap,
+    ) = run.pipeline(
         [
             (None, ("HGETALL", k.meta)),
             (None, ("HGETALL", k.pool)),
@@ -62,6 +74,7 @@ def _check_profile(
             (None, ("GET", k.ver)),
             (None, ("HGETALL", k.choice)),
             (None, ("HGETALL", k.batch)),
+            (None, ("HGETALL", k.cap)),
         ]
     )
     pid = unhex(hex_value)
@@ -69,13 +82,17 @@ def _check_profile(
     assert meta["id"] == hex_value, f"{pid}: meta names {meta['id']}"
     settings = PoolSettings.from_dict(json.loads(meta["settings"]))
     json_text, *fields = codec.settings_args(settings)
-    assert meta["settings"] == json_text, f"{pid}: settings are not canonical"
+    # Settings written before a field existed lack it (read as its default), in order.
+    data, canonical = json.loads(meta["settings"]), json.loads(json_text)
+    older = set(data) < set(canonical) and all(canonical[k] == v for k, v in data.items())
+    assert meta["settings"] == json_text or older, f"{pid}: settings are not canonical"
     got = [meta["ttl"], meta["sticky"]]
     assert got == fields, f"{pid}: settings fields {got} disagree with {fields}"
     assert version is not None, f"{pid}: no version"
     assert int(meta["inc"]) <= int(version), f"{pid}: incarnation after the version"
     _check_pool(pid, meta, pool_map, settings)
     _check_choice(pid, _as_dict(choice), version, pool_map, settings)
+    _check_capacity(pid, meta, _as_dict(choice), version, pool_map, _as_dict(cap))
     for token, offset in _as_dict(batch).items():  # a batch in flight, or one broken off
         assert allow_leftovers, f"{pid}: batch {token} left in the batch hash"
         assert offset.isdigit(), f"{pid}: batch {token} at offset {offset!r}"
@@ -131,12 +148,13 @@ def _check_pool(
     stale = {"lw", "tw", "skip"} & meta.keys()
     assert not stale, f"{pid}: 0.1's eligibility fields left in meta: {stale}"
     for number, value in pool_map.items():
-        assert len(value) == 3, f"{pid}: {number}: entry {value!r}"
+        assert len(value) == 3 or value[3] == " ", f"{pid}: {number}: entry {value!r}"
         assert value[0] in "LT", f"{pid}: {number}: entry {value!r}"
         assert value[1] in "01", f"{pid}: {number}: entry {value!r}"
-        sender = SenderNumber(number, codec.CODE_TYPE[value[0]], value[1] == "1")
+        (sender,) = codec.parse_pool([number, value])
         eligible = "1" if policy.is_eligible(sender, settings) else "0"
         assert value[2] == eligible, f"{pid}: {number}: eligible flag {value[2]}, not {eligible}"
+        assert codec.entry(sender, settings) == value, f"{pid}: {number}: entry {value!r}"
 
 
 def _check_choice(
@@ -154,6 +172,37 @@ def _check_choice(
     expected = dict(zip(args[2::2], args[3::2], strict=True))
     expected.update(v=version, mode=args[1])
     assert choice == expected, f"{pid}: choice data is not the Chooser's of the pool"
+
+
+def _check_capacity(
+    pid: str,
+    meta: dict[str, str],
+    choice: dict[str, str],
+    version: str,
+    pool_map: dict[str, str],
+    cap: dict[str, str],
+) -> None:
+    """Capacity state only for pooled numbers, each parseable; meta's flag as the choice's.
+
+    meta's ``cap`` (when present) is the choice data's: that data is of the current
+    version, and the flag is ``0`` (off) or the time zone it names.
+    """
+    for number, value in cap.items():
+        assert number in pool_map, f"{pid}: capacity state of {number}, not in the pool"
+        try:
+            tat, floor, day, count = codec.parse_load(value)
+        except ValueError:
+            raise AssertionError(f"{pid}: {number}: capacity state {value!r}") from None
+        assert day >= 0, f"{pid}: {number}: capacity state {value!r}"
+        assert count >= 0, f"{pid}: {number}: capacity state {value!r}"
+        assert not math.isnan(tat), f"{pid}: {number}: capacity state {value!r}"
+        assert not math.isnan(floor), f"{pid}: {number}: capacity state {value!r}"
+    flag = meta.get("cap")
+    if flag is None:
+        return
+    assert choice.get("v") == version, f"{pid}: capacity flag without current choice data"
+    want = "0" if choice.get("cap") == "0" else choice.get("tz")
+    assert flag == want, f"{pid}: capacity flag {flag!r}, the choice data says {want!r}"
 
 
 def _as_dict(flat: Iterable[str] | dict[str, str]) -> dict[str, str]:

@@ -80,13 +80,20 @@ class Cached:
         "mode",
         "pool",
         "settings",
+        "settings_text",
         "version",
         "version_text",
     )
 
     def __init__(
-        self, version_text: str, settings: PoolSettings, pool: tuple[SenderNumber, ...]
+        self,
+        version_text: str,
+        settings: PoolSettings,
+        pool: tuple[SenderNumber, ...],
+        settings_text: str = "",
     ) -> None:
+        self.settings_text = settings_text
+        """The settings JSON as stored (older versions wrote fewer fields)."""
         self.version_text = version_text
         self.version = int(version_text)
         self.settings = settings
@@ -237,6 +244,7 @@ class RedisPools:
             reply[at],
             PoolSettings.from_dict(json.loads(reply[at + 1])),
             codec.parse_pool(reply[at + 2 :]),
+            reply[at + 1],
         )
         self._cache[profile_id] = cached
         return cached
@@ -355,8 +363,11 @@ class RedisPools:
         """
         k = self._keys.of(profile_id)
         current = self._cache.get(profile_id) or self._info(profile_id)
-        head = (codec.settings_json(old), *codec.settings_args(new))
         while True:
+            # A profile written before a settings field existed stores fewer fields: its
+            # text is the old settings too.
+            as_stored = current.settings_text if current.settings == old else ""
+            head = (codec.settings_json(old), as_stored, *codec.settings_args(new))
             changed: list[str] = []
             for n in current.pool:
                 entry = codec.entry(n, new)
@@ -398,8 +409,7 @@ class RedisPools:
         rate: float | None = None,
         daily_new_recipients: int | None = None,
     ) -> None:
-        """Add a number (with its own limits, if given) to a pool. 3 round trips (5 when an
-        owner key is stale).
+        """Add a number, with its own limits if given. 3 round trips (5: a stale owner key).
 
         The pool (the profile's slot) and the number's owner key (its own slot) cannot
         change in one script on a cluster, so: (1) record a pending claim in the pool's

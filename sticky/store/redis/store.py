@@ -78,8 +78,10 @@ _RAN = frozenset({Tag.OK, Tag.NO_ELIGIBLE, *_REFUSALS})
 
 
 def _refusal(profile_id: str, to: str, reply: Sequence[str]) -> NoEligibleSender:
-    """The PoolExhausted or PoolBusy a capacity refusal ``[tag, retry_at, sticky, max_queue]``
-    stands for, worded as :func:`sticky.policy.plan` words it."""
+    """The PoolExhausted or PoolBusy of a refusal ``[tag, retry_at, sticky, max_queue]``.
+
+    Worded as :func:`sticky.policy.plan` words it.
+    """
     retry_at = float(reply[1])
     if reply[0] == Tag.EXHAUSTED:
         msg = (
@@ -161,7 +163,7 @@ class RedisStore(RedisPools):
     """
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(
+    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
         self,
         profile_id: str,
         to: str,
@@ -283,7 +285,6 @@ class RedisStore(RedisPools):
             return self._many_in_two_steps(profile_id, recipients, now, decide)
         out: list[Selection] = []
         keys = self._keys.of(profile_id).every
-        now_s = _f(now)
         chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
         ahead = [repr(d) for d in draws.peek(len(recipients))]
         used = start = 0

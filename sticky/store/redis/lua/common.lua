@@ -706,8 +706,8 @@ local function choose_among(c, allowed, r)
   return pick_among(c[4], allowed, w_long, w_toll, r), {{TIER_NONE}}
 end
 
--- policy._fresh: a fresh choice with capacity. Returns 'ok', sender, tier, send_at;
--- or 'none' (an overflow with no sooner number: the recipient stays); or an error:
+-- policy._fresh: a fresh choice with capacity. Returns true, sender, tier, send_at;
+-- or false (an overflow with no sooner number: the recipient stays); or an error tag:
 -- NO_ELIGIBLE, EXHAUSTED with the next day's start, BUSY with its retry_at.
 local function fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, before)
   if #cfg.order == 0 then
@@ -730,7 +730,7 @@ local function fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, be
   end
   if not any then
     if sticky then
-      return 'none'
+      return false
     end
     return {{EXHAUSTED}}, next_day_s
   end
@@ -756,34 +756,34 @@ local function fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, be
     end
   end
   local sender, tier = choose_among(c, room, r)
-  return 'ok', sender, tier, slots[sender]
+  return true, sender, tier, slots[sender]
 end
 
 -- policy.plan: the sender, tier, reason and send_at of a select with capacity on
 -- (`sticky`: the live eligible sender, or false for a fresh choice of `reason`).
--- Returns 'ok', sender, tier, reason, send_at, or an error as fresh_capacity's (BUSY
+-- Returns true, sender, tier, reason, send_at, or an error as fresh_capacity's (BUSY
 -- for a sticky recipient also gives its sender). Changes nothing.
 local function plan(cfg, loads, c, r, now, day, next_day_s, sticky, reason)
   if sticky then
     local slot = next_slot(loads[sticky] or IDLE, now, cfg.rate[sticky], cfg.burst)
     if cfg.max_wait and slot - now > cfg.max_wait then
       local kind, a, b, d = fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, slot)
-      if kind == 'ok' then
-        return 'ok', a, b, OVERFLOW, d
-      elseif kind ~= 'none' then
+      if kind == true then
+        return true, a, b, OVERFLOW, d
+      elseif kind then
         return kind, a
       end
     end
     if cfg.max_queue and slot - now > cfg.max_queue then
       return {{BUSY}}, num_text(slot - cfg.max_queue), sticky
     end
-    return 'ok', sticky, 0, STICKY, slot
+    return true, sticky, 0, STICKY, slot
   end
   local kind, a, b, d = fresh_capacity(cfg, loads, c, r, now, day, next_day_s, false, math.huge)
-  if kind ~= 'ok' then
+  if kind ~= true then
     return kind, a
   end
-  return 'ok', a, b, reason, d
+  return true, a, b, reason, d
 end
 
 -- What a select with capacity reads of `to` before planning, changing nothing: the
@@ -809,13 +809,13 @@ end
 -- A whole select with capacity on: plan it, then store it (a sticky answer refreshes
 -- the mapping; any other but POOL stores it, replacing the old) and reserve its
 -- slots (a new recipient counted when a mapping was created). `cap` holds cfg, loads,
--- day, next_day_s and segments. Returns 'ok', sender, reason, tier, send_at text, or
+-- day, next_day_s and segments. Returns true, sender, reason, tier, send_at text, or
 -- an error tag and its retry_at (and a busy sticky sender), having written nothing.
 local function select_capacity(p, cap, c, to, r, now_s, now)
   local sticky, reason, old, lu_s, lu, idx_s = judge_capacity(p, to, now_s, now)
   local kind, sender, tier, why, send_at = plan(cap.cfg, cap.loads, c, r, now, cap.day,
     cap.next_day_s, sticky, reason)
-  if kind ~= 'ok' then
+  if kind ~= true then
     return kind, sender, tier
   end
   local new = false
@@ -829,7 +829,7 @@ local function select_capacity(p, cap, c, to, r, now_s, now)
   local _, load = reserve(cap.loads[sender] or IDLE, now, cfg.rate[sender], cfg.burst,
     cap.segments, cap.day, new)
   write_load(cap.loads, sender, load)
-  return 'ok', sender, why, tier, num_text(send_at)
+  return true, sender, why, tier, num_text(send_at)
 end
 
 -- The capacity context of a select script, or the STALE reply to give instead: the

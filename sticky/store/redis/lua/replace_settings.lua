@@ -1,5 +1,7 @@
 -- replace_settings: compare-and-set of the settings (Store.replace_settings), atomic.
--- KEYS 1-11. ARGV: old settings JSON, new settings JSON, ttl, sticky, the pool version
+-- KEYS 1-11. ARGV: old settings JSON, the same settings as a profile written before
+-- a settings field existed stores them ('' if not known), new settings JSON, ttl,
+-- sticky, the pool version
 -- the new entries were computed at, the choice data under the new settings (see
 -- store_choice), then number, entry pairs whose eligibility flag the new settings
 -- change.
@@ -10,19 +12,20 @@ local p, refusal = current_profile()
 if not p then
   return refusal
 end
-if redis.call('HGET', KEYS[1], 'settings') ~= ARGV[1] then
+local stored = redis.call('HGET', KEYS[1], 'settings')
+if stored ~= ARGV[1] and (ARGV[2] == '' or stored ~= ARGV[2]) then
   return {{{SETTINGS_CHANGED}}}
 end
-if redis.call('GET', KEYS[4]) ~= ARGV[5] then
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then
   return append_pool({{{STALE}}}, '')
 end
-if tonumber(ARGV[3]) > p.ttl and p.horizon_s then
+if tonumber(ARGV[4]) > p.ttl and p.horizon_s then
   -- a longer ttl must not bring back what is dead at the horizon: evict it first
   evict(p, p.horizon, math.huge, math.huge)
 end
-redis.call('HSET', KEYS[1], 'settings', ARGV[2], 'ttl', ARGV[3], 'sticky', ARGV[4])
-for i = 7 + tonumber(ARGV[6]), #ARGV, 2 do
+redis.call('HSET', KEYS[1], 'settings', ARGV[3], 'ttl', ARGV[4], 'sticky', ARGV[5])
+for i = 8 + tonumber(ARGV[7]), #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
-new_version(6)
+new_version(7)
 return {{{OK}}}

@@ -32,7 +32,7 @@ if p.cap ~= '0' then -- capacity on, or not known yet
       tonumber(ARGV[3]), now_s, now)
     if kind == {{NO_ELIGIBLE}} then
       return {kind}
-    elseif kind ~= 'ok' then
+    elseif kind ~= true then
       return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
     elseif reason == STICKY then
       return {{{HIT}}, sender, send_at}

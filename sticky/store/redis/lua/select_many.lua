@@ -65,7 +65,7 @@ for i = 12 + ndraws, #ARGV, stride do
     local kind
     kind, sender, reason, tier, send_at = select_capacity(p, cap, c, to,
       tonumber(ARGV[12 + offset + used]), now_s, now)
-    if kind ~= 'ok' then
+    if kind ~= true then
       out[1], out[2], out[3], out[4] = kind, used, sender or '', reason or ''
       if cap.cfg.max_queue then
         out[5] = num_text(cap.cfg.max_queue)
