@@ -26,6 +26,7 @@ from sticky import (
     InvalidSettings,
     ManualClock,
     MemoryStore,
+    PoolSettings,
     ProfileExists,
     Reason,
     StoreUnavailable,
@@ -367,3 +368,50 @@ def test_a_primary_dies_and_a_replica_takes_over(redis_cluster: RedisCluster) ->
     e.close()
     redis_cluster.wait_ok()
     redis_cluster.wait_replicas()
+
+
+def test_capacity_on_a_cluster_keeps_one_schedule_per_number(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Two stores, profiles in different slots: each number's schedule is in its profile's slot."""
+    prefix = f"c{next(_prefixes)}"
+    clock = ManualClock(T0)
+    engines = [
+        Engine(clock=clock, seed=k, store=RedisStore.from_url(redis_cluster.url, prefix=prefix))
+        for k in range(2)
+    ]
+    pids = ["cap-a", "cap-b"]
+    assert slot_of(pids[0]) != slot_of(pids[1])
+    pools = {pids[0]: LONG[:2], pids[1]: LONG[2:]}
+    for pid in pids:
+        engines[0].create_profile(pid, PoolSettings(long_code_rate=2.0, daily_new_recipients=30))
+        for n in pools[pid]:
+            engines[0].add_number(pid, n)
+    sent: dict[str, list[float]] = {n: [] for n in LONG}
+    for i in range(60):
+        e, pid = engines[i % 2], pids[(i // 3) % 2]
+        if i % 7 == 6:
+            clock.advance(0.4)
+        sel = e.select(pid, f"+1646555{i % 20:04d}")
+        sent[sel.from_number].append(sel.send_at)
+    for n, times in sent.items():
+        times.sort()
+        for i, start in enumerate(times):  # at most r * w + b in any window of w = 1 s
+            assert sum(start <= t <= start + 1.0 for t in times[i:]) <= 2.0 * 1.0 + 1, n
+    store = engines[1].store
+    keys = store._keys.of(pids[0])  # type: ignore[attr-defined]
+    assert key_slot(keys.cap.encode()) == slot_of(pids[0])
+    version = store._info(pids[0]).version  # type: ignore[attr-defined]
+    assert engines[1].set_limits(LONG[0], rate=4.0).rate == 4.0
+    assert engines[0].set_limits(LONG[0], rate=4.0).rate == 4.0  # sent again: no change
+    assert store._info(pids[0]).version == version + 1  # type: ignore[attr-defined]
+    assert engines[0].capacity(pids[0]) == engines[1].capacity(pids[0])
+    engines[0].remove_number(pids[0], LONG[0])
+    assert set(store.capacity_state(pids[0])[2]) <= {LONG[1]}
+    engines[0].delete_profile(pids[1])
+    client = redis_cluster.client()
+    assert not client.exists(store._keys.of(pids[1]).cap)  # type: ignore[attr-defined]
+    client.close()
+    store.check_invariants()
+    for e in engines:
+        e.close()
