@@ -141,22 +141,24 @@ def _day(cached: Cached | None, now: float) -> tuple[str, str, str]:
 class RedisStore(RedisPools):
     """A store on a Redis server: shared by every engine on it, every method atomic.
 
-    Round trips: a select 1, a sticky hit or a fresh choice (the script chooses, from
-    data computed in Python once per pool version, with a draw the engine passes);
+    Round trips: a select 1, a sticky hit or a fresh choice (the script chooses, from data
+    computed in Python once per pool version, with a draw the engine passes);
     ``select_many`` 1 for any mix (one script per 256 recipients, in one pipeline);
     ``begin_select``/``commit_select`` and their batch forms 1 each; ``mapping``,
-    ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``,
-    ``replace_settings``, ``create_profile`` 1; ``remove_number``, ``set_health``,
-    ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more when a rival
-    add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
-    mappings of its largest profile. A select whose cached geomatch mode is stale, or
-    the first fresh choice after a pool change (which stores that version's choice
-    data), costs one more; so does a pool change that finds this store's cached pool
-    stale; the first touch of a profile written by 0.1 migrates it (2 more). Server
-    work: O(1) per select and look-up (O(log n) for sorted-set steps), O(k) for
-    cascades over k mappings, O(p) for a settings change or a migration, O(n) for
-    ``delete_profile`` and ``check_invariants``. A sticky hit writes at most one field
-    (the mapping's ``last_used``, when it changes).
+    ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``, ``replace_settings``,
+    ``create_profile``, ``capacity_state`` 1; ``remove_number``, ``set_health``,
+    ``set_limits``, ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more
+    when a rival add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
+    mappings of its largest profile. A select whose cached geomatch mode is stale, or the
+    first fresh choice after a pool change (which stores that version's choice data), costs
+    one more; so does a pool change that finds this store's cached pool stale; the first
+    touch of a profile written by 0.1 migrates it (2 more). Server work: O(1) per select and
+    look-up (O(log n) for sorted-set steps), O(k) for cascades over k mappings, O(p) for a
+    settings change or a migration, O(n) for ``delete_profile`` and ``check_invariants``. A
+    sticky hit writes at most one field (the mapping's ``last_used``, when it changes). With
+    capacity on, a select is still 1 round trip (O(p) on the server: the plan reads every
+    eligible number's state) and also writes its sender's capacity state; a cached time zone
+    that is stale costs one more.
 
     Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
@@ -698,7 +700,9 @@ class RedisStore(RedisPools):
         profile written by 0.1 and not yet touched has no flags); every mapping's
         sender is in its pool; the reverse index and the expiry index agree with the
         mappings (each mapping has an index entry under its index key, which is at most
-        its last use; queue keys never decrease); its numbers' owner keys name it. And:
+        its last use; queue keys never decrease); capacity state only for pooled
+        numbers, each parseable, and meta's capacity flag as its choice data says; its
+        numbers' owner keys name it. And:
         the profile set lists exactly the profiles. With ``allow_leftovers``, what a
         crash between two steps may leave (stale owner keys, pending claims, ids of
         deleted profiles in the profile set) is allowed, as the store treats it as free.
