@@ -41,7 +41,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
-from sticky.errors import NoEligibleSender
+from sticky.errors import InvalidSettings, NoEligibleSender, shown
 from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import Load
 from sticky.settings import PoolSettings
@@ -58,6 +58,7 @@ __all__ = [
     "OneStepStore",
     "Store",
     "StoredMapping",
+    "coerce_store",
     "scan_by_sender",
 ]
 
@@ -422,6 +423,25 @@ def scan_by_sender(
             yield page
 
     return pages()
+
+
+def coerce_store(store: object) -> Store:
+    """The store an engine drives: None is a fresh memory store, a URL is opened.
+
+    Raises InvalidSettings for anything that is not a :class:`Store` or a URL (an
+    asyncio store belongs to :class:`sticky.aio.AsyncEngine`).
+    """
+    from sticky.store import open_store  # noqa: PLC0415 - the stores import this module
+    from sticky.store.memory import MemoryStore  # noqa: PLC0415
+
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str):
+        return open_store(store)
+    if not isinstance(store, Store):  # fail here, not at the first call
+        msg = f"invalid store {shown(store)}: expected a Store or a store URL"
+        raise InvalidSettings(msg)
+    return store
 
 
 def sorted_pool(pool: Sequence[SenderNumber]) -> tuple[SenderNumber, ...]:

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from sticky.clock import ManualClock
+from sticky.engine import Engine
 from sticky.errors import (
     NumberInUse,
     UnknownNumber,
@@ -395,6 +397,9 @@ class StoreContract(ErrorsContract, CapacityContract):
         class Machine(StickyMachine):
             def make_stores(self) -> list[Store]:
                 return [contract.make_store()]
+
+            def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+                return contract.make_engine(clock=clock, seed=0, store=store)
 
         run_state_machine_as_test(
             Machine,

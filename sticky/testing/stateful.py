@@ -88,11 +88,15 @@ class StickyMachine(RuleBasedStateMachine):
         """The stores to drive, fresh and empty; override for your own store."""
         return [MemoryStore()]
 
+    def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+        """The engine on each store; override to drive another engine."""
+        return Engine(clock=clock, seed=0, store=store)
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock(START)
         stores = self.make_stores()
-        self.engines = [Engine(clock=self.clock, seed=0, store=s) for s in stores]
+        self.engines = [self.make_engine(self.clock, s) for s in stores]
         self.model = Model()
         self.counts: Counter[Reason | str] = Counter()
         self.keeps_capacity = all(isinstance(s, OneStepStore) for s in stores)

@@ -1,0 +1,125 @@
+"""The asyncio engine: the contract suite and the state machine through it, the
+generated synchronous engine up to date, and many tasks on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sticky import Engine, InvalidSettings, ManualClock, MemoryStore, PoolSettings, Reason
+from sticky.aio import AsyncEngine
+from sticky.store import Store
+from sticky.testing import StoreContract
+from sticky.testing.aio import SyncOverAsync
+from sticky.testing.stateful import StickyMachine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_synchronous_engine_is_generated_from_the_asyncio_source() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "unasync.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+class TestAsyncEngineOnMemory(StoreContract):
+    state_machine_examples = 100
+
+    def make_store(self) -> Store:
+        return MemoryStore()
+
+    def make_engine(self, *, clock: ManualClock, seed: int, store: Store) -> Engine:
+        return SyncOverAsync(clock=clock, seed=seed, store=store)  # type: ignore[return-value]
+
+
+class SyncAgainstAsync(StickyMachine):
+    """The same calls on the synchronous and the asyncio engine, each on its store."""
+
+    def make_stores(self) -> list[Store]:
+        return [MemoryStore(), MemoryStore()]
+
+    def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+        if not hasattr(self, "_made"):
+            self._made = 0
+        self._made += 1
+        if self._made == 1:
+            return Engine(clock=clock, seed=0, store=store)
+        return SyncOverAsync(clock=clock, seed=0, store=store)  # type: ignore[return-value]
+
+
+TestSyncAgainstAsync = SyncAgainstAsync.TestCase
+
+
+async def _many_tasks(engine: AsyncEngine, tasks: int) -> float:
+    """``tasks`` tasks selecting at once; the longest the loop was kept from a tick."""
+    await engine.create_profile("p", PoolSettings(long_code_rate=50.0, burst=5))
+    for i in range(5):
+        await engine.add_number("p", f"+1312555000{i}")
+    worst = 0.0
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            worst = max(worst, now - last - 0.001)
+            last = now
+
+    async def task(k: int) -> None:
+        to = f"+1212555{k % 400:04d}"
+        first = await engine.select("p", to)
+        again = await engine.select("p", to)
+        assert again.reason is Reason.STICKY
+        assert again.from_number == first.from_number
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.gather(*(task(k) for k in range(tasks)))
+    stop.set()
+    await tick
+    return worst
+
+
+def test_a_thousand_tasks_on_one_loop_keep_stickiness() -> None:
+    async def main() -> None:
+        async with AsyncEngine(seed=1) as engine:
+            worst = await _many_tasks(engine, 1_000)
+            stats = await engine.stats()
+            assert stats.mappings == 400
+            # Each of the 400 recipients is new once; every other select is sticky.
+            assert (stats.new, stats.sticky) == (400, 1_600)
+            # The memory store never waits: the loop is never held for long.
+            assert worst < 0.25, worst
+
+    asyncio.run(main())
+
+
+def test_sqlite_runs_in_a_worker_thread(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with AsyncEngine(seed=1, store=f"sqlite:///{tmp_path / 's.db'}") as engine:
+            assert type(engine.store).__name__ == "ThreadStore"
+            await engine.create_profile("p")
+            await engine.add_number("p", "+13125550001")
+            got = await asyncio.gather(*(engine.select("p", "+12125550000") for _ in range(20)))
+            assert {s.from_number for s in got} == {"+13125550001"}
+            pages = [page async for page in await engine.iter_mappings("p")]
+            assert [m.to for page in pages for m in page] == ["+12125550000"]
+
+    asyncio.run(main())
+
+
+def test_bad_stores_are_refused() -> None:
+    with pytest.raises(InvalidSettings):
+        AsyncEngine(store=42)  # type: ignore[arg-type]
+    with pytest.raises(InvalidSettings):
+        AsyncEngine(store="bogus://x")
