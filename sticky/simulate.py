@@ -48,9 +48,9 @@ PREFIX = "sim-"
 """Every simulated profile's id starts with it; ``--reset`` deletes those."""
 WINDOW = 1.0
 """The window, in seconds, of the peak load a report shows per number."""
-_SLACK = 1e-6
-"""The float rounding a rate check forgives, in segments and in seconds (times are
-relative to the start of the run, so rounding stays far below it)."""
+_SLACK = 1e-5
+"""Seconds of float rounding a rate check forgives: a ``send_at`` near 1.8e9 seconds
+is rounded to 2.4e-7 s, far below this, and this is far below any gap ``1 / rate``."""
 
 Segments = tuple[tuple[int, ...], tuple[float, ...]]
 """A distribution of message sizes: ``(segment counts, cumulative probabilities)``."""
@@ -432,7 +432,7 @@ def _rate_load(sends: Sequence[tuple[float, int]], rate: float, burst: int) -> t
     kept, low, before = True, math.inf, 0
     for t, segments in ordered:
         x = before - rate * t
-        if x - low > burst - 1 + _SLACK:
+        if x - low > burst - 1 + rate * _SLACK:
             kept = False
         low = min(low, x)
         before += segments
