@@ -309,7 +309,6 @@ def _simulate(
     for day in range(args.days):
         _flip_health(engine, senders, rng, args.unhealthy_per_day, day)
         day_start = START + day * DAY
-        ordinal = today(day_start, settings.timezone)[0]  # the run's days are the zone's
         t0 = time.perf_counter()
         for i in range(per_day):
             pid, to = recipients[bisect.bisect(cumulative, rng.random() * total)]
@@ -333,8 +332,8 @@ def _simulate(
                 waits.append(sel.send_at - now)
                 # Relative to the start, so that rate checks keep their float precision.
                 sends[sel.from_number].append((sel.send_at - START, segments))
-                if counts_budget(sel.reason):
-                    new_per_day[sel.from_number, ordinal] += 1
+                if counts_budget(sel.reason):  # the day in the profile's zone, as budgets
+                    new_per_day[sel.from_number, today(now, settings.timezone)[0]] += 1
             reasons[sel.reason] += 1
             tiers[sel.tier] += 1
             load[sel.from_number] += 1
@@ -489,7 +488,8 @@ def _capacity_report(
             "timezone": settings.timezone,
         },
         "segments": {
-            str(n): p - q for n, p, q in zip(sizes, cumulative, (0.0, *cumulative), strict=False)
+            str(n): round(p - q, 12)
+            for n, p, q in zip(sizes, cumulative, (0.0, *cumulative), strict=False)
         },
         "wait": {
             "median": statistics.median(ordered) if ordered else 0.0,
