@@ -27,7 +27,7 @@ from sticky.clock import ManualClock
 from sticky.engine import Engine
 from sticky.errors import NoEligibleSender, NumberInUse, PoolBusy, PoolExhausted, StickyError
 from sticky.numbers import NumberType
-from sticky.policy import budget_of, counts_budget, rate_of, today
+from sticky.policy import budget_of, capacity_on, counts_budget, rate_of, today
 from sticky.settings import PoolSettings
 from sticky.values import GeoTier, Reason
 
@@ -297,8 +297,7 @@ def _simulate(
     select = engine.select
     busy = 0.0
     settings = _settings(args)
-    limited = settings.long_code_rate is not None or settings.toll_free_rate is not None
-    limited = limited or settings.daily_new_recipients is not None
+    limited = capacity_on((), settings)  # the run's numbers have no limits of their own
     sizes, shares = args.segments
     size = sizes[0] if len(sizes) == 1 else 0
     # A stream of its own: message sizes never change which recipients are drawn.
