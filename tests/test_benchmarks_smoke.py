@@ -122,3 +122,34 @@ def test_only_runs_the_chosen_group(tmp_path: Path) -> None:
     assert groups == {"memory", "select"}  # the floor's select rows always run
     assert {r["design"] for r in data["rows"] if r["group"] == "select"} == {"floor"}
     assert {r["design"] for r in data["rows"] if r["group"] == "memory"} >= {"floor", "minimal"}
+
+
+def test_capacity_rows_pair_on_with_off_on_every_store() -> None:
+    from benchmarks import bench_capacity, report  # noqa: PLC0415 - the benchmarks package
+
+    rows = bench_capacity.run(True, size=300, ops=100, repeats=1)
+    ops = [
+        f"select {kind}, capacity {state}" for kind in ("hit", "miss") for state in ("off", "on")
+    ]
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {f"{store}: {op}" for store in bench_capacity.STORES for op in ops}
+    for op in ops:  # the memory store keeps capacity: measured, never missing
+        r = by_name[f"memory: {op}"]
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+        assert r["group"] == "capacity"
+    assert by_name["memory: select hit, capacity off"]["ratio_to_floor"] == 1.0
+    for r in rows:  # another store: measured, or marked missing with the reason
+        assert r["ns_per_op"] is not None or r["note"].startswith("missing: ")
+        assert "/" not in r.get("note", "")  # no file or URL of this run in the results
+    for store in ("redis",):
+        r = by_name[f"{store}: select hit, capacity on"]
+        if r["ns_per_op"] is not None:
+            assert r["commands_per_op"] > 0
+            assert r["server_us_per_op"] > 0
+    checks = {t["target"]: t for t in report.capacity_targets(rows)}
+    assert checks["memory select hit, capacity on"]["status"] in {"PASS", "MISS"}
+    assert checks["memory select miss, capacity on"]["status"] in {"PASS", "MISS"}
+    assert {t["issue"] for t in checks.values()} == {"11"}
+    assert set(checks) <= {t["target"] for t in report.targets(rows, 300, (300,))}
+    assert "| memory | select miss, capacity on |" in bench_capacity.table(rows)

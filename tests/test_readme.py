@@ -14,3 +14,11 @@ def test_the_quickstart_runs(capsys: object) -> None:
     code = re.search(r"```python\n(.*?)```", quickstart, re.DOTALL)
     assert code is not None
     exec(compile(code.group(1), "README.md", "exec"), {})
+
+
+def test_the_capacity_example_runs(capsys: object) -> None:
+    text = README.read_text()
+    section = text[text.index("## Capacity") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    exec(compile(code.group(1), "README.md", "exec"), {})
