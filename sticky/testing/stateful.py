@@ -246,13 +246,14 @@ class StickyMachine(RuleBasedStateMachine):
     @rule(pid=st.sampled_from(PROFILES), changes=_changes | capacity_changes())
     def update_settings(self, pid: str, changes: dict[str, object]) -> None:
         p = self.model.profiles.get(pid)
-        if (
-            p is not None
-            and not self.keeps_capacity
-            and self.model.capacity_on_settings(p.settings.evolve(**changes))
-        ):
-            self._refuses_capacity(lambda e: e.update_settings(pid, **changes))
-            return
+        if p is not None and not self.keeps_capacity:
+            try:
+                limited = self.model.capacity_on_settings(p.settings.evolve(**changes))
+            except StickyError:  # bad settings: every engine must refuse them too
+                limited = False
+            if limited:
+                self._refuses_capacity(lambda e: e.update_settings(pid, **changes))
+                return
         expected, got = self._expect(
             lambda: self.model.update(pid, changes), lambda e: e.update_settings(pid, **changes)
         )
