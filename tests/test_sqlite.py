@@ -26,6 +26,7 @@ import attrs
 import pytest
 import sqlite_v1 as v1
 import sqlite_v2 as v2
+import sqlite_v3 as v3
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -121,7 +122,7 @@ def test_the_compare_and_set_refuses_a_stale_miss(tmp_path: Path, kind: str) -> 
     assert isinstance(miss, Miss)
     store.pin("p", to, POOL[1], T0)
     won = store.commit_select("p", to, POOL[2], miss, T0 + 5)
-    assert won == Selection("p", to, POOL[1], Reason.STICKY)
+    assert won == Selection("p", to, POOL[1], Reason.STICKY, None, T0 + 5)
     assert store.mapping("p", to, T0 + 5) == (POOL[1], T0 + 5, TTL)
     # The mapping is the one read, still live, pool unchanged: stored.
     store.set_health(POOL[1], healthy=False)
@@ -558,7 +559,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
     # Every mapping, with its sender, exact last use and index key.
     after = _raw(path, _SPELLED)
     assert sorted(after) == sorted(before)
@@ -607,7 +608,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     assert e.stats().mappings == len(live) == len(v1.MAPPINGS) - 1
     store.check_invariants()
     e.close()
-    # Opened again, it is a version-3 file like any other.
+    # Opened again, it is a version-4 file like any other.
     with SQLiteStore(path) as again:
         again.check_invariants()
         assert again.counts()[0] == len(live)
@@ -633,7 +634,7 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
     # Every mapping, with its sender, exact last use and index key; recipients and
     # senders as integers now.
     assert sorted(_raw(path, _SPELLED)) == sorted(v2.MAPPINGS)
@@ -719,6 +720,68 @@ def test_two_stores_opening_a_version_2_file_migrate_it_once(tmp_path: Path) -> 
         store.check_invariants()
         assert store.counts()[0] == len(v2.MAPPINGS)
         store.close()
+
+
+# -- a file written by the previous version (schema version 3) ------------------------
+def test_a_version_3_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3.build_v3(path)
+    before = _raw(path, "SELECT * FROM mappings")
+    store = SQLiteStore(path)
+    store.check_invariants()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+    # The mappings are untouched; every number takes its profile's limits; nothing is
+    # scheduled yet.
+    assert _raw(path, "SELECT * FROM mappings") == before
+    assert len(before) == len(v3.MAPPINGS)
+    assert _raw(path, "SELECT DISTINCT rate, daily FROM numbers") == [(None, None)]
+    assert _raw(path, "SELECT count(*) FROM loads") == [(0,)]
+    assert dict(_raw(path, "SELECT number, sid FROM numbers")) == v3.SIDS
+    for pid, (_, version, horizon, _) in v3.PROFILES.items():
+        assert _horizon(store, pid) == horizon, pid
+        assert _raw(path, f"SELECT version FROM profiles WHERE id = '{pid}'") == [(version,)]
+    # Settings written without the capacity settings read with their defaults.
+    e = Engine(clock=ManualClock(v3.T0 - 10), seed=1, store=store)
+    for pid, s in v3.SETTINGS.items():
+        assert e.settings(pid) == s
+        assert e.settings(pid).long_code_rate is None
+        assert all(n.rate is None and n.daily_new_recipients is None for n in e.numbers(pid))
+        assert all(c.rate is None and c.new_today == 0 for c in e.capacity(pid))
+    for key, to, sender, last_used, _ in v3.MAPPINGS:
+        pid = next(p for p, (k, _, _, _) in v3.PROFILES.items() if k == key)
+        m = e.mapping(pid, to)
+        assert (m is None) == (to in v3.DEAD), to
+        if m is not None:
+            assert (m.from_number, m.last_used) == (sender, last_used)
+    # Selects go on, and capacity can be turned on: the sticky one keeps its sender.
+    later = v3.T0 + 1000
+    assert e.select("a", "+16465550005", now=later).reason is Reason.STICKY
+    e.set_limits("+13125550009", rate=2.0)
+    first = e.select("a", "+16465550005", now=later)
+    assert (first.reason, first.send_at) == (Reason.STICKY, later)
+    assert e.select("a", "+16465550005", now=later).send_at == later + 0.5
+    store.check_invariants()
+    e.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        rates = {n.number: n.rate for n in again.numbers("a")}
+        assert rates == {n: 2.0 if n == "+13125550009" else None for n in rates}
+        assert again.capacity_state("a")[2]["+13125550009"][0] == later + 1.0
+
+
+def test_two_stores_opening_a_version_3_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v3-twice.db"
+    v3.build_v3(path)
+    stores = [SQLiteStore(path), SQLiteStore(path)]  # the second finds it migrated
+    for store in stores:
+        store.check_invariants()
+        assert store.counts()[0] == len(v3.MAPPINGS)
+        store.close()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # -- recipients and senders as integers ------------------------------------------------
