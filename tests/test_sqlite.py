@@ -39,13 +39,18 @@ from sticky import (
     InvalidSettings,
     ManualClock,
     MemoryStore,
+    NoEligibleSender,
     NumberType,
+    PoolExhausted,
     PoolSettings,
     Reason,
     Selection,
+    SenderNumber,
     StoreUnavailable,
+    UnknownNumber,
     open_store,
 )
+from sticky.policy import today
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepStore, Store
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -1328,3 +1333,255 @@ def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
     tops = [p for p in plans if "SELECT max(idx)" in p]
     assert tops, plans
     assert all("COVERING INDEX mappings_by_sender" in p for p in tops), tops
+
+
+# -- capacity ---------------------------------------------------------------------------
+_CAPPED = PoolSettings(long_code_rate=2.0, burst=2, daily_new_recipients=6, max_wait=2.0)
+
+
+def _dump(path: str | Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The mappings and the loads, as stored."""
+    return _raw(Path(path), "SELECT * FROM mappings"), _raw(Path(path), "SELECT * FROM loads")
+
+
+def _capped(store: Store, settings: PoolSettings = _CAPPED) -> None:
+    store.create_profile("p", settings)
+    for i, n in enumerate(POOL[:3]):
+        rate = 1.0 if i == 0 else None
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True, rate=rate)
+
+
+def _script(e: Engine, rng: random.Random, at: float, steps: int) -> list[object]:
+    """Selects (and a few pins and refusals) at a quarter-second pace, from ``at``."""
+    out: list[object] = []
+    for step in range(steps):
+        now = at + step * 0.25
+        to = f"+1646555{rng.randrange(20):04d}"
+        try:
+            if step % 17 == 5:
+                out.append(("pin", e.pin("p", to, POOL[step % 3], now=now).from_number))
+            else:
+                out.append(tuple(e.select("p", to, segments=1 + step % 2, now=now)))
+        except NoEligibleSender as exc:
+            out.append((type(exc).__name__, getattr(exc, "retry_at", None)))
+    return out
+
+
+def test_a_restart_keeps_the_schedule_budgets_and_limits(tmp_path: Path) -> None:
+    path = tmp_path / "capacity.db"
+    memory = MemoryStore()
+    _capped(memory)
+    first = SQLiteStore(path)
+    _capped(first)
+    expected = _script(Engine(seed=3, store=memory), random.Random(1), T0, 40)
+    e = Engine(seed=3, store=first)
+    assert _script(e, random.Random(1), T0, 40) == expected
+    state = first.capacity_state("p")
+    assert state == memory.capacity_state("p")
+    assert any(load[0] > T0 + 10 for load in state[2].values())  # scheduled ahead
+    e.close()
+    # Reopened, the file goes on where it stopped: same schedule, counts and limits.
+    again = SQLiteStore(path)
+    again.check_invariants()
+    assert again.capacity_state("p") == state
+    assert again.numbers("p")[0].rate == 1.0
+    later = _script(Engine(seed=4, store=again), random.Random(2), T0 + 10, 40)
+    assert later == _script(Engine(seed=4, store=memory), random.Random(2), T0 + 10, 40)
+    assert any(s[0] == "PoolExhausted" for s in expected + later)
+    assert any(s[3] is Reason.OVERFLOW for s in expected + later if len(s) == 6)
+    assert again.capacity_state("p") == memory.capacity_state("p")
+    again.check_invariants()
+    again.close()
+
+
+def test_begin_select_never_answers_a_hit_with_capacity_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "begin.db")
+    _capped(store)
+    e = Engine(seed=1, store=store)
+    to = "+16465550001"
+    sender = e.select("p", to, now=T0).from_number
+    rows = _dump(store.path)
+    loads = rows[1]
+    miss = store.begin_select("p", to, T0 + 1, -1)
+    assert isinstance(miss, Miss)
+    assert (miss.sticky, miss.previous, miss.now) == (sender, (sender, T0), T0 + 1)
+    assert miss.loads == {n: tuple(load) for _, n, *load in loads}
+    assert miss.pool == store.numbers("p")
+    many = store.begin_select_many("p", [to, "+16465550002"], T0 + 1, miss.version)
+    assert all(isinstance(m, Miss) and m.loads is not None for m in many)
+    assert [m.sticky for m in many if isinstance(m, Miss)] == [sender, None]
+    assert [m.pool for m in many if isinstance(m, Miss)] == [None, None]  # known version
+    assert _dump(store.path) == rows
+    # The engine's batch falls back to one-step selects, which reserve each slot.
+    memory = MemoryStore()
+    _capped(memory)
+    mine = Engine(seed=1, store=memory)
+    mine.select("p", to, now=T0)
+    batch = [to, "+16465550002", "+16465550003", to]
+    assert e.select_many("p", batch, now=T0 + 1) == mine.select_many("p", batch, now=T0 + 1)
+    assert store.capacity_state("p") == memory.capacity_state("p")
+    e.close()
+
+
+def test_a_refused_select_changes_nothing_and_a_pin_counts_the_budget(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "refused.db")
+    store.create_profile("p", PoolSettings(daily_new_recipients=2, long_code_rate=1.0))
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    e = Engine(seed=1, store=store)
+    assert e.select("p", "+16465550001", now=T0).reason is Reason.NEW
+    e.pin("p", "+16465550002", POOL[0], now=T0)  # the second new recipient today
+    assert store.capacity_state("p")[2][POOL[0]] == (T0 + 1, T0, policy_day(T0), 2)
+    rows = _dump(store.path)
+    with pytest.raises(PoolExhausted) as info:
+        e.select("p", "+16465550003", now=T0 + 1)
+    assert info.value.retry_at == today(T0, "UTC")[1]
+    assert _dump(store.path) == rows
+    # The mapped recipients still get their slots: the budget counts new ones only.
+    assert e.select("p", "+16465550002", now=T0 + 1).send_at == T0 + 1
+    assert e.select("p", "+16465550001", now=T0 + 1).send_at == T0 + 2
+    assert e.stats().exhausted == 1
+    store.check_invariants()
+    e.close()
+
+
+def policy_day(now: float) -> int:
+    return today(now, "UTC")[0]
+
+
+def test_limits_and_loads_follow_the_pool(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "limits.db")
+    _capped(store)
+    e = Engine(seed=1, store=store)
+    for i in range(6):
+        e.select("p", f"+1646555{i:04d}", now=T0)
+    loads = store.capacity_state("p")[2]
+    assert set(loads) == set(POOL[:3])
+    version = _raw(store.path, "SELECT version FROM profiles")[0][0]
+    # set_limits: a new pool version, the load kept, the other limit kept.
+    updated = store.set_limits(POOL[1], {"daily_new_recipients": 9})
+    assert (updated.rate, updated.daily_new_recipients) == (None, 9)
+    assert store.set_limits(POOL[1], {"rate": 3.0}).daily_new_recipients == 9
+    assert _raw(store.path, "SELECT version FROM profiles")[0][0] > version
+    assert store.capacity_state("p")[2] == loads
+    # set_health keeps the limits; an unchanged limit is no new version.
+    store.set_health(POOL[1], healthy=False)
+    assert store.numbers("p")[1] == SenderNumber(POOL[1], NumberType.LONG_CODE, False, 3.0, 9)
+    version = _raw(store.path, "SELECT version FROM profiles")[0][0]
+    store.set_limits(POOL[1], {"rate": 3.0})
+    assert _raw(store.path, "SELECT version FROM profiles")[0][0] == version
+    with pytest.raises(UnknownNumber):
+        store.set_limits("+19995550000", {"rate": 1.0})
+    with pytest.raises(InvalidSettings):
+        store.set_limits(POOL[1], {"burst": 1})
+    # Removing a number drops its load; deleting the profile drops them all.
+    store.remove_number("p", POOL[0], T0)
+    assert set(store.capacity_state("p")[2]) == set(POOL[1:3])
+    store.check_invariants()
+    store.delete_profile("p", T0)
+    assert _raw(store.path, "SELECT count(*) FROM loads") == [(0,)]
+    # A load of a number outside its profile's pool breaks an invariant.
+    _capped(store)
+    store.close()
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("INSERT INTO loads VALUES (1, '+19995550000', 0.0, 0.0, 0, 0)")
+        conn.commit()
+    with SQLiteStore(store.path) as again, pytest.raises(AssertionError, match="capacity row"):
+        again.check_invariants()
+
+
+def test_without_capacity_a_select_reads_and_writes_no_load(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "plain.db")
+    store.create_profile("p", PoolSettings())
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    e = Engine(seed=1, store=store)
+    statements: list[str] = []
+    e.select("p", "+16465550001", now=T0)
+    assert store._cur is not None
+    store._cur.connection.set_trace_callback(statements.append)
+    assert e.select("p", "+16465550001", now=T0 + 1).reason is Reason.STICKY
+    e.pin("p", "+16465550002", POOL[0], now=T0 + 1)
+    store._cur.connection.set_trace_callback(None)
+    assert not [s for s in statements if "loads" in s], statements
+    assert _raw(store.path, "SELECT count(*) FROM loads") == [(0,)]
+    e.close()
+
+
+_CAPACITY_SELECTOR = r"""
+import json, random, sys, time
+from sticky import Engine, NoEligibleSender
+from sticky.store.sqlite import SQLiteStore
+
+path, seed, start, stop = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+recipients = json.loads(sys.argv[5])
+engine = Engine(seed=seed, store=SQLiteStore(path, timeout=30))
+rng = random.Random(seed)
+seen = []
+while time.time() < start:
+    pass
+while time.time() < stop and len(seen) < 1500:
+    to = rng.choice(recipients)
+    now = time.time()
+    try:
+        sel = engine.select("p", to, now=now)
+        seen.append((to, sel.from_number, sel.reason.value, now, sel.send_at))
+    except NoEligibleSender as exc:
+        seen.append((to, None, type(exc).__name__, now, None))
+engine.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+def test_processes_selecting_at_once_keep_every_rate_and_budget(tmp_path: Path) -> None:
+    path = tmp_path / "capacity-shared.db"
+    rate, burst, budget = 5.0, 1, 12
+    settings = PoolSettings(long_code_rate=rate, burst=burst, daily_new_recipients=budget)
+    pins = []
+    with Engine(store=SQLiteStore(path)) as e:
+        e.create_profile("p", settings.evolve(max_wait=2.0))
+        for n in POOL[:3]:
+            e.add_number("p", n)
+        for i, n in enumerate(POOL[:3] * 2):  # two pins a number, counted in its budget
+            now = time.time()
+            e.pin("p", f"+1917555{i:04d}", n, now=now)
+            pins.append((n, now))
+    recipients = [f"+1646555{i:04d}" for i in range(60)]
+    start = time.time() + 1.5  # every child imported and connected by then
+    children = [
+        _python(_CAPACITY_SELECTOR, path, k, start, start + 1.5, json.dumps(recipients))
+        for k in range(2)
+    ]
+    seen = [row for c in children for row in _finish(c)]
+    reasons = {row[2] for row in seen}
+    assert {"sticky", "new", "PoolExhausted"} <= reasons, reasons
+    sends: dict[str, list[float]] = {}
+    new: dict[tuple[str, int], int] = {}
+    for number, now in pins:
+        new[number, today(now, "UTC")[0]] = new.get((number, today(now, "UTC")[0]), 0) + 1
+    for _, number, reason, now, send_at in seen:
+        if number is None:
+            continue
+        assert send_at >= now
+        sends.setdefault(number, []).append(send_at)
+        if reason in {"new", "expired", "reassigned", "overflow"}:
+            new[number, today(now, "UTC")[0]] = new.get((number, today(now, "UTC")[0]), 0) + 1
+    assert set(sends) == set(POOL[:3])
+    for number, times in sends.items():
+        times.sort()
+        for w in (1.0, 5.0):
+            limit = rate * w + burst + 1e-9
+            for i, at in enumerate(times):
+                j = i
+                while j < len(times) and times[j] < at + w:
+                    j += 1
+                assert j - i <= limit, (number, w, at, j - i)
+    assert all(count <= budget for count in new.values()), new
+    with SQLiteStore(path) as store:
+        store.check_invariants()
+        loads = store.capacity_state("p")[2]
+        for number in POOL[:3]:
+            day = loads[number][2]
+            assert loads[number][3] == new.get((number, day), 0), number
+            assert loads[number][1] == max(sends[number])  # floor: the latest send_at
