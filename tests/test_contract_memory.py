@@ -54,6 +54,7 @@ class Batched(TwoSteps):
 
 class TestTwoStepPath(StoreContract):
     state_machine_examples = 300
+    keeps_capacity = False
 
     def make_store(self) -> Store:
         store = TwoSteps()
@@ -63,6 +64,7 @@ class TestTwoStepPath(StoreContract):
 
 class TestBatchPath(StoreContract):
     state_machine_examples = 100
+    keeps_capacity = False
 
     def make_store(self) -> Store:
         store = Batched()

@@ -25,6 +25,7 @@ from sticky.numbers import NumberType
 from sticky.settings import PoolSettings
 from sticky.store.base import Store
 from sticky.testing.contract_base import LONG, T0, TO, TOLL, TTL
+from sticky.testing.contract_capacity import CapacityContract
 from sticky.testing.contract_errors import ErrorsContract
 from sticky.testing.stateful import StickyMachine
 from sticky.values import GeoTier, Reason
@@ -32,7 +33,7 @@ from sticky.values import GeoTier, Reason
 __all__ = ["StoreContract"]
 
 
-class StoreContract(ErrorsContract):
+class StoreContract(ErrorsContract, CapacityContract):
     """Every SEMANTICS.md rule as a test; subclass and override :meth:`make_store`."""
 
     # -- select and expiry ----------------------------------------------------------

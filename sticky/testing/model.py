@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import math
+import zoneinfo
 
 import attrs
 
 from sticky.errors import (
     NoEligibleSender,
     NumberInUse,
+    PoolBusy,
+    PoolExhausted,
     ProfileExists,
     StickyError,
     UnknownNumber,
@@ -23,11 +27,22 @@ __all__ = ["Expected", "Model"]
 
 
 @attrs.define
+class _Load:
+    """A number's schedule and today's count, as the rules of Capacity state them."""
+
+    tat: float = -math.inf
+    floor: float = -math.inf
+    day: int = 0
+    count: int = 0
+
+
+@attrs.define
 class _Profile:
     settings: PoolSettings
     pool: dict[str, SenderNumber] = attrs.Factory(dict)
     maps: dict[str, tuple[str, float]] = attrs.Factory(dict)
     horizon: float = -math.inf
+    loads: dict[str, _Load] = attrs.Factory(dict)
 
     def advance(self, now: float) -> float:
         self.horizon = max(self.horizon, now)
@@ -41,6 +56,20 @@ class Expected:
     senders: frozenset[str]
     reasons: frozenset[Reason]
     tier: GeoTier | None
+    send_at: dict[str, float] | None = None
+    """Each possible sender's ``send_at``; None: the select's ``now``."""
+
+
+def day_in(now: float, tz: str) -> tuple[int, float]:
+    """The calendar day of ``now`` in ``tz`` (an ordinal) and when the next one starts."""
+    zone = zoneinfo.ZoneInfo(tz)
+    try:
+        date = datetime.datetime.fromtimestamp(now, zone).date()
+        nxt = datetime.datetime.combine(date + datetime.timedelta(days=1), datetime.time(), zone)
+        return date.toordinal(), nxt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        days = math.floor(now / 86_400)
+        return datetime.date(1970, 1, 1).toordinal() + days, (days + 1) * 86_400.0
 
 
 class Model:
@@ -93,12 +122,101 @@ class Model:
         del self.profiles[pid]
         return live
 
-    def add(self, pid: str, number: str, kind: NumberType, *, healthy: bool) -> None:
+    def add(
+        self,
+        pid: str,
+        number: str,
+        kind: NumberType,
+        *,
+        healthy: bool,
+        rate: float | None = None,
+        daily: int | None = None,
+    ) -> None:
         p = self._get(pid)
         if number in self.owner:
             raise NumberInUse(number)
-        p.pool[number] = SenderNumber(number, kind, healthy)
+        p.pool[number] = SenderNumber(number, kind, healthy, rate, daily)
         self.owner[number] = pid
+
+    def set_limits(self, number: str, changes: dict[str, float | int | None]) -> SenderNumber:
+        if number not in self.owner:
+            raise UnknownNumber(number)
+        p = self.profiles[self.owner[number]]
+        p.pool[number] = attrs.evolve(p.pool[number], **changes)  # type: ignore[arg-type]
+        return p.pool[number]
+
+    # -- capacity -------------------------------------------------------------------
+    @staticmethod
+    def rate(p: _Profile, number: str) -> float | None:
+        n = p.pool[number]
+        if n.rate is not None:
+            return n.rate
+        s = p.settings
+        return s.long_code_rate if n.type is NumberType.LONG_CODE else s.toll_free_rate
+
+    @staticmethod
+    def budget(p: _Profile, number: str) -> int | None:
+        own = p.pool[number].daily_new_recipients
+        return own if own is not None else p.settings.daily_new_recipients
+
+    @staticmethod
+    def capacity_on_settings(s: PoolSettings) -> bool:
+        """Whether these settings set a rate or a budget."""
+        return (
+            s.long_code_rate is not None
+            or s.toll_free_rate is not None
+            or s.daily_new_recipients is not None
+        )
+
+    @classmethod
+    def capacity_on(cls, p: _Profile) -> bool:
+        return any(cls.rate(p, n) is not None or cls.budget(p, n) is not None for n in p.pool) or (
+            p.settings.long_code_rate is not None
+            or p.settings.toll_free_rate is not None
+            or p.settings.daily_new_recipients is not None
+        )
+
+    def slot(self, p: _Profile, number: str, now: float) -> float:
+        """When a message to ``number`` may leave if reserved at ``now``."""
+        rate = self.rate(p, number)
+        if rate is None:
+            return now
+        load = p.loads.get(number, _Load())
+        return max(now, load.tat - (p.settings.burst - 1) / rate, load.floor)
+
+    @staticmethod
+    def used(p: _Profile, number: str, day: int) -> int:
+        load = p.loads.get(number, _Load())
+        return load.count if load.day >= day else 0
+
+    def has_budget(self, p: _Profile, number: str, day: int) -> bool:
+        budget = self.budget(p, number)
+        return budget is None or self.used(p, number, day) < budget
+
+    def _count(self, p: _Profile, number: str, now: float) -> None:
+        day = day_in(now, p.settings.timezone)[0]
+        load = p.loads.setdefault(number, _Load())
+        if day > load.day:
+            load.day, load.count = day, 0
+        load.count += 1
+
+    def capacity(
+        self, pid: str, now: float
+    ) -> list[tuple[str, float | None, int, int | None, float, int]]:
+        """Each number's ``(number, rate, burst, budget, next slot, new today)``."""
+        p = self._get(pid)
+        day = day_in(now, p.settings.timezone)[0]
+        return [
+            (
+                n,
+                self.rate(p, n),
+                p.settings.burst,
+                self.budget(p, n),
+                self.slot(p, n, now),
+                self.used(p, n, day),
+            )
+            for n in sorted(p.pool)
+        ]
 
     def remove(self, pid: str, number: str, now: float) -> int:
         p = self._get(pid)
@@ -110,6 +228,7 @@ class Model:
         for to in gone:
             del p.maps[to]
         del p.pool[number]
+        p.loads.pop(number, None)
         del self.owner[number]
         return live
 
@@ -131,6 +250,8 @@ class Model:
         """What a select may return now; raises what it must raise. Changes nothing."""
         p = self._get(pid)
         s = p.settings
+        if self.capacity_on(p):
+            return self._expect_with_capacity(p, to, now)
         if s.sticky_sender:
             m = p.maps.get(to)
             live = self._live(p, to, now)
@@ -148,8 +269,64 @@ class Model:
         senders, tier = self._fresh(p, to)
         return Expected(senders, frozenset(reasons), tier)
 
-    def _fresh(self, p: _Profile, to: str) -> tuple[frozenset[str], GeoTier | None]:
+    def _expect_with_capacity(self, p: _Profile, to: str, now: float) -> Expected:
+        s = p.settings
+        day, next_day = day_in(now, s.timezone)
         eligible = self.eligible(p)
+        live = self._live(p, to, now) if s.sticky_sender else None
+        if live is not None and live[0] in eligible:
+            sender = live[0]
+            slot = self.slot(p, sender, now)
+            if s.max_wait is not None and slot - now > s.max_wait:
+                sooner = {
+                    n: self.slot(p, n, now)
+                    for n in eligible
+                    if n != sender and self.has_budget(p, n, day)
+                }
+                sooner = {n: at for n, at in sooner.items() if at < slot}
+                if sooner:
+                    return self._among(p, to, now, sooner, Reason.OVERFLOW)
+            if s.max_queue is not None and slot - now > s.max_queue:
+                raise PoolBusy(to, slot - s.max_queue)
+            return Expected(frozenset([sender]), frozenset([Reason.STICKY]), None, {sender: slot})
+        if not s.sticky_sender:
+            reasons = {Reason.POOL}
+        elif to not in p.maps:
+            reasons = {Reason.NEW}
+        elif live is None:
+            reasons = {Reason.EXPIRED, Reason.NEW}
+        else:
+            reasons = {Reason.REASSIGNED}
+        if not eligible:
+            raise NoEligibleSender(to)
+        slots = {
+            n: self.slot(p, n, now)
+            for n in eligible
+            if not s.sticky_sender or self.has_budget(p, n, day)
+        }
+        if not slots:
+            raise PoolExhausted(to, next_day)
+        return self._among(p, to, now, slots, *reasons)
+
+    def _among(
+        self, p: _Profile, to: str, now: float, slots: dict[str, float], *reasons: Reason
+    ) -> Expected:
+        """The choice among numbers with budget left: those with room, else the earliest."""
+        s = p.settings
+        wait = s.choice_wait if s.max_queue is None else min(s.choice_wait, s.max_queue)
+        room = {n for n, at in slots.items() if at - now <= wait}
+        if not room:
+            earliest = min(slots.values())
+            if s.max_queue is not None and earliest - now > s.max_queue:
+                raise PoolBusy(to, earliest - s.max_queue)
+            room = {n for n, at in slots.items() if at == earliest}
+        senders, tier = self._fresh(p, to, room)
+        return Expected(senders, frozenset(reasons), tier, {n: slots[n] for n in senders})
+
+    def _fresh(
+        self, p: _Profile, to: str, allowed: set[str] | None = None
+    ) -> tuple[frozenset[str], GeoTier | None]:
+        eligible = [n for n in self.eligible(p) if allowed is None or n in allowed]
         if not eligible:
             raise NoEligibleSender(to)
         if not p.settings.geomatch:
@@ -167,9 +344,20 @@ class Model:
             return frozenset(near), GeoTier.AREA_CODE
         return frozenset(eligible), GeoTier.NONE
 
-    def record_select(self, pid: str, to: str, sender: str, reason: Reason, now: float) -> None:
+    def record_select(
+        self, pid: str, to: str, sender: str, reason: Reason, now: float, segments: int = 1
+    ) -> None:
         """Apply a select the engine made (checked against :meth:`expect_select`)."""
         p = self.profiles[pid]
+        if self.capacity_on(p):
+            rate = self.rate(p, sender)
+            if rate is not None:
+                load = p.loads.setdefault(sender, _Load())
+                send_at = self.slot(p, sender, now)
+                load.tat = max(load.tat, now) + segments / rate
+                load.floor = send_at
+            if reason not in {Reason.STICKY, Reason.POOL}:
+                self._count(p, sender, now)
         if reason is Reason.POOL:
             return
         if reason is Reason.STICKY:  # a hit evicts nothing: the horizon stays
@@ -194,6 +382,8 @@ class Model:
             raise UnknownNumber(number)
         p.advance(now)
         p.maps[to] = (number, now)
+        if self.capacity_on(p):
+            self._count(p, number, now)
 
     def forget(self, pid: str, to: str, now: float) -> bool:
         p = self._get(pid)

@@ -17,6 +17,7 @@ well as with the model.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -33,14 +34,14 @@ from hypothesis.stateful import (
 
 from sticky.clock import ManualClock
 from sticky.engine import Engine
-from sticky.errors import StickyError
+from sticky.errors import IncompatibleStore, PoolBusy, PoolExhausted, StickyError
 from sticky.numbers import NumberType
 from sticky.settings import PoolSettings
-from sticky.store.base import Store
+from sticky.store.base import OneStepStore, Store
 from sticky.store.memory import MemoryStore
-from sticky.testing.model import Model, same_error
-from sticky.testing.strategies import DAY, pool_settings, weights
-from sticky.values import Reason, Selection
+from sticky.testing.model import Model, day_in, same_error
+from sticky.testing.strategies import DAY, capacity_changes, pool_settings, weights
+from sticky.values import NumberCapacity, Reason, Selection
 
 __all__ = ["NUMBERS", "PROFILES", "RECIPIENTS", "StickyMachine"]
 
@@ -70,6 +71,14 @@ _changes = st.fixed_dictionaries(
         "geomatch": st.sampled_from(["off", "area_code"]),
     },
 )
+_limits = st.fixed_dictionaries(
+    {},
+    optional={
+        "rate": st.sampled_from([None, 0.5, 2.0]),
+        "daily_new_recipients": st.sampled_from([None, 1, 2]),
+    },
+)
+_TOLERANCE = 1e-9
 
 
 class StickyMachine(RuleBasedStateMachine):
@@ -82,9 +91,16 @@ class StickyMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock(START)
-        self.engines = [Engine(clock=self.clock, seed=0, store=s) for s in self.make_stores()]
+        stores = self.make_stores()
+        self.engines = [Engine(clock=self.clock, seed=0, store=s) for s in stores]
         self.model = Model()
-        self.counts: Counter[Reason] = Counter()
+        self.counts: Counter[Reason | str] = Counter()
+        self.keeps_capacity = all(isinstance(s, OneStepStore) for s in stores)
+        """Whether the stores can keep capacity; else limits must raise IncompatibleStore."""
+        # Each number's reservations while its rate and burst stayed the same, in the
+        # order they were applied: (send_at, segments); the rate bound holds within each.
+        self.schedule: dict[tuple[str, int], tuple[float, int, list[tuple[float, int]]]] = {}
+        self.stretch: dict[str, tuple[int, float | None, int]] = {}
 
     def teardown(self) -> None:
         for engine in self.engines:
@@ -121,21 +137,36 @@ class StickyMachine(RuleBasedStateMachine):
         return None, None
 
     # -- profiles and pools ---------------------------------------------------------
+    def _refuses_capacity(self, call: Callable[[Engine], object]) -> None:
+        """On stores that cannot keep capacity, limits raise IncompatibleStore everywhere."""
+        _, error = self._all(call)
+        assert isinstance(error, IncompatibleStore), f"limits accepted: {error!r}"
+
     @initialize(
         settings=pool_settings(),
+        capacity=capacity_changes(),
         kinds=st.lists(st.sampled_from(NumberType), min_size=4, max_size=4),
         healthy=st.lists(st.booleans(), min_size=4, max_size=4),
     )
     def a_profile_with_numbers(
-        self, settings: PoolSettings, kinds: list[NumberType], healthy: list[bool]
+        self,
+        settings: PoolSettings,
+        capacity: dict[str, object],
+        kinds: list[NumberType],
+        healthy: list[bool],
     ) -> None:
         """Start every run with a pool, so that steps go to selects and time."""
+        if self.keeps_capacity:
+            settings = settings.evolve(**capacity)
         self.create_profile(PROFILES[0], settings)
         for number, kind, ok in zip(NUMBERS, kinds, healthy, strict=False):
             self.add_number(PROFILES[0], number, kind, ok)
 
     @rule(pid=st.sampled_from(PROFILES), settings=pool_settings())
     def create_profile(self, pid: str, settings: PoolSettings) -> None:
+        if self.model.capacity_on_settings(settings) and not self.keeps_capacity:
+            self._refuses_capacity(lambda e: e.create_profile(pid, settings))
+            return
         self._expect(
             lambda: self.model.create(pid, settings), lambda e: e.create_profile(pid, settings)
         )
@@ -160,6 +191,36 @@ class StickyMachine(RuleBasedStateMachine):
             lambda e: e.add_number(pid, number, kind, healthy=healthy),
         )
 
+    @rule(
+        pid=st.sampled_from(PROFILES),
+        number=st.sampled_from(NUMBERS),
+        kind=st.sampled_from(NumberType),
+        limits=_limits,
+    )
+    def add_number_with_limits(
+        self, pid: str, number: str, kind: NumberType, limits: dict[str, Any]
+    ) -> None:
+        rate, daily = limits.get("rate"), limits.get("daily_new_recipients")
+        if (rate is not None or daily is not None) and not self.keeps_capacity:
+            self._refuses_capacity(
+                lambda e: e.add_number(pid, number, kind, rate=rate, daily_new_recipients=daily)
+            )
+            return
+        self._expect(
+            lambda: self.model.add(pid, number, kind, healthy=True, rate=rate, daily=daily),
+            lambda e: e.add_number(pid, number, kind, rate=rate, daily_new_recipients=daily),
+        )
+
+    @rule(number=st.sampled_from(NUMBERS), limits=_limits)
+    def set_limits(self, number: str, limits: dict[str, Any]) -> None:
+        if any(v is not None for v in limits.values()) and not self.keeps_capacity:
+            self._refuses_capacity(lambda e: e.set_limits(number, **limits))
+            return
+        expected, got = self._expect(
+            lambda: self.model.set_limits(number, limits), lambda e: e.set_limits(number, **limits)
+        )
+        assert expected == got
+
     @rule(pid=st.sampled_from(PROFILES), number=st.sampled_from(NUMBERS))
     def remove_number(self, pid: str, number: str) -> None:
         now = self.clock.now()
@@ -167,6 +228,9 @@ class StickyMachine(RuleBasedStateMachine):
             lambda: self.model.remove(pid, number, now), lambda e: e.remove_number(pid, number)
         )
         assert expected == got
+        if expected is not None:  # a number that comes back starts a schedule afresh
+            epoch = self.stretch.get(number, (0, None, 0))[0]
+            self.stretch[number] = (epoch + 1, None, 0)
 
     @rule(number=st.sampled_from(NUMBERS), healthy=st.booleans())
     def set_health(self, number: str, healthy: bool) -> None:
@@ -175,30 +239,79 @@ class StickyMachine(RuleBasedStateMachine):
             lambda e: e.set_health(number, healthy),
         )
 
-    @rule(pid=st.sampled_from(PROFILES), changes=_changes)
+    @rule(pid=st.sampled_from(PROFILES), changes=_changes | capacity_changes())
     def update_settings(self, pid: str, changes: dict[str, object]) -> None:
+        p = self.model.profiles.get(pid)
+        if (
+            p is not None
+            and not self.keeps_capacity
+            and self.model.capacity_on_settings(p.settings.evolve(**changes))
+        ):
+            self._refuses_capacity(lambda e: e.update_settings(pid, **changes))
+            return
         expected, got = self._expect(
             lambda: self.model.update(pid, changes), lambda e: e.update_settings(pid, **changes)
         )
         assert expected == got
 
     # -- selection ------------------------------------------------------------------
-    @rule(pid=st.sampled_from(PROFILES[:1] * 3 + PROFILES), to=st.sampled_from(RECIPIENTS))
-    def select(self, pid: str, to: str) -> None:
+    @rule(
+        pid=st.sampled_from(PROFILES[:1] * 3 + PROFILES),
+        to=st.sampled_from(RECIPIENTS),
+        segments=st.sampled_from([1, 1, 1, 2, 3]),
+    )
+    def select(self, pid: str, to: str, segments: int = 1) -> None:
         now = self.clock.now()
         expected, got = self._expect(
-            lambda: self.model.expect_select(pid, to, now), lambda e: e.select(pid, to)
+            lambda: self.model.expect_select(pid, to, now),
+            lambda e: e.select(pid, to, segments=segments),
         )
         if expected is None:
+            self._count_refusal(pid, to, now)
             return
         assert isinstance(got, Selection)
         assert (got.profile_id, got.to) == (pid, to)
         assert got.from_number in expected.senders, f"{got} not in {expected}"
         assert got.reason in expected.reasons, f"{got} not in {expected}"
         assert got.tier is expected.tier, f"{got} not in {expected}"
+        want_at = now if expected.send_at is None else expected.send_at[got.from_number]
+        assert got.send_at == want_at, f"{got}: send_at, model {want_at}"
+        p = self.model.profiles[pid]
+        live = self.model.mapping(pid, to, now) if p.settings.sticky_sender else None
+        if live is not None and live[0] != got.from_number:  # stickiness broken: why?
+            assert got.reason in {Reason.OVERFLOW, Reason.REASSIGNED}, got
+        if self.model.capacity_on(p) and got.reason not in {Reason.STICKY, Reason.POOL}:
+            day = day_in(now, p.settings.timezone)[0]
+            budget = self.model.budget(p, got.from_number)
+            used = self.model.used(p, got.from_number, day)
+            assert budget is None or used < budget, f"{got}: over its budget {budget}"
+        rate = self.model.rate(p, got.from_number) if self.model.capacity_on(p) else None
+        if rate is not None:
+            self._log(got.from_number, rate, p.settings.burst, got.send_at, segments)
         event(f"select: {got.reason.value}")
-        self.model.record_select(pid, to, got.from_number, got.reason, now)
+        self.model.record_select(pid, to, got.from_number, got.reason, now, segments)
         self.counts[got.reason] += 1
+        if got.send_at > now:
+            self.counts["waited"] += 1
+
+    def _count_refusal(self, pid: str, to: str, now: float) -> None:
+        """Count a select the model (and so every engine) refused for capacity."""
+        try:
+            self.model.expect_select(pid, to, now)
+        except PoolExhausted:
+            self.counts["exhausted"] += 1
+        except PoolBusy:
+            self.counts["busy"] += 1
+        except StickyError:
+            pass
+
+    def _log(self, number: str, rate: float, burst: int, send_at: float, segments: int) -> None:
+        """Log a reservation in the number's current stretch of one rate and burst."""
+        epoch, old_rate, old_burst = self.stretch.get(number, (0, None, 0))
+        if (old_rate, old_burst) != (rate, burst):
+            epoch += 1
+            self.stretch[number] = (epoch, rate, burst)
+        self.schedule.setdefault((number, epoch), (rate, burst, []))[2].append((send_at, segments))
 
     @rule(
         burst=st.lists(
@@ -254,9 +367,20 @@ class StickyMachine(RuleBasedStateMachine):
             assert engine.stats().mappings == self.model.stored(), "a dead mapping survived"
 
     # -- time -----------------------------------------------------------------------
-    @rule(seconds=st.sampled_from([1.0, 3600.0, DAY, 3 * DAY, 5 * DAY, 8 * DAY, -1.0, -3600.0]))
+    @rule(
+        seconds=st.sampled_from(
+            [0.25, 0.5, 1.0, 1.0, 3600.0, DAY, 3 * DAY, 5 * DAY, 8 * DAY, -0.5, -1.0, -3600.0]
+        )
+    )
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+
+    @precondition(lambda self: PROFILES[0] in self.model.profiles)
+    @rule(offset=st.sampled_from([-0.5, 0.0, 0.5]))
+    def to_midnight(self, offset: float) -> None:
+        """Set the clock beside the next midnight in the first profile's time zone."""
+        tz = self.model.profiles[PROFILES[0]].settings.timezone
+        self.clock.set(day_in(self.clock.now(), tz)[1] + offset)
 
     @precondition(lambda self: any(p.maps for p in self.model.profiles.values()))
     @rule(data=st.data(), offset=st.sampled_from([0.0, -1.0, 1.0]))
@@ -269,6 +393,21 @@ class StickyMachine(RuleBasedStateMachine):
         self.clock.set(last_used + ttl + offset)
 
     # -- invariants -----------------------------------------------------------------
+    @invariant()
+    def no_number_beats_its_rate(self) -> None:
+        """No two reservations on a number break the rate bound, over every pair of the run.
+
+        For ``i`` before ``j``: the segments from ``i`` up to ``j`` are at most
+        ``r * (send_at_j - send_at_i) + b``.
+        """
+        for (number, _), (rate, burst, entries) in self.schedule.items():
+            for (i, (at_i, _)), (j, (at_j, _)) in itertools.combinations(enumerate(entries), 2):
+                between = sum(seg for _, seg in entries[i:j])
+                bound = rate * (at_j - at_i) + burst
+                assert between <= bound + _TOLERANCE, (
+                    f"{number}: {between} segments between {at_i} and {at_j}, rate {rate}"
+                )
+
     @invariant()
     def stores_keep_their_invariants(self) -> None:
         for engine in self.engines:
@@ -306,9 +445,20 @@ class StickyMachine(RuleBasedStateMachine):
                 ]
                 assert dict(scanned) == {to: m for to, m in live.items() if m is not None}
                 assert len(scanned) == len(dict(scanned)), "a mapping listed twice"
+            loads = self.model.capacity(pid, now)
+            for engine in self.engines:
+                seen = [
+                    (c.number, c.rate, c.burst, c.daily_new_recipients, c.next_slot, c.new_today)
+                    for c in engine.capacity(pid)
+                ]
+                assert seen == loads, f"{pid}: capacity {seen}, model {loads}"
+                assert all(isinstance(c, NumberCapacity) for c in engine.capacity(pid))
         for engine in self.engines:
             stats = engine.stats()
             assert self.model.live_count(now) <= stats.mappings <= self.model.stored()
+            assert stats.overflow == self.counts[Reason.OVERFLOW]
+            assert stats.waited == self.counts["waited"]
+            assert (stats.exhausted, stats.busy) == (self.counts["exhausted"], self.counts["busy"])
             assert stats.sticky == self.counts[Reason.STICKY]
             assert stats.reassigned == self.counts[Reason.REASSIGNED]
             assert stats.pool == self.counts[Reason.POOL]
@@ -320,7 +470,7 @@ class StickyMachine(RuleBasedStateMachine):
 def _comparable(value: object) -> object:
     """Two stores may differ only in whether a dead mapping was evicted yet."""
     if isinstance(value, Selection) and value.reason is Reason.EXPIRED:
-        return (value.profile_id, value.to, value.from_number, Reason.NEW, value.tier)
+        return (value.profile_id, value.to, value.from_number, Reason.NEW, value.tier, value[5])
     if isinstance(value, Selection):
-        return (value.profile_id, value.to, value.from_number, value.reason, value.tier)
+        return tuple(value)
     return value

@@ -8,6 +8,8 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import DEFAULT_TTL, GeoMatch, PoolSettings
 
 __all__ = [
+    "ZONES",
+    "capacity_changes",
     "e164_numbers",
     "invalid_numbers",
     "nanp_numbers",
@@ -94,6 +96,27 @@ def pool_settings(
         weights(),
         st.booleans(),
         st.sampled_from(geomatch or [GeoMatch.OFF, GeoMatch.AREA_CODE]),
+    )
+
+
+ZONES = ["UTC", "America/New_York", "Asia/Kolkata"]
+"""Time zones for capacity's days: no offset, one with DST, a half-hour offset."""
+
+
+def capacity_changes() -> st.SearchStrategy[dict[str, object]]:
+    """Valid capacity settings, some or none of them: small rates and budgets that bite."""
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "long_code_rate": st.sampled_from([None, 0.5, 1.0, 3.0]),
+            "toll_free_rate": st.sampled_from([None, 1.0, 3.0]),
+            "burst": st.sampled_from([1, 1, 2, 3]),
+            "daily_new_recipients": st.sampled_from([None, 1, 2, 3]),
+            "max_wait": st.sampled_from([None, 0.0, 1.0, 5.0]),
+            "choice_wait": st.sampled_from([0.0, 0.0, 1.0, 5.0]),
+            "max_queue": st.sampled_from([None, None, 2.0, 30.0]),
+            "timezone": st.sampled_from(ZONES),
+        },
     )
 
 
