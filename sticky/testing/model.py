@@ -69,8 +69,8 @@ def day_in(now: float, tz: str) -> tuple[int, float]:
         return date.toordinal(), nxt.timestamp()
     except (OverflowError, OSError, ValueError):
         days = math.floor(now / 86_400)
-        nxt = max((days + 1) * 86_400.0, math.nextafter(now, math.inf))
-        return datetime.date(1970, 1, 1).toordinal() + days, nxt
+        after = max((days + 1) * 86_400.0, math.nextafter(now, math.inf))
+        return datetime.date(1970, 1, 1).toordinal() + days, after
 
 
 class Model:
