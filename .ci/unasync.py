@@ -31,6 +31,8 @@ SUBSTITUTIONS = [
     (r"\bAsyncOneStepBatchStore\b", "OneStepBatchStore"),
     (r"\bAsyncOneStepStore\b", "OneStepStore"),
     (r"\bAsyncBatchStore\b", "BatchStore"),
+    (r"\bAsyncBulkImportStore\b", "BulkImportStore"),
+    (r"\baimport_by_pin\b", "import_by_pin"),
     (r"\bAsyncMappingScanStore\b", "MappingScanStore"),
     (r"\bAsyncStore\b", "Store"),
     (r"\bascan_by_sender\b", "scan_by_sender"),

@@ -46,12 +46,14 @@ from sticky.policy import (
 from sticky.settings import PoolSettings, check_budget, check_rate
 from sticky.store.aio import (
     AsyncBatchStore,
+    AsyncBulkImportStore,
     AsyncOneStepBatchStore,
     AsyncOneStepStore,
     AsyncStore,
+    aimport_by_pin,
     coerce_async_store,
 )
-from sticky.store.base import LiveMapping, Miss
+from sticky.store.base import ImportEntry, LiveMapping, Miss
 
 # sync: from sticky.store.base import MappingScanStore, scan_by_sender
 from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
@@ -111,6 +113,15 @@ def _segments(value: object) -> int:
         msg = f"invalid segments {shown(value)}: expected an integer >= 1"
         raise InvalidSettings(msg)
     return value
+
+
+def _import_entry(item: object) -> ImportEntry:
+    """One mapping to import, checked: ``(to, from_number, last_used)``."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        msg = f"invalid mapping {shown(item)}: expected (to, from_number, last_used)"
+        raise InvalidSettings(msg)
+    to, sender, last_used = item
+    return check_e164(to, "recipient"), check_e164(sender), _time(last_used)
 
 
 _UNSET: object = object()
@@ -755,6 +766,45 @@ class AsyncEngine:
         number = check_e164(number)
         settings = await self._store.pin(profile_id, to, number, at)
         return Mapping(profile_id, to, number, at, at + settings.ttl)
+
+    async def import_mappings(
+        self,
+        profile_id: str,
+        mappings: Iterable[tuple[str, str, float]],
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Store mappings ``(to, from_number, last_used)`` as they were used; return how many.
+
+        For imports from another store: each keeps its ``last_used`` (so its age, and
+        it expires when it would have). One is skipped when it is dead now, or when the
+        recipient has a live mapping used as recently or later (re-running an import
+        writes nothing more). Imported mappings are not new recipients for capacity.
+        Every input is checked before anything is written: InvalidNumber, InvalidTime,
+        InvalidSettings (an item that is not a triple); UnknownNumber (a sender not in
+        the pool) writes nothing. Atomic on the memory store and SQLite, per 256
+        entries on Redis (:class:`~sticky.store.base.BulkImportStore`); on another store
+        one ``mapping`` and one ``pin`` per entry. Raises UnknownProfile. O(k).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        entries = [_import_entry(item) for item in mappings]
+        store = self._store
+        if not entries:
+            await store.settings(profile_id)  # an unknown profile raises all the same
+            return 0
+        if isinstance(store, AsyncBulkImportStore):
+            written = await store.import_mappings(profile_id, entries, at)
+        else:
+            written = await aimport_by_pin(store, profile_id, entries, at)
+        _log.info(
+            "imported %d of %d mappings into profile %r",
+            written,
+            len(entries),
+            profile_id,
+            extra={"profile_id": profile_id, "written": written, "given": len(entries)},
+        )
+        return written
 
     async def forget(self, profile_id: str, to: str, *, now: float | None = None) -> bool:
         """Delete the mapping of ``to``; return whether a live one existed."""

@@ -17,22 +17,24 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
-from sticky.errors import InvalidSettings, NoEligibleSender, shown
+from sticky.errors import InvalidSettings, NoEligibleSender, UnknownNumber, shown
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load
+from sticky.policy import Load, is_live
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, LiveMapping, Miss, Store, scan_by_sender
+from sticky.store.base import Decide, ImportEntry, LiveMapping, Miss, Store, scan_by_sender
 from sticky.store.memory import MemoryStore
 from sticky.values import Selection
 
 __all__ = [
     "AsyncBatchStore",
+    "AsyncBulkImportStore",
     "AsyncMappingScanStore",
     "AsyncOneStepBatchStore",
     "AsyncOneStepStore",
     "AsyncStore",
     "DirectStore",
     "ThreadStore",
+    "aimport_by_pin",
     "coerce_async_store",
 ]
 
@@ -129,6 +131,37 @@ class AsyncBatchStore(AsyncStore, Protocol):
     async def commit_select_many(
         self, profile_id: str, entries: Sequence[tuple[str, str, Miss]], now: float
     ) -> list[Selection | Literal[True] | None]: ...
+
+
+@runtime_checkable
+class AsyncBulkImportStore(AsyncStore, Protocol):
+    """:class:`~sticky.store.base.BulkImportStore` with a coroutine."""
+
+    async def import_mappings(
+        self, profile_id: str, entries: Sequence[ImportEntry], now: float
+    ) -> int: ...
+
+
+async def aimport_by_pin(
+    store: AsyncStore, profile_id: str, entries: Sequence[ImportEntry], now: float
+) -> int:
+    """:func:`~sticky.store.base.import_by_pin` on an asyncio store: the same promises."""
+    pool = {n.number for n in await store.numbers(profile_id)}
+    for _, sender, _ in entries:
+        if sender not in pool:
+            msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+            raise UnknownNumber(msg)
+    ttl = (await store.settings(profile_id)).ttl
+    written = 0
+    for to, sender, last_used in entries:
+        if not is_live(last_used, ttl, now):
+            continue
+        there = await store.mapping(profile_id, to, now)
+        if there is not None and there[1] >= last_used:
+            continue
+        await store.pin(profile_id, to, sender, last_used)
+        written += 1
+    return written
 
 
 AsyncMappingScanStore = AsyncStore

@@ -41,16 +41,18 @@ from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
-from sticky.errors import InvalidSettings, NoEligibleSender, shown
+from sticky.errors import InvalidSettings, NoEligibleSender, UnknownNumber, shown
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load
+from sticky.policy import Load, is_live
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
 __all__ = [
     "BatchStore",
+    "BulkImportStore",
     "Decide",
     "Draws",
+    "ImportEntry",
     "LiveMapping",
     "MappingScanStore",
     "Miss",
@@ -59,6 +61,7 @@ __all__ = [
     "Store",
     "StoredMapping",
     "coerce_store",
+    "import_by_pin",
     "scan_by_sender",
 ]
 
@@ -423,6 +426,67 @@ def scan_by_sender(
             yield page
 
     return pages()
+
+
+ImportEntry = tuple[str, str, float]
+"""A mapping to import: ``(to, from_number, last_used)``."""
+
+
+@runtime_checkable
+class BulkImportStore(Store, Protocol):
+    """A store that can write many imported mappings in one step (optional).
+
+    Without it, :meth:`sticky.Engine.import_mappings` goes through :func:`import_by_pin`.
+    """
+
+    def import_mappings(self, profile_id: str, entries: Sequence[ImportEntry], now: float) -> int:
+        """Store each ``(to, sender, last_used)`` as it was used; return how many were written.
+
+        Liveness is judged at ``at = judged_at(now, horizon)``, and the horizon moves
+        to ``at`` (an import can replace mappings). An entry is skipped when it is dead
+        at ``at``, or when the stored mapping of ``to`` is live at ``at`` and used as
+        recently or later; else it is stored with its own ``last_used`` (index key
+        ``min(last_used, at)``), replacing any mapping, in the order given (a later
+        entry of the same ``to`` is judged against an earlier one). Every sender must be
+        in the pool: else UnknownNumber and nothing of the call is written. An imported
+        mapping is not a new recipient: capacity state is not touched, and no amortised
+        eviction step is taken. Raises UnknownProfile.
+
+        Atomic: the memory store under its lock, SQLite in one transaction, Redis one
+        script per chunk of 256 entries (every chunk checks every sender of the call,
+        so only a pool changed during the call can leave earlier chunks written).
+        O(k) for k entries (O(k log n) where index keys arrive out of order).
+        """
+        ...
+
+
+def import_by_pin(
+    store: Store, profile_id: str, entries: Sequence[ImportEntry], now: float
+) -> int:
+    """:meth:`BulkImportStore.import_mappings` through public methods of any store.
+
+    One ``mapping`` and at most one ``pin`` (made at the entry's ``last_used``) per
+    entry: O(k) calls, not atomic, and judged at ``now`` (the store's horizon is not
+    visible); with capacity on, each pin counts as a new recipient (see
+    :meth:`Store.pin`). The senders are checked against the pool first, so an
+    UnknownNumber writes nothing unless the pool changes during the call.
+    """
+    pool = {n.number for n in store.numbers(profile_id)}
+    for _, sender, _ in entries:
+        if sender not in pool:
+            msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+            raise UnknownNumber(msg)
+    ttl = store.settings(profile_id).ttl
+    written = 0
+    for to, sender, last_used in entries:
+        if not is_live(last_used, ttl, now):
+            continue
+        there = store.mapping(profile_id, to, now)
+        if there is not None and there[1] >= last_used:
+            continue
+        store.pin(profile_id, to, sender, last_used)
+        written += 1
+    return written
 
 
 def coerce_store(store: object) -> Store:

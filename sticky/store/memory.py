@@ -28,7 +28,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn
 
 import attrs
@@ -748,3 +748,45 @@ class MemoryStore:
         """Drop every profile and mapping; every later call raises StoreUnavailable. Idempotent."""
         with self._lock:
             self._profiles = self._owner = _CLOSED
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings under the lock; return how many were written.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. O(k) for k
+        entries, plus O(log n) for each whose index key arrives out of order.
+        """
+        with self._lock:
+            p = self._get(profile_id)
+            pool = p.pool
+            for _, sender, _ in entries:
+                if sender not in pool:
+                    msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+                    raise UnknownNumber(msg)
+            at = p.advance(now)
+            ttl, table, by_sender, queue = p.ttl, p.table, p.by_sender, p.queue
+            written = 0
+            for to, sender, last_used in entries:
+                if not is_live(last_used, ttl, at):
+                    continue
+                old = table.get(to)
+                if old is not None:
+                    if old[1] >= last_used and is_live(old[1], ttl, at):
+                        continue
+                    self._unlink(p, to, old[0])
+                # A key no later than the horizon, and at most its last use.
+                idx = min(at, last_used)
+                table[to] = (sender, last_used, idx)
+                recipients = by_sender.get(sender)
+                if recipients is None:
+                    by_sender[sender] = {to}
+                else:
+                    recipients.add(to)
+                if not queue or queue[-1][0] <= idx:
+                    queue.append((idx, to))
+                else:
+                    p.add_late(idx, to)
+                written += 1
+            return written

@@ -132,6 +132,7 @@ SCRIPT_NAMES: Final = (
     "delete_profile",
     "evict",
     "forget",
+    "import_mappings",
     "info",
     "mapping",
     "migrate",

@@ -571,3 +571,50 @@ class RedisStore(RedisPools):
         if self._owns_client:
             self._owns_client = False
             self._client.close()
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings; return how many were written. 1 round trip.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. One script per
+        chunk of 256 entries (each chunk atomic), all in one pipeline; each chunk checks
+        every sender of the call first, so a sender not in the pool writes nothing
+        (unless the pool changes between two chunks). O(1) an entry on the server
+        (O(log n) for an index key that arrives out of order).
+        """
+        if not entries:
+            return 0
+        for to, _, _ in entries:  # validated before a script may store it
+            if not is_e164(to):
+                check_e164(to, "recipient")
+        senders = sorted({sender for _, sender, _ in entries})
+        head = [_f(now), str(len(senders)), *senders]
+        calls = []
+        for start in range(0, len(entries), _CHUNK):
+            args = list(head)
+            for to, sender, last_used in entries[start : start + _CHUNK]:
+                args += (to, sender, _f(last_used))
+            calls.append(args)
+        keys = self._keys.of(profile_id).write
+        script = self._s["import_mappings"]
+        replies = self._run.pipeline([(script, call(keys, *a)) for a in calls], _imported)
+        if replies[0][0] == _OLD:  # a profile written by 0.1: no chunk ran
+            self._migrate(profile_id)
+            replies = self._run.pipeline([(script, call(keys, *a)) for a in calls], _imported)
+        written = 0
+        for reply in replies:
+            tag = reply[0]
+            if tag == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if tag == Tag.NOT_IN_POOL:
+                raise not_in_pool(reply[1], profile_id)
+            assert tag == Tag.OK, f"unexpected reply {tag!r}"
+            written += int(reply[1])
+        return written
+
+
+def _imported(reply: Any) -> bool:  # noqa: ANN401 - a script's reply
+    """Whether an import chunk stored a mapping (then ``min_replicas`` waits)."""
+    return bool(reply[0] == Tag.OK and int(reply[1]) > 0)

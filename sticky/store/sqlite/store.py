@@ -40,6 +40,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from sticky.errors import (
+    UnknownNumber,
     UnknownProfile,
     shown,
 )
@@ -104,6 +105,11 @@ _PAGE = (
     "SELECT m.recipient, n.number, m.last_used FROM mappings AS m"
     " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
     " WHERE m.profile = ? AND m.recipient > ? ORDER BY m.recipient LIMIT ?"
+)
+
+_IMPORT = (
+    "INSERT OR REPLACE INTO mappings (profile, recipient, sender, last_used, idx)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
 
 _NONE = -math.inf
@@ -588,3 +594,53 @@ class SQLiteStore(SQLitePools):
         """
         with self._read() as cur:
             check_rows(cur, self._decode)
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings in one write transaction; return how many were written.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. The stored
+        mappings are read 500 keys a statement and the rows written with one
+        ``executemany``: O(p log n + k log n) for k entries.
+        """
+        keys = [recipient_key(to) for to, _, _ in entries]
+        with self._write() as cur:
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            version = cur.execute("SELECT version FROM profiles WHERE key = ?", (key,))
+            sids = self._cached(cur, key, version.fetchone()[0])[2]
+            for _, sender, _ in entries:
+                if sender not in sids:
+                    msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+                    raise UnknownNumber(msg)
+            # The exact horizon, so that every key written is at most the column below.
+            at = judged_at(now, horizon(cur, key, stored))
+            if at != stored:
+                cur.execute(_RECORD, (at, key))
+            for sid in set(sids.values()):  # this write may store older keys
+                self._oldest.pop((key, sid), None)
+            there: dict[int, float] = {}
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                marks = ",".join("?" * len(part))
+                there.update(
+                    cur.execute(
+                        "SELECT recipient, last_used FROM mappings"  # noqa: S608 - marks only
+                        f" WHERE profile = ? AND recipient IN ({marks})",
+                        (key, *part),
+                    ).fetchall()
+                )
+            rows: dict[int, tuple[int, int, int, float, float]] = {}
+            written = 0
+            for rk, (_, sender, last_used) in zip(keys, entries, strict=True):
+                if not is_live(last_used, ttl, at):
+                    continue
+                old = there.get(rk)
+                if old is not None and old >= last_used and is_live(old, ttl, at):
+                    continue
+                there[rk] = last_used  # a later entry of the same recipient meets this one
+                rows[rk] = (key, rk, sids[sender], last_used, min(last_used, at))
+                written += 1
+            cur.executemany(_IMPORT, list(rows.values()))
+            return written
