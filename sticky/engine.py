@@ -16,7 +16,7 @@ import random
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.draws import Draws
@@ -788,8 +788,10 @@ class Engine:
         if not entries:
             store.settings(profile_id)  # an unknown profile raises all the same
             return 0
-        if isinstance(store, BulkImportStore):
-            written = store.import_mappings(profile_id, entries, at)
+        # The optional protocol's one method decides: a store may lack other optional
+        # parts (the runtime protocol check asks for every method of Store too).
+        if hasattr(store, "import_mappings"):
+            written = cast("BulkImportStore", store).import_mappings(profile_id, entries, at)
         else:
             written = import_by_pin(store, profile_id, entries, at)
         _log.info(

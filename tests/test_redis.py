@@ -43,6 +43,7 @@ from sticky import (
     SenderNumber,
     StoreUnavailable,
     UnknownNumber,
+    UnknownProfile,
     open_store,
     policy,
 )
@@ -1222,3 +1223,39 @@ def test_a_profile_written_by_0_1_is_migrated_on_first_touch(
     store.check_invariants()
     client.close()
     e.close()
+
+
+# -- bulk import ---------------------------------------------------------------------
+def test_import_mappings_in_chunks_keeps_the_indexes(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """600 entries: 3 scripts in 1 round trip; the newer and the dead skipped; indexes whole."""
+    store = new_store(redis_server)
+    store.create_profile("p", PoolSettings())
+    for n in LONG:
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True)
+    store.pin("p", "+16465550000", LONG[0], T0)  # newer than its import entry: kept
+    rng = random.Random(5)
+    recipients = [f"+1646555{i:04d}" for i in range(600)]
+    entries = [(to, LONG[i % 3], T0 - rng.uniform(0, 1000)) for i, to in enumerate(recipients)]
+    entries[1] = (recipients[1], LONG[1], T0 - DEFAULT_TTL)  # dead at T0
+    before = store.counts()
+    with pytest.raises(UnknownNumber):  # checked by every chunk: nothing written
+        store.import_mappings("p", [*entries, ("+16465559999", "+19995550009", T0)], T0)
+    assert store.counts() == before
+    trips = RoundTrips(monkeypatch)
+    with trips.measure() as spent:
+        assert store.import_mappings("p", entries, T0) == 598
+    assert spent == [1]
+    assert store.mapping("p", recipients[0], T0) == (LONG[0], T0, DEFAULT_TTL)
+    assert store.mapping("p", recipients[1], T0) is None
+    _, sender, used = entries[7]
+    assert store.mapping("p", recipients[7], T0) == (sender, used, DEFAULT_TTL)
+    assert recipients[7] in store.recipients_of("p", sender, T0)
+    store.check_invariants()
+    assert store.import_mappings("p", entries, T0) == 0  # re-running writes nothing more
+    assert store.evict_expired(T0 + DEFAULT_TTL) == 599  # every key is indexed (and the pin)
+    store.check_invariants()
+    with pytest.raises(UnknownProfile):
+        store.import_mappings("nope", entries[:3], T0)
+    store.close()

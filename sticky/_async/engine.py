@@ -15,7 +15,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.draws import Draws
@@ -793,8 +793,12 @@ class AsyncEngine:
         if not entries:
             await store.settings(profile_id)  # an unknown profile raises all the same
             return 0
-        if isinstance(store, AsyncBulkImportStore):
-            written = await store.import_mappings(profile_id, entries, at)
+        # The optional protocol's one method decides: a store may lack other optional
+        # parts (the runtime protocol check asks for every method of Store too).
+        if hasattr(store, "import_mappings"):
+            written = await cast("AsyncBulkImportStore", store).import_mappings(
+                profile_id, entries, at
+            )
         else:
             written = await aimport_by_pin(store, profile_id, entries, at)
         _log.info(

@@ -29,13 +29,14 @@ from sticky.store.base import Store
 from sticky.testing.contract_base import LONG, T0, TO, TOLL, TTL
 from sticky.testing.contract_capacity import CapacityContract
 from sticky.testing.contract_errors import ErrorsContract
+from sticky.testing.contract_import import ImportContract
 from sticky.testing.stateful import StickyMachine
 from sticky.values import GeoTier, Reason
 
 __all__ = ["StoreContract"]
 
 
-class StoreContract(ErrorsContract, CapacityContract):
+class StoreContract(ErrorsContract, CapacityContract, ImportContract):
     """Every SEMANTICS.md rule as a test; subclass and override :meth:`make_store`."""
 
     # -- select and expiry ----------------------------------------------------------
