@@ -595,3 +595,34 @@ def test_a_pipe_import_writes_the_batch_read_before_a_bad_line(
     status, out, _ = _cli(capsys, "import", "--store", url, "--batch", "5", "--now", str(NOW))
     assert status == 0
     assert "mappings 19 written, 12 kept" in out  # running it again once fixed is safe
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1767225600.5,"age":3.25}\n',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1767225600,"age":-1e-05}',
+        '{"kind":"mapping","profile":"a\\u00e9\\"b","to":"+16465550001","from":"+13125550001","last_used":1.5e9,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+1","from":"+13125550001","last_used":1,"age":0}',
+        '{"kind":"mapping","profile":"zeta","to":"+16465550001","from":"+13125550001","last_used":1,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1e999,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":01,"age":0}',
+        '{"kind":"mapping","profile":"ac\tme","to":"+16465550001","from":"+13125550001","last_used":1,"age":0}',
+    ],
+)
+def test_the_fast_reading_of_mapping_lines_agrees_with_json(
+    line: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sticky.cli import transfer  # noqa: PLC0415 - its private reader
+
+    profiles = {"acme", 'a\u00e9"b', "ac\tme"}
+
+    def read() -> object:
+        try:
+            return transfer._record(3, line, set(profiles))
+        except Exception as exc:  # the error is the result compared
+            return (type(exc), str(exc))
+
+    fast = read()
+    monkeypatch.setattr(transfer, "_MAPPING_LINE", lambda _text: None)
+    assert fast == read()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -43,7 +44,7 @@ from sticky import __version__
 from sticky.cli.progress import Progress, wanted
 from sticky.engine import Engine
 from sticky.errors import InvalidSettings, StickyError, shown
-from sticky.numbers import NumberType, SenderNumber, check_e164
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.settings import PoolSettings, check_budget, check_rate
 
 __all__ = ["FORMAT", "VERSION", "export", "import_", "read_export", "write_export"]
@@ -134,8 +135,37 @@ def _time(line_no: int, data: dict[str, Any], name: str) -> float:
     return float(value)
 
 
+_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"  # JSON's grammar
+_MAPPING_LINE = re.compile(
+    r'\{"kind":"mapping","profile":("(?:[^"\\\x00-\x1f]|\\.)*"),"to":"([^"\\]*)",'
+    rf'"from":"([^"\\]*)","last_used":({_NUMBER}),"age":{_NUMBER}\}}[ \t\r\n]*'
+).fullmatch
+"""A mapping line exactly as :func:`write_export` writes it: read without ``json``."""
+
+
+def _fast_mapping(text: str, profiles: set[str]) -> Record | None:
+    """A mapping line in the exporter's own layout, checked; None for any other line.
+
+    Accepts exactly what the general path accepts for such a line, and gives the same
+    record (anything unusual, an error included, is left to it): several times faster
+    than decoding the JSON, for the lines an import is made of.
+    """
+    match = _MAPPING_LINE(text)
+    if match is None:
+        return None
+    token, to, sender, used = match.groups()
+    pid = token[1:-1] if "\\" not in token else json.loads(token)
+    last_used = float(used)
+    if pid not in profiles or not (is_e164(to) and is_e164(sender) and math.isfinite(last_used)):
+        return None
+    return ("mapping", pid, to, sender, last_used)
+
+
 def _record(line_no: int, text: str, profiles: set[str]) -> Record:  # noqa: C901 - one check a field
     """Check one line (not the header); raise InvalidSettings or InvalidNumber naming it."""
+    fast = _fast_mapping(text, profiles)
+    if fast is not None:
+        return fast
     try:
         data = json.loads(text)
     except ValueError as exc:
