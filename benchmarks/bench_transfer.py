@@ -11,8 +11,10 @@ own (``python -m sticky``, as an operator runs them):
   batches of 1,000 through :meth:`sticky.Engine.import_mappings`).
 
 A row is the command's wall time, its mappings per second, and the child's peak
-resident memory (``ru_maxrss``), beside the peak of a child that only opens the store
-(the interpreter, sticky and redis-py loaded): the difference is what the command adds.
+resident memory (``VmHWM``, the peak since exec; ``ru_maxrss`` where there is no
+``/proc``), beside the peak of a child that only opens the same store (the
+interpreter and sticky loaded, and redis-py for Redis): the difference is what the
+command adds.
 The import is then checked: the Redis store holds every mapping, with its indexes whole
 (``check_invariants``) at 10^5 and below.
 
@@ -66,7 +68,11 @@ else:
     from sticky.cli import main
     status = main(sys.argv[2:])
 seconds = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+# VmHWM: this process's peak resident set since exec (ru_maxrss would carry the
+# parent's peak over the fork that started it).
+with open("/proc/self/status") as status_file:
+    hwm = [line for line in status_file if line.startswith("VmHWM:")]
+peak = int(hwm[0].split()[1]) if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with open(sys.argv[1], "w") as out:
     json.dump({"status": status, "seconds": seconds, "maxrss_kib": peak}, out)
 """
@@ -132,7 +138,7 @@ def transfer(server: RedisServer, n: int, db: int, work: Path) -> list[Row]:
     redis_url = f"redis://127.0.0.1:{server.port}/{db}"
     server.client(db=db).flushdb()
     now = str(T0)
-    base = child("baseline", redis_url)
+    bases = {url: child("baseline", url) for url in (sqlite_url, redis_url)}
     out = child("export", "--store", sqlite_url, "-o", str(export), "--now", now, "--json")
     exported = json.loads(out["stderr"].strip().splitlines()[-1])["mappings"]
     assert exported == n, (exported, n)
@@ -147,7 +153,10 @@ def transfer(server: RedisServer, n: int, db: int, work: Path) -> list[Row]:
     finally:
         store.close()
     rows = []
-    for op, run in (("export (SQLite)", out), ("import (Redis)", into)):
+    for op, run, url in (
+        ("export (SQLite)", out, sqlite_url),
+        ("import (Redis)", into, redis_url),
+    ):
         rows.append(
             {
                 "operation": op,
@@ -155,7 +164,7 @@ def transfer(server: RedisServer, n: int, db: int, work: Path) -> list[Row]:
                 "seconds": round(run["seconds"], 2),
                 "per_second": round(n / run["seconds"]),
                 "maxrss_mib": mib(run["maxrss_kib"]),
-                "baseline_mib": mib(base["maxrss_kib"]),
+                "baseline_mib": mib(bases[url]["maxrss_kib"]),
                 "file_mib": round(export.stat().st_size / 2**20, 1),
             }
         )
@@ -212,8 +221,10 @@ def markdown(rows: Sequence[Row], command: str) -> str:
         "",
         "## Export and import (each command in a child process)",
         "",
-        "| operation | mappings | seconds | mappings/s | peak RSS (MiB) "
-        "| child baseline (MiB) | export file (MiB) |",
+        (
+            "| operation | mappings | seconds | mappings/s | peak RSS (MiB) "
+            "| child baseline (MiB) | export file (MiB) |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [

@@ -33,6 +33,9 @@ local due = false
 if p.due_s and p.due_s ~= 'none' then
   due = tonumber(p.due_s)
 end
+-- `late` members' sequence numbers (as put takes them), counted here, stored once.
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local seq_0 = seq
 local written = 0
 for i = 3 + senders, #ARGV, 3 do
   local to, sender, lu_s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -61,8 +64,8 @@ for i = 3 + senders, #ARGV, 3 do
         redis.call('RPUSH', KEYS[5], idx_s .. ' ' .. to)
         tail_key = idx
       else
-        local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-        redis.call('ZADD', KEYS[6], idx_s, to .. NUL .. seq)
+        seq = seq + 1
+        redis.call('ZADD', KEYS[6], idx_s, to .. NUL .. string.format('%d', seq))
       end
       -- keep meta's `due` a lower bound of every index key (see set_due)
       if p.due_s == 'none' or (due and idx < due) then
@@ -72,5 +75,8 @@ for i = 3 + senders, #ARGV, 3 do
       written = written + 1
     end
   end
+end
+if seq ~= seq_0 then
+  redis.call('HINCRBY', KEYS[1], 'seq', seq - seq_0)
 end
 return {{{OK}}, written}
