@@ -173,13 +173,13 @@ def transfer(server: RedisServer, n: int, db: int, work: Path) -> list[Row]:
     return rows
 
 
-def before_after(server: RedisServer, db: int) -> list[Row]:
+def before_after(server: RedisServer, db: int, sample: int = SAMPLE) -> list[Row]:
     """Mappings per second into Redis: a look-up and a pin each, against batches."""
     rng = random.Random(1)
     ttl = PoolSettings().ttl
     entries = [
         (f"+1646{i:07d}", NUMBERS[rng.randrange(20)], T0 - rng.uniform(0, ttl / 2))
-        for i in range(SAMPLE)
+        for i in range(sample)
     ]
     url = f"redis://127.0.0.1:{server.port}/{db}"
     rows = []
@@ -196,16 +196,16 @@ def before_after(server: RedisServer, db: int) -> list[Row]:
                     if there is None or there.last_used < last_used:
                         engine.pin(PROFILE, to, sender, now=last_used)
             else:
-                for i in range(0, SAMPLE, BATCH):
+                for i in range(0, sample, BATCH):
                     engine.import_mappings(PROFILE, entries[i : i + BATCH], now=T0)
             seconds = time.perf_counter() - started
-            assert engine.stats().mappings == SAMPLE
+            assert engine.stats().mappings == sample
         rows.append(
             {
                 "operation": f"into Redis: {how}",
-                "size": SAMPLE,
+                "size": sample,
                 "seconds": round(seconds, 2),
-                "per_second": round(SAMPLE / seconds),
+                "per_second": round(sample / seconds),
             }
         )
     return rows
@@ -252,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_transfer")
     parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 mappings")
     parser.add_argument("--sizes", type=int, nargs="+", help="the sizes to run")
+    parser.add_argument("--sample", type=int, default=SAMPLE, help="mappings of before/after")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
     sizes = args.sizes or ([10_000, 100_000] if args.quick else [100_000, 1_000_000])
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows += transfer(server, n, 1 + i, Path(tmp))
                 for r in rows[-2:]:
                     print(r, flush=True)
-            rows += before_after(server, 15)
+            rows += before_after(server, 15, args.sample)
             for r in rows[-2:]:
                 print(r, flush=True)
     finally:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 2_000
@@ -153,3 +156,25 @@ def test_capacity_rows_pair_on_with_off_on_every_store() -> None:
     assert {t["issue"] for t in checks.values()} == {"11"}
     assert set(checks) <= {t["target"] for t in report.targets(rows, 300, (300,))}
     assert "| memory | select miss, capacity on |" in bench_capacity.table(rows)
+
+
+def test_transfer_rows_measure_export_and_import(tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    from benchmarks import bench_transfer  # noqa: PLC0415 - the benchmarks package
+    from sticky.testing.redis_server import RedisServer  # noqa: PLC0415
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server")
+    server = RedisServer()
+    server.start()
+    try:
+        rows = bench_transfer.transfer(server, 300, 1, tmp_path)
+        rows += bench_transfer.before_after(server, 2, sample=300)
+    finally:
+        server.stop()
+    assert [r["operation"] for r in rows][:2] == ["export (SQLite)", "import (Redis)"]
+    assert all(r["per_second"] > 0 for r in rows)
+    assert all(r["maxrss_mib"] > 0 for r in rows[:2])
+    text = bench_transfer.markdown(rows, "python -m benchmarks.bench_transfer")
+    assert "| import (Redis) | 300 |" in text
+    assert "/" not in json.dumps(rows)  # no file or URL of this run in the rows
