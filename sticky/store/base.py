@@ -8,9 +8,10 @@ eligible, which :mod:`sticky.policy` defines and every store mirrors.
 Time never runs backwards for expiry. Each profile has a *horizon*: the latest ``now``
 of any write on it that can evict or replace a mapping (a select that stores one,
 ``pin``, ``import_mappings``, ``forget``, ``remove_number``, ``evict_expired``; a
-sticky hit does not move it). A mapping is live at ``now`` while ``max(now, horizon) < last_used + ttl``
-(:func:`sticky.policy.judged_at`, :func:`sticky.policy.is_live`), so a mapping that was
-dead once stays dead under a clock that goes back, whether or not it was evicted yet.
+sticky hit does not move it). A mapping is live at ``now`` while
+``max(now, horizon) < last_used + ttl`` (:func:`sticky.policy.judged_at`,
+:func:`sticky.policy.is_live`), so a mapping that was dead once stays dead under a
+clock that goes back, whether or not it was evicted yet.
 For the same reason, a change that lengthens the ttl first evicts the mappings dead at
 the horizon.
 
