@@ -123,3 +123,23 @@ def test_bad_stores_are_refused() -> None:
         AsyncEngine(store=42)  # type: ignore[arg-type]
     with pytest.raises(InvalidSettings):
         AsyncEngine(store="bogus://x")
+
+
+class TestAsyncEngineOnSQLite(StoreContract):
+    """SQLite through the asyncio engine: every step in the store's worker thread."""
+
+    state_machine_examples = 30
+
+    @pytest.fixture(autouse=True)
+    def _files(self, tmp_path: Path) -> None:
+        self._dir = tmp_path
+        self._n = 0
+
+    def make_store(self) -> Store:
+        from sticky.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        self._n += 1
+        return SQLiteStore(self._dir / f"s{self._n}.db")
+
+    def make_engine(self, *, clock: ManualClock, seed: int, store: Store) -> Engine:
+        return SyncOverAsync(clock=clock, seed=seed, store=store)  # type: ignore[return-value]
