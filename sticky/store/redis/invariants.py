@@ -14,7 +14,8 @@ from sticky.numbers import SenderNumber
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, unhex
-from sticky.store.redis.scripts import LAYOUT, Runner, text
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import LAYOUT, text
 
 __all__ = ["check"]
 

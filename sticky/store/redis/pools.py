@@ -37,7 +37,8 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
-from sticky.store.redis.scripts import Op, Runner, Tag, call, scripts
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import Op, Tag, call, scripts
 
 if TYPE_CHECKING:
     import redis

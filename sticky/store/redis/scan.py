@@ -15,7 +15,8 @@ from sticky.policy import is_live, judged_at
 from sticky.store.base import LiveMapping
 from sticky.store.redis.keys import ProfileKeys
 from sticky.store.redis.pools import unknown_profile
-from sticky.store.redis.scripts import Op, Runner, text
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import Op, text
 
 __all__ = ["iter_mappings"]
 
