@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/runner.py by .ci/unasync.py: edit the source, then run it.
 """Running the Redis store's scripts and commands on a redis-py client, errors mapped.
 
 :class:`Runner` runs scripts by SHA (loading them all again after a NOSCRIPT reply),

@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/scan.py by .ci/unasync.py: edit the source, then run it.
 """Listing a profile's live mappings on Redis: HSCAN over its mapping hash.
 
 Kept apart from the scripts on purpose: it reads the current layout (``meta`` for the

@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/store.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store: one shared world for engines in many processes and on many hosts.
 
 :class:`RedisStore` adds the selects (begin, compare-and-set, batches), the look-ups and
