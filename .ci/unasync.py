@@ -16,7 +16,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-FILES = {"sticky/_async/engine.py": "sticky/engine.py"}
+FILES = {
+    "sticky/_async/engine.py": "sticky/engine.py",
+    "sticky/_async/redis/runner.py": "sticky/store/redis/runner.py",
+    "sticky/_async/redis/pools.py": "sticky/store/redis/pools.py",
+    "sticky/_async/redis/store.py": "sticky/store/redis/store.py",
+    "sticky/_async/redis/scan.py": "sticky/store/redis/scan.py",
+    "sticky/_async/redis/invariants.py": "sticky/store/redis/invariants.py",
+}
 """Each asyncio source and the synchronous module generated from it."""
 
 SUBSTITUTIONS = [
@@ -36,18 +43,47 @@ SUBSTITUTIONS = [
     (r"\bAsyncMappingScanStore\b", "MappingScanStore"),
     (r"\bAsyncStore\b", "Store"),
     (r"\bascan_by_sender\b", "scan_by_sender"),
+    (r"\bsticky\._async\.redis\b", "sticky.store.redis"),
+    (r"\bAsyncRedisStore\b", "RedisStore"),
+    (r"\bAsyncRedisPools\b", "RedisPools"),
+    (r"\bAsyncClosedRunner\b", "ClosedRunner"),
+    (r"\bAsyncRunner\b", "Runner"),
     (r"\bcoerce_async_store\b", "coerce_store"),
     (r"\bsticky\.store\.aio\b", "sticky.store.base"),
     (r"\basync_only\b", "sync_only"),
 ]
 HEADER = "# Generated from {source} by .ci/unasync.py: edit the source, then run it.\n"
 _ASYNC_ONLY = re.compile(r"^( *)# async: begin\n.*?^\1# async: end\n", re.MULTILINE | re.DOTALL)
+_GROUPED_AWAIT = re.compile(r"\(\s*await\s+")
 _SYNC_ONLY = re.compile(r"^( *)# sync: (.*)$", re.MULTILINE)
+
+
+def _unwrap_awaits(text: str) -> str:
+    """``(await f(x))[0]`` becomes ``f(x)[0]``: parentheses that were there for ``await``."""
+    out, i, pos = [], 0, 0
+    while (found := _GROUPED_AWAIT.search(text, pos)) is not None:
+        start = found.start()
+        pos = start + 1
+        before = text[start - 1] if start else " "
+        if before.isalnum() or before in "_)]":  # a call's parenthesis, not a group's
+            continue
+        depth, j = 0, start
+        while True:  # the matching parenthesis (the sources put none inside strings)
+            char = text[j]
+            depth += (char == "(") - (char == ")")
+            if depth == 0:
+                break
+            j += 1
+        if text[j + 1 : j + 2] not in {"[", ".", "("}:  # a group for more than await
+            continue
+        out += [text[i:start], text[found.end() : j].rstrip()]
+        i = pos = j + 1
+    return "".join(out) + text[i:]
 
 
 def generate(source: str, name: str, target: str) -> str:
     """The synchronous text of an asyncio source file, formatted as ruff formats it."""
-    text = _ASYNC_ONLY.sub("", source)
+    text = _unwrap_awaits(_ASYNC_ONLY.sub("", source))
     text = _SYNC_ONLY.sub(r"\1\2", text)
     for pattern, replacement in SUBSTITUTIONS:
         text = re.sub(pattern, replacement, text)

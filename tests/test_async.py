@@ -4,10 +4,12 @@ generated synchronous engine up to date, and many tasks on one loop."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +125,145 @@ def test_bad_stores_are_refused() -> None:
         AsyncEngine(store=42)  # type: ignore[arg-type]
     with pytest.raises(InvalidSettings):
         AsyncEngine(store="bogus://x")
+
+
+class TestAsyncEngineOnSQLite(StoreContract):
+    """SQLite through the asyncio engine: every step in the store's worker thread."""
+
+    state_machine_examples = 30
+
+    @pytest.fixture(autouse=True)
+    def _files(self, tmp_path: Path) -> None:
+        self._dir = tmp_path
+        self._n = 0
+
+    def make_store(self) -> Store:
+        from sticky.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        self._n += 1
+        return SQLiteStore(self._dir / f"s{self._n}.db")
+
+    def make_engine(self, *, clock: ManualClock, seed: int, store: Store) -> Engine:
+        return SyncOverAsync(clock=clock, seed=seed, store=store)  # type: ignore[return-value]
+
+
+# -- Redis: the asyncio store itself ------------------------------------------------------
+redis_server_module = pytest.importorskip("sticky.testing.redis_server")
+_PREFIXES = itertools.count()
+
+
+def _async_redis(url: str, prefix: str) -> object:
+    from sticky.aio import AsyncRedisStore  # noqa: PLC0415
+
+    return AsyncRedisStore.from_url(url, prefix=prefix)
+
+
+class TestAsyncEngineOnRedis(StoreContract):
+    """The asyncio engine on the asyncio Redis store: every call on the event loop.
+
+    ``make_store`` gives the synchronous store of a fresh prefix; each engine opens
+    the asyncio store of the same prefix on its own loop, so engines that share a
+    store share its data, as two services on one Redis do.
+    """
+
+    state_machine_examples = 30
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_server: Any) -> None:
+        self.server = redis_server
+
+    def make_store(self) -> Store:
+        from sticky.store.redis import RedisStore  # noqa: PLC0415
+
+        return RedisStore.from_url(self.server.url, prefix=f"aio{next(_PREFIXES)}")
+
+    def make_engine(self, *, clock: ManualClock, seed: int, store: Store) -> Engine:
+        prefix = store._prefix  # type: ignore[attr-defined]
+        # The synchronous store stays open: a test may read it (check_invariants).
+        return SyncOverAsync(  # type: ignore[return-value]
+            clock=clock, seed=seed, store=_async_redis(self.server.url, prefix)
+        )
+
+
+def test_a_thousand_tasks_on_redis_never_block_the_loop(
+    redis_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1,000 tasks select at once on the asyncio Redis store: every recipient keeps its
+    sender, and no step of the loop (one task's run between two awaits) takes more than
+    5 ms, as asyncio's debug mode measures it."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = 0.005
+        store = _async_redis(redis_server.url, f"aio{next(_PREFIXES)}")
+        async with AsyncEngine(seed=1, store=store) as engine:  # type: ignore[arg-type]
+            await _many_tasks(engine, 1_000)
+            stats = await engine.stats()
+            assert (stats.new, stats.sticky) == (400, 1_600)
+            await engine.store.check_invariants()
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        asyncio.run(main())
+    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert not slow, slow[:3]
+
+
+def test_sync_and_async_engines_on_one_redis_agree(redis_server: Any) -> None:
+    """The asyncio store writes what the synchronous one reads, and back: one layout."""
+    from sticky.store.redis import RedisStore  # noqa: PLC0415
+
+    prefix = f"aio{next(_PREFIXES)}"
+    sync = Engine(
+        clock=ManualClock(1e9), seed=3, store=RedisStore.from_url(redis_server.url, prefix=prefix)
+    )
+    sync.create_profile("p")
+    for i in range(3):
+        sync.add_number("p", f"+1312555000{i}")
+    first = sync.select("p", "+12125550000")
+
+    async def main() -> None:
+        store = _async_redis(redis_server.url, prefix)
+        async with AsyncEngine(clock=ManualClock(1e9 + 60), seed=3, store=store) as e:  # type: ignore[arg-type]
+            again = await e.select("p", "+12125550000")
+            assert (again.from_number, again.reason) == (first.from_number, Reason.STICKY)
+            await e.select("p", "+12125550001")
+
+    asyncio.run(main())
+    m = sync.mapping("p", "+12125550001", now=1e9 + 60)
+    assert m is not None
+    assert sync.mapping("p", "+12125550000", now=1e9 + 60).last_used == 1e9 + 60  # type: ignore[union-attr]
+    sync.store.check_invariants()
+    sync.close()
+
+
+def test_memory_and_async_redis_agree_step_by_step(redis_server: Any) -> None:
+    class MemoryVsAsyncRedis(StickyMachine):
+        def make_stores(self) -> list[Store]:
+            from sticky.store.redis import RedisStore  # noqa: PLC0415
+
+            return [
+                MemoryStore(),
+                RedisStore.from_url(redis_server.url, prefix=f"aio{next(_PREFIXES)}"),
+            ]
+
+        def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+            if isinstance(store, MemoryStore):
+                return Engine(clock=clock, seed=0, store=store)
+            prefix = store._prefix  # type: ignore[attr-defined]
+            return SyncOverAsync(  # type: ignore[return-value]
+                clock=clock, seed=0, store=_async_redis(redis_server.url, prefix)
+            )
+
+    from hypothesis import HealthCheck, settings  # noqa: PLC0415
+    from hypothesis.stateful import run_state_machine_as_test  # noqa: PLC0415
+
+    run_state_machine_as_test(
+        MemoryVsAsyncRedis,
+        settings=settings(
+            max_examples=40,
+            stateful_step_count=40,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )

@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/pools.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store's profiles and pools: create, settings, add, remove, health; the cache.
 
 Eligibility is computed here, in Python (:func:`sticky.policy.is_eligible`, once per
@@ -37,7 +38,8 @@ from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
-from sticky.store.redis.scripts import Op, Runner, Tag, call, scripts
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import Op, Tag, call, scripts
 
 if TYPE_CHECKING:
     import redis
@@ -222,7 +224,7 @@ class RedisPools:
         return store
 
     def __repr__(self) -> str:
-        return f"RedisStore(client={self._client!r}, prefix={self._prefix!r})"
+        return f"{type(self).__name__}(client={self._client!r}, prefix={self._prefix!r})"
 
     # -- the per-version cache, and the migration of 0.1 profiles -------------------
     def _remember(self, profile_id: str, reply: Sequence[str], at: int) -> Cached:

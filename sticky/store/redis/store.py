@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/store.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store: one shared world for engines in many processes and on many hosts.
 
 :class:`RedisStore` adds the selects (begin, compare-and-set, batches), the look-ups and
@@ -21,7 +22,8 @@ from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
-from sticky.store.redis.scripts import REASONS, TIERS, ClosedRunner, Op, Tag, call
+from sticky.store.redis.runner import ClosedRunner
+from sticky.store.redis.scripts import REASONS, TIERS, Op, Tag, call
 from sticky.values import Reason, Selection
 
 __all__ = ["RedisStore"]

@@ -46,6 +46,7 @@ from sticky.errors import (
 )
 from sticky.policy import (
     IDLE,
+    Load,
     count_new,
     counts_budget,
     is_live,
@@ -54,6 +55,8 @@ from sticky.policy import (
     rate_of,
     refreshed,
     reserve,
+    step_limit,
+    sticky_step,
     today,
 )
 from sticky.settings import PoolSettings
@@ -263,11 +266,31 @@ class SQLiteStore(SQLitePools):
         oldest)`` for :attr:`_oldest` once committed. Writes nothing before ``decide``
         returns. O(p + log n): one read of the loads, at most one load row written.
         """
-        key, version, _, ttl, stored, _, _, last_used, _, idx = row
+        key, version, sticky, ttl, stored, text, held, last_used, eligible, idx = row
+        if (
+            sticky
+            and held is not None
+            and judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1) is _STICKY
+        ):  # a hit that keeps its number: its own load only, O(log n)
+            settings = self._decode(text)
+            number = next(n for n in self._cached(cur, key, version)[1] if n.number == held)
+            found = cur.execute(_LOAD_OF, (key, held)).fetchone()
+            load: Load = IDLE if found is None else tuple(found)
+            step = sticky_step(
+                load, now, rate_of(number, settings), settings.burst, segments,
+                step_limit(settings),
+            )  # fmt: skip
+            if step is not None:
+                used = refreshed(last_used, now)
+                if used != last_used:
+                    cur.execute(_REFRESH, (used, key, rk))
+                if step[1] != load:
+                    cur.execute(_LOAD, (key, held, *step[1]))
+                return _new(Selection, (profile_id, to, held, _STICKY, None, step[0])), None
         miss = self._capacity_miss(cur, row, -1, now)
         sel = decide(profile_id, to, miss)
         reason, sender = sel.reason, sel.from_number
-        _, pool, sids = self._pools[key]  # _capacity_miss cached this version
+        pool, sids = self._pools[key][1:]  # _capacity_miss cached this version
         oldest = None
         if reason is _STICKY:  # the stored mapping stays: refreshed as a hit is
             used = refreshed(last_used, now)
