@@ -778,8 +778,9 @@ class Engine:
         Every input is checked before anything is written: InvalidNumber, InvalidTime,
         InvalidSettings (an item that is not a triple); UnknownNumber (a sender not in
         the pool) writes nothing. Atomic on the memory store and SQLite, per 256
-        entries on Redis (:class:`~sticky.store.base.BulkImportStore`); on another store
-        one ``mapping`` and one ``pin`` per entry. Raises UnknownProfile. O(k).
+        entries on Redis, in one round trip a call
+        (:class:`~sticky.store.base.BulkImportStore`); on another store one ``mapping``
+        and one ``pin`` per entry. Raises UnknownProfile. O(k) for k mappings.
         """
         at = self._at(now)
         profile_id = _profile_id(profile_id)
