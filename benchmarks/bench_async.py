@@ -44,7 +44,7 @@ THREADS = 8
 
 def _numbers() -> list[tuple[str, NumberType]]:
     out = [(f"+1312555{i:04d}", NumberType.LONG_CODE) for i in range(10)]
-    return out + [("+18005550001", NumberType.TOLL_FREE), ("+18885550002", NumberType.TOLL_FREE)]
+    return [*out, ("+18005550001", NumberType.TOLL_FREE), ("+18885550002", NumberType.TOLL_FREE)]
 
 
 def _rate(n: int, seconds: float) -> float:
@@ -208,10 +208,10 @@ def table(rows: Sequence[Row]) -> str:
         "| engine | work | selects/s (median) | / sync, one at a time |",
         "|---|---|---:|---:|",
     ]
-    for row in sorted(rows, key=lambda r: (order.index(r["work"]), r["shape"])):
-        lines.append(
-            f"| {row['shape']} | {row['work']} | {row['per_second']:,} | {row['ratio_to_sync']:.2f} |"
-        )
+    lines += [
+        f"| {r['shape']} | {r['work']} | {r['per_second']:,} | {r['ratio_to_sync']:.2f} |"
+        for r in sorted(rows, key=lambda r: (order.index(r["work"]), r["shape"]))
+    ]
     return "\n".join(lines) + "\n"
 
 
