@@ -324,7 +324,9 @@ class RedisPools:
         me = f"{inc}:{k.hex}"
         release = self._s["own_release"]
         ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
-        ops.append((None, ("INCRBY", self._keys.evicted, evicted or "0")))
+        # one script, keyed by the incarnation: a re-sent pipeline adds the count once
+        moved = (self._keys.evicted, self._keys.moved)
+        ops.append((self._s["add_evicted"], call(moved, k.hex, inc or "", evicted or "0")))
         unlist: list[Op] = [
             (None, ("SREM", self._keys.profiles, k.hex)),
             (None, ("EXISTS", k.meta)),
