@@ -424,7 +424,6 @@ def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> No
     e.close()
 
 
-
 def test_delete_profile_re_sent_counts_its_evicted_mappings_once(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -460,6 +459,7 @@ def test_delete_profile_re_sent_counts_its_evicted_mappings_once(
     assert e.stats().evicted == evicted + 1
     store.check_invariants()
     e.close()
+
 
 def test_numbers_with_any_characters_are_safe_in_keys(redis_server: RedisServer) -> None:
     # The engine only lets E.164 through; the store itself must not care.
