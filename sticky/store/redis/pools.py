@@ -307,10 +307,11 @@ class RedisPools:
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile, its pool and mappings; return the live ones. O(n + p).
 
-        2 round trips on one server, 4 or more on a cluster. The profile's own slot is
-        deleted in one script (the commit point); then its numbers' owner keys are
-        released (each step idempotent, in any order) and its id leaves the profile
-        set, and the repair step: if the profile exists again by then (a racing
+        2 round trips on one server, 4 or more on a cluster; never a ``WAIT``. The
+        profile's own slot is deleted in one script (the commit point); then its numbers'
+        owner keys are released and its evicted count is added to the store's counter
+        (each step idempotent, in any order: the count is added once per incarnation)
+        and its id leaves the profile set, and the repair step: if the profile exists again by then (a racing
         create), the id is listed again. If a step after the commit fails, the
         leftovers are harmless: an owner key naming a deleted profile counts as free,
         and profiles() skips ids whose profile is gone.
