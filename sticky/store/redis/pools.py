@@ -311,10 +311,11 @@ class RedisPools:
         profile's own slot is deleted in one script (the commit point); then its numbers'
         owner keys are released and its evicted count is added to the store's counter
         (each step idempotent, in any order: the count is added once per incarnation)
-        and its id leaves the profile set, and the repair step: if the profile exists again by then (a racing
-        create), the id is listed again. If a step after the commit fails, the
-        leftovers are harmless: an owner key naming a deleted profile counts as free,
-        and profiles() skips ids whose profile is gone.
+        and its id leaves the profile set, and the repair step: if the profile exists
+        again by then (a racing create), the id is listed again. If a step after the
+        commit fails, the leftovers are harmless: an owner key naming a deleted
+        profile counts as free, and profiles() skips ids whose profile is gone (the
+        count is then lost, never doubled).
         """
         k = self._keys.of(profile_id)
         reply = self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
