@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -178,3 +179,38 @@ def test_transfer_rows_measure_export_and_import(tmp_path: Path) -> None:
     text = bench_transfer.markdown(rows, "python -m benchmarks.bench_transfer")
     assert "| import (Redis) | 300 |" in text
     assert "/" not in json.dumps(rows)  # no file or URL of this run in the rows
+def test_cluster_benchmark_smoke_writes_its_rows(tmp_path: Path) -> None:
+    """The cluster benchmark in its tiny mode, on the cluster it starts: files and rows."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if os.environ.get("STICKY_REQUIRE_REDIS", "") == "1":
+            pytest.fail("redis-server and redis-cli are needed (STICKY_REQUIRE_REDIS=1)")
+        pytest.skip("redis-server or redis-cli is not installed")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_cluster", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "cluster.json").read_text(encoding="utf-8"))
+    assert data["meta"]["mode"] == "smoke"
+    rows = {r["name"]: r for r in data["rows"]}
+    for name in (
+        "select hit",
+        "select new",
+        "select_many hit x100",
+        "select_many new x100",
+        "select new, min_replicas=1",
+    ):
+        r = rows[name]
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+    assert rows["PING (primary of the slot)"]["ratio_to_floor"] == 1.0
+    assert rows["memory per mapping (primary of the slot)"]["bytes_per_mapping"] > 0
+    for phase in ("select new", "select hit", "select_many new x100"):
+        assert rows[f"one core: {phase}, 2 processes"]["selects_per_core_s"] > 0
+    table = (tmp_path / "cluster.md").read_text(encoding="utf-8")
+    assert "| select new, min_replicas=1 |" in table
+    assert "selects/s of one busy core" in table

@@ -399,7 +399,9 @@ def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> No
     client = redis_server.client()
     by_tag = {tag: pid for pid, tag in tags.items()}
     for key in client.scan_iter(count=1000):
-        if "{" in key:
+        if key == store._keys.moved:  # global, in the evicted counter's slot
+            assert key_slot(key.encode()) == key_slot(store._keys.evicted.encode())
+        elif "{" in key:
             tag = key.split("{", 1)[1].split("}", 1)[0]
             assert tag in by_tag, key
             assert key_slot(key.encode()) == key_slot(store._keys.of(by_tag[tag]).meta.encode())
@@ -414,11 +416,49 @@ def test_every_key_of_a_profile_shares_one_slot(redis_server: RedisServer) -> No
     for pid in NASTY:
         assert e.delete_profile(pid) == 3
     store.check_invariants()
-    # what stays: the version keys (never reused, see docs/redis.md) and the counter
+    # what stays: the version keys (never reused, see docs/redis.md) and the counter's
     assert sorted(client.scan_iter()) == sorted(
-        [f"{store._prefix}:{{{tag}}}:ver" for tag in tags.values()] + [f"{store._prefix}:evicted"]
+        [f"{store._prefix}:{{{tag}}}:ver" for tag in tags.values()]
+        + [f"{store._prefix}:evicted", store._keys.moved]
     )
     client.close()
+    e.close()
+
+
+def test_delete_profile_re_sent_counts_its_evicted_mappings_once(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that re-sends the steps after the commit (a lost reply) adds nothing twice."""
+    from sticky.store.redis.scripts import Runner  # noqa: PLC0415
+
+    store = new_store(redis_server)
+    e = Engine(store=store, clock=ManualClock(T0), seed=3)
+    for pid in ("a", "b"):
+        e.create_profile(pid, PoolSettings(ttl=60))
+        e.add_number(pid, LONG[0] if pid == "a" else LONG[1])
+        for i in range(5):
+            e.select(pid, f"+1212555{i:04d}", now=T0)
+    # the dead mappings are evicted and counted in each profile's meta
+    assert e.evict_expired(now=T0 + 120) == 10
+    evicted = e.stats().evicted
+    pipeline = Runner.pipeline
+
+    def twice(self: Runner, ops: Any, wrote: Any = None) -> list[Any]:
+        pipeline(self, ops, wrote)  # as if the reply was lost and the client sent it again
+        return pipeline(self, ops, wrote)
+
+    monkeypatch.setattr(Runner, "pipeline", twice)
+    assert e.delete_profile("a", now=T0 + 120) == 0
+    monkeypatch.undo()
+    assert e.stats().evicted == evicted  # moved from the meta to the counter, once
+    assert e.profiles() == ["b"]
+    e.create_profile("a", PoolSettings(ttl=60))  # a new incarnation counts its own
+    e.add_number("a", LONG[0])
+    e.select("a", "+12125550000", now=T0 + 120)
+    assert e.evict_expired(now=T0 + 240) == 1
+    e.delete_profile("a", now=T0 + 240)
+    assert e.stats().evicted == evicted + 1
+    store.check_invariants()
     e.close()
 
 

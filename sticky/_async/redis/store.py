@@ -91,6 +91,11 @@ class AsyncRedisStore(AsyncRedisPools):
     ``delete_profile`` and ``check_invariants``. A sticky hit writes at most one field
     (the mapping's ``last_used``, when it changes).
 
+    With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
+    expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
+    on its write's connection: one more round trip (on a cluster, one per node that
+    stored). Hits, look-ups and the other operations never wait.
+
     Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
     """
@@ -105,7 +110,9 @@ class AsyncRedisStore(AsyncRedisPools):
         hits: list[int],
         segments: int = 1,
     ) -> Selection:
-        """A whole select in one script: a sticky hit, or a fresh choice it stores. 1 round trip.
+        """A whole select in one script: a sticky hit, or a fresh choice it stores.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
 
         The script chooses with the next of ``decide.draws`` (the engine's), which is
         consumed only when a fresh choice used it; a ``decide`` without draws is called
@@ -197,8 +204,9 @@ class AsyncRedisStore(AsyncRedisPools):
         decide: Decide,
         segments: int = 1,
     ) -> tuple[list[Selection], NoEligibleSender | None]:
-        """:meth:`select_in_one_step` for each distinct recipient, in order. 1 round trip.
+        """:meth:`select_in_one_step` for each distinct recipient, in order.
 
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
         One script per chunk of 256 recipients (each chunk atomic), all in one pipeline;
         fresh choices use ``decide.draws`` in order, one each (a chunk takes its first
         draw from where the previous one left off, on the server). A stale cache costs
@@ -311,7 +319,10 @@ class AsyncRedisStore(AsyncRedisPools):
     async def begin_select(
         self, profile_id: str, to: str, now: float, known_version: int
     ) -> Selection | Miss:
-        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1)."""
+        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1).
+
+        Never a ``WAIT``: it creates no mapping.
+        """
         cached = self._cache.get(profile_id)
         reply = await self._run.eval(
             self._s_begin,
@@ -343,7 +354,10 @@ class AsyncRedisStore(AsyncRedisPools):
         miss: Miss,
         now: float,
     ) -> Selection | Literal[True] | None:
-        """Compare-and-set of a fresh choice. 1 round trip, O(log n)."""
+        """Compare-and-set of a fresh choice. O(log n).
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored the choice.
+        """
         keys = self._keys.of(profile_id).write
         args = (*self._commit_args(to, chosen, miss), _f(now))
         reply = await self._run.eval(self._s_commit, keys, args, _commit_stored)
@@ -445,7 +459,9 @@ class AsyncRedisStore(AsyncRedisPools):
         entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`commit_select` for each ``(to, chosen, miss)``. 1 round trip, O(log n) each.
+        """:meth:`commit_select` for each ``(to, chosen, miss)``. O(log n) each.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored any.
 
         One script per chunk of 256 entries (each chunk atomic), all in one pipeline.
         """
@@ -499,7 +515,10 @@ class AsyncRedisStore(AsyncRedisPools):
         )
 
     async def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
-        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip."""
+        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas``.
+        """
         cached = self._cache.get(profile_id)
         reply = await self._run.eval(
             self._s["pin"],
@@ -514,7 +533,11 @@ class AsyncRedisStore(AsyncRedisPools):
         return self._current(profile_id, reply, 1, cached).settings
 
     async def forget(self, profile_id: str, to: str, now: float) -> bool:
-        """Delete the mapping of ``to``; return whether it was live. 1 round trip."""
+        """Delete the mapping of ``to``; return whether it was live. 1 round trip.
+
+        Never a ``WAIT``: a delete lost at a failover leaves the old mapping, not a second
+        sender.
+        """
         reply = await self._run.eval(
             self._s["forget"], self._keys.of(profile_id).write, (to, _f(now))
         )

@@ -309,13 +309,15 @@ class RedisPools:
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile, its pool and mappings; return the live ones. O(n + p).
 
-        2 round trips on one server, 4 or more on a cluster. The profile's own slot is
-        deleted in one script (the commit point); then its numbers' owner keys are
-        released (each step idempotent, in any order) and its id leaves the profile
-        set, and the repair step: if the profile exists again by then (a racing
-        create), the id is listed again. If a step after the commit fails, the
-        leftovers are harmless: an owner key naming a deleted profile counts as free,
-        and profiles() skips ids whose profile is gone.
+        2 round trips on one server, 4 or more on a cluster; never a ``WAIT``. The
+        profile's own slot is deleted in one script (the commit point); then its numbers'
+        owner keys are released and its evicted count is added to the store's counter
+        (each step idempotent, in any order: the count is added once per incarnation)
+        and its id leaves the profile set, and the repair step: if the profile exists
+        again by then (a racing create), the id is listed again. If a step after the
+        commit fails, the leftovers are harmless: an owner key naming a deleted
+        profile counts as free, and profiles() skips ids whose profile is gone (the
+        count is then lost, never doubled).
         """
         k = self._keys.of(profile_id)
         reply = self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
@@ -326,7 +328,9 @@ class RedisPools:
         me = f"{inc}:{k.hex}"
         release = self._s["own_release"]
         ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
-        ops.append((None, ("INCRBY", self._keys.evicted, evicted or "0")))
+        # one script, keyed by the incarnation: a re-sent pipeline adds the count once
+        moved = (self._keys.evicted, self._keys.moved)
+        ops.append((self._s["add_evicted"], call(moved, k.hex, inc or "", evicted or "0")))
         unlist: list[Op] = [
             (None, ("SREM", self._keys.profiles, k.hex)),
             (None, ("EXISTS", k.meta)),

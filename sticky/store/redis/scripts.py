@@ -124,6 +124,7 @@ def constants() -> dict[str, str]:
 
 SCRIPT_NAMES: Final = (
     "add_claim",
+    "add_evicted",
     "add_commit",
     "begin_many",
     "begin_select",

@@ -91,6 +91,11 @@ class RedisStore(RedisPools):
     ``delete_profile`` and ``check_invariants``. A sticky hit writes at most one field
     (the mapping's ``last_used``, when it changes).
 
+    With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
+    expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
+    on its write's connection: one more round trip (on a cluster, one per node that
+    stored). Hits, look-ups and the other operations never wait.
+
     Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
     """
@@ -105,7 +110,9 @@ class RedisStore(RedisPools):
         hits: list[int],
         segments: int = 1,
     ) -> Selection:
-        """A whole select in one script: a sticky hit, or a fresh choice it stores. 1 round trip.
+        """A whole select in one script: a sticky hit, or a fresh choice it stores.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
 
         The script chooses with the next of ``decide.draws`` (the engine's), which is
         consumed only when a fresh choice used it; a ``decide`` without draws is called
@@ -195,8 +202,9 @@ class RedisStore(RedisPools):
         decide: Decide,
         segments: int = 1,
     ) -> tuple[list[Selection], NoEligibleSender | None]:
-        """:meth:`select_in_one_step` for each distinct recipient, in order. 1 round trip.
+        """:meth:`select_in_one_step` for each distinct recipient, in order.
 
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
         One script per chunk of 256 recipients (each chunk atomic), all in one pipeline;
         fresh choices use ``decide.draws`` in order, one each (a chunk takes its first
         draw from where the previous one left off, on the server). A stale cache costs
@@ -309,7 +317,10 @@ class RedisStore(RedisPools):
     def begin_select(
         self, profile_id: str, to: str, now: float, known_version: int
     ) -> Selection | Miss:
-        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1)."""
+        """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1).
+
+        Never a ``WAIT``: it creates no mapping.
+        """
         cached = self._cache.get(profile_id)
         reply = self._run.eval(
             self._s_begin,
@@ -341,7 +352,10 @@ class RedisStore(RedisPools):
         miss: Miss,
         now: float,
     ) -> Selection | Literal[True] | None:
-        """Compare-and-set of a fresh choice. 1 round trip, O(log n)."""
+        """Compare-and-set of a fresh choice. O(log n).
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored the choice.
+        """
         keys = self._keys.of(profile_id).write
         args = (*self._commit_args(to, chosen, miss), _f(now))
         reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
@@ -441,7 +455,9 @@ class RedisStore(RedisPools):
         entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`commit_select` for each ``(to, chosen, miss)``. 1 round trip, O(log n) each.
+        """:meth:`commit_select` for each ``(to, chosen, miss)``. O(log n) each.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored any.
 
         One script per chunk of 256 entries (each chunk atomic), all in one pipeline.
         """
@@ -491,7 +507,10 @@ class RedisStore(RedisPools):
         )
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
-        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip."""
+        """Map ``to`` to ``number`` as used at ``now``, replacing any mapping.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas``.
+        """
         cached = self._cache.get(profile_id)
         reply = self._run.eval(
             self._s["pin"],
@@ -506,7 +525,11 @@ class RedisStore(RedisPools):
         return self._current(profile_id, reply, 1, cached).settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
-        """Delete the mapping of ``to``; return whether it was live. 1 round trip."""
+        """Delete the mapping of ``to``; return whether it was live. 1 round trip.
+
+        Never a ``WAIT``: a delete lost at a failover leaves the old mapping, not a second
+        sender.
+        """
         reply = self._run.eval(self._s["forget"], self._keys.of(profile_id).write, (to, _f(now)))
         if reply == _UNKNOWN:
             raise unknown_profile(profile_id)
