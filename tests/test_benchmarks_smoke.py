@@ -179,6 +179,8 @@ def test_transfer_rows_measure_export_and_import(tmp_path: Path) -> None:
     text = bench_transfer.markdown(rows, "python -m benchmarks.bench_transfer")
     assert "| import (Redis) | 300 |" in text
     assert "/" not in json.dumps(rows)  # no file or URL of this run in the rows
+
+
 def test_cluster_benchmark_smoke_writes_its_rows(tmp_path: Path) -> None:
     """The cluster benchmark in its tiny mode, on the cluster it starts: files and rows."""
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
