@@ -267,3 +267,35 @@ def test_memory_and_async_redis_agree_step_by_step(redis_server: Any) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_a_cluster_runs_the_synchronous_store_in_a_worker_thread(redis_cluster: Any) -> None:
+    from sticky.aio import open_async_store  # noqa: PLC0415
+
+    async def main() -> None:
+        store = open_async_store(redis_cluster.url)
+        assert type(store).__name__ == "ThreadStore"
+        async with AsyncEngine(seed=2, store=store) as engine:
+            profile = f"aio-cluster-{next(_PREFIXES)}"
+            await engine.create_profile(profile)
+            await engine.add_number(profile, "+13125550001")
+            await engine.add_number(profile, "+13125550002")
+            first = await engine.select(profile, "+12125550000")
+            again = await asyncio.gather(
+                *(engine.select(profile, "+12125550000") for _ in range(10))
+            )
+            assert {s.from_number for s in again} == {first.from_number}
+            assert await engine.delete_profile(profile) == 1
+
+    asyncio.run(main())
+
+
+def test_the_asyncio_redis_store_refuses_what_it_cannot_serve(redis_server: Any) -> None:
+    import redis  # noqa: PLC0415
+
+    from sticky.aio import AsyncRedisStore  # noqa: PLC0415
+
+    with pytest.raises(InvalidSettings, match=r"redis\.asyncio"):
+        AsyncRedisStore(redis.Redis.from_url(redis_server.url))  # a synchronous client
+    with pytest.raises(InvalidSettings, match="min_replicas"):
+        AsyncRedisStore.from_url(redis_server.url, min_replicas=1)
