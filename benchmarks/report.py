@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 Row = dict[str, Any]
+Check = tuple[str, float | None, float, str, str]
+"""A target: its name, the measured value (None: not measured), limit, unit and issue."""
 
 GROUPS = ("select", "geomatch", "cascade", "evict", "memory")
 """The groups the harness measures itself; any other group is a plug-in backend's."""
@@ -89,9 +91,10 @@ def huge_note(rows: Sequence[Row], huge: int, *, included: bool) -> str:
 
 
 def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> list[Row]:
-    """The targets of issues 3, 5 and 10 at ``size``: PASS, MISS or N/A.
+    """The targets of issues 3, 5, 10 and 11 at ``size``: PASS, MISS or N/A.
 
-    The backends' (issue 10) are read from their rows at the largest size they measured.
+    The backends' (issues 10 and 11) are read from their rows at the largest size they
+    measured.
     """
 
     def ns(design: str, op: str, at: int = size) -> float | None:
@@ -119,7 +122,7 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
     small, large = (cascade_sizes[-2], cascade_sizes[-1]) if len(cascade_sizes) > 1 else (0, 0)
     memory = find(rows, "engine", "memory", size)
     off = ns("engine", "select miss, geomatch=off")
-    checks: list[tuple[str, float | None, float, str, str]] = [
+    checks: list[Check] = [
         ("select hit", ratio("engine", "select hit"), 2.0, "x floor", "3"),
         ("select miss", ratio("engine", "select miss"), 3.0, "x floor", "3"),
         ("select mix (80% hits)", ratio("engine", "select mix"), 2.5, "x floor", "3"),
@@ -219,6 +222,61 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
             "10",
         ),
     ]
+    return _judge([*checks, *_capacity_checks(rows)], size)
+
+
+CAPACITY = "capacity"
+"""The group of ``benchmarks/bench_capacity.py``: capacity on against off, per store."""
+
+
+def _capacity_checks(rows: Sequence[Row]) -> list[Check]:
+    """Issue 11's targets: capacity on at most 1.3x off on memory and SQLite (hit and
+    miss); on Redis the same commands (round trips) and at most 1.3x the server's CPU."""
+
+    def of(store: str, op: str, field: str) -> float | None:
+        r = backend(rows, CAPACITY, f"{store}: {op}, capacity on")
+        return None if r is None else r.get(field)
+
+    checks: list[Check] = []
+    for store, label in (("memory", "memory"), ("sqlite", "SQLite")):
+        checks += [
+            (
+                f"{label} select {op}, capacity on",
+                of(store, f"select {op}", "ratio_to_floor"),
+                1.3,
+                "x capacity off",
+                "11",
+            )
+            for op in ("hit", "miss")
+        ]
+    for op in ("hit", "miss"):
+        checks += [
+            (
+                f"Redis select {op}, capacity on: commands",
+                of("redis", f"select {op}", "commands_ratio"),
+                1.0,
+                "x capacity off",
+                "11",
+            ),
+            (
+                f"Redis select {op}, capacity on: server CPU",
+                of("redis", f"select {op}", "server_us_ratio"),
+                1.3,
+                "x capacity off",
+                "11",
+            ),
+        ]
+    return checks
+
+
+def capacity_targets(rows: Sequence[Row]) -> list[Row]:
+    """Issue 11's targets alone, from the capacity group's rows (PASS, MISS or N/A)."""
+    sizes = [r["size"] for r in rows if r.get("group") == CAPACITY]
+    return _judge(_capacity_checks(rows), max(sizes, default=0))
+
+
+def _judge(checks: Sequence[Check], size: int) -> list[Row]:
+    """Each check as a row: PASS within its limit, MISS beyond it, N/A unmeasured."""
     out = []
     for name, value, limit, unit, issue in checks:
         strict = name.startswith("mix faster")

@@ -41,6 +41,11 @@ class Draws:
             self.take = self._take_ahead
         return ahead[:k]
 
+    def put_back(self, value: float) -> None:
+        """Undo a :meth:`take` whose draw was not used (a refused select). O(1) amortised."""
+        self._ahead.insert(0, value)
+        self.take = self._take_ahead
+
     def consume(self, k: int) -> None:
         """Consume the next ``k`` draws. O(k)."""
         ahead = self._ahead

@@ -1,7 +1,10 @@
+# Generated from sticky/_async/engine.py by .ci/unasync.py: edit the source, then run it.
 """The engine: the facade a service calls.
 
 It reads the clock, validates input at the boundary, applies the policy and drives a
-store.
+store. It is written once, as asyncio code in ``sticky/_async/engine.py``; the
+synchronous ``sticky/engine.py`` is generated from it by ``.ci/unasync.py`` (CI checks
+that it is up to date), so both engines apply the same code to their stores.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import random
 import threading
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Self
+from typing import Self, cast
 
 from sticky.clock import Clock, ManualClock, SystemClock
 from sticky.draws import Draws
@@ -44,14 +47,18 @@ from sticky.policy import (
 from sticky.settings import PoolSettings, check_budget, check_rate
 from sticky.store.base import (
     BatchStore,
+    BulkImportStore,
+    ImportEntry,
+    LiveMapping,
     MappingScanStore,
     Miss,
     OneStepBatchStore,
     OneStepStore,
     Store,
+    coerce_store,
+    import_by_pin,
     scan_by_sender,
 )
-from sticky.store.memory import MemoryStore
 from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
 
 __all__ = ["Engine"]
@@ -111,6 +118,15 @@ def _segments(value: object) -> int:
     return value
 
 
+def _import_entry(item: object) -> ImportEntry:
+    """One mapping to import, checked: ``(to, from_number, last_used)``."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        msg = f"invalid mapping {shown(item)}: expected (to, from_number, last_used)"
+        raise InvalidSettings(msg)
+    to, sender, last_used = item
+    return check_e164(to, "recipient"), check_e164(sender), _time(last_used)
+
+
 _UNSET: object = object()
 
 
@@ -129,8 +145,11 @@ class Engine:
     ``clock`` defaults to :class:`SystemClock`, ``seed`` to OS randomness (the same
     seed and the same calls give the same choices), ``store`` to a fresh in-memory
     store; a store URL (``memory://``, ``sqlite:///file.db``, ``redis://host/0``) is
-    opened with :func:`sticky.open_store`. Every method is atomic and thread-safe; each
-    ``now`` keyword defaults to the clock, read once per call. Errors change nothing.
+    opened for it. Every method is atomic and thread-safe; each ``now`` keyword
+    defaults to the clock, read once per call. Errors change nothing. The engine comes
+    in two flavours with the same methods: synchronous (:mod:`sticky.engine`) and
+    asyncio (:mod:`sticky.aio`, where each method that reaches the store is a
+    coroutine).
     """
 
     def __init__(
@@ -145,15 +164,7 @@ class Engine:
             self._now = now
         else:
             self._now = lambda: _time(now())
-        if store is None:
-            store = MemoryStore()
-        elif isinstance(store, str):
-            from sticky.store import open_store  # noqa: PLC0415 - avoids an import cycle
-
-            store = open_store(store)
-        elif not isinstance(store, Store):  # fail here, not at the first call
-            msg = f"invalid store {shown(store)}: expected a Store or a store URL"
-            raise InvalidSettings(msg)
+        store = coerce_store(store)
         self._store: Store = store
         self._random = random.Random(seed)  # noqa: S311 - not for cryptography
         self._draws = Draws(self._random)
@@ -174,7 +185,7 @@ class Engine:
         self._hits = [0]
 
     def __repr__(self) -> str:
-        return f"Engine(clock={self._clock!r}, store={self._store!r})"
+        return f"{type(self).__name__}(clock={self._clock!r}, store={self._store!r})"
 
     def __enter__(self) -> Self:
         return self
@@ -748,8 +759,50 @@ class Engine:
         profile_id = _profile_id(profile_id)
         to = check_e164(to, "recipient")
         number = check_e164(number)
-        ttl = self._store.pin(profile_id, to, number, at).ttl
-        return Mapping(profile_id, to, number, at, at + ttl)
+        settings = self._store.pin(profile_id, to, number, at)
+        return Mapping(profile_id, to, number, at, at + settings.ttl)
+
+    def import_mappings(
+        self,
+        profile_id: str,
+        mappings: Iterable[tuple[str, str, float]],
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Store mappings ``(to, from_number, last_used)`` as they were used; return how many.
+
+        For imports from another store: each keeps its ``last_used`` (so its age, and
+        it expires when it would have). One is skipped when it is dead now, or when the
+        recipient has a live mapping used as recently or later (re-running an import
+        writes nothing more). Imported mappings are not new recipients for capacity.
+        Every input is checked before anything is written: InvalidNumber, InvalidTime,
+        InvalidSettings (an item that is not a triple); UnknownNumber (a sender not in
+        the pool) writes nothing. Atomic on the memory store and SQLite, per 256
+        entries on Redis, in one round trip a call
+        (:class:`~sticky.store.base.BulkImportStore`); on another store one ``mapping``
+        and one ``pin`` per entry. Raises UnknownProfile. O(k) for k mappings.
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        entries = [_import_entry(item) for item in mappings]
+        store = self._store
+        if not entries:
+            store.settings(profile_id)  # an unknown profile raises all the same
+            return 0
+        # The optional protocol's one method decides: a store may lack other optional
+        # parts (the runtime protocol check asks for every method of Store too).
+        if hasattr(store, "import_mappings"):
+            written = cast("BulkImportStore", store).import_mappings(profile_id, entries, at)
+        else:
+            written = import_by_pin(store, profile_id, entries, at)
+        _log.info(
+            "imported %d of %d mappings into profile %r",
+            written,
+            len(entries),
+            profile_id,
+            extra={"profile_id": profile_id, "written": written, "given": len(entries)},
+        )
+        return written
 
     def forget(self, profile_id: str, to: str, *, now: float | None = None) -> bool:
         """Delete the mapping of ``to``; return whether a live one existed."""
@@ -792,10 +845,7 @@ class Engine:
             scan = store.iter_mappings(profile_id, at, batch)
         else:
             scan = scan_by_sender(store, profile_id, at, batch)
-        return (
-            [Mapping(profile_id, to, sender, used, used + ttl) for to, sender, used, ttl in page]
-            for page in scan
-        )
+        return _as_mappings(profile_id, scan)
 
     def stats(self) -> Stats:
         """This engine's counters and the store's mapping count. Pure."""
@@ -821,3 +871,9 @@ class Engine:
             exhausted=c[13],
             busy=c[14],
         )
+
+
+def _as_mappings(profile_id: str, scan: Iterator[list[LiveMapping]]) -> Iterator[list[Mapping]]:
+    """A scan's pages of ``(to, sender, last_used, ttl)`` as pages of :class:`Mapping`."""
+    for page in scan:
+        yield [Mapping(profile_id, to, sender, used, used + ttl) for to, sender, used, ttl in page]

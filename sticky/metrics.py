@@ -52,16 +52,20 @@ class StickyCollector:
     - ``sticky_evicted_total``: dead mappings the store removed;
     - ``sticky_store_up``: 1 when the store answered the scrape, else 0 (the store's
       metrics are then left out, and the fault is logged);
+    - ``sticky_capacity_events_total{kind}``: this engine's selects that waited for a
+      slot (``waited``) or were refused (``exhausted``, ``busy``);
     - with ``per_profile=True``, ``sticky_pool_numbers{profile, type, healthy}``
-      (one series per profile, type and health: mind the cardinality);
-    - ``sticky_number_load{profile, number}``, each number's load, from
-      :meth:`number_load`: the hook for per-number capacity, empty until it exists.
+      (one series per profile, type and health: mind the cardinality), and per number
+      ``sticky_number_load{profile, number}`` (the share of today's budget of new
+      recipients used, 0 without a budget: :meth:`number_load`) and
+      ``sticky_number_backlog_seconds{profile, number}`` (how far its next free slot
+      is: the wait a message would get now).
 
     ``registry`` is where the collector registers (``prometheus_client.REGISTRY`` by
     default; None registers nowhere, for :meth:`collect` by hand or a registry of the
     caller's). A scrape costs one ``stats()`` (2 round trips on Redis, O(P)), and with
-    ``per_profile`` one ``numbers()`` per profile. Raises ExtraNotInstalled without
-    ``prometheus_client``.
+    ``per_profile`` one ``numbers()`` and one ``capacity()`` per profile. Raises
+    ExtraNotInstalled without ``prometheus_client``.
     """
 
     def __init__(
@@ -98,14 +102,23 @@ class StickyCollector:
         if registry is not None:
             registry.register(cast("Collector", self))
 
-    def number_load(self) -> Iterable[tuple[str, str, float]]:
-        """Each number's load as ``(profile, number, load)``: the hook for capacity.
+    def number_load(self) -> Iterable[tuple[str, str, float, float]]:
+        """Each number as ``(profile, number, load, backlog)``, with ``per_profile``.
 
-        Empty: the engine has no per-number capacity yet. Once it has, this returns each
-        number's share of its capacity in use, and :meth:`collect` exports it as
-        ``sticky_number_load``; a subclass may override it meanwhile.
+        ``load`` is the share of today's budget of new recipients used (0 without a
+        budget), ``backlog`` the seconds to its next free slot. Empty without
+        ``per_profile``. One ``capacity()`` per profile.
         """
-        return ()
+        if not self._per_profile:
+            return []
+        now = self._engine.clock.now()
+        out = []
+        for pid in self._engine.profiles():
+            for c in self._engine.capacity(pid, now=now):
+                budget = c.daily_new_recipients
+                load = 0.0 if budget is None else c.new_today / budget
+                out.append((pid, c.number, load, max(0.0, c.next_slot - now)))
+        return out
 
     def describe(self) -> Iterator[Metric]:
         """The metric families without samples: registering reads no store."""
@@ -123,26 +136,36 @@ class StickyCollector:
             gauge(f"{ns}_mappings", "Mappings in the store (live, or dead and not yet evicted)."),
             counter(f"{ns}_evicted", "Dead mappings the store removed."),
             gauge(f"{ns}_store_up", "1 when the store answered this scrape, else 0."),
-            gauge(
-                f"{ns}_number_load",
-                "Each number's load (share of its capacity in use).",
-                labels=["profile", "number"],
+            counter(
+                f"{ns}_capacity_events",
+                "Selects that waited for a slot, or were refused for capacity, by kind.",
+                labels=["kind"],
             ),
         ]
         if self._per_profile:
-            out.append(
+            out += [
                 gauge(
                     f"{ns}_pool_numbers",
                     "Numbers in each profile's pool, by type and health.",
                     labels=["profile", "type", "healthy"],
-                )
-            )
+                ),
+                gauge(
+                    f"{ns}_number_load",
+                    "Each number's share of today's budget of new recipients used.",
+                    labels=["profile", "number"],
+                ),
+                gauge(
+                    f"{ns}_number_backlog_seconds",
+                    "Seconds to each number's next free slot.",
+                    labels=["profile", "number"],
+                ),
+            ]
         return out
 
     def collect(self) -> Iterator[Metric]:
         """Read the engine and its store; yield the metrics. A store fault gives ``up`` 0."""
         families = self._families()
-        selections, tiers, mappings, evicted, up, load = families[:6]
+        selections, tiers, mappings, evicted, up, events = families[:6]
         engine = self._engine
         try:
             stats = engine.stats()
@@ -164,11 +187,9 @@ class StickyCollector:
         mappings.add_metric([], stats.mappings)
         evicted.add_metric([], stats.evicted)
         up.add_metric([], 1)
-        for profile, number, value in loads:
-            load.add_metric([profile, number], value)
-        yield from (selections, tiers, mappings, evicted, up)
-        if loads:
-            yield load
+        for kind in ("waited", "exhausted", "busy"):
+            events.add_metric([kind], getattr(stats, kind))
+        yield from (selections, tiers, mappings, evicted, up, events)
         if self._per_profile:
             sizes: dict[tuple[str, str, str], int] = {}
             for pid, pool in pools:
@@ -178,4 +199,8 @@ class StickyCollector:
             numbers = families[6]
             for labels, size in sorted(sizes.items()):
                 numbers.add_metric(list(labels), size)
-            yield numbers
+            load, backlog = families[7], families[8]
+            for pid, number, share, wait in loads:
+                load.add_metric([pid, number], share)
+                backlog.add_metric([pid, number], wait)
+            yield from (numbers, load, backlog)

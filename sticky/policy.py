@@ -37,6 +37,7 @@ from sticky.settings import GeoMatch, PoolSettings
 from sticky.values import GeoTier, Reason
 
 __all__ = [
+    "COUNTED",
     "IDLE",
     "STEP_EVICTIONS",
     "STEP_LOOKS",
@@ -45,6 +46,7 @@ __all__ = [
     "Load",
     "Today",
     "budget_of",
+    "busy_until",
     "capacity_on",
     "count_new",
     "counts_budget",
@@ -62,6 +64,10 @@ __all__ = [
     "rate_of",
     "refreshed",
     "reserve",
+    "room_wait",
+    "stays",
+    "step_limit",
+    "sticky_step",
     "today",
     "weight_of",
 ]
@@ -391,15 +397,16 @@ def today(now: float, tz: str) -> Today:
     if zone is None:
         zone = _ZONES[tz] = zoneinfo.ZoneInfo(tz)
     try:
-        date = datetime.datetime.fromtimestamp(now, zone).date()
+        # Whole seconds: midnights are, and fromtimestamp would round to microseconds.
+        date = datetime.datetime.fromtimestamp(math.floor(now), zone).date()
         start = datetime.datetime.combine(date, datetime.time(), zone).timestamp()
         end = datetime.datetime.combine(
             date + datetime.timedelta(days=1), datetime.time(), zone
         ).timestamp()
     except (OverflowError, OSError, ValueError):
-        days = math.floor(now / _DAY)
-        return _EPOCH_ORDINAL + days, (days + 1) * _DAY
-    _DAYS[tz] = (min(start, now), end, date.toordinal())
+        days = math.floor(now / _DAY)  # the next day starts after now, however far
+        return _EPOCH_ORDINAL + days, max((days + 1) * _DAY, math.nextafter(now, math.inf))
+    _DAYS[tz] = (start, end, date.toordinal())
     return date.toordinal(), end
 
 
@@ -438,7 +445,8 @@ def next_slot(load: Load, now: float, rate: float | None, burst: int) -> float:
     if rate is None:
         return now
     slot = load[0] - (burst - 1) / rate
-    slot = max(slot, load[1])
+    if slot < load[1]:  # noqa: PLR1730 - max() costs a call
+        slot = load[1]
     return now if now > slot else slot  # noqa: FURB136 - max() costs a call
 
 
@@ -487,13 +495,94 @@ def count_new(load: Load, day: int) -> Load:
 
 def counts_budget(reason: Reason) -> bool:
     """Whether a select with this reason created a mapping, which a budget counts."""
-    return reason in _COUNTED
+    return reason in COUNTED
 
 
-_COUNTED = frozenset({Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED, Reason.OVERFLOW})
+COUNTED = frozenset({Reason.NEW, Reason.EXPIRED, Reason.REASSIGNED, Reason.OVERFLOW})
+"""The reasons of a select that created a mapping (:func:`counts_budget`)."""
 
 Plan = tuple[str, GeoTier | None, Reason, float]
 """A planned select: ``(sender, tier, reason, send_at)``."""
+
+
+def busy_until(load: Load, rate: float | None, burst: int) -> float:
+    """The time from which a number has room: ``max(tat - (b - 1) / r, floor)``. O(1).
+
+    A select at ``now`` waits ``next_slot - now``, which is ``busy_until - now`` when
+    positive: so "every number has room within ``w``" is ``max(busy_until) - now <= w``,
+    which a store may keep as one float per pool and test in O(1) (see :func:`plan`).
+    """
+    if rate is None:
+        return -math.inf
+    busy = load[0] - (burst - 1) / rate
+    return busy if busy > load[1] else load[1]  # noqa: FURB136 - max() costs a call
+
+
+def room_wait(settings: PoolSettings) -> float:
+    """How far a slot may be and still count as room: ``min(choice_wait, max_queue)``."""
+    wait, max_queue = settings.choice_wait, settings.max_queue
+    return wait if max_queue is None or wait <= max_queue else max_queue
+
+
+def stays(
+    chooser: Chooser, loads: Mapping[str, Load], sticky: str, now: float, to: str, profile_id: str
+) -> float | None:
+    """A sticky recipient's ``send_at`` when it keeps its number with no draw, else None.
+
+    None when its wait exceeds ``max_wait``: then :func:`plan` looks for a sooner number
+    (which needs the draw). Raises PoolBusy past ``max_queue``. O(1).
+    """
+    settings = chooser.settings
+    slot = next_slot(loads.get(sticky, IDLE), now, chooser.limits[sticky][0], settings.burst)
+    max_wait = settings.max_wait
+    if max_wait is not None and slot - now > max_wait:
+        return None
+    max_queue = settings.max_queue
+    if max_queue is not None and slot - now > max_queue:
+        msg = (
+            f"sender {sticky} of {shown(to)} in profile {shown(profile_id)} has no slot"
+            f" within max_queue={max_queue:g}s"
+        )
+        raise PoolBusy(msg, slot - max_queue)
+    return slot
+
+
+def sticky_step(
+    load: Load,
+    now: float,
+    rate: float | None,
+    burst: int,
+    segments: int,
+    limit: float | None,
+) -> tuple[float, Load, float] | None:
+    """A sticky hit's whole capacity step: ``(send_at, new load, its busy_until)``, or None.
+
+    :func:`stays`, :func:`reserve` (no new recipient) and :func:`busy_until` in one
+    call, for the hot path: ``limit`` is the smaller of ``max_wait`` and ``max_queue``
+    (None: neither), and a wait past it gives None, for :func:`plan` to decide (an
+    overflow, or PoolBusy). The tests check it equals that composition. O(1).
+    """
+    if rate is None:
+        return now, load, -math.inf
+    tat, floor = load[0], load[1]
+    slot = tat - (burst - 1) / rate
+    if slot < floor:  # noqa: PLR1730 - max() costs a call
+        slot = floor
+    if slot < now:  # noqa: PLR1730
+        slot = now
+    if limit is not None and slot - now > limit:
+        return None
+    tat = (tat if tat > now else now) + segments / rate  # noqa: FURB136
+    busy = tat - (burst - 1) / rate
+    return slot, (tat, slot, load[2], load[3]), busy if busy > slot else slot  # noqa: FURB136
+
+
+def step_limit(settings: PoolSettings) -> float | None:
+    """The wait past which a sticky hit needs :func:`plan`: ``min(max_wait, max_queue)``."""
+    a, b = settings.max_wait, settings.max_queue
+    if a is None:
+        return b
+    return a if b is None or a <= b else b
 
 
 def plan(
@@ -506,30 +595,36 @@ def plan(
     sticky: str | None,
     reason: Reason,
     profile_id: str,
+    *,
+    all_room: bool = False,
 ) -> Plan:
     """A select with capacity on: the sender, its tier, the reason and ``send_at``.
 
     ``sticky`` is the sender of a live mapping with an eligible sender (None for a
     fresh choice, whose ``reason`` is then given: new, expired, reassigned or pool).
-    A sticky recipient keeps its number unless its slot is more than ``max_wait``
-    away and a number with budget left has a sooner one (then ``OVERFLOW``); a fresh
-    choice keeps the numbers with budget left (with sticky on) whose slot is within
-    ``choice_wait`` (and ``max_queue``) and draws among them with :meth:`Chooser.choose_among`
-    (geomatch tiers, then weights), else among those with the earliest slot. The draw
-    ``r`` is used only by a fresh choice or an overflow. Changes nothing: the caller
-    :func:`reserve` s the plan. Raises NoEligibleSender (no number is eligible),
-    PoolExhausted (none has budget left), PoolBusy (none has a slot within
-    ``max_queue``). O(p).
+    A sticky recipient keeps its number (:func:`stays`) unless its slot is more than
+    ``max_wait`` away and a number with budget left has a sooner one (then
+    ``OVERFLOW``); a fresh choice keeps the numbers with budget left (with sticky on)
+    whose slot is within :func:`room_wait` and draws among them with
+    :meth:`Chooser.choose_among` (geomatch tiers, then weights), else among those with
+    the earliest slot. ``all_room`` is a store's word that every eligible number has
+    budget left and room (its pool's ``max(busy_until)``): then the choice is
+    :meth:`Chooser.choose`, the same answer in O(1). The draw ``r`` is used only by a
+    fresh choice or an overflow. Changes nothing: the caller :func:`reserve` s the
+    plan. Raises NoEligibleSender (no number is eligible), PoolExhausted (none has
+    budget left), PoolBusy (none has a slot within ``max_queue``). O(p).
     """
-    settings = chooser.settings
     if sticky is not None:
-        slot = next_slot(loads.get(sticky, IDLE), now, chooser.limits[sticky][0], settings.burst)
-        max_wait = settings.max_wait
-        if max_wait is not None and slot - now > max_wait:
-            moved = _fresh(chooser, loads, to, r, now, day, profile_id, sticky, slot)
-            if moved is not None:
-                return moved[0], moved[1], Reason.OVERFLOW, moved[2]
-        max_queue = settings.max_queue
+        slot = stays(chooser, loads, sticky, now, to, profile_id)
+        if slot is not None:
+            return sticky, None, Reason.STICKY, slot
+        slot = next_slot(
+            loads.get(sticky, IDLE), now, chooser.limits[sticky][0], chooser.settings.burst
+        )
+        moved = _fresh(chooser, loads, to, r, now, day, profile_id, sticky, slot)
+        if moved is not None:
+            return moved[0], moved[1], Reason.OVERFLOW, moved[2]
+        max_queue = chooser.settings.max_queue
         if max_queue is not None and slot - now > max_queue:
             msg = (
                 f"sender {sticky} of {shown(to)} in profile {shown(profile_id)} has no slot"
@@ -537,12 +632,18 @@ def plan(
             )
             raise PoolBusy(msg, slot - max_queue)
         return sticky, None, Reason.STICKY, slot
+    if all_room:
+        sender, tier = chooser.choose(profile_id, to, r)
+        slot = next_slot(
+            loads.get(sender, IDLE), now, chooser.limits[sender][0], chooser.settings.burst
+        )
+        return sender, tier, reason, slot
     chosen = _fresh(chooser, loads, to, r, now, day, profile_id, None, math.inf)
     assert chosen is not None
     return chosen[0], chosen[1], reason, chosen[2]
 
 
-def _fresh(
+def _fresh(  # noqa: C901, PLR0912 - the loop is written out: it runs per fresh choice
     chooser: Chooser,
     loads: Mapping[str, Load],
     to: str,
@@ -562,15 +663,25 @@ def _fresh(
     if not chooser.eligible:
         msg = f"profile {shown(profile_id)} has no eligible sender for {shown(to)}"
         raise NoEligibleSender(msg)
-    limits, burst, budgets = chooser.limits, settings.burst, settings.sticky_sender
+    limits, burst, budgets, today_ = chooser.limits, settings.burst, settings.sticky_sender, day[0]
     slots: dict[str, float] = {}
-    for n in chooser.eligible:
+    for n in chooser.eligible:  # has_budget and next_slot, written out: O(p) per choice
         load = loads.get(n, IDLE)
         rate, budget = limits[n]
-        if n != sticky and (not budgets or has_budget(load, day[0], budget)):
-            slot = next_slot(load, now, rate, burst)
-            if slot < before:
-                slots[n] = slot
+        if n == sticky or (
+            budgets and budget is not None and load[2] >= today_ and load[3] >= budget
+        ):
+            continue
+        if rate is None:
+            slot = now
+        else:
+            slot = load[0] - (burst - 1) / rate
+            if slot < load[1]:  # noqa: PLR1730 - max() costs a call
+                slot = load[1]
+            if slot < now:  # noqa: PLR1730
+                slot = now
+        if slot < before:
+            slots[n] = slot
     if not slots:
         if sticky is not None:
             return None
@@ -579,10 +690,8 @@ def _fresh(
             f" of new recipients (for {shown(to)})"
         )
         raise PoolExhausted(msg, day[1])
-    wait = settings.choice_wait
+    wait = room_wait(settings)
     max_queue = settings.max_queue
-    if max_queue is not None and max_queue < wait:
-        wait = max_queue
     room = [n for n, slot in slots.items() if slot - now <= wait]
     if not room:
         earliest = min(slots.values())
@@ -593,5 +702,8 @@ def _fresh(
             )
             raise PoolBusy(msg, earliest - max_queue)
         room = [n for n, slot in slots.items() if slot == earliest]
-    sender, tier = chooser.choose_among(frozenset(room), to, r)
+    if len(room) == len(chooser.eligible):  # every number: the plain choice, in O(1)
+        sender, tier = chooser.choose(profile_id, to, r)
+    else:
+        sender, tier = chooser.choose_among(frozenset(room), to, r)
     return sender, tier, slots[sender]

@@ -12,20 +12,22 @@ import argparse
 import bisect
 import itertools
 import json
+import math
 import random
 import secrets
 import statistics
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sticky.cli.args import Parser, count, positive
+from sticky.cli.args import Parser, count, nonnegative, positive
 from sticky.clock import ManualClock
 from sticky.engine import Engine
-from sticky.errors import NoEligibleSender, NumberInUse, StickyError
+from sticky.errors import NoEligibleSender, NumberInUse, PoolBusy, PoolExhausted, StickyError
 from sticky.numbers import NumberType
+from sticky.policy import budget_of, capacity_on, counts_budget, rate_of, today
 from sticky.settings import PoolSettings
 from sticky.values import GeoTier, Reason
 
@@ -44,6 +46,42 @@ _NANP_AREAS = [
 _WORLD = ["+4420", "+4930", "+3314", "+6128", "+8190"]
 PREFIX = "sim-"
 """Every simulated profile's id starts with it; ``--reset`` deletes those."""
+WINDOW = 1.0
+"""The window, in seconds, of the peak load a report shows per number."""
+_SLACK = 1e-5
+"""Seconds of float rounding a rate check forgives: a ``send_at`` near 1.8e9 seconds
+is rounded to 2.4e-7 s, far below this, and this is far below any gap ``1 / rate``."""
+
+Segments = tuple[tuple[int, ...], tuple[float, ...]]
+"""A distribution of message sizes: ``(segment counts, cumulative probabilities)``."""
+
+
+def segments_value(text: str) -> Segments:
+    """An argparse type: an int >= 1, or ``segments:probability,...`` summing to 1."""
+    try:
+        if ":" not in text:
+            n = int(text)
+            pairs = [(n, 1.0)]
+        else:
+            pairs = []
+            for part in text.split(","):
+                size, _, share = part.partition(":")
+                pairs.append((int(size), float(share)))
+    except ValueError:
+        msg = f"not a segment count nor a distribution such as 1:0.8,2:0.2: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    sizes = [n for n, _ in pairs]
+    if any(n < 1 for n in sizes) or len(set(sizes)) != len(sizes):
+        msg = f"segment counts must be distinct integers >= 1: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    shares = [p for _, p in pairs]
+    if not all(math.isfinite(p) and p > 0 for p in shares) or abs(sum(shares) - 1) > 1e-9:
+        msg = f"probabilities must be > 0 and sum to 1: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return tuple(sizes), tuple(itertools.accumulate(shares))
+
+
+segments_value.__name__ = "segments"
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -94,6 +132,49 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--sweep-daily", action="store_true", help="call evict_expired once a day")
     p.add_argument(
+        "--long-code-rate",
+        type=positive,
+        default=None,
+        help="each long code's rate in segments per second (default: unlimited)",
+    )
+    p.add_argument(
+        "--toll-free-rate",
+        type=positive,
+        default=None,
+        help="each toll-free number's rate in segments per second (default: unlimited)",
+    )
+    p.add_argument("--burst", type=one, default=1, help="segments a number may send at once")
+    p.add_argument(
+        "--daily-new",
+        type=one,
+        default=None,
+        help="each number's budget of new recipients per day (default: none)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=nonnegative,
+        default=None,
+        help="seconds a sticky recipient waits before it overflows (default: always waits)",
+    )
+    p.add_argument(
+        "--choice-wait",
+        type=nonnegative,
+        default=0.0,
+        help="seconds a fresh choice may wait to keep geomatch and weights (default 0)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=nonnegative,
+        default=None,
+        help="the longest wait a select accepts, else it is refused (default: any)",
+    )
+    p.add_argument(
+        "--segments",
+        type=segments_value,
+        default=((1,), (1.0,)),
+        help="segments per message: an int, or a distribution such as 1:0.8,2:0.15,3:0.05",
+    )
+    p.add_argument(
         "--store", default="memory://", help="store URL: memory://, sqlite:///f.db, redis://..."
     )
     p.add_argument(
@@ -124,19 +205,31 @@ def _number(rng: random.Random, used: set[str], *, geo: bool) -> str:
             return n
 
 
-def _setup(
-    engine: Engine, args: argparse.Namespace, rng: random.Random, prefix: str
-) -> tuple[list[str], list[str]]:
-    """Create the run's profiles and pools; return the profile ids and every sender."""
-    used: set[str] = set()
-    settings = PoolSettings(
+def _settings(args: argparse.Namespace) -> PoolSettings:
+    """The settings of every profile of the run."""
+    return PoolSettings(
         sticky_sender=args.sticky,
         ttl=args.ttl_days * DAY,
         long_code_weight=args.long_code_weight,
         toll_free_weight=args.toll_free_weight,
         skip_unhealthy=args.skip_unhealthy,
         geomatch=args.geomatch,
+        long_code_rate=args.long_code_rate,
+        toll_free_rate=args.toll_free_rate,
+        burst=args.burst,
+        daily_new_recipients=args.daily_new,
+        max_wait=args.max_wait,
+        choice_wait=args.choice_wait,
+        max_queue=args.max_queue,
     )
+
+
+def _setup(
+    engine: Engine, args: argparse.Namespace, rng: random.Random, prefix: str
+) -> tuple[list[str], list[str]]:
+    """Create the run's profiles and pools; return the profile ids and every sender."""
+    used: set[str] = set()
+    settings = _settings(args)
     profiles, senders = [], []
     for k in range(args.profiles):
         pid = f"{prefix}profile-{k + 1}"
@@ -199,22 +292,47 @@ def _simulate(
     load: Counter[str] = Counter(dict.fromkeys(senders, 0))
     reasons: Counter[Reason] = Counter()
     tiers: Counter[GeoTier | None] = Counter()
-    repeats = kept = failed = 0
+    repeats = kept = failed = exhausted = refused_busy = waited = 0
     per_day = args.messages_per_day
     select = engine.select
     busy = 0.0
+    settings = _settings(args)
+    limited = capacity_on((), settings)  # the run's numbers have no limits of their own
+    sizes, shares = args.segments
+    size = sizes[0] if len(sizes) == 1 else 0
+    # A stream of its own: message sizes never change which recipients are drawn.
+    sizer = random.Random(f"segments-{args.seed}")
+    waits: list[float] = []
+    sends: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
+    new_per_day: Counter[tuple[str, int]] = Counter()
     for day in range(args.days):
         _flip_health(engine, senders, rng, args.unhealthy_per_day, day)
         day_start = START + day * DAY
         t0 = time.perf_counter()
         for i in range(per_day):
             pid, to = recipients[bisect.bisect(cumulative, rng.random() * total)]
-            clock.set(day_start + i * DAY / per_day)
+            now = day_start + i * DAY / per_day
+            clock.set(now)
+            segments = size or sizer.choices(sizes, cum_weights=shares)[0]
             try:
-                sel = select(pid, to)
+                sel = select(pid, to, segments=segments)
+            except PoolExhausted:
+                exhausted += 1
+                continue
+            except PoolBusy:
+                refused_busy += 1
+                continue
             except NoEligibleSender:
                 failed += 1
                 continue
+            if sel.send_at > now:
+                waited += 1
+            if limited:
+                waits.append(sel.send_at - now)
+                # Relative to the start, so that rate checks keep their float precision.
+                sends[sel.from_number].append((sel.send_at - START, segments))
+                if counts_budget(sel.reason):  # the day in the profile's zone, as budgets
+                    new_per_day[sel.from_number, today(now, settings.timezone)[0]] += 1
             reasons[sel.reason] += 1
             tiers[sel.tier] += 1
             load[sel.from_number] += 1
@@ -239,9 +357,28 @@ def _simulate(
     messages = sum(reasons.values())
     fresh = sum(n for t, n in tiers.items() if t is not None)
     loads = sorted(load.values())
+    attempts = messages + failed + exhausted + refused_busy
+    limits = {
+        n.number: (rate_of(n, settings), budget_of(n, settings))
+        for pid in profiles
+        for n in engine.numbers(pid)
+    }
+    capacity = _capacity_report(settings, limits, sends, new_per_day, waits, args.segments)
+    capacity.update(
+        on=limited,
+        selects=attempts,
+        waited=waited / attempts if attempts else 0.0,
+        overflowed=reasons[Reason.OVERFLOW] / attempts if attempts else 0.0,
+        refused={
+            "exhausted": exhausted / attempts if attempts else 0.0,
+            "busy": refused_busy / attempts if attempts else 0.0,
+        },
+    )
     return {
         "messages": messages,
         "failed_no_eligible_sender": failed,
+        "failed_pool_exhausted": exhausted,
+        "failed_pool_busy": refused_busy,
         "profiles": args.profiles,
         "profile_prefix": prefix,
         "numbers": len(senders),
@@ -262,6 +399,110 @@ def _simulate(
         "evicted": stats.evicted - evicted_before,
         "live_mappings_at_end": live,
         "selects_per_second": messages / busy if busy else 0.0,
+        "capacity": capacity,
+    }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    """``{"min", "median", "max"}`` of ``values`` (zeros when there are none). O(n log n)."""
+    if not values:
+        return {"min": 0, "median": 0, "max": 0}
+    ordered = sorted(values)
+    return {"min": ordered[0], "median": statistics.median(ordered), "max": ordered[-1]}
+
+
+def _rate_load(sends: Sequence[tuple[float, int]], rate: float, burst: int) -> tuple[int, bool]:
+    """A number's peak segments in a :data:`WINDOW`, and whether its schedule kept its rate.
+
+    The rate holds when, for every pair of sends ``i`` before ``j`` (by ``send_at``),
+    the segments of the sends from ``i`` up to ``j`` (not included) are at most
+    ``rate * (send_at_j - send_at_i) + burst - 1``: what the schedule promises on a
+    clock that never goes back (one better than the bound ``+ burst``, which holds
+    on any clock), so that with one segment per message no closed window of length
+    ``w`` holds more than ``rate * w + burst`` sends. Every pair is checked in one
+    pass: with ``P_k`` the segments before send ``k``, the condition is
+    ``(P_j - rate * t_j) - (P_i - rate * t_i) <= burst - 1``, so a running minimum
+    does. The peak counts a message of ``k`` segments as its sender sends them, one
+    each ``1 / rate`` from ``send_at`` (the slots it reserved), so it is at most
+    ``rate * WINDOW + burst``. O(n log n) for the sort, then O(segments).
+    """
+    ordered = sorted(sends, key=lambda s: s[0])
+    kept, low, before = True, math.inf, 0
+    for t, segments in ordered:
+        x = before - rate * t
+        if x - low > burst - 1 + rate * _SLACK:
+            kept = False
+        low = min(low, x)
+        before += segments
+    times = sorted(t + k / rate for t, segments in ordered for k in range(segments))
+    peak = start = 0
+    for end, t in enumerate(times):  # the segments in [t - WINDOW, t], closed as the bound is
+        while times[start] < t - WINDOW - _SLACK:
+            start += 1
+        peak = max(peak, end - start + 1)
+    return peak, kept
+
+
+def _capacity_report(
+    settings: PoolSettings,
+    limits: dict[str, tuple[float | None, int | None]],
+    sends: dict[str, list[tuple[float, int]]],
+    new_per_day: Counter[tuple[str, int]],
+    waits: list[float],
+    segments: Segments,
+) -> dict[str, Any]:
+    """The schedule's load on each number against its limits, checked from ``send_at``."""
+    peaks, shares_of_limit, broken_rates = [], [], 0
+    for number, (rate, _) in limits.items():
+        if rate is None:
+            continue
+        peak, kept = _rate_load(sends.get(number, []), rate, settings.burst)
+        peaks.append(peak)
+        shares_of_limit.append(peak / (rate * WINDOW + settings.burst))
+        broken_rates += not kept
+    busiest: Counter[str] = Counter()
+    for (number, _), n in new_per_day.items():
+        busiest[number] = max(busiest[number], n)
+    days, shares_of_budget = [], []
+    for number, (_, budget) in limits.items():
+        if budget is not None:
+            days.append(busiest[number])
+            shares_of_budget.append(busiest[number] / budget)
+    broken_budgets = sum(
+        1
+        for (number, _), n in new_per_day.items()
+        if (budget := limits[number][1]) is not None and n > budget
+    )
+    ordered = sorted(waits)
+    sizes, cumulative = segments
+    return {
+        "limits": {
+            "long_code_rate": settings.long_code_rate,
+            "toll_free_rate": settings.toll_free_rate,
+            "burst": settings.burst,
+            "daily_new_recipients": settings.daily_new_recipients,
+            "max_wait": settings.max_wait,
+            "choice_wait": settings.choice_wait,
+            "max_queue": settings.max_queue,
+            "timezone": settings.timezone,
+        },
+        "segments": {
+            str(n): round(p - q, 12)
+            for n, p, q in zip(sizes, cumulative, (0.0, *cumulative), strict=False)
+        },
+        "wait": {
+            "median": statistics.median(ordered) if ordered else 0.0,
+            "p99": ordered[math.ceil(0.99 * len(ordered)) - 1] if ordered else 0.0,
+            "max": ordered[-1] if ordered else 0.0,
+        },
+        "window_seconds": WINDOW,
+        "peak_segments": _spread(peaks),
+        "peak_share_of_limit": _spread(shares_of_limit),
+        "new_recipients_busiest_day": _spread(days),
+        "busiest_day_share_of_budget": _spread(shares_of_budget),
+        "numbers_over_rate": broken_rates,
+        "number_days_over_budget": broken_budgets,
+        "limits_broken": bool(broken_rates or broken_budgets),
     }
 
 
@@ -308,7 +549,66 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result["failed_no_eligible_sender"]:
         lines.append(f"no eligible sender: {result['failed_no_eligible_sender']:,} messages")
-    return "\n".join(lines)
+    return "\n".join(lines + _capacity_lines(result["capacity"]))
+
+
+def _n(value: float) -> str:
+    """A count, or a median of counts, as a person reads it."""
+    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+
+
+def _per_second(rate: float | None) -> str:
+    return "unlimited" if rate is None else f"{rate:g}/s"
+
+
+def _capacity_lines(c: dict[str, Any]) -> list[str]:
+    """The report's capacity lines: ``capacity: off`` without limits."""
+    if not c["on"]:
+        return ["capacity:    off (no rate nor daily budget)"]
+    lim, wait, peak, share = c["limits"], c["wait"], c["peak_segments"], c["peak_share_of_limit"]
+    days, budget = c["new_recipients_busiest_day"], c["busiest_day_share_of_budget"]
+    sizes = ", ".join(f"{n}: {p:.0%}" for n, p in c["segments"].items())
+    daily = lim["daily_new_recipients"]
+    lines = [
+        (
+            f"capacity:    long codes {_per_second(lim['long_code_rate'])}, toll-free "
+            f"{_per_second(lim['toll_free_rate'])}, burst {lim['burst']}, "
+            f"{'no budget' if daily is None else f'{daily:,} new recipients a day'}, "
+            f"segments {sizes}"
+        ),
+        (
+            f"wait:        median {wait['median']:.3g}s  p99 {wait['p99']:.3g}s  "
+            f"max {wait['max']:.3g}s before send_at"
+        ),
+        (
+            f"selects:     {c['waited']:.2%} waited, {c['overflowed']:.2%} overflowed, "
+            f"refused {c['refused']['exhausted']:.2%} exhausted, "
+            f"{c['refused']['busy']:.2%} busy (of {c['selects']:,})"
+        ),
+    ]
+    if lim["long_code_rate"] is not None or lim["toll_free_rate"] is not None:
+        lines.append(
+            f"peak rate:   min {_n(peak['min'])}  median {_n(peak['median'])}  "
+            f"max {_n(peak['max'])}"
+            f" segments in {c['window_seconds']:g}s per number; of rate*"
+            f"{c['window_seconds']:g}s+burst: min {share['min']:.0%}  "
+            f"median {share['median']:.0%}  max {share['max']:.0%}"
+        )
+    if daily is not None:
+        lines.append(
+            f"new/day:     min {_n(days['min'])}  median {_n(days['median'])}  "
+            f"max {_n(days['max'])}"
+            f" on a number's busiest day; of its budget: min {budget['min']:.0%}  "
+            f"median {budget['median']:.0%}  max {budget['max']:.0%}"
+        )
+    if c["limits_broken"]:
+        lines.append(
+            f"limits:      BROKEN: {c['numbers_over_rate']:,} numbers over their rate, "
+            f"{c['number_days_over_budget']:,} number-days over budget"
+        )
+    else:
+        lines.append("limits:      never broken (every pair of sends on a number, every day)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m sticky simulate") -> int:

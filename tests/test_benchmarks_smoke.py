@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 2_000
@@ -122,3 +126,93 @@ def test_only_runs_the_chosen_group(tmp_path: Path) -> None:
     assert groups == {"memory", "select"}  # the floor's select rows always run
     assert {r["design"] for r in data["rows"] if r["group"] == "select"} == {"floor"}
     assert {r["design"] for r in data["rows"] if r["group"] == "memory"} >= {"floor", "minimal"}
+
+
+def test_capacity_rows_pair_on_with_off_on_every_store() -> None:
+    from benchmarks import bench_capacity, report  # noqa: PLC0415 - the benchmarks package
+
+    rows = bench_capacity.run(True, size=300, ops=100, repeats=1)
+    ops = [
+        f"select {kind}, capacity {state}" for kind in ("hit", "miss") for state in ("off", "on")
+    ]
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {f"{store}: {op}" for store in bench_capacity.STORES for op in ops}
+    for op in ops:  # the memory store keeps capacity: measured, never missing
+        r = by_name[f"memory: {op}"]
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+        assert r["group"] == "capacity"
+    assert by_name["memory: select hit, capacity off"]["ratio_to_floor"] == 1.0
+    for r in rows:  # another store: measured, or marked missing with the reason
+        assert r["ns_per_op"] is not None or r["note"].startswith("missing: ")
+        assert "/" not in r.get("note", "")  # no file or URL of this run in the results
+    for store in ("redis",):
+        r = by_name[f"{store}: select hit, capacity on"]
+        if r["ns_per_op"] is not None:
+            assert r["commands_per_op"] > 0
+            assert r["server_us_per_op"] > 0
+    checks = {t["target"]: t for t in report.capacity_targets(rows)}
+    assert checks["memory select hit, capacity on"]["status"] in {"PASS", "MISS"}
+    assert checks["memory select miss, capacity on"]["status"] in {"PASS", "MISS"}
+    assert {t["issue"] for t in checks.values()} == {"11"}
+    assert set(checks) <= {t["target"] for t in report.targets(rows, 300, (300,))}
+    assert "| memory | select miss, capacity on |" in bench_capacity.table(rows)
+
+
+def test_transfer_rows_measure_export_and_import(tmp_path: Path) -> None:
+    pytest.importorskip("redis")
+    from benchmarks import bench_transfer  # noqa: PLC0415 - the benchmarks package
+    from sticky.testing.redis_server import RedisServer  # noqa: PLC0415
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server")
+    server = RedisServer()
+    server.start()
+    try:
+        rows = bench_transfer.transfer(server, 300, 1, tmp_path)
+        rows += bench_transfer.before_after(server, 2, sample=300)
+    finally:
+        server.stop()
+    assert [r["operation"] for r in rows][:2] == ["export (SQLite)", "import (Redis)"]
+    assert all(r["per_second"] > 0 for r in rows)
+    assert all(r["maxrss_mib"] > 0 for r in rows[:2])
+    text = bench_transfer.markdown(rows, "python -m benchmarks.bench_transfer")
+    assert "| import (Redis) | 300 |" in text
+    assert "/" not in json.dumps(rows)  # no file or URL of this run in the rows
+
+
+def test_cluster_benchmark_smoke_writes_its_rows(tmp_path: Path) -> None:
+    """The cluster benchmark in its tiny mode, on the cluster it starts: files and rows."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        if os.environ.get("STICKY_REQUIRE_REDIS", "") == "1":
+            pytest.fail("redis-server and redis-cli are needed (STICKY_REQUIRE_REDIS=1)")
+        pytest.skip("redis-server or redis-cli is not installed")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_cluster", "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "cluster.json").read_text(encoding="utf-8"))
+    assert data["meta"]["mode"] == "smoke"
+    rows = {r["name"]: r for r in data["rows"]}
+    for name in (
+        "select hit",
+        "select new",
+        "select_many hit x100",
+        "select_many new x100",
+        "select new, min_replicas=1",
+    ):
+        r = rows[name]
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+    assert rows["PING (primary of the slot)"]["ratio_to_floor"] == 1.0
+    assert rows["memory per mapping (primary of the slot)"]["bytes_per_mapping"] > 0
+    for phase in ("select new", "select hit", "select_many new x100"):
+        assert rows[f"one core: {phase}, 2 processes"]["selects_per_core_s"] > 0
+    table = (tmp_path / "cluster.md").read_text(encoding="utf-8")
+    assert "| select new, min_replicas=1 |" in table
+    assert "selects/s of one busy core" in table

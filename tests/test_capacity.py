@@ -112,7 +112,7 @@ def test_days_count_forward_only() -> None:
 def test_today_is_the_calendar_day_of_the_zone(now: float, zone: str) -> None:
     assert today(now, zone) == day_in(now, zone)
     day, nxt = today(now, zone)
-    assert nxt >= now
+    assert nxt > now
     assert today(now, zone) == (day, nxt)  # the cached answer is the same
 
 
@@ -253,3 +253,44 @@ def test_threads_never_beat_a_rate_or_a_budget() -> None:
     assert all(count <= 40 for count in new.values())
     assert sum(new.values()) == 100  # 4 threads x 25 recipients, each new once
     e.store.check_invariants()
+
+
+@given(
+    tat=st.floats(T0 - 100, T0 + 100) | st.just(-math.inf),
+    floor=st.floats(T0 - 100, T0 + 100) | st.just(-math.inf),
+    now=st.floats(T0 - 50, T0 + 50),
+    rate=st.none() | st.sampled_from([0.5, 1.0, 3.0]) | st.floats(0.01, 100),
+    burst=st.integers(1, 4),
+    segments=st.integers(1, 3),
+    max_wait=st.none() | st.floats(0, 60),
+    max_queue=st.none() | st.floats(0, 60),
+)
+def test_sticky_step_is_stays_then_reserve(
+    tat: float,
+    floor: float,
+    now: float,
+    rate: float | None,
+    burst: int,
+    segments: int,
+    max_wait: float | None,
+    max_queue: float | None,
+) -> None:
+    from sticky.policy import busy_until, stays, step_limit, sticky_step  # noqa: PLC0415
+
+    load: Load = (tat, floor, 3, 1)
+    settings = PoolSettings(
+        long_code_rate=rate, burst=burst, max_wait=max_wait, max_queue=max_queue
+    )
+    chooser = Chooser([SenderNumber("+13125550001")], settings, 1)
+    step = sticky_step(load, now, rate, burst, segments, step_limit(settings))
+    try:
+        slot = stays(chooser, {"+13125550001": load}, "+13125550001", now, "+1212", "p")
+    except PoolBusy:
+        slot = None
+    if step is None:
+        assert slot is None
+        return
+    assert slot is not None
+    send_at, after = reserve(load, now, rate, burst, segments, 3, new=False)
+    assert step == (send_at, after, busy_until(after, rate, burst)) or rate is None
+    assert step[0] == slot

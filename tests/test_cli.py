@@ -509,3 +509,120 @@ def test_the_console_script_and_the_module_run_the_commands(
         )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["profiles"] == 2
+
+
+# -- batched import and the numbers' own limits ---------------------------------------
+def test_the_numbers_own_limits_round_trip_and_old_exports_still_import(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    with Engine(store=source_url, seed=1) as source:
+        source.create_profile("acme", PoolSettings())
+        source.add_number("acme", LONG[0], rate=2.5, daily_new_recipients=40)
+        source.add_number("acme", LONG[1], daily_new_recipients=7)
+        source.add_number("acme", TOLL, "toll_free")
+        for i in range(2_500):  # three batches of 1,000
+            source.pin("acme", f"+1646555{i:04d}", LONG[i % 2], now=T + i)
+    path = tmp_path / "e.jsonl"
+    assert (
+        _cli(capsys, "export", "--store", source_url, "-o", str(path), "--now", str(NOW))[0] == 0
+    )
+    numbers = [json.loads(x) for x in path.read_text().splitlines() if '"number"' in x[:20]]
+    assert [(n.get("rate"), n.get("daily_new_recipients")) for n in numbers] == [
+        (2.5, 40),
+        (None, 7),
+        (None, None),
+    ]
+    assert all("rate" not in n for n in numbers[1:])  # written only when set
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    status, out, _ = _cli(
+        capsys, "import", str(path), "--store", target_url, "--now", str(NOW), "--json"
+    )
+    assert status == 0
+    assert json.loads(out)["mappings_written"] == 2_500
+    with Engine(store=source_url) as source, Engine(store=target_url) as target:
+        assert target.numbers("acme") == source.numbers("acme")
+        assert _world(target, NOW) == _world(source, NOW)
+        # an imported mapping is no new recipient: no budget spent, no slot taken
+        assert {(c.new_today, c.next_slot) for c in target.capacity("acme", now=NOW)} == {(0, NOW)}
+    old = tmp_path / "old.jsonl"  # the same export without the limits, as 0.1 wrote it
+    old.write_text(
+        "".join(
+            json.dumps(
+                {
+                    k: v
+                    for k, v in json.loads(x).items()
+                    if k not in {"rate", "daily_new_recipients"}
+                }
+            )
+            + "\n"
+            for x in path.read_text().splitlines()
+        )
+    )
+    old_url = f"sqlite:///{tmp_path / 'old.db'}"
+    assert _cli(capsys, "import", str(old), "--store", old_url, "--now", str(NOW))[0] == 0
+    with Engine(store=old_url) as target:
+        assert [(n.rate, n.daily_new_recipients) for n in target.numbers("acme")] == [
+            (None, None)
+        ] * 3
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(path.read_text().replace('"rate": 2.5', '"rate": -1', 1))
+    status, _, err = _cli(capsys, "import", str(bad), "--store", f"sqlite:///{tmp_path / 'b.db'}")
+    assert status == 2
+    assert "line 3" in err
+    assert "rate" in err
+
+
+def test_a_pipe_import_writes_the_batch_read_before_a_bad_line(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "e.jsonl"
+    _cli(capsys, "export", "--store", sqlite_url, "-o", str(path), "--now", str(NOW))
+    lines = path.read_text().splitlines()
+    acme = [i for i, x in enumerate(lines) if '"mapping","profile":"acme"' in x]
+    cut = acme[0] + 12  # 12 of acme's mappings, then a bad line
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join([*lines[:cut], "oops", ""])))
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    status, _, err = _cli(capsys, "import", "--store", url, "--batch", "5", "--now", str(NOW))
+    assert status == 2
+    assert f"line {cut + 1}: not JSON" in err
+    with Engine(store=url) as target:
+        assert sum(len(p) for p in target.iter_mappings("acme", now=NOW)) == 12
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join([*lines, ""])))
+    status, out, _ = _cli(capsys, "import", "--store", url, "--batch", "5", "--now", str(NOW))
+    assert status == 0
+    assert "mappings 19 written, 12 kept" in out  # running it again once fixed is safe
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1767225600.5,"age":3.25}\n',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1767225600,"age":-1e-05}',
+        '{"kind":"mapping","profile":"a\\u00e9\\"b","to":"+16465550001","from":"+13125550001","last_used":1.5e9,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+1","from":"+13125550001","last_used":1,"age":0}',
+        '{"kind":"mapping","profile":"zeta","to":"+16465550001","from":"+13125550001","last_used":1,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":1e999,"age":0}',
+        '{"kind":"mapping","profile":"acme","to":"+16465550001","from":"+13125550001","last_used":01,"age":0}',
+        '{"kind":"mapping","profile":"ac\tme","to":"+16465550001","from":"+13125550001","last_used":1,"age":0}',
+    ],
+)
+def test_the_fast_reading_of_mapping_lines_agrees_with_json(
+    line: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sticky.cli import transfer  # noqa: PLC0415 - its private reader
+
+    profiles = {"acme", 'a\u00e9"b', "ac\tme"}
+
+    def read() -> object:
+        try:
+            return transfer._record(3, line, set(profiles))
+        except Exception as exc:  # the error is the result compared
+            return (type(exc), str(exc))
+
+    fast = read()
+    monkeypatch.setattr(transfer, "_MAPPING_LINE", lambda _text: None)
+    assert fast == read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Literal
 
@@ -109,3 +110,48 @@ def test_a_batch_that_runs_out_of_senders_keeps_what_came_before() -> None:
     with pytest.raises(NoEligibleSender):
         e.select_many("p", ["+12125550001", "+12125550002"])
     assert e.stats().mappings == 1
+
+
+class _NoBulkImport:
+    """A memory store seen without ``import_mappings``: the engine falls back to pins."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStore()
+        self.pins = 0
+
+    def __getattr__(self, name: str) -> object:
+        if name == "import_mappings":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def pin(self, profile_id: str, to: str, number: str, now: float) -> object:
+        self.pins += 1
+        return self.inner.pin(profile_id, to, number, now)
+
+
+def test_an_engine_imports_through_pins_on_a_store_without_bulk_import() -> None:
+    from sticky.aio import AsyncEngine  # noqa: PLC0415 - only this test drives it
+    from sticky.store.aio import ThreadStore  # noqa: PLC0415
+
+    t0 = 1_700_000_000.0
+    entries = [("+16465550001", "+13125550001", t0 - 5), ("+16465550002", "+13125550001", t0)]
+    store = _NoBulkImport()
+    e = Engine(clock=ManualClock(t0), store=store)  # type: ignore[arg-type]
+    e.create_profile("p")
+    e.add_number("p", "+13125550001")
+    assert e.import_mappings("p", entries) == 2
+    assert e.import_mappings("p", entries) == 0
+    assert store.pins == 2
+    assert e.mapping("p", "+16465550001").last_used == t0 - 5  # type: ignore[union-attr]
+
+    async def on_async() -> int:
+        other = _NoBulkImport()
+        other.inner.create_profile("p", e.settings("p"))
+        other.inner.add_number("p", "+13125550001", e.numbers("p")[0].type, healthy=True)
+        engine = AsyncEngine(clock=ManualClock(t0), store=ThreadStore(other))  # type: ignore[arg-type]
+        try:
+            return await engine.import_mappings("p", entries) + other.pins * 10
+        finally:
+            await engine.close()
+
+    assert asyncio.run(on_async()) == 22

@@ -26,10 +26,12 @@ from sticky import (
     InvalidSettings,
     ManualClock,
     MemoryStore,
+    NumberType,
     PoolSettings,
     ProfileExists,
     Reason,
     StoreUnavailable,
+    UnknownNumber,
     open_store,
 )
 from sticky.store.base import Store
@@ -415,3 +417,24 @@ def test_capacity_on_a_cluster_keeps_one_schedule_per_number(
     store.check_invariants()
     for e in engines:
         e.close()
+
+
+def test_import_mappings_on_a_cluster_is_one_script_per_chunk(redis_cluster: RedisCluster) -> None:
+    """Every key of a profile is in one slot: the chunks run there, in order, indexes whole."""
+    store = new_store(redis_cluster)
+    store.create_profile("p", PoolSettings())
+    senders = ["+13125550001", "+13125550002"]
+    for n in senders:
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True)
+    entries = [
+        (f"+1646555{i:04d}", senders[i % 2], T0 - 600 + (i * 7919) % 600) for i in range(700)
+    ]
+    entries.append((entries[0][0], senders[1], T0))  # the last chunk replaces the first's
+    assert store.import_mappings("p", entries, T0) == 701
+    assert store.mapping("p", entries[0][0], T0) == (senders[1], T0, PoolSettings().ttl)
+    assert store.counts()[0] == 700
+    with pytest.raises(UnknownNumber):
+        store.import_mappings("p", [("+16465559999", "+19995550009", T0)], T0)
+    assert store.import_mappings("p", entries, T0) == 0
+    store.check_invariants()
+    store.close()

@@ -26,6 +26,7 @@ import attrs
 import pytest
 import sqlite_v1 as v1
 import sqlite_v2 as v2
+import sqlite_v3 as v3
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -38,13 +39,18 @@ from sticky import (
     InvalidSettings,
     ManualClock,
     MemoryStore,
+    NoEligibleSender,
     NumberType,
+    PoolExhausted,
     PoolSettings,
     Reason,
     Selection,
+    SenderNumber,
     StoreUnavailable,
+    UnknownNumber,
     open_store,
 )
+from sticky.policy import today
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepStore, Store
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
@@ -89,6 +95,7 @@ class TestSQLiteStoreTwoSteps(StoreContract):
     """The contract again, through ``begin_select`` and the compare-and-set."""
 
     state_machine_examples = 40
+    keeps_capacity = False  # capacity needs the one-step select
 
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path: Path) -> None:
@@ -121,7 +128,7 @@ def test_the_compare_and_set_refuses_a_stale_miss(tmp_path: Path, kind: str) -> 
     assert isinstance(miss, Miss)
     store.pin("p", to, POOL[1], T0)
     won = store.commit_select("p", to, POOL[2], miss, T0 + 5)
-    assert won == Selection("p", to, POOL[1], Reason.STICKY)
+    assert won == Selection("p", to, POOL[1], Reason.STICKY, None, T0 + 5)
     assert store.mapping("p", to, T0 + 5) == (POOL[1], T0 + 5, TTL)
     # The mapping is the one read, still live, pool unchanged: stored.
     store.set_health(POOL[1], healthy=False)
@@ -558,7 +565,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
     # Every mapping, with its sender, exact last use and index key.
     after = _raw(path, _SPELLED)
     assert sorted(after) == sorted(before)
@@ -607,7 +614,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     assert e.stats().mappings == len(live) == len(v1.MAPPINGS) - 1
     store.check_invariants()
     e.close()
-    # Opened again, it is a version-3 file like any other.
+    # Opened again, it is a version-4 file like any other.
     with SQLiteStore(path) as again:
         again.check_invariants()
         assert again.counts()[0] == len(live)
@@ -633,7 +640,7 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
     # Every mapping, with its sender, exact last use and index key; recipients and
     # senders as integers now.
     assert sorted(_raw(path, _SPELLED)) == sorted(v2.MAPPINGS)
@@ -719,6 +726,68 @@ def test_two_stores_opening_a_version_2_file_migrate_it_once(tmp_path: Path) -> 
         store.check_invariants()
         assert store.counts()[0] == len(v2.MAPPINGS)
         store.close()
+
+
+# -- a file written by the previous version (schema version 3) ------------------------
+def test_a_version_3_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    v3.build_v3(path)
+    before = _raw(path, "SELECT * FROM mappings")
+    store = SQLiteStore(path)
+    store.check_invariants()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+    # The mappings are untouched; every number takes its profile's limits; nothing is
+    # scheduled yet.
+    assert _raw(path, "SELECT * FROM mappings") == before
+    assert len(before) == len(v3.MAPPINGS)
+    assert _raw(path, "SELECT DISTINCT rate, daily FROM numbers") == [(None, None)]
+    assert _raw(path, "SELECT count(*) FROM loads") == [(0,)]
+    assert dict(_raw(path, "SELECT number, sid FROM numbers")) == v3.SIDS
+    for pid, (_, version, horizon, _) in v3.PROFILES.items():
+        assert _horizon(store, pid) == horizon, pid
+        assert _raw(path, f"SELECT version FROM profiles WHERE id = '{pid}'") == [(version,)]
+    # Settings written without the capacity settings read with their defaults.
+    e = Engine(clock=ManualClock(v3.T0 - 10), seed=1, store=store)
+    for pid, s in v3.SETTINGS.items():
+        assert e.settings(pid) == s
+        assert e.settings(pid).long_code_rate is None
+        assert all(n.rate is None and n.daily_new_recipients is None for n in e.numbers(pid))
+        assert all(c.rate is None and c.new_today == 0 for c in e.capacity(pid))
+    for key, to, sender, last_used, _ in v3.MAPPINGS:
+        pid = next(p for p, (k, _, _, _) in v3.PROFILES.items() if k == key)
+        m = e.mapping(pid, to)
+        assert (m is None) == (to in v3.DEAD), to
+        if m is not None:
+            assert (m.from_number, m.last_used) == (sender, last_used)
+    # Selects go on, and capacity can be turned on: the sticky one keeps its sender.
+    later = v3.T0 + 1000
+    assert e.select("a", "+16465550005", now=later).reason is Reason.STICKY
+    e.set_limits("+13125550009", rate=2.0)
+    first = e.select("a", "+16465550005", now=later)
+    assert (first.reason, first.send_at) == (Reason.STICKY, later)
+    assert e.select("a", "+16465550005", now=later).send_at == later + 0.5
+    store.check_invariants()
+    e.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        rates = {n.number: n.rate for n in again.numbers("a")}
+        assert rates == {n: 2.0 if n == "+13125550009" else None for n in rates}
+        assert again.capacity_state("a")[2]["+13125550009"][0] == later + 1.0
+
+
+def test_two_stores_opening_a_version_3_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v3-twice.db"
+    v3.build_v3(path)
+    stores = [SQLiteStore(path), SQLiteStore(path)]  # the second finds it migrated
+    for store in stores:
+        store.check_invariants()
+        assert store.counts()[0] == len(v3.MAPPINGS)
+        store.close()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # -- recipients and senders as integers ------------------------------------------------
@@ -1216,7 +1285,10 @@ def test_the_file_is_wal_with_the_indexes_the_costs_need(tmp_path: Path) -> None
         tables = {
             n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        assert tables == {"meta", "profiles", "numbers", "mappings"}
+        assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+        # A pool's loads are one range of their table's primary key, read by one seek.
+        keys = [c[2] for c in conn.execute("PRAGMA index_info(sqlite_autoindex_loads_1)")]
+        assert keys == ["profile", "number"]
 
         def primary_key(table: str) -> list[str]:
             columns = sorted(conn.execute(f"PRAGMA table_info({table})"), key=lambda r: r[5])
@@ -1265,3 +1337,255 @@ def test_cascades_and_eviction_use_the_index_not_a_scan(tmp_path: Path) -> None:
     tops = [p for p in plans if "SELECT max(idx)" in p]
     assert tops, plans
     assert all("COVERING INDEX mappings_by_sender" in p for p in tops), tops
+
+
+# -- capacity ---------------------------------------------------------------------------
+_CAPPED = PoolSettings(long_code_rate=2.0, burst=2, daily_new_recipients=6, max_wait=2.0)
+
+
+def _dump(path: str | Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The mappings and the loads, as stored."""
+    return _raw(Path(path), "SELECT * FROM mappings"), _raw(Path(path), "SELECT * FROM loads")
+
+
+def _capped(store: Store, settings: PoolSettings = _CAPPED) -> None:
+    store.create_profile("p", settings)
+    for i, n in enumerate(POOL[:3]):
+        rate = 1.0 if i == 0 else None
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True, rate=rate)
+
+
+def _script(e: Engine, rng: random.Random, at: float, steps: int) -> list[object]:
+    """Selects (and a few pins and refusals) at a quarter-second pace, from ``at``."""
+    out: list[object] = []
+    for step in range(steps):
+        now = at + step * 0.25
+        to = f"+1646555{rng.randrange(20):04d}"
+        try:
+            if step % 17 == 5:
+                out.append(("pin", e.pin("p", to, POOL[step % 3], now=now).from_number))
+            else:
+                out.append(tuple(e.select("p", to, segments=1 + step % 2, now=now)))
+        except NoEligibleSender as exc:
+            out.append((type(exc).__name__, getattr(exc, "retry_at", None)))
+    return out
+
+
+def test_a_restart_keeps_the_schedule_budgets_and_limits(tmp_path: Path) -> None:
+    path = tmp_path / "capacity.db"
+    memory = MemoryStore()
+    _capped(memory)
+    first = SQLiteStore(path)
+    _capped(first)
+    expected = _script(Engine(seed=3, store=memory), random.Random(1), T0, 40)
+    e = Engine(seed=3, store=first)
+    assert _script(e, random.Random(1), T0, 40) == expected
+    state = first.capacity_state("p")
+    assert state == memory.capacity_state("p")
+    assert any(load[0] > T0 + 10 for load in state[2].values())  # scheduled ahead
+    e.close()
+    # Reopened, the file goes on where it stopped: same schedule, counts and limits.
+    again = SQLiteStore(path)
+    again.check_invariants()
+    assert again.capacity_state("p") == state
+    assert again.numbers("p")[0].rate == 1.0
+    later = _script(Engine(seed=4, store=again), random.Random(2), T0 + 10, 40)
+    assert later == _script(Engine(seed=4, store=memory), random.Random(2), T0 + 10, 40)
+    assert any(s[0] == "PoolExhausted" for s in expected + later)
+    assert any(s[3] is Reason.OVERFLOW for s in expected + later if len(s) == 6)
+    assert again.capacity_state("p") == memory.capacity_state("p")
+    again.check_invariants()
+    again.close()
+
+
+def test_begin_select_never_answers_a_hit_with_capacity_and_writes_nothing(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "begin.db")
+    _capped(store)
+    e = Engine(seed=1, store=store)
+    to = "+16465550001"
+    sender = e.select("p", to, now=T0).from_number
+    rows = _dump(store.path)
+    loads = rows[1]
+    miss = store.begin_select("p", to, T0 + 1, -1)
+    assert isinstance(miss, Miss)
+    assert (miss.sticky, miss.previous, miss.now) == (sender, (sender, T0), T0 + 1)
+    assert miss.loads == {n: tuple(load) for _, n, *load in loads}
+    assert miss.pool == store.numbers("p")
+    many = store.begin_select_many("p", [to, "+16465550002"], T0 + 1, miss.version)
+    assert all(isinstance(m, Miss) and m.loads is not None for m in many)
+    assert [m.sticky for m in many if isinstance(m, Miss)] == [sender, None]
+    assert [m.pool for m in many if isinstance(m, Miss)] == [None, None]  # known version
+    assert _dump(store.path) == rows
+    # The engine's batch falls back to one-step selects, which reserve each slot.
+    memory = MemoryStore()
+    _capped(memory)
+    mine = Engine(seed=1, store=memory)
+    mine.select("p", to, now=T0)
+    batch = [to, "+16465550002", "+16465550003", to]
+    assert e.select_many("p", batch, now=T0 + 1) == mine.select_many("p", batch, now=T0 + 1)
+    assert store.capacity_state("p") == memory.capacity_state("p")
+    e.close()
+
+
+def test_a_refused_select_changes_nothing_and_a_pin_counts_the_budget(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "refused.db")
+    store.create_profile("p", PoolSettings(daily_new_recipients=2, long_code_rate=1.0))
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    e = Engine(seed=1, store=store)
+    assert e.select("p", "+16465550001", now=T0).reason is Reason.NEW
+    e.pin("p", "+16465550002", POOL[0], now=T0)  # the second new recipient today
+    assert store.capacity_state("p")[2][POOL[0]] == (T0 + 1, T0, policy_day(T0), 2)
+    rows = _dump(store.path)
+    with pytest.raises(PoolExhausted) as info:
+        e.select("p", "+16465550003", now=T0 + 1)
+    assert info.value.retry_at == today(T0, "UTC")[1]
+    assert _dump(store.path) == rows
+    # The mapped recipients still get their slots: the budget counts new ones only.
+    assert e.select("p", "+16465550002", now=T0 + 1).send_at == T0 + 1
+    assert e.select("p", "+16465550001", now=T0 + 1).send_at == T0 + 2
+    assert e.stats().exhausted == 1
+    store.check_invariants()
+    e.close()
+
+
+def policy_day(now: float) -> int:
+    return today(now, "UTC")[0]
+
+
+def test_limits_and_loads_follow_the_pool(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "limits.db")
+    _capped(store)
+    e = Engine(seed=1, store=store)
+    for i in range(6):
+        e.select("p", f"+1646555{i:04d}", now=T0)
+    loads = store.capacity_state("p")[2]
+    assert set(loads) == set(POOL[:3])
+    version = _raw(store.path, "SELECT version FROM profiles")[0][0]
+    # set_limits: a new pool version, the load kept, the other limit kept.
+    updated = store.set_limits(POOL[1], {"daily_new_recipients": 9})
+    assert (updated.rate, updated.daily_new_recipients) == (None, 9)
+    assert store.set_limits(POOL[1], {"rate": 3.0}).daily_new_recipients == 9
+    assert _raw(store.path, "SELECT version FROM profiles")[0][0] > version
+    assert store.capacity_state("p")[2] == loads
+    # set_health keeps the limits; an unchanged limit is no new version.
+    store.set_health(POOL[1], healthy=False)
+    assert store.numbers("p")[1] == SenderNumber(POOL[1], NumberType.LONG_CODE, False, 3.0, 9)
+    version = _raw(store.path, "SELECT version FROM profiles")[0][0]
+    store.set_limits(POOL[1], {"rate": 3.0})
+    assert _raw(store.path, "SELECT version FROM profiles")[0][0] == version
+    with pytest.raises(UnknownNumber):
+        store.set_limits("+19995550000", {"rate": 1.0})
+    with pytest.raises(InvalidSettings):
+        store.set_limits(POOL[1], {"burst": 1})
+    # Removing a number drops its load; deleting the profile drops them all.
+    store.remove_number("p", POOL[0], T0)
+    assert set(store.capacity_state("p")[2]) == set(POOL[1:3])
+    store.check_invariants()
+    store.delete_profile("p", T0)
+    assert _raw(store.path, "SELECT count(*) FROM loads") == [(0,)]
+    # A load of a number outside its profile's pool breaks an invariant.
+    _capped(store)
+    store.close()
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
+        conn.execute("INSERT INTO loads VALUES (1, '+19995550000', 0.0, 0.0, 0, 0)")
+        conn.commit()
+    with SQLiteStore(store.path) as again, pytest.raises(AssertionError, match="capacity row"):
+        again.check_invariants()
+
+
+def test_without_capacity_a_select_reads_and_writes_no_load(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "plain.db")
+    store.create_profile("p", PoolSettings())
+    store.add_number("p", POOL[0], NumberType.LONG_CODE, healthy=True)
+    e = Engine(seed=1, store=store)
+    statements: list[str] = []
+    e.select("p", "+16465550001", now=T0)
+    assert store._cur is not None
+    store._cur.connection.set_trace_callback(statements.append)
+    assert e.select("p", "+16465550001", now=T0 + 1).reason is Reason.STICKY
+    e.pin("p", "+16465550002", POOL[0], now=T0 + 1)
+    store._cur.connection.set_trace_callback(None)
+    assert not [s for s in statements if "loads" in s], statements
+    assert _raw(store.path, "SELECT count(*) FROM loads") == [(0,)]
+    e.close()
+
+
+_CAPACITY_SELECTOR = r"""
+import json, random, sys, time
+from sticky import Engine, NoEligibleSender
+from sticky.store.sqlite import SQLiteStore
+
+path, seed, start, stop = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+recipients = json.loads(sys.argv[5])
+engine = Engine(seed=seed, store=SQLiteStore(path, timeout=30))
+rng = random.Random(seed)
+seen = []
+while time.time() < start:
+    pass
+while time.time() < stop and len(seen) < 1500:
+    to = rng.choice(recipients)
+    now = time.time()
+    try:
+        sel = engine.select("p", to, now=now)
+        seen.append((to, sel.from_number, sel.reason.value, now, sel.send_at))
+    except NoEligibleSender as exc:
+        seen.append((to, None, type(exc).__name__, now, None))
+engine.close()
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.slow
+def test_processes_selecting_at_once_keep_every_rate_and_budget(tmp_path: Path) -> None:
+    path = tmp_path / "capacity-shared.db"
+    rate, burst, budget = 5.0, 1, 12
+    settings = PoolSettings(long_code_rate=rate, burst=burst, daily_new_recipients=budget)
+    pins = []
+    with Engine(store=SQLiteStore(path)) as e:
+        e.create_profile("p", settings.evolve(max_wait=2.0))
+        for n in POOL[:3]:
+            e.add_number("p", n)
+        for i, n in enumerate(POOL[:3] * 2):  # two pins a number, counted in its budget
+            now = time.time()
+            e.pin("p", f"+1917555{i:04d}", n, now=now)
+            pins.append((n, now))
+    recipients = [f"+1646555{i:04d}" for i in range(60)]
+    start = time.time() + 1.5  # every child imported and connected by then
+    children = [
+        _python(_CAPACITY_SELECTOR, path, k, start, start + 1.5, json.dumps(recipients))
+        for k in range(2)
+    ]
+    seen = [row for c in children for row in _finish(c)]
+    reasons = {row[2] for row in seen}
+    assert {"sticky", "new", "PoolExhausted"} <= reasons, reasons
+    sends: dict[str, list[float]] = {}
+    new: dict[tuple[str, int], int] = {}
+    for number, now in pins:
+        new[number, today(now, "UTC")[0]] = new.get((number, today(now, "UTC")[0]), 0) + 1
+    for _, number, reason, now, send_at in seen:
+        if number is None:
+            continue
+        assert send_at >= now
+        sends.setdefault(number, []).append(send_at)
+        if reason in {"new", "expired", "reassigned", "overflow"}:
+            new[number, today(now, "UTC")[0]] = new.get((number, today(now, "UTC")[0]), 0) + 1
+    assert set(sends) == set(POOL[:3])
+    for number, times in sends.items():
+        times.sort()
+        for w in (1.0, 5.0):
+            limit = rate * w + burst + 1e-9
+            for i, at in enumerate(times):
+                j = i
+                while j < len(times) and times[j] < at + w:
+                    j += 1
+                assert j - i <= limit, (number, w, at, j - i)
+    assert all(count <= budget for count in new.values()), new
+    with SQLiteStore(path) as store:
+        store.check_invariants()
+        loads = store.capacity_state("p")[2]
+        for number in POOL[:3]:
+            day = loads[number][2]
+            assert loads[number][3] == new.get((number, day), 0), number
+            assert loads[number][1] == max(sends[number])  # floor: the latest send_at

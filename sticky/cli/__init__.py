@@ -96,6 +96,12 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("input", nargs="?", help="the export to read (default: stdin)")
     p.add_argument("--check", action="store_true", help="only check the export; write nothing")
     now_option(p, "skip the mappings expired")
+    p.add_argument(
+        "--batch",
+        type=count(1),
+        default=1_000,
+        help="mappings written per store call (default 1000)",
+    )
     p = add("evict", commands.evict, "remove every dead mapping (for a periodic job)", stream=True)
     now_option(p, "judge liveness")
     add("stats", commands.stats, "what the store holds: profiles, numbers, mappings, evictions")

@@ -9,7 +9,15 @@ import os
 from collections.abc import Callable
 from typing import NoReturn
 
-__all__ = ["DEFAULT_STORE", "Parser", "count", "positive", "store_options", "time_value"]
+__all__ = [
+    "DEFAULT_STORE",
+    "Parser",
+    "count",
+    "nonnegative",
+    "positive",
+    "store_options",
+    "time_value",
+]
 
 DEFAULT_STORE = "memory://"
 """The store a command opens without ``--store`` or ``STICKY_STORE``."""
@@ -50,6 +58,19 @@ def positive(text: str) -> float:
         raise argparse.ArgumentTypeError(msg) from None
     if not (math.isfinite(value) and value > 0):
         msg = f"must be a finite number > 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def nonnegative(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (math.isfinite(value) and value >= 0):
+        msg = f"must be a finite number >= 0, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 

@@ -7,10 +7,11 @@ eligible, which :mod:`sticky.policy` defines and every store mirrors.
 
 Time never runs backwards for expiry. Each profile has a *horizon*: the latest ``now``
 of any write on it that can evict or replace a mapping (a select that stores one,
-``pin``, ``forget``, ``remove_number``, ``evict_expired``; a sticky hit does not move
-it). A mapping is live at ``now`` while ``max(now, horizon) < last_used + ttl``
-(:func:`sticky.policy.judged_at`, :func:`sticky.policy.is_live`), so a mapping that was
-dead once stays dead under a clock that goes back, whether or not it was evicted yet.
+``pin``, ``import_mappings``, ``forget``, ``remove_number``, ``evict_expired``; a
+sticky hit does not move it). A mapping is live at ``now`` while
+``max(now, horizon) < last_used + ttl`` (:func:`sticky.policy.judged_at`,
+:func:`sticky.policy.is_live`), so a mapping that was dead once stays dead under a
+clock that goes back, whether or not it was evicted yet.
 For the same reason, a change that lengthens the ttl first evicts the mappings dead at
 the horizon.
 
@@ -41,16 +42,18 @@ from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
-from sticky.errors import NoEligibleSender
+from sticky.errors import InvalidSettings, NoEligibleSender, UnknownNumber, shown
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load
+from sticky.policy import Load, is_live
 from sticky.settings import PoolSettings
 from sticky.values import Selection
 
 __all__ = [
     "BatchStore",
+    "BulkImportStore",
     "Decide",
     "Draws",
+    "ImportEntry",
     "LiveMapping",
     "MappingScanStore",
     "Miss",
@@ -58,6 +61,8 @@ __all__ = [
     "OneStepStore",
     "Store",
     "StoredMapping",
+    "coerce_store",
+    "import_by_pin",
     "scan_by_sender",
 ]
 
@@ -422,6 +427,86 @@ def scan_by_sender(
             yield page
 
     return pages()
+
+
+ImportEntry = tuple[str, str, float]
+"""A mapping to import: ``(to, from_number, last_used)``."""
+
+
+@runtime_checkable
+class BulkImportStore(Store, Protocol):
+    """A store that can write many imported mappings in one step (optional).
+
+    Without it, :meth:`sticky.Engine.import_mappings` goes through :func:`import_by_pin`.
+    """
+
+    def import_mappings(self, profile_id: str, entries: Sequence[ImportEntry], now: float) -> int:
+        """Store each ``(to, sender, last_used)`` as it was used; return how many were written.
+
+        Liveness is judged at ``at = judged_at(now, horizon)``, and the horizon moves
+        to ``at`` (an import can replace mappings). An entry is skipped when it is dead
+        at ``at``, or when the stored mapping of ``to`` is live at ``at`` and used as
+        recently or later; else it is stored with its own ``last_used`` (index key
+        ``min(last_used, at)``), replacing any mapping, in the order given (a later
+        entry of the same ``to`` is judged against an earlier one). Every sender must be
+        in the pool: else UnknownNumber and nothing of the call is written. An imported
+        mapping is not a new recipient: capacity state is not touched, and no amortised
+        eviction step is taken. Raises UnknownProfile.
+
+        Atomic: the memory store under its lock, SQLite in one transaction, Redis one
+        script per chunk of 256 entries (every chunk checks every sender of the call,
+        so only a pool changed during the call can leave earlier chunks written).
+        O(k) for k entries (O(k log n) where index keys arrive out of order).
+        """
+        ...
+
+
+def import_by_pin(
+    store: Store, profile_id: str, entries: Sequence[ImportEntry], now: float
+) -> int:
+    """:meth:`BulkImportStore.import_mappings` through public methods of any store.
+
+    One ``mapping`` and at most one ``pin`` (made at the entry's ``last_used``) per
+    entry: O(k) calls, not atomic, and judged at ``now`` (the store's horizon is not
+    visible); with capacity on, each pin counts as a new recipient (see
+    :meth:`Store.pin`). The senders are checked against the pool first, so an
+    UnknownNumber writes nothing unless the pool changes during the call.
+    """
+    pool = {n.number for n in store.numbers(profile_id)}
+    for _, sender, _ in entries:
+        if sender not in pool:
+            msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+            raise UnknownNumber(msg)
+    ttl = store.settings(profile_id).ttl
+    written = 0
+    for to, sender, last_used in entries:
+        if not is_live(last_used, ttl, now):
+            continue
+        there = store.mapping(profile_id, to, now)
+        if there is not None and there[1] >= last_used:
+            continue
+        store.pin(profile_id, to, sender, last_used)
+        written += 1
+    return written
+
+
+def coerce_store(store: object) -> Store:
+    """The store an engine drives: None is a fresh memory store, a URL is opened.
+
+    Raises InvalidSettings for anything that is not a :class:`Store` or a URL (an
+    asyncio store belongs to :class:`sticky.aio.AsyncEngine`).
+    """
+    from sticky.store import open_store  # noqa: PLC0415 - the stores import this module
+    from sticky.store.memory import MemoryStore  # noqa: PLC0415
+
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str):
+        return open_store(store)
+    if not isinstance(store, Store):  # fail here, not at the first call
+        msg = f"invalid store {shown(store)}: expected a Store or a store URL"
+        raise InvalidSettings(msg)
+    return store
 
 
 def sorted_pool(pool: Sequence[SenderNumber]) -> tuple[SenderNumber, ...]:

@@ -28,7 +28,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal, NoReturn
 
 import attrs
@@ -44,20 +44,26 @@ from sticky.errors import (
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import (
+    COUNTED,
     IDLE,
     STEP_EVICTIONS,
     STEP_LOOKS,
     Chooser,
     Load,
+    budget_of,
+    busy_until,
     count_new,
-    counts_budget,
     eligible_numbers,
     is_live,
     judge,
     judged_at,
+    plan,
     rate_of,
     refreshed,
     reserve,
+    room_wait,
+    step_limit,
+    sticky_step,
     today,
 )
 from sticky.settings import PoolSettings
@@ -114,18 +120,25 @@ class _Table(dict[str, _Entry]):
 
 class _Profile:
     __slots__ = (
+        "budgets",
+        "burst",
+        "busy",
         "by_sender",
         "capacity",
         "chooser",
         "eligible",
+        "full",
         "horizon",
         "id",
         "late",
         "late_min",
+        "limit",
         "loads",
         "pool",
         "pool_tuple",
         "queue",
+        "rates",
+        "room",
         "settings",
         "sticky",
         "table",
@@ -155,6 +168,28 @@ class _Profile:
         self.eligible = eligible_numbers(self.pool_tuple, settings)
         self.chooser = Chooser(self.pool_tuple, settings, version)
         self.capacity = self.chooser.capacity
+        # What the capacity path reads per select, once per version: each number's rate
+        # and budget, the room a choice allows, and the summary that makes a choice
+        # O(1) while every number has room: the pool's latest busy_until, and the
+        # numbers at their budget (with the day of it).
+        self.rates = {n: rate_of(x, settings) for n, x in self.pool.items()}
+        self.budgets = {n: budget_of(x, settings) for n, x in self.pool.items()}
+        self.room = room_wait(settings)
+        self.limit = step_limit(settings)
+        self.burst = burst = settings.burst
+        self.busy = max(
+            (busy_until(load, self.rates[n], burst) for n, load in self.loads.items()),
+            default=-math.inf,
+        )
+        self.full: dict[str, int] = {}
+        for n, load in self.loads.items():
+            self.note_budget(n, load)
+
+    def note_budget(self, number: str, load: Load) -> None:
+        """Remember a number at its budget, with the day it reached it."""
+        budget = self.budgets[number]
+        if budget is not None and load[3] >= budget:
+            self.full[number] = load[2]
 
     def add_late(self, key: float, to: str) -> None:
         """Index ``to`` under ``key`` out of order. O(log n)."""
@@ -458,13 +493,15 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def _select_with_capacity(
+    def _select_with_capacity(  # noqa: C901, PLR0912 - written out: the capacity hot path
         self, p: _Profile, to: str, now: float, decide: Decide, hits: list[int], segments: int
     ) -> Selection:
-        """A select of a profile with capacity on (lock held): ``decide`` plans it.
+        """A select of a profile with capacity on (lock held): :func:`sticky.policy.plan`.
 
-        The engine's decide applies :func:`sticky.policy.plan`; this stores its answer
-        and reserves its slots. O(p).
+        A sticky hit that keeps its number costs O(1) (:func:`~sticky.policy.stays`),
+        and so does a fresh choice while every number has room and budget (the pool's
+        ``busy``, the numbers at their budget in ``full``); else O(p). Then the answer
+        is stored and its slots reserved.
         """
         table = p.table
         entry = table.get(to) if p.sticky else None
@@ -472,34 +509,84 @@ class MemoryStore:
         if entry is None:
             reason = _NEW if p.sticky else _POOL
         else:
-            reason = judge(entry[1], p.ttl, now, p.horizon, entry[0] in p.eligible)
+            sender, last_used, idx = entry
+            reason = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
             if reason is _STICKY:
-                sticky = entry[0]
-        previous = None if entry is None else entry[:2]
-        miss = Miss(
-            p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now,
-            p.loads, sticky,
-        )  # fmt: skip
-        sel = decide(p.id, to, miss)
-        sender = sel.from_number
-        if sel.reason is _STICKY:
+                loads = p.loads
+                step = sticky_step(
+                    loads.get(sender, IDLE), now, p.rates[sender], p.burst, segments, p.limit
+                )
+                if step is not None:  # keeps its number: no draw, no choice
+                    if now > last_used:
+                        table[to] = (sender, now, idx)
+                    hits[0] += 1
+                    slot, loads[sender], busy = step
+                    if busy > p.busy:  # noqa: PLR1730 - max() costs a call
+                        p.busy = busy
+                    return _new(Selection, (p.id, to, sender, _STICKY, None, slot))
+                sticky = sender
+        draws = getattr(decide, "draws", None)
+        day = today(now, p.settings.timezone)
+        if draws is None:  # a decide of its own: it plans from what a Miss shows
+            previous = None if entry is None else entry[:2]
+            miss = Miss(
+                p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now,
+                p.loads, sticky,
+            )  # fmt: skip
+            sel = decide(p.id, to, miss)
+            sender, why = sel.from_number, sel.reason
+        else:  # the engine's draws: plan here, as the engine's decide would
+            if not is_e164(to):
+                check_e164(to, "recipient")
+            hint = sticky is None and self._all_room(p, now, day[0])
+            r = draws.take()
+            try:
+                sender, tier, why, send_at = plan(
+                    p.chooser, p.loads, to, r, now, day, sticky, reason, p.id, all_room=hint
+                )
+            except BaseException:
+                draws.put_back(r)  # refused: the draw is the next select's
+                raise
+            if why is _STICKY:  # no overflow after all: the draw was not used
+                draws.put_back(r)
+            sel = _new(Selection, (p.id, to, sender, why, tier, send_at))
+        if why is _STICKY:
             if now > entry[1]:  # type: ignore[index]  # a sticky answer has an entry
                 table[to] = (sender, now, entry[2])  # type: ignore[index]
             hits[0] += 1
-        elif sel.reason is not _POOL:
+        elif why is not _POOL:
             self._store_choice(p, to, sender, now, entry)
-        self._reserve(p, sender, now, segments, counts_budget(sel.reason))
+        self._reserve(p, sender, now, segments, day[0] if why in COUNTED else None)
         return sel
 
     @staticmethod
-    def _reserve(p: _Profile, number: str, now: float, segments: int, new: bool) -> None:  # noqa: FBT001
-        """Reserve ``segments`` slots on ``number`` (and count a new recipient). O(1)."""
-        settings = p.settings
-        day = today(now, settings.timezone)[0]
-        load = p.loads.get(number, IDLE)
-        p.loads[number] = reserve(
-            load, now, rate_of(p.pool[number], settings), settings.burst, segments, day, new=new
+    def _all_room(p: _Profile, now: float, day: int) -> bool:
+        """Whether every number has room and budget left: the O(1) word for plan."""
+        if p.busy - now > p.room:
+            return False
+        full = p.full
+        if full and p.sticky:
+            for number in [n for n, d in full.items() if d < day]:  # a day gone by
+                del full[number]
+            return not full
+        return True
+
+    @staticmethod
+    def _reserve(p: _Profile, number: str, now: float, segments: int, day: int | None) -> None:
+        """Reserve ``segments`` slots on ``number``; count a new recipient on ``day`` if set.
+
+        O(1).
+        """
+        rate = p.rates[number]
+        load = reserve(
+            p.loads.get(number, IDLE), now, rate, p.burst, segments, day or 0, new=day is not None
         )[1]
+        p.loads[number] = load
+        busy = busy_until(load, rate, p.burst)
+        if busy > p.busy:  # noqa: PLR1730 - max() costs a call
+            p.busy = busy
+        if day is not None:
+            p.note_budget(number, load)
 
     @staticmethod
     def _miss(p: _Profile, entry: _Entry | None, reason: Reason, now: float) -> Miss:
@@ -605,7 +692,8 @@ class MemoryStore:
             self._store_choice(p, to, number, now, p.table.get(to))
             if p.capacity:
                 day = today(now, p.settings.timezone)[0]
-                p.loads[number] = count_new(p.loads.get(number, IDLE), day)
+                load = p.loads[number] = count_new(p.loads.get(number, IDLE), day)
+                p.note_budget(number, load)
             return p.settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
@@ -660,3 +748,45 @@ class MemoryStore:
         """Drop every profile and mapping; every later call raises StoreUnavailable. Idempotent."""
         with self._lock:
             self._profiles = self._owner = _CLOSED
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings under the lock; return how many were written.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. O(k) for k
+        entries, plus O(log n) for each whose index key arrives out of order.
+        """
+        with self._lock:
+            p = self._get(profile_id)
+            pool = p.pool
+            for _, sender, _ in entries:
+                if sender not in pool:
+                    msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+                    raise UnknownNumber(msg)
+            at = p.advance(now)
+            ttl, table, by_sender, queue = p.ttl, p.table, p.by_sender, p.queue
+            written = 0
+            for to, sender, last_used in entries:
+                if not is_live(last_used, ttl, at):
+                    continue
+                old = table.get(to)
+                if old is not None:
+                    if old[1] >= last_used and is_live(old[1], ttl, at):
+                        continue
+                    self._unlink(p, to, old[0])
+                # A key no later than the horizon, and at most its last use.
+                idx = min(at, last_used)
+                table[to] = (sender, last_used, idx)
+                recipients = by_sender.get(sender)
+                if recipients is None:
+                    by_sender[sender] = {to}
+                else:
+                    recipients.add(to)
+                if not queue or queue[-1][0] <= idx:
+                    queue.append((idx, to))
+                else:
+                    p.add_late(idx, to)
+                written += 1
+            return written

@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 
+from sticky.clock import ManualClock
+from sticky.engine import Engine
 from sticky.errors import (
     NumberInUse,
     UnknownNumber,
@@ -27,13 +29,14 @@ from sticky.store.base import Store
 from sticky.testing.contract_base import LONG, T0, TO, TOLL, TTL
 from sticky.testing.contract_capacity import CapacityContract
 from sticky.testing.contract_errors import ErrorsContract
+from sticky.testing.contract_import import ImportContract
 from sticky.testing.stateful import StickyMachine
 from sticky.values import GeoTier, Reason
 
 __all__ = ["StoreContract"]
 
 
-class StoreContract(ErrorsContract, CapacityContract):
+class StoreContract(ErrorsContract, CapacityContract, ImportContract):
     """Every SEMANTICS.md rule as a test; subclass and override :meth:`make_store`."""
 
     # -- select and expiry ----------------------------------------------------------
@@ -395,6 +398,9 @@ class StoreContract(ErrorsContract, CapacityContract):
         class Machine(StickyMachine):
             def make_stores(self) -> list[Store]:
                 return [contract.make_store()]
+
+            def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+                return contract.make_engine(clock=clock, seed=0, store=store)
 
         run_state_machine_as_test(
             Machine,

@@ -33,6 +33,10 @@ class ContractBase:
         """Return a fresh, empty store. Override."""
         raise NotImplementedError
 
+    def make_engine(self, *, clock: ManualClock, seed: int, store: Store) -> Engine:
+        """The engine the tests drive; override to test another engine on the store."""
+        return Engine(clock=clock, seed=seed, store=store)
+
     # -- fixtures -------------------------------------------------------------------
     @pytest.fixture(autouse=True)
     def _engines(self) -> object:
@@ -45,7 +49,7 @@ class ContractBase:
         self, *, seed: int = 7, clock: ManualClock | None = None, store: Store | None = None
     ) -> Engine:
         """An engine on a fresh store (or ``store``) and a :class:`ManualClock` at T0."""
-        engine = Engine(
+        engine = self.make_engine(
             clock=clock or ManualClock(T0),
             seed=seed,
             store=store if store is not None else self.make_store(),

@@ -52,7 +52,7 @@ class CapacityContract(ContractBase):
     ) -> Engine:
         """An engine with profile ``p`` of long codes under capacity settings."""
         e = self.engine(seed=seed)
-        e.create_profile("p", PoolSettings(**settings))  # type: ignore[arg-type]
+        e.create_profile("p", PoolSettings(**settings))
         for n in numbers if numbers is not None else [A]:
             e.add_number("p", n)
         return e

@@ -64,12 +64,13 @@ def day_in(now: float, tz: str) -> tuple[int, float]:
     """The calendar day of ``now`` in ``tz`` (an ordinal) and when the next one starts."""
     zone = zoneinfo.ZoneInfo(tz)
     try:
-        date = datetime.datetime.fromtimestamp(now, zone).date()
+        date = datetime.datetime.fromtimestamp(math.floor(now), zone).date()
         nxt = datetime.datetime.combine(date + datetime.timedelta(days=1), datetime.time(), zone)
         return date.toordinal(), nxt.timestamp()
     except (OverflowError, OSError, ValueError):
         days = math.floor(now / 86_400)
-        return datetime.date(1970, 1, 1).toordinal() + days, (days + 1) * 86_400.0
+        after = max((days + 1) * 86_400.0, math.nextafter(now, math.inf))
+        return datetime.date(1970, 1, 1).toordinal() + days, after
 
 
 class Model:

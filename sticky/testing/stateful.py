@@ -88,11 +88,15 @@ class StickyMachine(RuleBasedStateMachine):
         """The stores to drive, fresh and empty; override for your own store."""
         return [MemoryStore()]
 
+    def make_engine(self, clock: ManualClock, store: Store) -> Engine:
+        """The engine on each store; override to drive another engine."""
+        return Engine(clock=clock, seed=0, store=store)
+
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock(START)
         stores = self.make_stores()
-        self.engines = [Engine(clock=self.clock, seed=0, store=s) for s in stores]
+        self.engines = [self.make_engine(self.clock, s) for s in stores]
         self.model = Model()
         self.counts: Counter[Reason | str] = Counter()
         self.keeps_capacity = all(isinstance(s, OneStepStore) for s in stores)
@@ -242,13 +246,14 @@ class StickyMachine(RuleBasedStateMachine):
     @rule(pid=st.sampled_from(PROFILES), changes=_changes | capacity_changes())
     def update_settings(self, pid: str, changes: dict[str, object]) -> None:
         p = self.model.profiles.get(pid)
-        if (
-            p is not None
-            and not self.keeps_capacity
-            and self.model.capacity_on_settings(p.settings.evolve(**changes))
-        ):
-            self._refuses_capacity(lambda e: e.update_settings(pid, **changes))
-            return
+        if p is not None and not self.keeps_capacity:
+            try:
+                limited = self.model.capacity_on_settings(p.settings.evolve(**changes))
+            except StickyError:  # bad settings: every engine must refuse them too
+                limited = False
+            if limited:
+                self._refuses_capacity(lambda e: e.update_settings(pid, **changes))
+                return
         expected, got = self._expect(
             lambda: self.model.update(pid, changes), lambda e: e.update_settings(pid, **changes)
         )

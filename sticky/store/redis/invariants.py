@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/invariants.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store's check_invariants: reads every key of a prefix and asserts it is whole.
 
 For tests (O(keys)); :meth:`sticky.store.redis.RedisStore.check_invariants` says what
@@ -14,7 +15,8 @@ from sticky import policy
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, unhex
-from sticky.store.redis.scripts import LAYOUT, Runner, text
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import LAYOUT, text
 
 __all__ = ["check"]
 
@@ -34,7 +36,11 @@ def check(run: Runner, keys: KeyScheme, *, allow_leftovers: bool) -> None:
         owners.update(_check_profile(run, keys, hex_value, allow_leftovers=allow_leftovers))
     owner_keys = sorted(set(run.scan(f"{keys.glob()}:own:*")) | {keys.owner(n) for n in owners})
     values = dict(
-        zip(owner_keys, run.pipeline([(None, ("GET", key)) for key in owner_keys]), strict=True)
+        zip(
+            owner_keys,
+            run.pipeline([(None, ("GET", key)) for key in owner_keys]),
+            strict=True,
+        )
     )
     for number, me in owners.items():
         assert values[keys.owner(number)] == me, f"{number}: owner key is not {me}"

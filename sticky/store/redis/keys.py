@@ -97,7 +97,7 @@ _CACHED = 10_000
 class KeyScheme:
     """The keys of one store (one prefix): profiles', owners' and the global ones."""
 
-    __slots__ = ("_cache", "evicted", "prefix", "profiles")
+    __slots__ = ("_cache", "evicted", "moved", "prefix", "profiles")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -105,6 +105,10 @@ class KeyScheme:
         """A set of the hex id of every profile."""
         self.evicted = f"{prefix}:evicted"
         """Dead mappings evicted in profiles deleted since."""
+        self.moved = f"{prefix}:moved:{{{self.evicted}}}"
+        """Per deleted id, the last incarnation whose evicted count ``evicted`` holds: a
+        hash in ``evicted``'s slot (its hash tag is that key's name), so that one script
+        adds each count once."""
         self._cache: dict[str, ProfileKeys] = {}
 
     def of(self, profile_id: str) -> ProfileKeys:

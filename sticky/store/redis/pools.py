@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/pools.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store's profiles and pools: create, settings, add, remove, health; the cache.
 
 Eligibility is computed here, in Python (:func:`sticky.policy.is_eligible`, once per
@@ -40,7 +41,8 @@ from sticky.policy import Load, capacity_on
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
-from sticky.store.redis.scripts import Op, Runner, Tag, call, scripts
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import Op, Tag, call, scripts
 
 if TYPE_CHECKING:
     import redis
@@ -235,7 +237,7 @@ class RedisPools:
         return store
 
     def __repr__(self) -> str:
-        return f"RedisStore(client={self._client!r}, prefix={self._prefix!r})"
+        return f"{type(self).__name__}(client={self._client!r}, prefix={self._prefix!r})"
 
     # -- the per-version cache, and the migration of 0.1 profiles -------------------
     def _remember(self, profile_id: str, reply: Sequence[str], at: int) -> Cached:
@@ -321,13 +323,15 @@ class RedisPools:
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile, its pool and mappings; return the live ones. O(n + p).
 
-        2 round trips on one server, 4 or more on a cluster. The profile's own slot is
-        deleted in one script (the commit point); then its numbers' owner keys are
-        released (each step idempotent, in any order) and its id leaves the profile
-        set, and the repair step: if the profile exists again by then (a racing
-        create), the id is listed again. If a step after the commit fails, the
-        leftovers are harmless: an owner key naming a deleted profile counts as free,
-        and profiles() skips ids whose profile is gone.
+        2 round trips on one server, 4 or more on a cluster; never a ``WAIT``. The
+        profile's own slot is deleted in one script (the commit point); then its numbers'
+        owner keys are released and its evicted count is added to the store's counter
+        (each step idempotent, in any order: the count is added once per incarnation)
+        and its id leaves the profile set, and the repair step: if the profile exists
+        again by then (a racing create), the id is listed again. If a step after the
+        commit fails, the leftovers are harmless: an owner key naming a deleted
+        profile counts as free, and profiles() skips ids whose profile is gone (the
+        count is then lost, never doubled).
         """
         k = self._keys.of(profile_id)
         reply = self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
@@ -338,7 +342,9 @@ class RedisPools:
         me = f"{inc}:{k.hex}"
         release = self._s["own_release"]
         ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
-        ops.append((None, ("INCRBY", self._keys.evicted, evicted or "0")))
+        # one script, keyed by the incarnation: a re-sent pipeline adds the count once
+        moved = (self._keys.evicted, self._keys.moved)
+        ops.append((self._s["add_evicted"], call(moved, k.hex, inc or "", evicted or "0")))
         unlist: list[Op] = [
             (None, ("SREM", self._keys.profiles, k.hex)),
             (None, ("EXISTS", k.meta)),

@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/scan.py by .ci/unasync.py: edit the source, then run it.
 """Listing a profile's live mappings on Redis: HSCAN over its mapping hash.
 
 Kept apart from the scripts on purpose: it reads the current layout (``meta`` for the
@@ -15,7 +16,8 @@ from sticky.policy import is_live, judged_at
 from sticky.store.base import LiveMapping
 from sticky.store.redis.keys import ProfileKeys
 from sticky.store.redis.pools import unknown_profile
-from sticky.store.redis.scripts import Op, Runner, text
+from sticky.store.redis.runner import Runner
+from sticky.store.redis.scripts import Op, text
 
 __all__ = ["iter_mappings"]
 

@@ -7,24 +7,21 @@ defined here once for both languages: the reply tags (:class:`Tag`), the amortis
 eviction step of :mod:`sticky.policy` and the layout version. A placeholder with no
 constant, or one left unsubstituted, fails the load, never a reply.
 
-:class:`Runner` runs scripts by SHA (loading them all again after a NOSCRIPT reply),
-plain commands and pipelines, and maps connection errors and "not now" replies to
-:class:`~sticky.StoreUnavailable`. Nothing here imports redis-py at import time.
+:class:`~sticky.store.redis.runner.Runner` runs them. Nothing here imports redis-py at
+import time.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.resources
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from sticky import policy
-from sticky.errors import StoreUnavailable
 from sticky.values import GeoTier, Reason
 
 __all__ = [
@@ -32,11 +29,15 @@ __all__ = [
     "REASONS",
     "SCRIPT_NAMES",
     "TIERS",
-    "ClosedRunner",
-    "Runner",
+    "TOPOLOGY",
+    "TRANSIENT",
+    "Op",
     "Script",
     "Tag",
+    "Wrote",
+    "call",
     "constants",
+    "reply_text",
     "scripts",
 ]
 
@@ -137,6 +138,7 @@ def constants() -> dict[str, str]:
 
 SCRIPT_NAMES: Final = (
     "add_claim",
+    "add_evicted",
     "add_commit",
     "begin_many",
     "begin_select",
@@ -147,6 +149,7 @@ SCRIPT_NAMES: Final = (
     "delete_profile",
     "evict",
     "forget",
+    "import_mappings",
     "info",
     "mapping",
     "migrate",
@@ -217,7 +220,7 @@ def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _reply(value: Any) -> Any:  # noqa: ANN401 - redis-py replies are untyped
+def reply_text(value: Any) -> Any:  # noqa: ANN401 - redis-py replies are untyped
     """A reply as str (or a list of str), whether or not the client decodes responses."""
     if isinstance(value, (list, set)):  # SMEMBERS gives a set
         return [text(v) if isinstance(v, bytes) else v for v in value]
@@ -226,9 +229,9 @@ def _reply(value: Any) -> Any:  # noqa: ANN401 - redis-py replies are untyped
     return value
 
 
-_TRANSIENT = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "BUSY", "OOM")
+TRANSIENT = ("READONLY", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "LOADING", "BUSY", "OOM")
 """Error replies that mean "not now" rather than "wrong": raised as StoreUnavailable."""
-_TOPOLOGY = (
+TOPOLOGY = (
     "Redis Cluster cannot be connected",
     "All slots are not covered",
     "startup_nodes could not agree",
@@ -240,287 +243,6 @@ Op = tuple[Script | None, Sequence[str]]
 
 Wrote = Callable[[Any], bool]
 """Whether a reply says its script created or replaced a mapping (then ``WAIT``)."""
-
-
-def _command(op: Op) -> list[Any]:
-    script, args = op
-    return list(args) if script is None else ["EVALSHA", script.sha, *args]
-
-
-def _first_key(op: Op) -> str:
-    """The key that routes an op: a script's first key, a command's first argument."""
-    return str(op[1][1])
-
-
-class Runner:
-    """Scripts and commands on one redis-py client, with redis-py's errors mapped.
-
-    Every method is 1 round trip (2 when the server had forgotten the scripts: they are
-    all loaded again in one pipeline, then the call is repeated; on a cluster, 1 per
-    node a pipeline touches). With ``min_replicas``, a call given ``wrote`` sends
-    ``WAIT`` on the same connection when a reply says it stored a mapping: 1 more.
-    """
-
-    __slots__ = (
-        "_client",
-        "_cluster",
-        "_down",
-        "_min_replicas",
-        "_noscript",
-        "_not_redis",
-        "_redirect",
-        "_redis_errors",
-        "_replica_ms",
-        "_response_error",
-        "_scripts",
-        "_send",
-        "_topology",
-        "_transient",
-    )
-
-    def __init__(
-        self,
-        client: Any,  # noqa: ANN401 - untyped
-        redis_module: Any,  # noqa: ANN401
-        *,
-        min_replicas: int = 0,
-        replica_timeout: float = 1.0,
-    ) -> None:
-        from sticky.store.redis import cluster  # noqa: PLC0415 - needs redis-py
-
-        self._client = client
-        self._cluster = isinstance(client, redis_module.RedisCluster)
-        self._send = cluster.send
-        self._min_replicas = min_replicas
-        self._replica_ms = max(1, round(replica_timeout * 1000))
-        self._scripts = scripts()
-        errors = redis_module.exceptions
-        # InvalidResponse: what answered does not speak Redis' protocol (not a Redis server).
-        self._not_redis: type[Exception] = errors.InvalidResponse
-        # ClusterError: the cluster is down, or redirections ran out ("TTL exhausted");
-        # SlotNotCoveredError: no node serves the slot now (a failover in progress).
-        self._down: tuple[type[Exception], ...] = (
-            errors.ConnectionError,
-            errors.TimeoutError,
-            self._not_redis,
-            errors.ClusterError,
-            errors.SlotNotCoveredError,
-        )
-        self._topology: type[Exception] = errors.RedisClusterException
-        self._redis_errors = (errors.RedisError, errors.RedisClusterException)
-        self._redirect: type[Exception] = errors.AskError  # MOVED is an ASK: not run
-        self._noscript: type[Exception] = errors.NoScriptError
-        self._response_error: type[Exception] = errors.ResponseError
-        # redis-py strips the code of the replies it has a class for: match on the class
-        self._transient: tuple[type[Exception], ...] = tuple(
-            getattr(errors, name)
-            for name in (
-                "ReadOnlyError",
-                "OutOfMemoryError",
-                "ClusterDownError",
-                "TryAgainError",
-                "AskError",
-            )
-            if hasattr(errors, name)
-        )
-
-    @property
-    def waits(self) -> bool:
-        """Whether writes of mappings wait for replicas (``min_replicas`` > 0)."""
-        return self._min_replicas > 0
-
-    def unavailable(self, exc: Exception) -> StoreUnavailable:
-        """The StoreUnavailable a caller raises ``from exc`` (logged: a store fault)."""
-        if isinstance(exc, self._not_redis):
-            error = StoreUnavailable(
-                f"Redis is unavailable: the server's reply is not Redis' protocol "
-                f"(is it a Redis server?): {type(exc).__name__}: {exc}"
-            )
-        elif isinstance(exc, self._redirect) and not self._cluster:
-            error = StoreUnavailable(
-                f"Redis is unavailable: a cluster node redirected the call (open the store "
-                f"with a redis+cluster:// URL or a RedisCluster client): {exc}"
-            )
-        else:
-            error = StoreUnavailable(f"Redis is unavailable: {type(exc).__name__}: {exc}")
-        _log.warning("%s", error, extra={"store": "redis", "fault": type(exc).__name__})
-        return error
-
-    def _mapped(self, exc: BaseException) -> StoreUnavailable | None:
-        """The StoreUnavailable an error means, or None for an error that means a bug."""
-        if not isinstance(exc, Exception):
-            return None
-        if isinstance(exc, self._down):
-            if self._cluster and not isinstance(exc, self._not_redis):
-                self._refresh()
-            return self.unavailable(exc)
-        if isinstance(exc, self._transient) or (
-            isinstance(exc, self._response_error) and str(exc).startswith(_TRANSIENT)
-        ):
-            return self.unavailable(exc)
-        if isinstance(exc, self._topology) and str(exc).startswith(_TOPOLOGY):
-            return self.unavailable(exc)
-        return None
-
-    def _refresh(self) -> None:
-        """Read the cluster's slot table again (a node failed: a replica may take over)."""
-        with contextlib.suppress(*self._redis_errors):
-            self._client.nodes_manager.initialize()
-
-    def eval(
-        self,
-        script: Script,
-        keys: Sequence[str],
-        args: Sequence[str],
-        wrote: Wrote | None = None,
-    ) -> Any:  # noqa: ANN401 - a script's reply
-        """Run one script by SHA (loading every script on NOSCRIPT, e.g. after a restart)."""
-        if self._cluster or (wrote is not None and self._min_replicas):
-            return self.pipeline([(script, call(keys, *args))], wrote)[0]
-        client = self._client
-        try:
-            try:
-                reply = client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except self._noscript:
-                self.load_all()
-                reply = client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        except self._redis_errors as exc:
-            mapped = self._mapped(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-        return _reply(reply)
-
-    def load_all(self) -> None:
-        """Register every script (SCRIPT LOAD) in one pipeline: after a NOSCRIPT reply.
-
-        The server forgets scripts when it restarts (or on SCRIPT FLUSH); loading them
-        all at the first miss spares each script its own miss. Connection errors
-        propagate to the caller, which maps them.
-        """
-        client = self._client
-        if self._cluster:  # SCRIPT LOAD goes to every primary
-            for script in self._scripts.values():
-                client.script_load(script.source)
-            return
-        pipe = client.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.source)
-        pipe.execute()
-
-    def command(self, *args: str) -> Any:  # noqa: ANN401 - a command's reply
-        """One plain command."""
-        if self._cluster:
-            return self.pipeline([(None, args)])[0]
-        try:
-            return _reply(self._client.execute_command(*args))
-        except self._redis_errors as exc:
-            mapped = self._mapped(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-
-    def pipeline(self, ops: Sequence[Op], wrote: Wrote | None = None) -> list[Any]:
-        """Commands and scripts in one non-transactional pipeline, each sent once.
-
-        Scripts the server did not know (NOSCRIPT: they did not run) are loaded and run
-        again. On a cluster the ops are grouped by node (see :mod:`.cluster`): no order
-        is kept between slots. With ``wrote`` and ``min_replicas``, each connection
-        whose replies include a stored mapping sends ``WAIT``; too few replicas raise
-        StoreUnavailable (the writes stand on the primary).
-        """
-        if not ops:
-            return []
-        short: list[int] = []
-        try:
-            results = self._run(ops, wrote, short)
-            missing = [i for i, r in enumerate(results) if isinstance(r, self._noscript)]
-            if missing:
-                self.load_all()
-                again = self._run([ops[i] for i in missing], wrote, short)
-                for i, r in zip(missing, again, strict=True):
-                    results[i] = r
-        except self._redis_errors as exc:
-            mapped = self._mapped(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-        for r in results:
-            if isinstance(r, Exception):
-                mapped = self._mapped(r)
-                if mapped is not None:
-                    raise mapped from r
-                raise r
-        if short:
-            msg = (
-                f"Redis is unavailable: {min(short)} of {self._min_replicas} replicas "
-                f"acknowledged the write within {self._replica_ms} ms (WAIT); the write "
-                "stands on the primary"
-            )
-            raise StoreUnavailable(msg)
-        return [_reply(r) for r in results]
-
-    def in_order(self, ops: Sequence[Op]) -> list[Any]:
-        """Ops that must run in this order, each sent once.
-
-        One pipeline on one server (which keeps its order), one call after another on
-        a cluster (whose pipelines keep no order across slots). 1 round trip, or 1 per
-        op on a cluster.
-        """
-        if not self._cluster:
-            return self.pipeline(ops)
-        return [self.pipeline([op])[0] for op in ops]
-
-    def _run(self, ops: Sequence[Op], wrote: Wrote | None, short: list[int]) -> list[Any]:
-        waits = wrote is not None and self._min_replicas > 0
-        if not self._cluster and not waits:
-            pipe = self._client.pipeline(transaction=False)
-            for op in ops:
-                pipe.execute_command(*_command(op))
-            return list(pipe.execute(raise_on_error=False))
-        then = None
-        if waits:
-            assert wrote is not None
-            wait = ("WAIT", str(self._min_replicas), str(self._replica_ms))
-
-            def then(replies: list[Any]) -> Sequence[str] | None:
-                stored = any(not isinstance(r, Exception) and wrote(_reply(r)) for r in replies)
-                return wait if stored else None
-
-        results, acks = self._send(
-            self._client,
-            [_command(op) for op in ops],
-            [_first_key(op) for op in ops],
-            then,
-            cluster=self._cluster,
-        )
-        short += [int(a) for a in acks if int(a) < self._min_replicas]
-        return results
-
-    def scan(self, pattern: str) -> list[str]:
-        """Every key matching ``pattern`` (SCAN: one round trip per 10,000 keys per node)."""
-        try:
-            return [text(key) for key in self._client.scan_iter(match=pattern, count=10_000)]
-        except self._redis_errors as exc:
-            mapped = self._mapped(exc)
-            if mapped is not None:
-                raise mapped from exc
-            raise
-
-
-class ClosedRunner(Runner):
-    """The runner of a closed store: every call raises StoreUnavailable, nothing is sent."""
-
-    __slots__ = ()
-
-    def __init__(self) -> None:  # no client, nothing to map: nothing is ever run
-        pass
-
-    def _closed(self, *_args: object, **_kwargs: object) -> NoReturn:
-        msg = "Redis store is closed"
-        raise StoreUnavailable(msg)
-
-    eval = command = pipeline = in_order = scan = load_all = _closed
 
 
 def call(keys: Sequence[str], *args: str) -> list[str]:

@@ -1,3 +1,4 @@
+# Generated from sticky/_async/redis/store.py by .ci/unasync.py: edit the source, then run it.
 """The Redis store: one shared world for engines in many processes and on many hosts.
 
 :class:`RedisStore` adds the selects (begin, compare-and-set, batches), the look-ups and
@@ -22,7 +23,8 @@ from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
-from sticky.store.redis.scripts import REASONS, TIERS, ClosedRunner, Op, Tag, call
+from sticky.store.redis.runner import ClosedRunner
+from sticky.store.redis.scripts import REASONS, TIERS, Op, Tag, call
 from sticky.values import Reason, Selection
 
 __all__ = ["RedisStore"]
@@ -160,6 +162,11 @@ class RedisStore(RedisPools):
     eligible number's state) and also writes its sender's capacity state; a cached time zone
     that is stale costs one more.
 
+    With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
+    expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
+    on its write's connection: one more round trip (on a cluster, one per node that
+    stored). Hits, look-ups and the other operations never wait.
+
     Thread-safe (redis-py's connection pool). Connection errors and timeouts raise
     :class:`~sticky.StoreUnavailable` with the redis-py error chained.
     """
@@ -174,7 +181,9 @@ class RedisStore(RedisPools):
         hits: list[int],
         segments: int = 1,
     ) -> Selection:
-        """A whole select in one script: a sticky hit, or a fresh choice it stores. 1 round trip.
+        """A whole select in one script: a sticky hit, or a fresh choice it stores.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
 
         The script chooses with the next of ``decide.draws`` (the engine's), which is
         consumed only when a fresh choice used it; a ``decide`` without draws is called
@@ -272,8 +281,9 @@ class RedisStore(RedisPools):
         decide: Decide,
         segments: int = 1,
     ) -> tuple[list[Selection], NoEligibleSender | None]:
-        """:meth:`select_in_one_step` for each distinct recipient, in order. 1 round trip.
+        """:meth:`select_in_one_step` for each distinct recipient, in order.
 
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored a mapping.
         One script per chunk of 256 recipients (each chunk atomic), all in one pipeline;
         fresh choices use ``decide.draws`` in order, one each (a chunk takes its first
         draw from where the previous one left off, on the server). A stale cache costs
@@ -461,7 +471,10 @@ class RedisStore(RedisPools):
         miss: Miss,
         now: float,
     ) -> Selection | Literal[True] | None:
-        """Compare-and-set of a fresh choice. 1 round trip, O(log n)."""
+        """Compare-and-set of a fresh choice. O(log n).
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored the choice.
+        """
         keys = self._keys.of(profile_id).write
         args = (*self._commit_args(to, chosen, miss), _f(now))
         reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
@@ -573,7 +586,9 @@ class RedisStore(RedisPools):
         entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`commit_select` for each ``(to, chosen, miss)``. 1 round trip, O(log n) each.
+        """:meth:`commit_select` for each ``(to, chosen, miss)``. O(log n) each.
+
+        1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored any.
 
         One script per chunk of 256 entries (each chunk atomic), all in one pipeline.
         """
@@ -650,7 +665,11 @@ class RedisStore(RedisPools):
             return self._current(profile_id, reply, 1, cached).settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
-        """Delete the mapping of ``to``; return whether it was live. 1 round trip."""
+        """Delete the mapping of ``to``; return whether it was live. 1 round trip.
+
+        Never a ``WAIT``: a delete lost at a failover leaves the old mapping, not a second
+        sender.
+        """
         reply = self._run.eval(self._s["forget"], self._keys.of(profile_id).write, (to, _f(now)))
         if reply == _UNKNOWN:
             raise unknown_profile(profile_id)
@@ -719,3 +738,50 @@ class RedisStore(RedisPools):
         if self._owns_client:
             self._owns_client = False
             self._client.close()
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings; return how many were written. 1 round trip.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. One script per
+        chunk of 256 entries (each chunk atomic), all in one pipeline; each chunk checks
+        every sender of the call first, so a sender not in the pool writes nothing
+        (unless the pool changes between two chunks). O(1) an entry on the server
+        (O(log n) for an index key that arrives out of order).
+        """
+        if not entries:
+            return 0
+        for to, _, _ in entries:  # validated before a script may store it
+            if not is_e164(to):
+                check_e164(to, "recipient")
+        senders = sorted({sender for _, sender, _ in entries})
+        head = [_f(now), str(len(senders)), *senders]
+        calls = []
+        for start in range(0, len(entries), _CHUNK):
+            args = list(head)
+            for to, sender, last_used in entries[start : start + _CHUNK]:
+                args += (to, sender, _f(last_used))
+            calls.append(args)
+        keys = self._keys.of(profile_id).write
+        script = self._s["import_mappings"]
+        replies = self._run.pipeline([(script, call(keys, *a)) for a in calls], _imported)
+        if replies[0][0] == _OLD:  # a profile written by 0.1: no chunk ran
+            self._migrate(profile_id)
+            replies = self._run.pipeline([(script, call(keys, *a)) for a in calls], _imported)
+        written = 0
+        for reply in replies:
+            tag = reply[0]
+            if tag == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if tag == Tag.NOT_IN_POOL:
+                raise not_in_pool(reply[1], profile_id)
+            assert tag == Tag.OK, f"unexpected reply {tag!r}"
+            written += int(reply[1])
+        return written
+
+
+def _imported(reply: Any) -> bool:  # noqa: ANN401 - a script's reply
+    """Whether an import chunk stored a mapping (then ``min_replicas`` waits)."""
+    return bool(reply[0] == Tag.OK and int(reply[1]) > 0)

@@ -33,7 +33,10 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
     has a horizon column, no index key is after its mapping's last use, and the newest
     key is less than :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK` past the column
     (the horizon is ``max(column, newest key)``: each key was written by a write that
-    moved the horizon to at least it).
+    moved the horizon to at least it). Capacity: the numbers' own limits are positive
+    (or NULL), and a ``loads`` row is only for a number in its profile's pool, with
+    REAL schedule times (``tat`` and ``floor``: -inf, or finite) and a non-negative
+    day and count (a count only with a day).
     Raises AssertionError naming the broken rule.
     """
 
@@ -75,7 +78,29 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         " ON n.sid = m.sender AND n.profile = m.profile WHERE n.number IS NULL"
     )
     assert orphans == 0, f"{orphans} mapping(s) to a number outside its profile's pool"
-    for table in ("mappings", "numbers"):
+    bad = cur.execute(
+        "SELECT number, rate, daily FROM numbers WHERE (rate IS NOT NULL"
+        " AND (typeof(rate) != 'real' OR NOT rate > 0)) OR (daily IS NOT NULL"
+        " AND (typeof(daily) != 'integer' OR daily < 0)) LIMIT 1"
+    ).fetchone()
+    assert bad is None, f"a number's own limits are malformed: {bad}"
+    strays = one(
+        "SELECT count(*) FROM loads AS l LEFT JOIN numbers AS n"
+        " ON n.number = l.number AND n.profile = l.profile WHERE n.number IS NULL"
+    )
+    assert strays == 0, f"{strays} capacity row(s) of a number outside its profile's pool"
+    for number, tat, floor, day, count in cur.execute(
+        "SELECT number, tat, floor, day, count FROM loads"
+    ):
+        for name, value in (("tat", tat), ("floor", floor)):
+            assert type(value) is float, f"{number}: {name} {value!r} is not REAL"
+            assert value == -math.inf or math.isfinite(value), f"{number}: {name} {value!r}"
+        assert type(day) is int, f"{number}: day {day!r}"
+        assert type(count) is int, f"{number}: count {count!r}"
+        assert day >= 0, f"{number}: day {day!r}"
+        assert count >= 0, f"{number}: count {count!r}"
+        assert count == 0 or day > 0, f"{number}: a count {count} of no day"
+    for table in ("mappings", "numbers", "loads"):
         strays = one(
             f"SELECT count(*) FROM {table}"  # noqa: S608 - the table names above
             " WHERE profile NOT IN (SELECT key FROM profiles)"

@@ -4,7 +4,9 @@
 holds what every operation shares (the per-version caches of settings and pools, the
 profile and pool reads) and the operations on profiles and pools. Each public method
 is one transaction; eligibility is :func:`sticky.policy.is_eligible`'s, stored as the
-``eligible`` column at every pool, settings or health change.
+``eligible`` column at every pool, settings or health change. Whether a profile has
+capacity on (:func:`sticky.policy.capacity_on`) is a property of its pool version,
+cached beside the pool.
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Mapping
+
+import attrs
 
 from sticky.errors import (
+    InvalidSettings,
     NumberInUse,
     ProfileExists,
     UnknownNumber,
@@ -21,7 +27,7 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import dead_up_to, is_eligible, judged_at
+from sticky.policy import Load, capacity_on, dead_up_to, is_eligible, judged_at
 from sticky.settings import PoolSettings
 from sticky.store.sqlite.connection import Connection
 from sticky.store.sqlite.expiry import (
@@ -29,13 +35,19 @@ from sticky.store.sqlite.expiry import (
     horizon,
 )
 
-__all__ = ["HORIZON", "SENDER", "SQLitePools"]
+__all__ = ["HORIZON", "LOADS", "SENDER", "SQLitePools"]
 
 # A NULL horizon (no write yet) reads as -inf, which judged_at ignores.
 HORIZON = "ifnull(horizon, -1e999)"
 """A profile's horizon column in SQL: NULL (no write yet) reads as -inf."""
 _PROFILE = f"SELECT key, settings, ttl, {HORIZON} FROM profiles WHERE id = ?"  # noqa: S608
-_POOL = "SELECT number, type, healthy, sid FROM numbers WHERE profile = ? ORDER BY number"
+_POOL = (
+    "SELECT number, type, healthy, sid, rate, daily FROM numbers WHERE profile = ? ORDER BY number"
+)
+LOADS = "SELECT number, tat, floor, day, count FROM loads WHERE profile = ?"
+"""A profile's capacity state: one range of the ``loads`` primary key."""
+_LIMITS = frozenset({"rate", "daily_new_recipients"})
+_PLAIN_MAX = 4096
 # INDEXED BY: without statistics the planner would scan the profile's primary-key
 # range for "profile = ? AND sender = ?"; this way SQLite fails rather than scans.
 SENDER = "FROM mappings INDEXED BY mappings_by_sender WHERE profile = ? AND sender = ?"
@@ -52,6 +64,10 @@ class SQLitePools(Connection):
         self._settings: dict[str, PoolSettings] = {}
         # profile key -> (pool version, the pool, each number's sid)
         self._pools: dict[int, tuple[int, tuple[SenderNumber, ...], dict[str, int]]] = {}
+        # pool version -> capacity_on; and the versions known to have it off, which is
+        # all a select without capacity tests (a version is one pool and settings).
+        self._capacity: dict[int, bool] = {}
+        self._plain: set[int] = set()
         # (profile key, sid) -> (pool version, a lower bound of the sender's index keys
         # after this connection's last committed write to it): lets the eviction step
         # skip its look while nothing of the sender can be due (see store.py's _OLDEST_MAX).
@@ -108,9 +124,32 @@ class SQLitePools(Connection):
         types = _TYPES
         rows = cur.execute(_POOL, (key,)).fetchall()
         pool = tuple(
-            SenderNumber(number, types[kind], bool(healthy)) for number, kind, healthy, _ in rows
+            SenderNumber(number, types[kind], bool(healthy), rate, daily)
+            for number, kind, healthy, _, rate, daily in rows
         )
         return pool, {row[0]: row[3] for row in rows}
+
+    def _capacity_on(self, cur: sqlite3.Cursor, key: int, version: int, text: str) -> bool:
+        """Whether the profile at ``version`` has capacity on, cached per version.
+
+        O(1) once cached, else O(p). A version found without capacity joins
+        ``_plain``, the one test a select without capacity pays.
+        """
+        on = self._capacity.get(version)
+        if on is None:
+            on = capacity_on(self._cached(cur, key, version)[1], self._decode(text))
+            if len(self._capacity) > _PLAIN_MAX:
+                self._capacity.clear()
+                self._plain.clear()
+            self._capacity[version] = on
+            if not on:
+                self._plain.add(version)
+        return on
+
+    @staticmethod
+    def _loads(cur: sqlite3.Cursor, key: int) -> dict[str, Load]:
+        """Each number's capacity state (a number without one is absent). O(p)."""
+        return {row[0]: row[1:] for row in cur.execute(LOADS, (key,))}
 
     def _cached(
         self, cur: sqlite3.Cursor, key: int, version: int
@@ -178,7 +217,7 @@ class SQLitePools(Connection):
                 "SELECT count(*) FROM mappings WHERE profile = ? AND last_used > ?",
                 (key, bound),
             ).fetchone()[0]
-            for table in ("mappings", "numbers"):
+            for table in ("mappings", "numbers", "loads"):
                 cur.execute(f"DELETE FROM {table} WHERE profile = ?", (key,))  # noqa: S608
             # The profile's evictions stay in the store's total.
             cur.execute(
@@ -223,9 +262,19 @@ class SQLitePools(Connection):
 
     # -- pools ----------------------------------------------------------------------
     def add_number(
-        self, profile_id: str, number: str, number_type: NumberType, *, healthy: bool
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType,
+        *,
+        healthy: bool,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
     ) -> None:
-        """Add a number to a pool, with the smallest free sid. One write transaction, O(p)."""
+        """Add a number to a pool, with the smallest free sid. One write transaction, O(p).
+
+        ``rate`` and ``daily_new_recipients`` are its own limits (None: the profile's).
+        """
         with self._write() as cur:
             key, text, _, _ = self._profile(cur, profile_id)
             owner = cur.execute(
@@ -236,7 +285,8 @@ class SQLitePools(Connection):
             if owner is not None:
                 msg = f"number {shown(number)} is already in profile {shown(owner[0])}"
                 raise NumberInUse(msg)
-            eligible = is_eligible(SenderNumber(number, number_type, healthy), self._decode(text))
+            added = SenderNumber(number, number_type, healthy, rate, daily_new_recipients)
+            eligible = is_eligible(added, self._decode(text))
             sid = 1  # the smallest free id: ids stay small (one byte up to 127 numbers)
             for (taken,) in cur.execute(
                 "SELECT sid FROM numbers WHERE profile = ? ORDER BY sid", (key,)
@@ -245,16 +295,25 @@ class SQLitePools(Connection):
                     break
                 sid += 1
             cur.execute(
-                "INSERT INTO numbers (number, profile, sid, type, healthy, eligible)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (number, key, sid, number_type.value, int(healthy), int(eligible)),
+                "INSERT INTO numbers (number, profile, sid, type, healthy, eligible, rate, daily)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    number,
+                    key,
+                    sid,
+                    number_type.value,
+                    int(healthy),
+                    int(eligible),
+                    rate,
+                    daily_new_recipients,
+                ),
             )
             cur.execute(
                 "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
             )
 
     def remove_number(self, profile_id: str, number: str, now: float) -> int:
-        """Remove a number and its mappings; return the live ones. O(k log n).
+        """Remove a number, its mappings and its load; return the live ones. O(k log n).
 
         In one write transaction, so no select can store a mapping to the number after
         it left: a select that read the pool before loses its compare-and-set.
@@ -266,6 +325,7 @@ class SQLitePools(Connection):
             live = cur.execute(_SENDER_LIVE, (key, sid, dead_up_to(ttl, at))).fetchone()[0]
             cur.execute(_SENDER_DELETE, (key, sid))
             cur.execute("DELETE FROM numbers WHERE number = ?", (number,))
+            cur.execute("DELETE FROM loads WHERE profile = ? AND number = ?", (key, number))
             cur.execute(
                 "UPDATE profiles SET horizon = ?, version = ? WHERE key = ?",
                 (at, self._next_version(cur), key),
@@ -273,7 +333,7 @@ class SQLitePools(Connection):
             return int(live)
 
     def set_health(self, number: str, *, healthy: bool) -> None:
-        """Set a pooled number's health. One write transaction, O(log n)."""
+        """Set a pooled number's health (its limits kept). One write transaction, O(log n)."""
         with self._write() as cur:
             row = cur.execute(
                 "SELECT n.profile, n.type, n.healthy, p.settings FROM numbers AS n"
@@ -294,6 +354,46 @@ class SQLitePools(Connection):
             cur.execute(
                 "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
             )
+
+    def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
+        """Set a pooled number's own limits; return it. One write transaction, O(log n).
+
+        ``changes`` holds ``rate`` and/or ``daily_new_recipients`` (None: the profile's).
+        A change is a new pool version; the number's capacity state is kept. Raises
+        UnknownNumber (in no pool), InvalidSettings (another name).
+        """
+        unknown = set(changes) - _LIMITS
+        if unknown:
+            msg = f"invalid limits {shown(sorted(unknown))}: expected rate, daily_new_recipients"
+            raise InvalidSettings(msg)
+        with self._write() as cur:
+            row = cur.execute(
+                "SELECT profile, type, healthy, rate, daily FROM numbers WHERE number = ?",
+                (number,),
+            ).fetchone()
+            if row is None:
+                msg = f"number {shown(number)} is in no profile"
+                raise UnknownNumber(msg)
+            key, kind, healthy, rate, daily = row
+            current = SenderNumber(number, _TYPES[kind], bool(healthy), rate, daily)
+            updated = attrs.evolve(current, **changes)  # type: ignore[arg-type]
+            if updated != current:
+                cur.execute(
+                    "UPDATE numbers SET rate = ?, daily = ? WHERE number = ?",
+                    (updated.rate, updated.daily_new_recipients, number),
+                )
+                cur.execute(
+                    "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
+                )
+            return updated
+
+    def capacity_state(
+        self, profile_id: str
+    ) -> tuple[PoolSettings, tuple[SenderNumber, ...], dict[str, Load]]:
+        """The settings, the pool and each number's capacity state. One read, O(p)."""
+        with self._read() as cur:
+            key, text, _, _ = self._profile(cur, profile_id)
+            return self._decode(text), self._pool(cur, key)[0], self._loads(cur, key)
 
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
         """A profile's pool, sorted by number. One read, O(p)."""

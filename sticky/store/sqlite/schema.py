@@ -1,6 +1,6 @@
 """The SQLite store's schema: its tables, its version, and the migrations.
 
-Version 3 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
+Version 4 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
 
 - ``meta(name, value)``: the pool-version counter, and the evictions of profiles since
   deleted;
@@ -9,11 +9,21 @@ Version 3 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
   reads without decoding it; ``horizon`` is a lower bound of the profile's horizon,
   which is ``max(horizon, newest idx)`` (NULL until a write moves it; see
   :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK`);
-- ``numbers(number, profile, sid, type, healthy, eligible)``: the primary key on
-  ``number`` is the rule that a number belongs to one profile; ``sid`` is its small
-  integer id in the profile (unique per profile, the smallest free one when it joins),
-  which mappings store instead of the number; ``eligible`` is
-  :func:`~sticky.policy.is_eligible` under the profile's settings, as data;
+- ``numbers(number, profile, sid, type, healthy, eligible, rate, daily)``: the primary
+  key on ``number`` is the rule that a number belongs to one profile; ``sid`` is its
+  small integer id in the profile (unique per profile, the smallest free one when it
+  joins), which mappings store instead of the number; ``eligible`` is
+  :func:`~sticky.policy.is_eligible` under the profile's settings, as data; ``rate``
+  and ``daily`` are the number's own limits (NULL: the profile's), part of the pool
+  and of its version;
+- ``loads(profile, number, tat, floor, day, count)``: each number's capacity state, a
+  :data:`~sticky.policy.Load` (a number without a row is
+  :data:`~sticky.policy.IDLE`), keyed ``(profile, number)`` so that a select reads its
+  pool's loads in one range. A table of its own rather than columns of ``numbers``:
+  a load changes at every select of a profile with capacity on, the pool only at
+  pool changes; apart, the pool's rows (read by every select's join, cached per pool
+  version) keep their layout and pages, a number never used has no row, and removing
+  a number or a profile drops its state with one range delete;
 - ``mappings(profile, recipient, sender, last_used, idx)``: ``recipient`` is the E.164
   number's digits as an INTEGER (``+`` and the digits of the integer: one to one),
   ``sender`` the sender's ``sid``; the primary key ``(profile, recipient)`` is the
@@ -21,12 +31,14 @@ Version 3 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
   the expiry index, per sender (``idx`` is a lower bound of ``last_used``: when the
   mapping was stored or last re-indexed).
 
-Version 2 had the same tables with the numbers themselves, as TEXT, in ``mappings`` (no
-``sid``), and its ``horizon`` column was the horizon exactly (a lower bound, so it reads
-as it is). Version 1 (sticky 0.1) also had the tables ``queue`` and ``late`` (a copy of
-the memory store's expiry deque and sorted list), and a stored horizon that could lag
-the true one, ``max(horizon, max(last_used))``. :func:`open_schema` migrates either in
-place.
+Version 3 had no ``loads`` table and no ``rate`` and ``daily`` columns (they are
+added, NULL: every number takes its profile's limits). Version 2 had the same tables
+with the numbers themselves, as TEXT, in ``mappings`` (no ``sid``), and its ``horizon``
+column was the horizon exactly (a lower bound, so it reads as it is). Version 1 (sticky
+0.1) also had the tables ``queue`` and ``late`` (a copy of the memory store's expiry
+deque and sorted list), and a stored horizon that could lag the true one,
+``max(horizon, max(last_used))``. :func:`open_schema` migrates any of them in place,
+version by version.
 """
 
 from __future__ import annotations
@@ -43,12 +55,14 @@ __all__ = [
     "recipient_of",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this version writes (``PRAGMA user_version``); a newer file is refused."""
 APPLICATION_ID = 0x53544B59
 """``PRAGMA application_id`` of a sticky store ("STKY")."""
 
-_NUMBERS = (
+# Version 3's numbers table: what the migration from version 2 creates, before the
+# migration from 3 adds the limits (so that every file takes the same steps).
+_NUMBERS_3 = (
     "CREATE TABLE numbers ("
     " number TEXT PRIMARY KEY,"
     " profile INTEGER NOT NULL,"
@@ -56,6 +70,27 @@ _NUMBERS = (
     " type TEXT NOT NULL CHECK (type IN ('long_code', 'toll_free')),"
     " healthy INTEGER NOT NULL,"
     " eligible INTEGER NOT NULL) WITHOUT ROWID"
+)
+_NUMBERS = (
+    "CREATE TABLE numbers ("
+    " number TEXT PRIMARY KEY,"
+    " profile INTEGER NOT NULL,"
+    " sid INTEGER NOT NULL,"
+    " type TEXT NOT NULL CHECK (type IN ('long_code', 'toll_free')),"
+    " healthy INTEGER NOT NULL,"
+    " eligible INTEGER NOT NULL,"
+    " rate REAL,"
+    " daily INTEGER) WITHOUT ROWID"
+)
+_LOADS = (
+    "CREATE TABLE loads ("
+    " profile INTEGER NOT NULL,"
+    " number TEXT NOT NULL,"
+    " tat REAL NOT NULL,"
+    " floor REAL NOT NULL,"
+    " day INTEGER NOT NULL,"
+    " count INTEGER NOT NULL,"
+    " PRIMARY KEY (profile, number)) WITHOUT ROWID"
 )
 _MAPPINGS = (
     "CREATE TABLE mappings ("
@@ -87,6 +122,7 @@ _TABLES = (
     ),
     _NUMBERS,
     _MAPPINGS,
+    _LOADS,
     *_INDEXES,
 )
 
@@ -110,7 +146,7 @@ _FROM_2 = (
     "ALTER TABLE mappings RENAME TO mappings_2",
     "DROP INDEX numbers_by_profile",
     "DROP INDEX mappings_by_sender",
-    _NUMBERS,
+    _NUMBERS_3,
     _MAPPINGS,
     (
         "INSERT INTO numbers (number, profile, sid, type, healthy, eligible)"
@@ -129,10 +165,17 @@ _FROM_2 = (
 # mapping to a number outside its profile's pool (neither written by sticky).
 _UNMIGRATED = "SELECT (SELECT count(*) FROM mappings_2) - (SELECT count(*) FROM mappings)"
 _DROP_2 = ("DROP TABLE mappings_2", "DROP TABLE numbers_2")
+# Version 3 to 4: the numbers' own limits (NULL: the profile's) and the capacity state
+# (no row: idle).
+_FROM_3 = (
+    "ALTER TABLE numbers ADD COLUMN rate REAL",
+    "ALTER TABLE numbers ADD COLUMN daily INTEGER",
+    _LOADS,
+)
 
 
 def open_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new file, migrate one of version 1 or 2, refuse the others.
+    """Create the schema in a new file, migrate one of version 1, 2 or 3, refuse the others.
 
     Creating and migrating run in one ``BEGIN IMMEDIATE`` transaction, so that two
     processes opening one file at once do it once, and a crash leaves the file as it
@@ -150,10 +193,13 @@ def open_schema(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         else:
-            for statement in (_FROM_1 if version == 1 else ()) + _FROM_2:
-                conn.execute(statement)
-            _check_migrated(conn, path, version)
-            for statement in _DROP_2:
+            if version < 3:  # 1 and 2 become 3 first
+                for statement in (_FROM_1 if version == 1 else ()) + _FROM_2:
+                    conn.execute(statement)
+                _check_migrated(conn, path, version)
+                for statement in _DROP_2:
+                    conn.execute(statement)
+            for statement in _FROM_3:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
@@ -191,7 +237,7 @@ def _version(conn: sqlite3.Connection, path: str) -> int:
             f" {SCHEMA_VERSION} this version of sticky reads: upgrade sticky to open it"
         )
         raise IncompatibleStore(msg)
-    if version not in {1, 2, SCHEMA_VERSION}:
+    if version not in {1, 2, 3, SCHEMA_VERSION}:
         msg = f"SQLite store {path!r} has an unknown schema version {version}"
         raise IncompatibleStore(msg)
     return int(version)

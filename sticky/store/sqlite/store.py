@@ -20,6 +20,16 @@ at up to :data:`~sticky.policy.STEP_LOOKS` entries of ``s``'s range that are due
 indexed; the look is skipped while the connection knows every key of ``s`` is after
 the due range. Recipients and senders are stored as integers
 (:func:`~sticky.store.sqlite.schema.recipient_key`, the sender's ``sid``).
+
+Capacity: for a profile with capacity on (:func:`~sticky.policy.capacity_on`, cached
+per pool version) every select, a live mapping's too, reads the pool's loads in the
+same ``BEGIN IMMEDIATE`` transaction and asks its ``decide``
+(:func:`~sticky.policy.plan`); it then stores the answer (a sticky one refreshes the
+mapping as a hit does) and writes the answer's sender's new load
+(:func:`~sticky.policy.reserve`): one more row write than without capacity. Two
+processes are serialised by the write lock, so the schedule and the budgets hold
+across them. ``begin_select`` never answers a hit for such a profile: it returns a
+:class:`~sticky.store.base.Miss` with the loads and writes nothing.
 """
 
 from __future__ import annotations
@@ -30,10 +40,25 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from sticky.errors import (
+    UnknownNumber,
     UnknownProfile,
     shown,
 )
-from sticky.policy import is_live, judge, judged_at, refreshed
+from sticky.policy import (
+    IDLE,
+    Load,
+    count_new,
+    counts_budget,
+    is_live,
+    judge,
+    judged_at,
+    rate_of,
+    refreshed,
+    reserve,
+    step_limit,
+    sticky_step,
+    today,
+)
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, LiveMapping, Miss
 from sticky.store.sqlite.connection import parse_url
@@ -74,10 +99,20 @@ _INDEX_KEY = "SELECT idx FROM mappings WHERE profile = ? AND recipient = ?"
 _DELETE = "DELETE FROM mappings WHERE profile = ? AND recipient = ?"
 _SENDER_USED = f"SELECT recipient, last_used {SENDER}"
 # A page of a scan, keyset-paginated on the primary key: each page one index seek.
+_LOAD = (
+    "INSERT OR REPLACE INTO loads (profile, number, tat, floor, day, count)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_LOAD_OF = "SELECT tat, floor, day, count FROM loads WHERE profile = ? AND number = ?"
 _PAGE = (
     "SELECT m.recipient, n.number, m.last_used FROM mappings AS m"
     " JOIN numbers AS n ON n.profile = m.profile AND n.sid = m.sender"
     " WHERE m.profile = ? AND m.recipient > ? ORDER BY m.recipient LIMIT ?"
+)
+
+_IMPORT = (
+    "INSERT OR REPLACE INTO mappings (profile, recipient, sender, last_used, idx)"
+    " VALUES (?, ?, ?, ?, ?)"
 )
 
 _NONE = -math.inf
@@ -97,11 +132,17 @@ _REASON_POOL = Reason.POOL
 _new = tuple.__new__  # builds a Selection (a named tuple) without its __new__ wrapper
 
 
+class _Capacity(tuple[Any, ...]):
+    """A select's row (as :meth:`SQLiteStore._hit` reads it) of a profile with capacity on."""
+
+    __slots__ = ()
+
+
 class SQLiteStore(SQLitePools):
     """Profiles, pools and mappings in one SQLite file; every method one transaction.
 
     ``path`` is a file (created with its schema on first open, migrated in place from
-    schema 1 or 2) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
+    schema 1, 2 or 3) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
     for another process's lock before raising :class:`~sticky.StoreUnavailable`. A
     path that cannot be opened raises :class:`~sticky.StoreUnavailable`; a file that is
     not a sticky database, or one from a newer schema, :class:`~sticky.IncompatibleStore`;
@@ -150,13 +191,18 @@ class SQLiteStore(SQLitePools):
 
         The row is ``(key, version, sticky, ttl, stored, settings, sender, last_used,
         live, idx)``, ``stored`` the ``horizon`` column. A hit changes one page, and only
-        when ``now`` is past its last use. O(log n).
+        when ``now`` is past its last use. For a profile with capacity on it writes
+        nothing and returns the row as read (``eligible`` in place of ``live``), as a
+        :class:`_Capacity`. O(log n).
         """
         row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
         key, version, sticky, ttl, stored, text, sender, last_used, eligible, idx = row
+        # The one test a select without capacity pays: its version is known plain.
+        if version not in self._plain and self._capacity_on(cur, key, version, text):
+            return _Capacity(row)
         live = False
         if sticky and sender is not None:
             # Judged at the horizon's upper bound first: live there is live.
@@ -180,6 +226,109 @@ class SQLiteStore(SQLitePools):
         pool = None if known_version == version else self._cached(cur, key, version)[1]
         return Miss(self._decode(text), version, pool, previous, live, now)
 
+    def _capacity_miss(
+        self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int, now: float
+    ) -> Miss:
+        """The Miss of a select with capacity on: the loads, and the live eligible sender.
+
+        The pool is given unless ``known_version`` is current. O(p).
+        """
+        key, version, sticky, ttl, stored, text, sender, last_used, eligible, _ = row
+        stays = None
+        live = False
+        if sticky and sender is not None:
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            if verdict is _EXPIRED:
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+            if verdict is _STICKY:
+                stays = sender
+            live = verdict is _REASSIGNED
+        previous = (sender, last_used) if sticky and sender is not None else None
+        pool = None if known_version == version else self._cached(cur, key, version)[1]
+        return Miss(
+            self._decode(text), version, pool, previous, live, now, self._loads(cur, key), stays
+        )
+
+    def _select_with_capacity(
+        self,
+        cur: sqlite3.Cursor,
+        profile_id: str,
+        to: str,
+        rk: int,
+        row: tuple[Any, ...],
+        now: float,
+        decide: Decide,
+        segments: int,
+    ) -> tuple[Selection, tuple[int, int, int, float] | None]:
+        """A select with capacity on, in the caller's transaction: decide, store, reserve.
+
+        Returns the selection and, when it stored a mapping, ``(key, sid, version,
+        oldest)`` for :attr:`_oldest` once committed. Writes nothing before ``decide``
+        returns. O(p + log n): one read of the loads, at most one load row written.
+        """
+        key, version, sticky, ttl, stored, text, held, last_used, eligible, idx = row
+        if (
+            sticky
+            and held is not None
+            and judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1) is _STICKY
+        ):  # a hit that keeps its number: its own load only, O(log n)
+            settings = self._decode(text)
+            number = next(n for n in self._cached(cur, key, version)[1] if n.number == held)
+            found = cur.execute(_LOAD_OF, (key, held)).fetchone()
+            load: Load = IDLE if found is None else tuple(found)
+            step = sticky_step(
+                load, now, rate_of(number, settings), settings.burst, segments,
+                step_limit(settings),
+            )  # fmt: skip
+            if step is not None:
+                used = refreshed(last_used, now)
+                if used != last_used:
+                    cur.execute(_REFRESH, (used, key, rk))
+                if step[1] != load:
+                    cur.execute(_LOAD, (key, held, *step[1]))
+                return _new(Selection, (profile_id, to, held, _STICKY, None, step[0])), None
+        miss = self._capacity_miss(cur, row, -1, now)
+        sel = decide(profile_id, to, miss)
+        reason, sender = sel.reason, sel.from_number
+        pool, sids = self._pools[key][1:]  # _capacity_miss cached this version
+        oldest = None
+        if reason is _STICKY:  # the stored mapping stays: refreshed as a hit is
+            used = refreshed(last_used, now)
+            if used != last_used:
+                cur.execute(_REFRESH, (used, key, rk))
+        elif reason is not _REASON_POOL:
+            sid = sids[sender]
+            known = self._oldest.get((key, sid))
+            bound = store_mapping(
+                cur,
+                key,
+                rk,
+                sid,
+                now,
+                ttl,
+                stored,
+                idx,
+                known[1] if known is not None and known[0] == version else _NONE,
+            )
+            oldest = (key, sid, version, bound)
+        settings = miss.settings
+        assert miss.loads is not None
+        load = miss.loads.get(sender, IDLE)
+        number = next(n for n in pool if n.number == sender)
+        day = today(now, settings.timezone)[0]
+        reserved = reserve(
+            load,
+            now,
+            rate_of(number, settings),
+            settings.burst,
+            segments,
+            day,
+            new=counts_budget(reason),
+        )[1]
+        if reserved != load:
+            cur.execute(_LOAD, (key, sender, *reserved))
+        return sel, oldest
+
     def select_in_one_step(
         self,
         profile_id: str,
@@ -195,7 +344,9 @@ class SQLiteStore(SQLitePools):
         store's lock, so the count is exact whichever thread selects). Otherwise
         ``decide`` chooses inside the transaction (the pool comes from a per-version
         cache) and its choice is stored, with at most two amortised evictions; if
-        ``decide`` raises, nothing is written. The engine's
+        ``decide`` raises, nothing is written. With capacity on, ``decide`` answers
+        every select (a sticky answer counts as a hit) and the answer's slots are
+        reserved in the same transaction: O(p + log n). The engine's
         hot path: the transaction is written out here rather than taken from
         :meth:`_write`, whose context manager costs a measurable share of a hit.
         """
@@ -209,6 +360,18 @@ class SQLiteStore(SQLitePools):
                     cur.execute("COMMIT")
                     hits[0] += 1
                     return row
+                if row.__class__ is _Capacity:
+                    sel, stored = self._select_with_capacity(
+                        cur, profile_id, to, rk, row, now, decide, segments
+                    )
+                    cur.execute("COMMIT")
+                    if sel.reason is _STICKY:
+                        hits[0] += 1
+                    elif stored is not None:
+                        if len(self._oldest) > _OLDEST_MAX:
+                            self._oldest.clear()
+                        self._oldest[stored[0], stored[1]] = stored[2:]  # committed: it holds
+                    return sel
                 sel = decide(profile_id, to, self._miss(cur, row, -1, now))
                 if sel.reason is not _REASON_POOL:
                     key, version = row[0], row[1]
@@ -243,12 +406,18 @@ class SQLiteStore(SQLitePools):
     ) -> Selection | Miss:
         """A sticky hit (refreshed) or what a fresh choice needs. O(log n).
 
-        One ``BEGIN IMMEDIATE`` transaction; only a hit writes (one page).
+        One ``BEGIN IMMEDIATE`` transaction; only a hit writes (one page). For a
+        profile with capacity on, never a hit: a Miss with the loads (O(p)), and
+        nothing is written.
         """
         rk = recipient_key(to)
         with self._write() as cur:
             row = self._hit(cur, profile_id, to, rk, now)
-            return row if row.__class__ is Selection else self._miss(cur, row, known_version, now)
+            if row.__class__ is Selection:
+                return row
+            if row.__class__ is _Capacity:
+                return self._capacity_miss(cur, row, known_version, now)
+            return self._miss(cur, row, known_version, now)
 
     def commit_select(
         self, profile_id: str, to: str, chosen: str, miss: Miss, now: float
@@ -305,7 +474,10 @@ class SQLiteStore(SQLitePools):
                 if row.__class__ is Selection:
                     out.append(row)
                     continue
-                miss = self._miss(cur, row, known_version, now)
+                if row.__class__ is _Capacity:
+                    miss = self._capacity_miss(cur, row, known_version, now)
+                else:
+                    miss = self._miss(cur, row, known_version, now)
                 if miss.pool is not None:  # one transaction, one version: send it once
                     known_version = miss.version
                 out.append(miss)
@@ -373,7 +545,11 @@ class SQLiteStore(SQLitePools):
                 yield out
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
-        """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n)."""
+        """Map ``to`` to ``number`` as used at ``now``. One write transaction, O(log n).
+
+        With capacity on, the pin counts as a new recipient of ``number`` today (no
+        slot is reserved).
+        """
         rk = recipient_key(to)
         with self._write() as cur:
             key, text, ttl, stored = self._profile(cur, profile_id)
@@ -383,7 +559,14 @@ class SQLiteStore(SQLitePools):
             store_mapping(
                 cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
             )
-            return self._decode(text)
+            settings = self._decode(text)
+            version = cur.execute("SELECT version FROM profiles WHERE key = ?", (key,)).fetchone()
+            if self._capacity_on(cur, key, version[0], text):
+                found = cur.execute(_LOAD_OF, (key, number)).fetchone()
+                load = IDLE if found is None else found
+                counted = count_new(load, today(now, settings.timezone)[0])
+                cur.execute(_LOAD, (key, number, *counted))
+            return settings
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(log n)."""
@@ -434,3 +617,53 @@ class SQLiteStore(SQLitePools):
         """
         with self._read() as cur:
             check_rows(cur, self._decode)
+
+    # -- bulk import ----------------------------------------------------------------
+    def import_mappings(
+        self, profile_id: str, entries: Sequence[tuple[str, str, float]], now: float
+    ) -> int:
+        """Store imported mappings in one write transaction; return how many were written.
+
+        See :meth:`sticky.store.base.BulkImportStore.import_mappings`. The stored
+        mappings are read 500 keys a statement and the rows written with one
+        ``executemany``: O(p log n + k log n) for k entries.
+        """
+        keys = [recipient_key(to) for to, _, _ in entries]
+        with self._write() as cur:
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            version = cur.execute("SELECT version FROM profiles WHERE key = ?", (key,))
+            sids = self._cached(cur, key, version.fetchone()[0])[2]
+            for _, sender, _ in entries:
+                if sender not in sids:
+                    msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
+                    raise UnknownNumber(msg)
+            # The exact horizon, so that every key written is at most the column below.
+            at = judged_at(now, horizon(cur, key, stored))
+            if at != stored:
+                cur.execute(_RECORD, (at, key))
+            for sid in set(sids.values()):  # this write may store older keys
+                self._oldest.pop((key, sid), None)
+            there: dict[int, float] = {}
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                marks = ",".join("?" * len(part))
+                there.update(
+                    cur.execute(
+                        "SELECT recipient, last_used FROM mappings"  # noqa: S608 - marks only
+                        f" WHERE profile = ? AND recipient IN ({marks})",
+                        (key, *part),
+                    ).fetchall()
+                )
+            rows: dict[int, tuple[int, int, int, float, float]] = {}
+            written = 0
+            for rk, (_, sender, last_used) in zip(keys, entries, strict=True):
+                if not is_live(last_used, ttl, at):
+                    continue
+                old = there.get(rk)
+                if old is not None and old >= last_used and is_live(old, ttl, at):
+                    continue
+                there[rk] = last_used  # a later entry of the same recipient meets this one
+                rows[rk] = (key, rk, sids[sender], last_used, min(last_used, at))
+                written += 1
+            cur.executemany(_IMPORT, list(rows.values()))
+            return written

@@ -1,0 +1,1 @@
+"""The asyncio sources that the synchronous modules are generated from (``.ci/unasync.py``)."""

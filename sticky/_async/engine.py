@@ -1,0 +1,891 @@
+"""The engine: the facade a service calls.
+
+It reads the clock, validates input at the boundary, applies the policy and drives a
+store. It is written once, as asyncio code in ``sticky/_async/engine.py``; the
+synchronous ``sticky/engine.py`` is generated from it by ``.ci/unasync.py`` (CI checks
+that it is up to date), so both engines apply the same code to their stores.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import random
+import threading
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Self, cast
+
+from sticky.clock import Clock, ManualClock, SystemClock
+from sticky.draws import Draws
+from sticky.errors import (
+    IncompatibleStore,
+    InvalidProfileId,
+    InvalidSettings,
+    InvalidTime,
+    NoEligibleSender,
+    PoolBusy,
+    PoolExhausted,
+    ProfileExists,
+    shown,
+)
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
+from sticky.policy import (
+    IDLE,
+    Chooser,
+    budget_of,
+    capacity_on,
+    ineligible_because,
+    new_today,
+    next_slot,
+    plan,
+    rate_of,
+    today,
+)
+from sticky.settings import PoolSettings, check_budget, check_rate
+from sticky.store.aio import (
+    AsyncBatchStore,
+    AsyncBulkImportStore,
+    AsyncOneStepBatchStore,
+    AsyncOneStepStore,
+    AsyncStore,
+    aimport_by_pin,
+    coerce_async_store,
+)
+from sticky.store.base import ImportEntry, LiveMapping, Miss
+
+# sync: from sticky.store.base import MappingScanStore, scan_by_sender
+from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
+
+__all__ = ["AsyncEngine"]
+
+_log = logging.getLogger(__name__)
+_DEBUG = logging.DEBUG
+_REASSIGNED = Reason.REASSIGNED
+
+# Slots of the engine's counters.
+_SLOT = {
+    Reason.STICKY: 0,
+    Reason.NEW: 1,
+    Reason.EXPIRED: 2,
+    Reason.REASSIGNED: 3,
+    Reason.POOL: 4,
+    GeoTier.AREA_CODE: 5,
+    GeoTier.OVERLAY: 6,
+    GeoTier.REGION: 7,
+    GeoTier.COUNTRY: 8,
+    GeoTier.NONE: 9,
+    None: 10,
+    Reason.OVERFLOW: 11,
+    "waited": 12,
+    "exhausted": 13,
+    "busy": 14,
+}
+_WAITED, _EXHAUSTED, _BUSY = _SLOT["waited"], _SLOT["exhausted"], _SLOT["busy"]
+_STICKY_REASON = Reason.STICKY
+_STICKY = _SLOT[_STICKY_REASON]
+_new = tuple.__new__  # builds a Selection without its Python-level __new__
+
+
+def _time(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = f"invalid time {shown(value)}: expected seconds since the epoch"
+        raise InvalidTime(msg)
+    if not math.isfinite(value):
+        msg = f"invalid time {shown(value)}: expected a finite number"
+        raise InvalidTime(msg)
+    return float(value)
+
+
+def _profile_id(value: object) -> str:
+    if type(value) is not str:
+        msg = f"invalid profile id {shown(value)}: expected a non-empty string"
+        raise InvalidProfileId(msg)
+    if not value:
+        msg = "invalid profile id '': expected a non-empty string"
+        raise InvalidProfileId(msg)
+    return value
+
+
+def _segments(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        msg = f"invalid segments {shown(value)}: expected an integer >= 1"
+        raise InvalidSettings(msg)
+    return value
+
+
+def _import_entry(item: object) -> ImportEntry:
+    """One mapping to import, checked: ``(to, from_number, last_used)``."""
+    if not isinstance(item, (tuple, list)) or len(item) != 3:
+        msg = f"invalid mapping {shown(item)}: expected (to, from_number, last_used)"
+        raise InvalidSettings(msg)
+    to, sender, last_used = item
+    return check_e164(to, "recipient"), check_e164(sender), _time(last_used)
+
+
+_UNSET: object = object()
+
+
+def _cause(miss: Miss) -> tuple[str | None, str | None]:
+    """The replaced sender of a reassignment and why it is no longer eligible."""
+    sender = None if miss.previous is None else miss.previous[0]
+    for n in miss.pool or ():
+        if n.number == sender:
+            return sender, ineligible_because(n, miss.settings)
+    return sender, None
+
+
+class AsyncEngine:
+    """Chooses the sender of each message; Sticky Sender over a pool of numbers.
+
+    ``clock`` defaults to :class:`SystemClock`, ``seed`` to OS randomness (the same
+    seed and the same calls give the same choices), ``store`` to a fresh in-memory
+    store; a store URL (``memory://``, ``sqlite:///file.db``, ``redis://host/0``) is
+    opened for it. Every method is atomic and thread-safe; each ``now`` keyword
+    defaults to the clock, read once per call. Errors change nothing. The engine comes
+    in two flavours with the same methods: synchronous (:mod:`sticky.engine`) and
+    asyncio (:mod:`sticky.aio`, where each method that reaches the store is a
+    coroutine).
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        seed: int | None = None,
+        store: AsyncStore | str | None = None,
+    ) -> None:
+        self._clock: Clock = SystemClock() if clock is None else clock
+        now = self._clock.now
+        if isinstance(self._clock, (SystemClock, ManualClock)):
+            self._now = now
+        else:
+            self._now = lambda: _time(now())
+        store = coerce_async_store(store)
+        self._store: AsyncStore = store
+        self._random = random.Random(seed)  # noqa: S311 - not for cryptography
+        self._draws = Draws(self._random)
+        self._choosers: dict[str, Chooser] = {}
+        self._one_step = store.select_in_one_step if isinstance(store, AsyncOneStepStore) else None
+        self._many_in_one_step = (
+            store.select_many_in_one_step if isinstance(store, AsyncOneStepBatchStore) else None
+        )
+        # A partial of the function (not a bound method, nor a subclass): the cheapest
+        # call that can carry the draws, for a store that chooses itself.
+        self._decide_bound = functools.partial(AsyncEngine._decide, self)
+        vars(self._decide_bound)["draws"] = self._draws
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._all_counts: list[list[int]] = []
+        # Sticky hits of one-step selects: the store counts them under its own lock,
+        # which it holds anyway (cheaper than this thread's counters on the hot path).
+        self._hits = [0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(clock={self._clock!r}, store={self._store!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def store(self) -> AsyncStore:
+        """The store this engine drives."""
+        return self._store
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this engine reads."""
+        return self._clock
+
+    async def close(self) -> None:
+        """Close the store."""
+        await self._store.close()
+
+    def _at(self, now: float | None) -> float:
+        return self._now() if now is None else _time(now)
+
+    def _capacity_needs_one_step(self, what: str) -> None:
+        """Refuse limits on a store that cannot keep them in a select's own step."""
+        if self._one_step is None:
+            msg = (
+                f"{what} needs a store with a one-step select to keep capacity;"
+                f" {self._store!r} has none"
+            )
+            raise IncompatibleStore(msg)
+
+    # -- profiles -------------------------------------------------------------------
+    async def create_profile(
+        self, profile_id: str, settings: PoolSettings | None = None, *, exist_ok: bool = False
+    ) -> bool:
+        """Create a profile with an empty pool; return True, or False if it existed.
+
+        An existing profile raises ProfileExists, or with ``exist_ok`` is left as it is
+        (its settings too: use :meth:`update_settings` to change them), which suits a
+        service that runs this at every start. Raises InvalidProfileId, InvalidSettings.
+        """
+        profile_id = _profile_id(profile_id)
+        if settings is None:
+            settings = PoolSettings()
+        elif not isinstance(settings, PoolSettings):
+            msg = f"invalid settings {shown(settings)}: expected a PoolSettings"
+            raise InvalidSettings(msg)
+        if not isinstance(exist_ok, bool):
+            msg = f"invalid exist_ok {shown(exist_ok)}: expected True or False"
+            raise InvalidSettings(msg)
+        if capacity_on((), settings):
+            self._capacity_needs_one_step("a rate or a daily budget")
+        try:
+            await self._store.create_profile(profile_id, settings)
+        except ProfileExists:
+            if exist_ok:
+                return False
+            raise
+        return True
+
+    async def delete_profile(self, profile_id: str, *, now: float | None = None) -> int:
+        """Delete a profile, its pool and its mappings; return how many were live."""
+        profile_id = _profile_id(profile_id)
+        removed = await self._store.delete_profile(profile_id, self._at(now))
+        self._choosers.pop(profile_id, None)
+        _log.info(
+            "deleted profile %r and %d live mappings",
+            profile_id,
+            removed,
+            extra={"profile_id": profile_id, "removed": removed},
+        )
+        return removed
+
+    async def settings(self, profile_id: str) -> PoolSettings:
+        """A profile's settings."""
+        return await self._store.settings(_profile_id(profile_id))
+
+    async def update_settings(self, profile_id: str, **changes: object) -> PoolSettings:
+        """Change some settings at once for every later call; return the new settings.
+
+        Raises InvalidSettings (nothing changes) for an unknown name or a bad value.
+        """
+        profile_id = _profile_id(profile_id)
+        while True:
+            old = await self._store.settings(profile_id)
+            new = old.evolve(**changes)
+            if capacity_on((), new):
+                self._capacity_needs_one_step("a rate or a daily budget")
+            if await self._store.replace_settings(profile_id, old, new):
+                if new != old:
+                    _log.info(
+                        "settings of profile %r changed: %s",
+                        profile_id,
+                        ", ".join(f"{k}={v!r}" for k, v in sorted(changes.items())),
+                        extra={"profile_id": profile_id, "changes": sorted(changes)},
+                    )
+                return new
+
+    async def profiles(self) -> list[str]:
+        """Every profile id, sorted."""
+        return await self._store.profiles()
+
+    # -- pools ----------------------------------------------------------------------
+    async def add_number(
+        self,
+        profile_id: str,
+        number: str,
+        number_type: NumberType | str = NumberType.LONG_CODE,
+        *,
+        healthy: bool = True,
+        rate: float | None = None,
+        daily_new_recipients: int | None = None,
+    ) -> SenderNumber:
+        """Add a number to a profile's pool and return it.
+
+        ``rate`` (segments per second) and ``daily_new_recipients`` are the number's
+        own limits, in place of its profile's for its type (None: the profile's).
+        Raises InvalidNumber, InvalidSettings, UnknownProfile, NumberInUse (it is in a
+        pool already), IncompatibleStore (limits on a store that cannot keep them).
+        """
+        profile_id = _profile_id(profile_id)
+        number = check_e164(number)
+        try:
+            kind = NumberType(number_type)
+        except ValueError:
+            msg = f"invalid number type {shown(number_type)}: expected 'long_code' or 'toll_free'"
+            raise InvalidSettings(msg) from None
+        if not isinstance(healthy, bool):
+            msg = f"invalid health {shown(healthy)}: expected True or False"
+            raise InvalidSettings(msg)
+        rate, daily = check_rate(rate), check_budget(daily_new_recipients)
+        if rate is not None or daily is not None:
+            self._capacity_needs_one_step("a number's own limits")
+            await self._store.add_number(
+                profile_id, number, kind, healthy=healthy, rate=rate, daily_new_recipients=daily
+            )
+        else:  # the call every store knows, limits or not
+            await self._store.add_number(profile_id, number, kind, healthy=healthy)
+        return SenderNumber(number, kind, healthy, rate, daily)
+
+    async def remove_number(
+        self, profile_id: str, number: str, *, now: float | None = None
+    ) -> int:
+        """Remove a number and every mapping to it at once; return how many were live.
+
+        Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        profile_id = _profile_id(profile_id)
+        number = check_e164(number)
+        removed = await self._store.remove_number(profile_id, number, self._at(now))
+        _log.info(
+            "removed number %s from profile %r and its %d live mappings",
+            number,
+            profile_id,
+            removed,
+            extra={"profile_id": profile_id, "number": number, "removed": removed},
+        )
+        return removed
+
+    async def set_health(self, number: str, healthy: bool) -> None:  # noqa: FBT001 - the spec's signature
+        """Mark a pooled number healthy or not. Raises UnknownNumber (in no pool)."""
+        if not isinstance(healthy, bool):
+            msg = f"invalid health {shown(healthy)}: expected True or False"
+            raise InvalidSettings(msg)
+        number = check_e164(number)
+        await self._store.set_health(number, healthy=healthy)
+        _log.info(
+            "number %s marked %s",
+            number,
+            "healthy" if healthy else "unhealthy",
+            extra={"number": number, "healthy": healthy},
+        )
+
+    async def set_limits(
+        self,
+        number: str,
+        *,
+        rate: float | object | None = _UNSET,
+        daily_new_recipients: int | object | None = _UNSET,
+    ) -> SenderNumber:
+        """Change a pooled number's own limits; return the number as it is now.
+
+        Only the names given change; None gives the number its profile's limit back.
+        Its schedule and today's count are kept. Raises InvalidSettings, UnknownNumber
+        (in no pool), IncompatibleStore (a store that cannot keep capacity).
+        """
+        number = check_e164(number)
+        changes: dict[str, float | int | None] = {}
+        if rate is not _UNSET:
+            changes["rate"] = check_rate(rate)
+        if daily_new_recipients is not _UNSET:
+            changes["daily_new_recipients"] = check_budget(daily_new_recipients)
+        if any(v is not None for v in changes.values()):
+            self._capacity_needs_one_step("a number's own limits")
+        updated = await self._store.set_limits(number, changes)
+        _log.info(
+            "limits of number %s set: rate=%r, daily_new_recipients=%r",
+            number,
+            updated.rate,
+            updated.daily_new_recipients,
+            extra={"number": number, "changes": sorted(changes)},
+        )
+        return updated
+
+    async def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
+        """A profile's pool, sorted by number."""
+        return await self._store.numbers(_profile_id(profile_id))
+
+    async def capacity(
+        self, profile_id: str, *, now: float | None = None
+    ) -> tuple[NumberCapacity, ...]:
+        """Each number's limits, next free slot and new recipients today. Pure. O(p)."""
+        at = self._at(now)
+        settings, pool, loads = await self._store.capacity_state(_profile_id(profile_id))
+        day = today(at, settings.timezone)[0]
+        out = []
+        for n in pool:
+            load, rate = loads.get(n.number, IDLE), rate_of(n, settings)
+            out.append(
+                NumberCapacity(
+                    n.number,
+                    rate,
+                    settings.burst,
+                    budget_of(n, settings),
+                    next_slot(load, at, rate, settings.burst),
+                    new_today(load, day),
+                )
+            )
+        return tuple(out)
+
+    # -- selection ------------------------------------------------------------------
+    async def select(  # noqa: C901, PLR0912 - the hot path, written out
+        self, profile_id: str, to: str, *, segments: int = 1, now: float | None = None
+    ) -> Selection:
+        """Choose the sender of a message to ``to``, keeping Sticky Sender's rules.
+
+        ``segments`` is the message's size in segments, which its sender's rate counts;
+        ``send_at`` in the answer is when it may leave (``now`` when there was room).
+        O(1) expected: a live mapping is one store look-up and refresh; a fresh choice
+        is one weighted draw in the first non-empty geomatch tier and one
+        compare-and-set (O(p) with capacity on). Raises UnknownProfile, InvalidNumber,
+        InvalidSettings (segments), NoEligibleSender, and its kinds PoolExhausted and
+        PoolBusy (capacity).
+        """
+        now = self._now() if now is None else _time(now)
+        if type(profile_id) is not str or type(to) is not str:
+            _profile_id(profile_id)
+            check_e164(to, "recipient")
+        if type(segments) is not int or segments < 1:
+            _segments(segments)
+        one_step = self._one_step
+        if one_step is not None:
+            try:
+                sel = await one_step(profile_id, to, now, self._decide_bound, self._hits, segments)
+            except NoEligibleSender as exc:
+                self._refused(exc)
+                raise
+            if sel.reason is _STICKY_REASON:  # counted by the store, under its lock
+                if sel[5] > now:
+                    self._tally()[_WAITED] += 1
+                return sel
+        else:
+            sel = await self._two_steps(profile_id, to, now)
+        # A recipient already stored was validated when it was stored: only a fresh
+        # choice validates ``to`` (in _decide), before anything is written.
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._tally()
+        reason = sel.reason
+        if reason is _STICKY_REASON:  # the common case, without hashing an Enum
+            counts[_STICKY] += 1
+        else:
+            counts[_SLOT[reason]] += 1
+            if sel.tier is not None:
+                counts[_SLOT[sel.tier]] += 1
+            if reason is _REASSIGNED:
+                self._reassigned(sel)
+        if sel[5] > now:
+            counts[_WAITED] += 1
+        return sel
+
+    def _refused(self, exc: NoEligibleSender) -> None:
+        """Count a select refused for capacity (PoolExhausted, PoolBusy)."""
+        if isinstance(exc, PoolExhausted):
+            self._tally()[_EXHAUSTED] += 1
+        elif isinstance(exc, PoolBusy):
+            self._tally()[_BUSY] += 1
+
+    def _reassigned(self, sel: Selection) -> None:
+        """Log a reassignment at DEBUG, with its cause when this engine's decide saw it.
+
+        A store that chooses itself (Redis) does not tell which sender it replaced.
+        """
+        stash = getattr(self._local, "replaced", None)
+        self._local.replaced = None
+        if not _log.isEnabledFor(_DEBUG):
+            return
+        previous, cause = stash[1:] if stash is not None and stash[0] == sel.to else (None, None)
+        _log.debug(
+            "reassigned %s of profile %r from %s to %s (%s)",
+            sel.to,
+            sel.profile_id,
+            previous or "its ineligible sender",
+            sel.from_number,
+            cause or "ineligible",
+            extra={
+                "profile_id": sel.profile_id,
+                "recipient": sel.to,
+                "number": sel.from_number,
+                "previous": previous,
+                "cause": cause or "ineligible",
+            },
+        )
+
+    def _decide(
+        self, profile_id: str, to: str, miss: Miss, known: Chooser | None = None
+    ) -> Selection:
+        """The policy of a fresh choice, given what the store read (may raise).
+
+        ``known`` is the chooser whose version the read was given; a miss without a
+        pool means that version is current.
+        """
+        if not is_e164(to):
+            check_e164(to, "recipient")
+        chooser = known or self._choosers.get(profile_id)
+        if miss.pool is not None and (chooser is None or chooser.version != miss.version):
+            chooser = Chooser(miss.pool, miss.settings, miss.version)
+            self._choosers[profile_id] = chooser
+        assert chooser is not None, "a miss without a pool needs the chooser it was read for"
+        if miss.loads is not None:
+            return self._plan(profile_id, to, miss, chooser)
+        plain = chooser.plain
+        if plain is not None:
+            sender, tier = plain(self._draws.take()), None
+        else:
+            # An empty pool raises before a random number is used, so one seed gives one
+            # sequence of choices whatever errors happened in between.
+            sender, tier = chooser.choose(
+                profile_id, to, 0.0 if chooser.empty else self._draws.take()
+            )
+        reason = self._fresh_reason(to, miss)
+        return _new(Selection, (profile_id, to, sender, reason, tier, miss.now))
+
+    def _fresh_reason(self, to: str, miss: Miss) -> Reason:
+        """Why a fresh choice is made, from what the store read."""
+        if not miss.settings.sticky_sender:
+            return Reason.POOL
+        if miss.previous is None:
+            return Reason.NEW
+        if miss.live:
+            self._local.replaced = (to, *_cause(miss))
+            return Reason.REASSIGNED
+        return Reason.EXPIRED
+
+    def _plan(self, profile_id: str, to: str, miss: Miss, chooser: Chooser) -> Selection:
+        """A select with capacity on: :func:`sticky.policy.plan` with the next draw.
+
+        The draw is consumed only when a fresh choice (or an overflow) used it.
+        """
+        assert miss.loads is not None
+        now = miss.now
+        fresh = _STICKY_REASON if miss.sticky is not None else self._fresh_reason(to, miss)
+        sender, tier, reason, send_at = plan(
+            chooser,
+            miss.loads,
+            to,
+            self._draws.peek(1)[0],
+            now,
+            today(now, miss.settings.timezone),
+            miss.sticky,
+            fresh,
+            profile_id,
+        )
+        if reason is not _STICKY_REASON:
+            self._draws.consume(1)
+        return _new(Selection, (profile_id, to, sender, reason, tier, send_at))
+
+    async def _two_steps(self, profile_id: str, to: str, now: float) -> Selection:
+        """Select on a store without a one-step select: read, choose, compare-and-set."""
+        store = self._store
+        while True:
+            chooser = self._choosers.get(profile_id)
+            known = -1 if chooser is None else chooser.version
+            miss = await store.begin_select(profile_id, to, now, known)
+            if isinstance(miss, Selection):
+                return miss
+            if miss.loads is not None:
+                self._capacity_needs_one_step("a select with capacity on")
+            sel = self._decide(profile_id, to, miss, chooser)
+            if sel.reason is Reason.POOL:
+                return sel
+            won = await store.commit_select(profile_id, to, sel.from_number, miss, now)
+            if won is True:
+                return sel
+            if won is not None:  # another select stored a live mapping first: honour it
+                return won
+            # The pool or the mapping changed since the read: start over.
+
+    def _tally(self) -> list[int]:
+        """This thread's counters: no lock on the hot path; stats() adds them up."""
+        try:
+            return self._local.counts  # type: ignore[no-any-return]
+        except AttributeError:
+            counts = self._local.counts = [0] * len(_SLOT)
+            with self._lock:
+                self._all_counts.append(counts)
+            return counts
+
+    async def select_many(
+        self,
+        profile_id: str,
+        recipients: Iterable[str],
+        *,
+        segments: int = 1,
+        now: float | None = None,
+    ) -> list[Selection]:
+        """Select for each recipient, at one ``now``, with the rules of one-by-one selects.
+
+        Every recipient is validated first, so a bad one changes nothing. Each select
+        is atomic; the batch as a whole is not (a NoEligibleSender stops it, after the
+        selects before it). On a store with one-step batches (:class:`OneStepBatchStore`,
+        such as Redis), the whole batch costs one round trip; with batch calls
+        (:class:`BatchStore`), two: one read, one compare-and-set.
+        A recipient repeated in a batch is selected again after its first occurrence
+        (a sticky hit on the sender it just got, which reserves its own slots).
+        Every message of the batch has ``segments`` segments.
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        segments = _segments(segments)
+        batch = [check_e164(to, "recipient") for to in recipients]
+        store = self._store
+        if self._many_in_one_step is not None and len(batch) > 1:
+            return await self._select_many_in_one_step(profile_id, batch, at, segments)
+        if not isinstance(store, AsyncBatchStore) or len(batch) < 2:
+            return [await self.select(profile_id, to, segments=segments, now=at) for to in batch]
+        unique = list(dict.fromkeys(batch))
+        chooser = self._choosers.get(profile_id)
+        known = -1 if chooser is None else chooser.version
+        began = await store.begin_select_many(profile_id, unique, at, known)
+        if any(isinstance(b, Miss) and b.loads is not None for b in began):
+            # Capacity on: its begin answered no hit and wrote nothing; one-step selects.
+            return [await self.select(profile_id, to, segments=segments, now=at) for to in batch]
+        done: dict[str, Selection] = {}
+        pending: list[tuple[Selection, Miss]] = []
+        failure: NoEligibleSender | None = None
+        for to, result in zip(unique, began, strict=True):
+            if isinstance(result, Selection):
+                done[to] = result
+                continue
+            try:
+                sel = self._decide(profile_id, to, result, chooser)
+            except NoEligibleSender as exc:
+                failure = exc
+                break
+            if sel.reason is Reason.POOL:
+                done[to] = sel
+            else:
+                pending.append((sel, result))
+        if pending:
+            await self._commit_many(store, profile_id, pending, done, at)
+        self._count(done.values(), at)
+        if failure is not None:
+            raise failure
+        return await self._expand(profile_id, batch, done, at, segments)
+
+    async def _select_many_in_one_step(
+        self, profile_id: str, batch: list[str], at: float, segments: int
+    ) -> list[Selection]:
+        """select_many on a store that runs a batch's selects itself, in one round trip."""
+        assert self._many_in_one_step is not None
+        made, failed = await self._many_in_one_step(
+            profile_id, list(dict.fromkeys(batch)), at, self._decide_bound, segments
+        )
+        self._count(made, at)
+        if failed is not None:
+            self._refused(failed)
+            raise failed
+        return await self._expand(profile_id, batch, {s.to: s for s in made}, at, segments)
+
+    def _count(self, selections: Iterable[Selection], now: float) -> None:
+        """Count a batch's selections by reason and tier in this thread's counters."""
+        counts = self._tally()
+        for sel in selections:
+            counts[_SLOT[sel.reason]] += 1
+            if sel.tier is not None:
+                counts[_SLOT[sel.tier]] += 1
+            if sel.reason is _REASSIGNED:
+                self._reassigned(sel)
+            if sel[5] > now:
+                counts[_WAITED] += 1
+
+    async def _commit_many(
+        self,
+        store: AsyncBatchStore,
+        profile_id: str,
+        pending: list[tuple[Selection, Miss]],
+        done: dict[str, Selection],
+        at: float,
+    ) -> None:
+        """Compare-and-set a batch's fresh choices in one call; settle losers alone."""
+        outcomes = await store.commit_select_many(
+            profile_id,
+            [(s.to, s.from_number, miss) for s, miss in pending],
+            at,
+        )
+        for (sel, _), won in zip(pending, outcomes, strict=True):
+            if won is True:
+                done[sel.to] = sel
+            elif won is not None:
+                done[sel.to] = won
+            else:  # lost a race on this recipient: settle it alone
+                done[sel.to] = await self._two_steps(profile_id, sel.to, at)
+
+    async def _expand(
+        self,
+        profile_id: str,
+        batch: list[str],
+        done: dict[str, Selection],
+        at: float,
+        segments: int,
+    ) -> list[Selection]:
+        """The batch's answers in order, from those of its distinct recipients.
+
+        A repeat is a select of its own (rare): a hit on the mapping just made, or a
+        fresh choice with sticky off, which reserves its own slots either way.
+        """
+        if len(done) == len(batch):
+            return [done[to] for to in batch]
+        out = []
+        seen: set[str] = set()
+        for to in batch:
+            if to not in seen:
+                seen.add(to)
+                out.append(done[to])
+            else:
+                out.append(await self.select(profile_id, to, segments=segments, now=at))
+        return out
+
+    # -- inspection and override ----------------------------------------------------
+    async def mapping(
+        self, profile_id: str, to: str, *, now: float | None = None
+    ) -> Mapping | None:
+        """The live mapping of ``to``, or None. Pure: changes nothing. O(1)."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        found = await self._store.mapping(profile_id, to, at)
+        if found is None:
+            return None
+        sender, last_used, ttl = found
+        return Mapping(profile_id, to, sender, last_used, last_used + ttl)
+
+    async def recipients_of(
+        self, profile_id: str, number: str, *, now: float | None = None
+    ) -> list[str]:
+        """The recipients with a live mapping to ``number``, sorted. Pure. O(k log k)."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        return await self._store.recipients_of(profile_id, check_e164(number), at)
+
+    async def pin(
+        self, profile_id: str, to: str, number: str, *, now: float | None = None
+    ) -> Mapping:
+        """Map ``to`` to ``number`` of the pool as used now, replacing any mapping.
+
+        Allowed whatever the number's health or weight and whether sticky is on.
+        Raises UnknownNumber when ``number`` is not in the pool.
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        number = check_e164(number)
+        settings = await self._store.pin(profile_id, to, number, at)
+        return Mapping(profile_id, to, number, at, at + settings.ttl)
+
+    async def import_mappings(
+        self,
+        profile_id: str,
+        mappings: Iterable[tuple[str, str, float]],
+        *,
+        now: float | None = None,
+    ) -> int:
+        """Store mappings ``(to, from_number, last_used)`` as they were used; return how many.
+
+        For imports from another store: each keeps its ``last_used`` (so its age, and
+        it expires when it would have). One is skipped when it is dead now, or when the
+        recipient has a live mapping used as recently or later (re-running an import
+        writes nothing more). Imported mappings are not new recipients for capacity.
+        Every input is checked before anything is written: InvalidNumber, InvalidTime,
+        InvalidSettings (an item that is not a triple); UnknownNumber (a sender not in
+        the pool) writes nothing. Atomic on the memory store and SQLite, per 256
+        entries on Redis, in one round trip a call
+        (:class:`~sticky.store.base.BulkImportStore`); on another store one ``mapping``
+        and one ``pin`` per entry. Raises UnknownProfile. O(k) for k mappings.
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        entries = [_import_entry(item) for item in mappings]
+        store = self._store
+        if not entries:
+            await store.settings(profile_id)  # an unknown profile raises all the same
+            return 0
+        # The optional protocol's one method decides: a store may lack other optional
+        # parts (the runtime protocol check asks for every method of Store too).
+        if hasattr(store, "import_mappings"):
+            written = await cast("AsyncBulkImportStore", store).import_mappings(
+                profile_id, entries, at
+            )
+        else:
+            written = await aimport_by_pin(store, profile_id, entries, at)
+        _log.info(
+            "imported %d of %d mappings into profile %r",
+            written,
+            len(entries),
+            profile_id,
+            extra={"profile_id": profile_id, "written": written, "given": len(entries)},
+        )
+        return written
+
+    async def forget(self, profile_id: str, to: str, *, now: float | None = None) -> bool:
+        """Delete the mapping of ``to``; return whether a live one existed."""
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        return await self._store.forget(profile_id, check_e164(to, "recipient"), at)
+
+    # -- housekeeping ---------------------------------------------------------------
+    async def evict_expired(self, *, now: float | None = None) -> int:
+        """Remove every dead mapping from the store; return how many. O(k log n)."""
+        at = self._at(now)
+        removed = await self._store.evict_expired(at)
+        _log.log(
+            logging.INFO if removed else _DEBUG,
+            "evicted %d dead mappings",
+            removed,
+            extra={"removed": removed, "now": at},
+        )
+        return removed
+
+    async def iter_mappings(
+        self, profile_id: str, *, now: float | None = None, batch: int = 1_000
+    ) -> AsyncIterator[list[Mapping]]:
+        """A profile's live mappings in batches of about ``batch``: for exports. Pure.
+
+        Streams: memory stays bounded by the batch, whatever the profile's size. Each
+        batch is one atomic read (one round trip on Redis, one transaction on SQLite) on
+        a store with ``iter_mappings``; on another store it is built from
+        ``recipients_of`` and one ``mapping`` per recipient. Not a snapshot: a mapping
+        written or removed during the scan may be missed or listed as it was. O(n) in
+        all. Raises UnknownProfile, InvalidSettings (a batch that is not a count >= 1).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            msg = f"invalid batch {shown(batch)}: expected an integer >= 1"
+            raise InvalidSettings(msg)
+        store = self._store
+        # async: begin
+        scan = await store.iter_mappings(profile_id, at, batch)
+        # async: end
+        # sync: if isinstance(store, MappingScanStore):
+        # sync:     scan = store.iter_mappings(profile_id, at, batch)
+        # sync: else:
+        # sync:     scan = scan_by_sender(store, profile_id, at, batch)
+        return _as_mappings(profile_id, scan)
+
+    async def stats(self) -> Stats:
+        """This engine's counters and the store's mapping count. Pure."""
+        mappings, evicted = await self._store.counts()
+        with self._lock:
+            c = [sum(column) for column in zip(*self._all_counts, strict=True)] or [0] * len(_SLOT)
+        c[_STICKY] += self._hits[0]
+        return Stats(
+            mappings=mappings,
+            sticky=c[0],
+            new=c[1],
+            expired=c[2],
+            reassigned=c[3],
+            pool=c[4],
+            evicted=evicted,
+            tier_area_code=c[5],
+            tier_overlay=c[6],
+            tier_region=c[7],
+            tier_country=c[8],
+            tier_none=c[9],
+            overflow=c[11],
+            waited=c[12],
+            exhausted=c[13],
+            busy=c[14],
+        )
+
+
+async def _as_mappings(
+    profile_id: str, scan: AsyncIterator[list[LiveMapping]]
+) -> AsyncIterator[list[Mapping]]:
+    """A scan's pages of ``(to, sender, last_used, ttl)`` as pages of :class:`Mapping`."""
+    async for page in scan:
+        yield [Mapping(profile_id, to, sender, used, used + ttl) for to, sender, used, ttl in page]

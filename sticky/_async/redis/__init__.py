@@ -1,0 +1,1 @@
+"""The asyncio sources of the Redis store (``sticky.store.redis`` is generated from them)."""

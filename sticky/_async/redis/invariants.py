@@ -1,0 +1,221 @@
+"""The Redis store's check_invariants: reads every key of a prefix and asserts it is whole.
+
+For tests (O(keys)); :meth:`sticky.store.redis.RedisStore.check_invariants` says what
+is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+
+from sticky import policy
+from sticky._async.redis.runner import AsyncRunner
+from sticky.settings import PoolSettings
+from sticky.store.redis import codec
+from sticky.store.redis.keys import KeyScheme, unhex
+from sticky.store.redis.scripts import LAYOUT, text
+
+__all__ = ["check"]
+
+
+async def check(run: AsyncRunner, keys: KeyScheme, *, allow_leftovers: bool) -> None:
+    """Assert every invariant of the data under ``keys``' prefix; AssertionError names one."""
+    prefix = keys.prefix
+    metas = {
+        key[len(prefix) + 2 : -len("}:meta")]
+        for key in await run.scan(f"{keys.glob()}:{{*}}:meta")
+    }
+    listed = set(await run.command("SMEMBERS", keys.profiles))
+    assert metas <= listed, f"profiles missing from the profile set: {metas - listed}"
+    if not allow_leftovers:
+        assert listed <= metas, f"ids of deleted profiles in the profile set: {listed - metas}"
+    owners: dict[str, str] = {}
+    for hex_value in sorted(metas):
+        owners.update(await _check_profile(run, keys, hex_value, allow_leftovers=allow_leftovers))
+    owner_keys = sorted(
+        set(await run.scan(f"{keys.glob()}:own:*")) | {keys.owner(n) for n in owners}
+    )
+    values = dict(
+        zip(
+            owner_keys,
+            await run.pipeline([(None, ("GET", key)) for key in owner_keys]),
+            strict=True,
+        )
+    )
+    for number, me in owners.items():
+        assert values[keys.owner(number)] == me, f"{number}: owner key is not {me}"
+    for key in owner_keys:
+        number = unhex(key[len(prefix) + 5 :])
+        assert number in owners or allow_leftovers, (
+            f"owner key of {number!r} ({values[key]}) names no pool holding it"
+        )
+
+
+async def _check_profile(
+    run: AsyncRunner, keys: KeyScheme, hex_value: str, *, allow_leftovers: bool
+) -> dict[str, str]:
+    """Check one profile; return its numbers' expected owner-key values."""
+    k = keys.of_hex(hex_value)
+    (
+        meta,
+        pool_flat,
+        table,
+        claims,
+        queue,
+        late_flat,
+        rev,
+        version,
+        choice,
+        batch,
+        cap,
+    ) = await run.pipeline(
+        [
+            (None, ("HGETALL", k.meta)),
+            (None, ("HGETALL", k.pool)),
+            (None, ("HGETALL", k.map)),
+            (None, ("HGETALL", k.claims)),
+            (None, ("LRANGE", k.queue, "0", "-1")),
+            (None, ("ZRANGE", k.late, "0", "-1", "WITHSCORES")),
+            (None, ("ZRANGE", k.rev, "0", "-1")),
+            (None, ("GET", k.ver)),
+            (None, ("HGETALL", k.choice)),
+            (None, ("HGETALL", k.batch)),
+            (None, ("HGETALL", k.cap)),
+        ]
+    )
+    pid = unhex(hex_value)
+    meta, pool_map, table, claims = (_as_dict(x) for x in (meta, pool_flat, table, claims))
+    assert meta["id"] == hex_value, f"{pid}: meta names {meta['id']}"
+    settings = PoolSettings.from_dict(json.loads(meta["settings"]))
+    json_text, *fields = codec.settings_args(settings)
+    # Settings written before a field existed lack it (read as its default), in order.
+    data, canonical = json.loads(meta["settings"]), json.loads(json_text)
+    older = set(data) < set(canonical) and all(canonical[k] == v for k, v in data.items())
+    assert meta["settings"] == json_text or older, f"{pid}: settings are not canonical"
+    got = [meta["ttl"], meta["sticky"]]
+    assert got == fields, f"{pid}: settings fields {got} disagree with {fields}"
+    assert version is not None, f"{pid}: no version"
+    assert int(meta["inc"]) <= int(version), f"{pid}: incarnation after the version"
+    _check_pool(pid, meta, pool_map, settings)
+    _check_choice(pid, _as_dict(choice), version, pool_map, settings)
+    _check_capacity(pid, meta, _as_dict(choice), version, pool_map, _as_dict(cap))
+    for token, offset in _as_dict(batch).items():  # a batch in flight, or one broken off
+        assert allow_leftovers, f"{pid}: batch {token} left in the batch hash"
+        assert offset.isdigit(), f"{pid}: batch {token} at offset {offset!r}"
+    if not allow_leftovers:
+        assert not claims, f"{pid}: pending claims {claims}"
+    index: set[tuple[float, str]] = set()
+    queue_keys = []
+    for item in queue:
+        key, _, to = item.partition(" ")
+        queue_keys.append(float(key))
+        index.add((float(key), to))
+    assert queue_keys == sorted(queue_keys), f"{pid}: queue keys out of order"
+    due = meta.get("due")  # the expiry index's lower bound, when known
+    if due == "none":
+        assert not queue, f"{pid}: due says the index is empty, the queue is not"
+        assert not late_flat, f"{pid}: due says the index is empty, late is not"
+    # redis-py may pair members with scores, or not: flatten
+    flat = [
+        text(x)
+        for item in late_flat
+        for x in (item if isinstance(item, (list, tuple)) else [item])
+    ]
+    for member, score in zip(flat[::2], flat[1::2], strict=True):
+        to, sep, seq = member.partition("\0")
+        assert sep, f"{pid}: late member {member!r}"
+        assert seq.isdigit(), f"{pid}: late member {member!r}"
+        index.add((float(score), to))
+    if due is not None and due != "none":
+        assert all(float(due) <= key for key, _ in index), f"{pid}: an index key below due"
+    expected_rev = set()
+    for to, value in table.items():
+        last_used, idx, sender = value.split(" ", 2)
+        assert sender in pool_map, f"{pid}: {to} maps to {sender}, not in pool"
+        assert codec.float_text(float(last_used)) == last_used, f"{pid}: {to}: {last_used!r}"
+        assert float(idx) <= float(last_used), f"{pid}: {to} index key after last use"
+        assert (float(idx), to) in index, f"{pid}: {to} missing from the expiry index"
+        expected_rev.add(f"{sender}\0{to}")
+    assert set(rev) == expected_rev, f"{pid}: reverse index disagrees"
+    assert len(rev) == len(expected_rev)
+    if "horizon" in meta:
+        assert codec.float_text(float(meta["horizon"])) == meta["horizon"]
+    return dict.fromkeys(pool_map, f"{meta['inc']}:{hex_value}")
+
+
+def _check_pool(
+    pid: str, meta: dict[str, str], pool_map: dict[str, str], settings: PoolSettings
+) -> None:
+    """Entries of the profile's layout; with flags, each one policy.is_eligible's answer."""
+    if "layout" not in meta:  # written by 0.1, not touched since: no flags yet
+        assert all(v[0] in "LT" and v[1] in "01" and len(v) == 2 for v in pool_map.values())
+        return
+    assert meta["layout"] == LAYOUT, f"{pid}: layout {meta['layout']!r}"
+    stale = {"lw", "tw", "skip"} & meta.keys()
+    assert not stale, f"{pid}: 0.1's eligibility fields left in meta: {stale}"
+    for number, value in pool_map.items():
+        assert len(value) == 3 or value[3] == " ", f"{pid}: {number}: entry {value!r}"
+        assert value[0] in "LT", f"{pid}: {number}: entry {value!r}"
+        assert value[1] in "01", f"{pid}: {number}: entry {value!r}"
+        (sender,) = codec.parse_pool([number, value])
+        eligible = "1" if policy.is_eligible(sender, settings) else "0"
+        assert value[2] == eligible, f"{pid}: {number}: eligible flag {value[2]}, not {eligible}"
+        assert codec.entry(sender, settings) == value, f"{pid}: {number}: entry {value!r}"
+
+
+def _check_choice(
+    pid: str,
+    choice: dict[str, str],
+    version: str,
+    pool_map: dict[str, str],
+    settings: PoolSettings,
+) -> None:
+    """The choice data, when stored for the current version, is the Chooser's of the pool."""
+    if choice.get("v") != version:  # none yet, or of an older version: never read
+        return
+    pool = codec.parse_pool([x for number, e in pool_map.items() for x in (number, e)])
+    args = codec.choice_args(pool, settings, int(version))
+    expected = dict(zip(args[2::2], args[3::2], strict=True))
+    expected.update(v=version, mode=args[1])
+    assert choice == expected, f"{pid}: choice data is not the Chooser's of the pool"
+
+
+def _check_capacity(
+    pid: str,
+    meta: dict[str, str],
+    choice: dict[str, str],
+    version: str,
+    pool_map: dict[str, str],
+    cap: dict[str, str],
+) -> None:
+    """Capacity state only for pooled numbers, each parseable; meta's flag as the choice's.
+
+    meta's ``cap`` (when present) is the choice data's: that data is of the current
+    version, and the flag is ``0`` (off) or the time zone it names.
+    """
+    for number, value in cap.items():
+        assert number in pool_map, f"{pid}: capacity state of {number}, not in the pool"
+        try:
+            tat, floor, day, count = codec.parse_load(value)
+        except ValueError:
+            raise AssertionError(f"{pid}: {number}: capacity state {value!r}") from None
+        assert day >= 0, f"{pid}: {number}: capacity state {value!r}"
+        assert count >= 0, f"{pid}: {number}: capacity state {value!r}"
+        assert not math.isnan(tat), f"{pid}: {number}: capacity state {value!r}"
+        assert not math.isnan(floor), f"{pid}: {number}: capacity state {value!r}"
+    flag = meta.get("cap")
+    if flag is None:
+        return
+    assert choice.get("v") == version, f"{pid}: capacity flag without current choice data"
+    want = "0" if choice.get("cap") == "0" else choice.get("tz")
+    assert flag == want, f"{pid}: capacity flag {flag!r}, the choice data says {want!r}"
+
+
+def _as_dict(flat: Iterable[str] | dict[str, str]) -> dict[str, str]:
+    """A HGETALL reply as a dict (redis-py parses it to one already)."""
+    if isinstance(flat, dict):
+        return {text(k): text(v) for k, v in flat.items()}
+    items = list(flat)
+    return dict(zip(items[::2], items[1::2], strict=True))
