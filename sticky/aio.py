@@ -59,7 +59,7 @@ def open_async_store(url: str) -> AsyncStore:
     ):
         from sticky._async.redis.store import AsyncRedisStore  # noqa: PLC0415
 
-        native: AsyncStore = AsyncRedisStore.from_url(url)  # type: ignore[assignment]
+        native: AsyncStore = AsyncRedisStore.from_url(url)
         return native
     store = open_store(url)
     if isinstance(store, MemoryStore):

@@ -209,7 +209,9 @@ class AsyncRedisPools:
         may carry ``min_replicas`` and ``replica_timeout`` (seconds), as the keywords
         do. Defaults: 5 s socket and connect timeouts, decoded replies, and no
         automatic retries (a retried script could apply twice; a failed call raises
-        StoreUnavailable instead). ``client_options`` go to redis-py.
+        StoreUnavailable instead). ``client_options`` go to redis-py. The asyncio
+        store keeps at most ``max_connections`` (default 50) connections: a task waits
+        for a free one.
         """
         try:
             # async: begin
@@ -241,7 +243,11 @@ class AsyncRedisPools:
                 if durable and parts is not None:
                     url = parts._replace(query=urllib.parse.urlencode(query, doseq=True)).geturl()
                 # async: begin
-                client = aredis.Redis.from_url(url, **options)
+                # Tasks wait for one of a bounded set of connections (50 unless
+                # max_connections says otherwise) rather than fail when all are busy.
+                options.setdefault("max_connections", 50)
+                pool = aredis.BlockingConnectionPool.from_url(url, **options)
+                client = aredis.Redis.from_pool(pool)  # the client closes the pool
                 # async: end
                 # sync: client = redis_module.Redis.from_url(url, **options)
         except ValueError as exc:  # redis-py's word for a bad port, db or option in the URL

@@ -193,7 +193,9 @@ class RedisPools:
         may carry ``min_replicas`` and ``replica_timeout`` (seconds), as the keywords
         do. Defaults: 5 s socket and connect timeouts, decoded replies, and no
         automatic retries (a retried script could apply twice; a failed call raises
-        StoreUnavailable instead). ``client_options`` go to redis-py.
+        StoreUnavailable instead). ``client_options`` go to redis-py. The asyncio
+        store keeps at most ``max_connections`` (default 50) connections: a task waits
+        for a free one.
         """
         try:
             import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
