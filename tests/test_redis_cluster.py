@@ -205,6 +205,10 @@ def test_a_slow_node_applies_nothing_twice(redis_cluster: RedisCluster) -> None:
     ]
     for name, run in calls:
         e.mapping(pid, "+12125550001")  # a live connection: the call itself is what waits
+        # A fresh pool version in the store's cache: a call the node runs late then
+        # applies (a pin checks the version it planned with, and a timed-out remove
+        # left the cache behind).
+        e.numbers(pid)
         before = evalsha_calls(admin)
         sleeper = threading.Thread(
             target=lambda: node.client().execute_command("DEBUG", "SLEEP", "0.5")
