@@ -94,6 +94,8 @@ def test_memory_and_redis_cluster_agree_step_by_step(redis_cluster: RedisCluster
     run_state_machine_as_test(
         MemoryVsCluster,
         settings=settings(
+            # The same examples every run: a run that met no sticky hit proved nothing.
+            derandomize=True,
             max_examples=25,
             stateful_step_count=40,
             deadline=None,

@@ -578,14 +578,27 @@ local function parse_load(v)
   return {tonumber(t), tonumber(f), tonumber(d), tonumber(c)}
 end
 
--- Every number's load (HGETALL of cap): number -> load.
-local function read_loads()
-  local flat = redis.call('HGETALL', KEYS[11])
-  local loads = {}
-  for i = 1, #flat, 2 do
-    loads[flat[i]] = parse_load(flat[i + 1])
+-- The loads of a select, read as they are asked for (one HGET each): a sticky hit
+-- reads its sender's alone. fill_loads reads them all at once (HGETALL) for a plan
+-- that looks at every number.
+local function lazy_loads()
+  return setmetatable({}, {__index = function(t, n)
+    local load = parse_load(redis.call('HGET', KEYS[11], n))
+    rawset(t, n, load)
+    return load
+  end})
+end
+
+local function fill_loads(cap)
+  if cap.all then
+    return
   end
-  return loads
+  local flat = redis.call('HGETALL', KEYS[11])
+  for i = 1, #flat, 2 do
+    rawset(cap.loads, flat[i], parse_load(flat[i + 1]))
+  end
+  setmetatable(cap.loads, nil)
+  cap.all = true
 end
 
 local function write_load(loads, number, load)
@@ -806,13 +819,18 @@ local function judge_capacity(p, to, now_s, now)
   return false, verdict, v
 end
 
--- A whole select with capacity on: plan it, then store it (a sticky answer refreshes
+-- A whole select with capacity on (`judged`: judge_capacity's answer when the caller
+-- has it, so that a sticky hit is judged once): plan it, then store it (a sticky answer refreshes
 -- the mapping; any other but POOL stores it, replacing the old) and reserve its
 -- slots (a new recipient counted when a mapping was created). `cap` holds cfg, loads,
 -- day, next_day_s and segments. Returns true, sender, reason, tier, send_at text, or
 -- an error tag and its retry_at (and a busy sticky sender), having written nothing.
-local function select_capacity(p, cap, c, to, r, now_s, now)
-  local sticky, reason, old, lu_s, lu, idx_s = judge_capacity(p, to, now_s, now)
+local function select_capacity(p, cap, c, to, r, now_s, now, judged)
+  judged = judged or {judge_capacity(p, to, now_s, now)}
+  local sticky, reason, old, lu_s, lu, idx_s = unpack(judged, 1, 6)
+  if not sticky or cap.cfg.max_wait then -- the plan may look at every number
+    fill_loads(cap)
+  end
   local kind, sender, tier, why, send_at = plan(cap.cfg, cap.loads, c, r, now, cap.day,
     cap.next_day_s, sticky, reason)
   if kind ~= true then
@@ -849,7 +867,8 @@ local function capacity_of(p, c, cap_s, lim_s, tz, day_s, next_day_s, segments_s
   end
   return {
     cfg = parse_capacity(cap_s, lim_s, p.sticky),
-    loads = read_loads(),
+    loads = lazy_loads(),
+    all = false,
     day = tonumber(day_s),
     next_day_s = next_day_s,
     segments = tonumber(segments_s),

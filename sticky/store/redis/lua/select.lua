@@ -16,8 +16,30 @@ if not p then
 end
 local to, now_s = ARGV[1], ARGV[2]
 local now = tonumber(now_s)
-local c
+local function answer(cap, kind, sender, reason, tier, send_at)
+  if kind == {{NO_ELIGIBLE}} then
+    return {kind}
+  elseif kind ~= true then
+    return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
+  elseif reason == STICKY then
+    return {{{HIT}}, sender, send_at}
+  end
+  return {{{CHOSEN}}, sender, reason, tier, send_at}
+end
+local c, judged
 if p.cap ~= '0' then -- capacity on, or not known yet
+  -- A sticky recipient that keeps its number (no max_wait to weigh) needs the
+  -- capacity settings and its sender's state alone, not the groups a choice draws from.
+  local head = redis.call('HMGET', KEYS[9], 'v', 'cap', 'lim')
+  if head[1] == version_of(p) and head[2] and head[2] ~= '0' and ARGV[9] == p.cap then
+    local cap = capacity_of(p, head, head[2], head[3], ARGV[9], ARGV[10], ARGV[11], ARGV[12])
+    if not cap.cfg.max_wait then
+      judged = {judge_capacity(p, to, now_s, now)} -- a miss keeps it for the plan below
+      if judged[1] then
+        return answer(cap, select_capacity(p, cap, nil, to, 0, now_s, now, judged))
+      end
+    end
+  end
   c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', ARGV[5], ARGV[6], ARGV[7], ARGV[8],
     'cap', 'lim')
   if not choice_is_current(p, c, ARGV[4]) then
@@ -28,16 +50,7 @@ if p.cap ~= '0' then -- capacity on, or not known yet
     return stale
   end
   if cap then
-    local kind, sender, reason, tier, send_at = select_capacity(p, cap, c, to,
-      tonumber(ARGV[3]), now_s, now)
-    if kind == {{NO_ELIGIBLE}} then
-      return {kind}
-    elseif kind ~= true then
-      return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
-    elseif reason == STICKY then
-      return {{{HIT}}, sender, send_at}
-    end
-    return {{{CHOSEN}}, sender, reason, tier, send_at}
+    return answer(cap, select_capacity(p, cap, c, to, tonumber(ARGV[3]), now_s, now, judged))
   end
 end
 local reason, old = hit_or_reason(p, to, now_s, now)
