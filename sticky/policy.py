@@ -48,6 +48,7 @@ __all__ = [
     "budget_of",
     "busy_until",
     "capacity_on",
+    "clears_mappings",
     "count_new",
     "counts_budget",
     "dead_up_to",
@@ -145,6 +146,15 @@ def judged_at(now: float, horizon: float) -> float:
     ``remove_number``, ``evict_expired``); a sticky hit evicts nothing and leaves it.
     """
     return now if now > horizon else horizon  # noqa: FURB136 - max() costs a call
+
+
+def clears_mappings(old: PoolSettings, new: PoolSettings) -> bool:
+    """Whether a settings change deletes the profile's mappings, in its own step. O(1).
+
+    Sticky sender turned off with ``clear_on_sticky_off``; otherwise turning it off keeps
+    the mappings, disregarded until it is turned on again.
+    """
+    return old.sticky_sender and not new.sticky_sender and new.clear_on_sticky_off
 
 
 def weight_of(number_type: NumberType, settings: PoolSettings) -> float:

@@ -174,6 +174,10 @@ def _skip_unhealthy(value: object) -> bool:
     return _flag("skip_unhealthy", value)
 
 
+def _clear_on_sticky_off(value: object) -> bool:
+    return _flag("clear_on_sticky_off", value)
+
+
 @attrs.frozen(slots=True)
 class PoolSettings:
     """A profile's settings. Frozen; every value is checked when constructed.
@@ -190,6 +194,10 @@ class PoolSettings:
     waits for its own number before it overflows to a sooner one (None: always), and
     ``max_queue`` the longest wait a select accepts before it raises
     :class:`~sticky.PoolBusy` (None: any). Times in seconds or timedeltas.
+
+    ``clear_on_sticky_off``: turning ``sticky_sender`` off also deletes the profile's
+    mappings, in the same atomic step (the default keeps them, disregarded, for when it
+    is turned on again).
     """
 
     sticky_sender: bool = attrs.field(default=True, converter=_sticky_sender)
@@ -210,6 +218,9 @@ class PoolSettings:
     choice_wait: float = attrs.field(default=0.0, converter=_choice_wait, kw_only=True)
     max_queue: float | None = attrs.field(default=None, converter=_max_queue, kw_only=True)
     timezone: str = attrs.field(default="UTC", converter=_timezone, kw_only=True)
+    clear_on_sticky_off: bool = attrs.field(
+        default=False, converter=_clear_on_sticky_off, kw_only=True
+    )
 
     def __new__(cls, *_args: object, **names: object) -> Self:
         """Refuse unknown names with InvalidSettings, naming them (not a bare TypeError).
@@ -255,6 +266,7 @@ class PoolSettings:
             "choice_wait": self.choice_wait,
             "max_queue": self.max_queue,
             "timezone": self.timezone,
+            "clear_on_sticky_off": self.clear_on_sticky_off,
         }
 
     @classmethod

@@ -52,6 +52,7 @@ from sticky.policy import (
     Load,
     budget_of,
     busy_until,
+    clears_mappings,
     count_new,
     eligible_numbers,
     is_live,
@@ -338,12 +339,21 @@ class MemoryStore:
             return self._get(profile_id).settings
 
     def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
-        """Compare-and-set the settings. O(p log p), plus the evictions a longer ttl needs."""
+        """Compare-and-set the settings. O(p log p), plus the evictions a longer ttl needs.
+
+        O(1) more to drop every mapping when :func:`~sticky.policy.clears_mappings`.
+        """
         with self._lock:
             p = self._get(profile_id)
             if p.settings != old:
                 return False
-            if new.ttl > p.ttl:  # so that no dead mapping comes back to life
+            if clears_mappings(p.settings, new):
+                p.table = _Table()
+                p.by_sender = {}
+                p.queue = deque()
+                p.late = SortedList()
+                p.late_min = math.inf
+            elif new.ttl > p.ttl:  # so that no dead mapping comes back to life
                 self._evict(p, p.horizon, math.inf, math.inf)
             p.apply(new, self._next_version())
             return True

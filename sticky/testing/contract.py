@@ -170,6 +170,23 @@ class StoreContract(ErrorsContract, CapacityContract, ImportContract):
         e.update_settings("p", sticky_sender=True)
         assert e.select("p", TO, now=T0 + 20 + TTL).reason in {Reason.EXPIRED, Reason.NEW}
 
+    def test_clear_on_sticky_off_deletes_the_mappings_with_the_change(self) -> None:
+        e = self.pool(PoolSettings(clear_on_sticky_off=True))
+        senders = {to: e.select("p", to).from_number for to in (TO, "+12125550009")}
+        e.update_settings("p", ttl=TTL / 2)  # other changes keep them
+        assert all(e.mapping("p", to) is not None for to in senders)
+        assert e.stats().mappings == 2
+        e.update_settings("p", sticky_sender=False)
+        assert [e.mapping("p", to) for to in senders] == [None, None]
+        assert e.recipients_of("p", senders[TO]) == []
+        assert e.stats().mappings == 0
+        e.update_settings("p", sticky_sender=True)
+        assert e.select("p", TO).reason is Reason.NEW
+        e.store.check_invariants()
+        # without the setting, turning sticky off keeps them (the default)
+        e.update_settings("p", clear_on_sticky_off=False, sticky_sender=False)
+        assert e.mapping("p", TO) is not None
+
     # -- eligibility ----------------------------------------------------------------
     def test_unhealthy_keeps_mapping_unless_skip_unhealthy(self) -> None:
         e = self.pool()

@@ -242,7 +242,9 @@ class Model:
     def update(self, pid: str, changes: dict[str, object]) -> PoolSettings:
         p = self._get(pid)
         new = p.settings.evolve(**changes)
-        if new.ttl > p.settings.ttl:
+        if p.settings.sticky_sender and not new.sticky_sender and new.clear_on_sticky_off:
+            p.maps.clear()  # cleared with the change, in one step
+        elif new.ttl > p.settings.ttl:
             self._drop_dead(p, p.horizon)
         p.settings = new
         return p.settings

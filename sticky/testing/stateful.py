@@ -69,6 +69,7 @@ _changes = st.fixed_dictionaries(
         "toll_free_weight": weights(),
         "skip_unhealthy": st.booleans(),
         "geomatch": st.sampled_from(["off", "area_code"]),
+        "clear_on_sticky_off": st.booleans(),
     },
 )
 _limits = st.fixed_dictionaries(

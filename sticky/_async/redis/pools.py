@@ -42,7 +42,7 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load, capacity_on
+from sticky.policy import Load, capacity_on, clears_mappings
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
@@ -396,7 +396,8 @@ class AsyncRedisPools:
         """Compare-and-set the settings, and the eligibility flags they change.
 
         1 round trip with the pool cached at its current version (``settings()`` leaves
-        it so), 2 otherwise; O(p), and O(k) more when a longer ttl evicts k.
+        it so), 2 otherwise; O(p), and O(k) more when a longer ttl evicts k, or O(n) when
+        :func:`~sticky.policy.clears_mappings` (in the same script).
         """
         k = self._keys.of(profile_id)
         current = self._cache.get(profile_id) or await self._info(profile_id)
@@ -411,10 +412,11 @@ class AsyncRedisPools:
                 if entry != codec.entry(n, current.settings):
                     changed += (n.number, entry)
             choice = codec.choice_args(current.pool, new, current.version)
+            clear = "1" if clears_mappings(old, new) else "0"
             reply = await self._run.eval(
                 self._s["replace_settings"],
                 k.every,
-                (*head, current.version_text, *choice, *changed),
+                (*head, current.version_text, clear, *choice, *changed),
             )
             tag = reply[0]
             if tag == Tag.OK:

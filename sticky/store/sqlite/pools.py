@@ -27,7 +27,14 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load, capacity_on, dead_up_to, is_eligible, judged_at
+from sticky.policy import (
+    Load,
+    capacity_on,
+    clears_mappings,
+    dead_up_to,
+    is_eligible,
+    judged_at,
+)
 from sticky.settings import PoolSettings
 from sticky.store.sqlite.connection import Connection
 from sticky.store.sqlite.expiry import (
@@ -236,13 +243,18 @@ class SQLitePools(Connection):
     def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
         """Compare-and-set the settings. One write transaction, O(p log n).
 
-        Lengthening the ttl first evicts what is dead at the horizon (O(k log n)).
+        Lengthening the ttl first evicts what is dead at the horizon (O(k log n));
+        :func:`~sticky.policy.clears_mappings` deletes every mapping in the same
+        transaction (O(n)).
         """
         with self._write() as cur:
             key, text, ttl, exact = self._exact(cur, profile_id)
-            if self._decode(text) != old:
+            current = self._decode(text)
+            if current != old:
                 return False
-            if new.ttl > ttl:  # so that no dead mapping comes back to life
+            if clears_mappings(current, new):
+                cur.execute("DELETE FROM mappings WHERE profile = ?", (key,))
+            elif new.ttl > ttl:  # so that no dead mapping comes back to life
                 removed = evict_all(cur, key, ttl, exact)
                 if removed:
                     cur.execute(

@@ -2,7 +2,8 @@
 -- KEYS 1-11. ARGV: old settings JSON, the same settings as a profile written before
 -- a settings field existed stores them ('' if not known), new settings JSON, ttl,
 -- sticky, the pool version
--- the new entries were computed at, the choice data under the new settings (see
+-- the new entries were computed at, '1' to delete every mapping (sticky sender turned
+-- off with clear_on_sticky_off) else '0', the choice data under the new settings (see
 -- store_choice), then number, entry pairs whose eligibility flag the new settings
 -- change.
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {SETTINGS_CHANGED} (not the old settings any
@@ -19,13 +20,17 @@ end
 if redis.call('GET', KEYS[4]) ~= ARGV[6] then
   return append_pool({{{STALE}}}, '')
 end
-if tonumber(ARGV[4]) > p.ttl and p.horizon_s then
+if ARGV[7] == '1' then
+  -- the mappings and their indexes go in the same step as the settings change
+  redis.call('UNLINK', KEYS[2], KEYS[5], KEYS[6], KEYS[7])
+  redis.call('HDEL', KEYS[1], 'due')
+elseif tonumber(ARGV[4]) > p.ttl and p.horizon_s then
   -- a longer ttl must not bring back what is dead at the horizon: evict it first
   evict(p, p.horizon, math.huge, math.huge)
 end
 redis.call('HSET', KEYS[1], 'settings', ARGV[3], 'ttl', ARGV[4], 'sticky', ARGV[5])
-for i = 8 + tonumber(ARGV[7]), #ARGV, 2 do
+for i = 9 + tonumber(ARGV[8]), #ARGV, 2 do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
 end
-new_version(7)
+new_version(8)
 return {{{OK}}}
