@@ -16,6 +16,7 @@ __all__ = [
     "InvalidTime",
     "NoEligibleSender",
     "NumberInUse",
+    "OptedOut",
     "PoolBusy",
     "PoolExhausted",
     "ProfileExists",
@@ -23,6 +24,7 @@ __all__ = [
     "StoreUnavailable",
     "UnknownNumber",
     "UnknownProfile",
+    "opted_out",
     "shown",
 ]
 
@@ -132,3 +134,21 @@ class ExtraNotInstalled(StickyError, ImportError):
             f"{what} needs the optional {module!r} package: pip install '{DISTRIBUTION}[{extra}]'"
         )
         self.extra = extra
+
+
+class OptedOut(StickyError, LookupError):
+    """The recipient has opted out of this profile: no sender may be selected for them.
+
+    Until :meth:`sticky.Engine.opt_in` (or a reply with START). Nothing was changed.
+    """
+
+    def __init__(self, message: str, profile_id: str, to: str) -> None:
+        super().__init__(message)
+        self.profile_id = profile_id
+        self.to = to
+
+
+def opted_out(profile_id: str, to: str) -> OptedOut:
+    """The error every store raises for a select of an opted-out recipient."""
+    msg = f"recipient {shown(to)} has opted out of profile {shown(profile_id)}"
+    return OptedOut(msg, profile_id, to)

@@ -21,10 +21,16 @@ class NumberType(enum.Enum):
 
 @attrs.frozen(slots=True)
 class SenderNumber:
-    """A number of a pool: E.164 string, type, health, and its own limits if any.
+    """A number of a pool: E.164 string, type, health, its own limits, its drain.
 
     ``rate`` (segments per second) and ``daily_new_recipients`` override the profile's
     limits for its type when set (an upgraded toll-free number carries more).
+    ``healthy`` is the caller's word (:meth:`sticky.Engine.set_health`) and
+    ``delivery_healthy`` the delivery reports' (:meth:`sticky.Engine.record_delivery`);
+    the number is healthy when both are true (:attr:`is_healthy`). ``draining_since``
+    is when :meth:`sticky.Engine.drain` began its drain (None: not draining), and
+    ``drain_grace`` how long its recipients may stay on it after that (None: as long
+    as their mappings live).
     """
 
     number: str
@@ -32,6 +38,19 @@ class SenderNumber:
     healthy: bool = True
     rate: float | None = None
     daily_new_recipients: int | None = None
+    delivery_healthy: bool = attrs.field(default=True, kw_only=True)
+    draining_since: float | None = attrs.field(default=None, kw_only=True)
+    drain_grace: float | None = attrs.field(default=None, kw_only=True)
+
+    @property
+    def is_healthy(self) -> bool:
+        """Healthy by the caller's word and by its delivery reports. O(1)."""
+        return self.healthy and self.delivery_healthy
+
+    @property
+    def draining(self) -> bool:
+        """Whether the number is draining: no new recipients. O(1)."""
+        return self.draining_since is not None
 
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # [0-9]: ASCII digits only

@@ -9,9 +9,12 @@ load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper
 - a mapping is live while ``at < last_used + ttl``: :func:`is_live`, :func:`dead_up_to`;
 - liveness is judged at ``max(now, horizon)``, and writes that can evict move the
   horizon: :func:`judged_at`;
-- eligibility (weight of its type > 0, healthy unless unhealthy is allowed):
-  :func:`is_eligible`, and as data once per pool version, :func:`eligible_numbers`;
-- the sticky hit (live and eligible is honoured, live and not eligible reassigned):
+- eligibility for a fresh choice (weight of its type > 0, healthy unless unhealthy is
+  allowed, not draining): :func:`is_eligible`, and as data once per pool version,
+  :func:`eligible_numbers`; for a live mapping to stay, draining is allowed until its
+  grace ends: :func:`may_keep`, :func:`kept_numbers`, :func:`drain_deadlines`,
+  :func:`keeps`;
+- the sticky hit (live and kept is honoured, live and not kept reassigned):
   :func:`judge`; a mapping never gets younger: :func:`refreshed`;
 - the amortised eviction step (two dead mappings, eight index entries at most):
   :data:`STEP_EVICTIONS`, :data:`STEP_LOOKS`;
@@ -19,7 +22,11 @@ load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper
 - capacity: each number's limits (:func:`rate_of`, :func:`budget_of`), its schedule
   (the generic cell rate algorithm: :func:`next_slot`, :func:`reserve`), its daily
   budget (:func:`today`, :func:`new_today`, :func:`has_budget`), and the choice that
-  weighs stickiness against them (:func:`plan`).
+  weighs stickiness against them (:func:`plan`);
+- health from delivery reports (a window of 24 buckets, a verdict with a margin):
+  :func:`health_bucket`, :func:`add_outcome`, :func:`tally`, :func:`judge_health`,
+  :func:`after_report`;
+- replies: :func:`keyword_of`, :func:`reply_action`.
 """
 
 from __future__ import annotations
@@ -34,10 +41,11 @@ from sticky import geo
 from sticky.errors import NoEligibleSender, PoolBusy, PoolExhausted, shown
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import GeoMatch, PoolSettings
-from sticky.values import GeoTier, Reason
+from sticky.values import GeoTier, Keyword, Outcome, Reason, ReplyAction
 
 __all__ = [
     "COUNTED",
+    "HEALTH_BUCKETS",
     "IDLE",
     "STEP_EVICTIONS",
     "STEP_LOOKS",
@@ -45,6 +53,9 @@ __all__ = [
     "Group",
     "Load",
     "Today",
+    "Window",
+    "add_outcome",
+    "after_report",
     "budget_of",
     "busy_until",
     "capacity_on",
@@ -52,23 +63,32 @@ __all__ = [
     "count_new",
     "counts_budget",
     "dead_up_to",
+    "drain_deadlines",
     "eligible_numbers",
     "has_budget",
+    "health_bucket",
     "ineligible_because",
     "is_eligible",
     "is_live",
     "judge",
+    "judge_health",
     "judged_at",
+    "keeps",
+    "kept_numbers",
+    "keyword_of",
+    "may_keep",
     "new_today",
     "next_slot",
     "plan",
     "rate_of",
     "refreshed",
+    "reply_action",
     "reserve",
     "room_wait",
     "stays",
     "step_limit",
     "sticky_step",
+    "tally",
     "today",
     "weight_of",
 ]
@@ -165,25 +185,69 @@ def weight_of(number_type: NumberType, settings: PoolSettings) -> float:
 
 
 def ineligible_because(number: SenderNumber, settings: PoolSettings) -> str | None:
-    """Why a pool's number may not be chosen, or None when it may. O(1).
+    """Why a pool's number may not be chosen afresh, or None when it may. O(1).
 
-    ``<type>_weight_zero`` (its type's weight is 0) or ``unhealthy`` (with skip_unhealthy).
+    ``<type>_weight_zero`` (its type's weight is 0), ``unhealthy`` (by the caller's word
+    or its delivery reports, with skip_unhealthy) or ``draining``.
     """
     if weight_of(number.type, settings) <= 0:
         return f"{number.type.value}_weight_zero"
-    if not number.healthy and settings.skip_unhealthy:
+    if not (number.healthy and number.delivery_healthy) and settings.skip_unhealthy:
         return "unhealthy"
+    if number.draining_since is not None:
+        return "draining"
     return None
 
 
 def is_eligible(number: SenderNumber, settings: PoolSettings) -> bool:
-    """In the pool (the caller's part), weight > 0, and healthy unless unhealthy is allowed."""
+    """Whether a fresh choice may land on it: weight > 0, healthy, not draining. O(1).
+
+    Healthy unless unhealthy numbers are allowed (``skip_unhealthy`` off).
+    """
     return ineligible_because(number, settings) is None
 
 
 def eligible_numbers(pool: Iterable[SenderNumber], settings: PoolSettings) -> frozenset[str]:
-    """The eligible numbers of a pool: computed once per pool version, read by selects."""
+    """The numbers a fresh choice may land on: computed once per pool version."""
     return frozenset(n.number for n in pool if is_eligible(n, settings))
+
+
+def may_keep(number: SenderNumber, settings: PoolSettings) -> bool:
+    """Whether a live mapping to it may stay, its drain's grace aside. O(1).
+
+    Eligible, or ineligible only because it is draining (see :func:`keeps`).
+    """
+    why = ineligible_because(number, settings)
+    return why is None or why == "draining"
+
+
+def kept_numbers(pool: Iterable[SenderNumber], settings: PoolSettings) -> frozenset[str]:
+    """The numbers that :func:`may_keep` their live mappings: once per pool version.
+
+    A sticky hit reads it, with :func:`drain_deadlines`, through :func:`keeps`.
+    """
+    return frozenset(n.number for n in pool if may_keep(n, settings))
+
+
+def drain_deadlines(pool: Iterable[SenderNumber]) -> dict[str, float]:
+    """Each draining number with a grace, and when its grace ends: ``since + grace``."""
+    return {
+        n.number: n.draining_since + n.drain_grace
+        for n in pool
+        if n.draining_since is not None and n.drain_grace is not None
+    }
+
+
+def keeps(sender: str, kept: Collection[str], deadlines: Mapping[str, float], now: float) -> bool:
+    """Whether a live mapping to ``sender`` is honoured at ``now``: the sticky side. O(1).
+
+    ``sender`` is in ``kept`` and, if it drains with a grace, ``now`` is before the
+    grace's end. This is the ``eligible`` that :func:`judge` takes.
+    """
+    if sender not in kept:
+        return False
+    end = deadlines.get(sender) if deadlines else None
+    return end is None or now < end
 
 
 _STICKY = Reason.STICKY  # an Enum member read through its class costs a descriptor call
@@ -283,8 +347,8 @@ class Chooser:
         """The eligible numbers, sorted."""
         self.capacity = capacity_on(pool, settings)
         """Whether any limit applies: then selects go through :func:`plan`."""
-        self.limits = {n.number: (rate_of(n, settings), budget_of(n, settings)) for n in eligible}
-        """Each eligible number's ``(rate, daily budget)``."""
+        self.limits = {n.number: (rate_of(n, settings), budget_of(n, settings)) for n in pool}
+        """Each number's ``(rate, daily budget)`` (a draining one's too: its recipients stay)."""
         w_long, w_toll = settings.long_code_weight, settings.toll_free_weight
         self._all = _Group(
             [n.number for n in eligible if n.type is NumberType.LONG_CODE],
@@ -717,3 +781,144 @@ def _fresh(  # noqa: C901, PLR0912 - the loop is written out: it runs per fresh 
     else:
         sender, tier = chooser.choose_among(frozenset(room), to, r)
     return sender, tier, slots[sender]
+
+
+# -- a number's life: delivery health and replies -----------------------------------
+
+HEALTH_BUCKETS = 24
+"""A delivery window is kept as this many buckets of ``health_window / 24`` each."""
+
+Window = tuple[tuple[int, int, int, int], ...]
+"""A number's delivery reports: ``(bucket, delivered, failed, spam)``, oldest first,
+at most :data:`HEALTH_BUCKETS` of them (O(1) state per number)."""
+
+_OUTCOME_SLOT = {Outcome.DELIVERED: 1, Outcome.FAILED: 2, Outcome.SPAM: 3}
+
+
+def health_bucket(now: float, health_window: float) -> int:
+    """The bucket a report at ``now`` counts in: ``floor(now / (window / 24))``. O(1)."""
+    return math.floor(now / (health_window / HEALTH_BUCKETS))
+
+
+def add_outcome(window: Window, bucket: int, outcome: Outcome) -> Window:
+    """The window with one more ``outcome`` in ``bucket``. O(1) (24 buckets at most).
+
+    Buckets older than the 24 ending at the newest are dropped; a report older than
+    those (a clock far back) changes nothing.
+    """
+    top = bucket if not window or bucket > window[-1][0] else window[-1][0]
+    oldest = top - HEALTH_BUCKETS
+    if bucket <= oldest:
+        return window
+    slot = _OUTCOME_SLOT[outcome]
+    out = []
+    placed = False
+    for entry in window:
+        if entry[0] <= oldest:
+            continue
+        if entry[0] == bucket:
+            counts = list(entry)
+            counts[slot] += 1
+            out.append((counts[0], counts[1], counts[2], counts[3]))
+            placed = True
+        else:
+            if not placed and entry[0] > bucket:
+                out.append(_one(bucket, slot))
+                placed = True
+            out.append(entry)
+    if not placed:
+        out.append(_one(bucket, slot))
+    return tuple(out)
+
+
+def _one(bucket: int, slot: int) -> tuple[int, int, int, int]:
+    counts = [bucket, 0, 0, 0]
+    counts[slot] = 1
+    return counts[0], counts[1], counts[2], counts[3]
+
+
+def tally(window: Window) -> tuple[int, int, int]:
+    """``(delivered, failed, spam)`` over the window ending at its newest bucket. O(1)."""
+    if not window:
+        return 0, 0, 0
+    oldest = window[-1][0] - HEALTH_BUCKETS
+    kept = [e for e in window if e[0] > oldest]
+    return sum(e[1] for e in kept), sum(e[2] for e in kept), sum(e[3] for e in kept)
+
+
+def judge_health(counts: tuple[int, int, int], healthy: bool, settings: PoolSettings) -> bool:  # noqa: FBT001
+    """The delivery verdict over a window's ``counts``, given the verdict before. O(1).
+
+    Fewer than ``min_samples`` outcomes: healthy (not enough evidence, whatever the
+    verdict before). A healthy number turns unhealthy when its delivered share is
+    strictly below ``min_delivery_rate`` or its spam share strictly above
+    ``max_spam_rate``; an unhealthy one recovers only when the delivered share is at
+    least ``min_delivery_rate + health_margin`` and the spam share at most
+    ``max_spam_rate - health_margin`` (each clamped to [0, 1]), so a number hovering at
+    a threshold does not flip at every report.
+    """
+    delivered, failed, spam = counts
+    n = delivered + failed + spam
+    if n < settings.min_samples:
+        return True
+    if healthy:
+        return not (
+            delivered < settings.min_delivery_rate * n or spam > settings.max_spam_rate * n
+        )
+    need = min(1.0, settings.min_delivery_rate + settings.health_margin)
+    allow = max(0.0, settings.max_spam_rate - settings.health_margin)
+    return delivered >= need * n and spam <= allow * n
+
+
+def after_report(
+    window: Window, healthy: bool, outcome: Outcome, now: float, settings: PoolSettings  # noqa: FBT001
+) -> tuple[Window, bool]:
+    """A delivery report's whole step: the new window and the new verdict. O(1).
+
+    :func:`add_outcome` in :func:`health_bucket` ``(now)``, then :func:`judge_health`
+    over the result (judged at the newest bucket: a late report is judged with the
+    reports after it).
+    """
+    window = add_outcome(window, health_bucket(now, settings.health_window), outcome)
+    return window, judge_health(tally(window), healthy, settings)
+
+
+_OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+_OPT_IN_WORDS = frozenset({"START", "UNSTOP", "YES"})
+
+
+def keyword_of(body: str) -> Keyword | None:
+    """The standard keyword a reply's whole body is (trimmed, any case), or None. O(len)."""
+    word = body.strip().upper()
+    if word in _OPT_OUT_WORDS:
+        return Keyword.OPT_OUT
+    if word in _OPT_IN_WORDS:
+        return Keyword.OPT_IN
+    return None
+
+
+def reply_action(
+    number: SenderNumber | None, settings: PoolSettings, current: str | None, now: float
+) -> ReplyAction:
+    """What a reply to ``number`` does to a recipient who is not opted out. O(1).
+
+    ``number`` is the replied number as the pool holds it (None: not in the pool) and
+    ``current`` the sender of the recipient's live mapping (None: none, or dead).
+    ``REFRESHED`` when the live mapping is to it and it :func:`keeps` it at ``now``
+    (``last_used`` becomes ``max(last_used, now)``); else ``MOVED`` (a live mapping to
+    another number) or ``MAPPED`` (none live) when a fresh choice could land on it, the
+    mapping becoming ``(number, now)``; else ``INELIGIBLE``. ``NOT_IN_POOL`` and
+    ``STICKY_OFF`` change nothing.
+    """
+    if number is None:
+        return ReplyAction.NOT_IN_POOL
+    if not settings.sticky_sender:
+        return ReplyAction.STICKY_OFF
+    if current == number.number:
+        end = drain_deadlines((number,)).get(number.number)
+        if may_keep(number, settings) and (end is None or now < end):
+            return ReplyAction.REFRESHED
+        return ReplyAction.INELIGIBLE
+    if not is_eligible(number, settings):
+        return ReplyAction.INELIGIBLE
+    return ReplyAction.MAPPED if current is None else ReplyAction.MOVED

@@ -178,6 +178,38 @@ def _clear_on_sticky_off(value: object) -> bool:
     return _flag("clear_on_sticky_off", value)
 
 
+def _share(name: str, value: object) -> float:
+    """A share of outcomes: a number in [0, 1]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (0 <= value <= 1)  # also refuses NaN
+    ):
+        msg = f"invalid {name} {shown(value)}: expected a share, a number from 0 to 1"
+        raise InvalidSettings(msg)
+    return float(value) + 0.0  # -0.0 becomes 0.0: equal settings give equal JSON
+
+
+def _health_window(value: object) -> float:
+    return _seconds("health_window", value, positive=True)
+
+
+def _min_samples(value: object) -> int:
+    return _count(value, "min_samples")
+
+
+def _min_delivery_rate(value: object) -> float:
+    return _share("min_delivery_rate", value)
+
+
+def _max_spam_rate(value: object) -> float:
+    return _share("max_spam_rate", value)
+
+
+def _health_margin(value: object) -> float:
+    return _share("health_margin", value)
+
+
 @attrs.frozen(slots=True)
 class PoolSettings:
     """A profile's settings. Frozen; every value is checked when constructed.
@@ -198,6 +230,12 @@ class PoolSettings:
     ``clear_on_sticky_off``: turning ``sticky_sender`` off also deletes the profile's
     mappings, in the same atomic step (the default keeps them, disregarded, for when it
     is turned on again).
+
+    Health from delivery reports (``docs/semantics.md``, "A number's life"): over the
+    last ``health_window``, a number with at least ``min_samples`` outcomes is measured
+    unhealthy when its delivered share is below ``min_delivery_rate`` or its spam share
+    above ``max_spam_rate``, and healthy again only once both pass by
+    ``health_margin``.
     """
 
     sticky_sender: bool = attrs.field(default=True, converter=_sticky_sender)
@@ -221,6 +259,13 @@ class PoolSettings:
     clear_on_sticky_off: bool = attrs.field(
         default=False, converter=_clear_on_sticky_off, kw_only=True
     )
+    health_window: float = attrs.field(default=86_400.0, converter=_health_window, kw_only=True)
+    min_samples: int = attrs.field(default=20, converter=_min_samples, kw_only=True)
+    min_delivery_rate: float = attrs.field(
+        default=0.25, converter=_min_delivery_rate, kw_only=True
+    )
+    max_spam_rate: float = attrs.field(default=0.75, converter=_max_spam_rate, kw_only=True)
+    health_margin: float = attrs.field(default=0.05, converter=_health_margin, kw_only=True)
 
     def __new__(cls, *_args: object, **names: object) -> Self:
         """Refuse unknown names with InvalidSettings, naming them (not a bare TypeError).
@@ -267,6 +312,11 @@ class PoolSettings:
             "max_queue": self.max_queue,
             "timezone": self.timezone,
             "clear_on_sticky_off": self.clear_on_sticky_off,
+            "health_window": self.health_window,
+            "min_samples": self.min_samples,
+            "min_delivery_rate": self.min_delivery_rate,
+            "max_spam_rate": self.max_spam_rate,
+            "health_margin": self.health_margin,
         }
 
     @classmethod

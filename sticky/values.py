@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import attrs
 
-__all__ = ["GeoTier", "Mapping", "NumberCapacity", "Reason", "Selection", "Stats"]
+__all__ = [
+    "GeoTier",
+    "Keyword",
+    "Mapping",
+    "NumberCapacity",
+    "NumberHealth",
+    "Outcome",
+    "Reason",
+    "Reply",
+    "ReplyAction",
+    "Selection",
+    "Selections",
+    "Stats",
+]
 
 
 class Reason(enum.Enum):
@@ -82,7 +96,9 @@ class Stats:
     amortised steps). The other counters count this engine's selects since it was
     created: by reason, and fresh geomatch choices by tier; ``waited`` counts the
     selects whose ``send_at`` was later than their ``now``, ``exhausted`` and ``busy``
-    the selects refused with :class:`~sticky.PoolExhausted` and :class:`~sticky.PoolBusy`.
+    the selects refused with :class:`~sticky.PoolExhausted` and :class:`~sticky.PoolBusy`,
+    ``opted_out`` the selects refused for an opted-out recipient (one per recipient of a
+    batch).
     """
 
     mappings: int = 0
@@ -101,6 +117,7 @@ class Stats:
     waited: int = 0
     exhausted: int = 0
     busy: int = 0
+    opted_out: int = 0
 
     @property
     def selections(self) -> int:
@@ -131,3 +148,105 @@ class NumberCapacity:
         if self.daily_new_recipients is None:
             return None
         return max(0, self.daily_new_recipients - self.new_today)
+
+
+class Selections(list[Selection]):
+    """What ``select_many`` returns: the selections, in the batch's order, and refusals.
+
+    A list of the :class:`Selection` of every recipient that got a sender; the
+    recipients refused because they opted out are left out of it and listed, in the
+    batch's order and once each, in ``opted_out``.
+    """
+
+    __slots__ = ("opted_out",)
+
+    def __init__(
+        self, selections: Iterable[Selection] = (), opted_out: Iterable[str] = ()
+    ) -> None:
+        super().__init__(selections)
+        self.opted_out: tuple[str, ...] = tuple(opted_out)
+
+
+class Outcome(enum.Enum):
+    """A delivery report's outcome for one message, as :meth:`record_delivery` takes it."""
+
+    __hash__ = object.__hash__  # as Reason's
+
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    """Not delivered, for any reason but spam (unreachable, carrier error, expired)."""
+    SPAM = "spam"
+    """Blocked by a carrier as spam, or reported as spam by the recipient."""
+
+
+class Keyword(enum.Enum):
+    """A standard keyword a reply's body was, which :meth:`record_reply` applied."""
+
+    OPT_OUT = "opt_out"
+    """STOP, STOPALL, UNSUBSCRIBE, CANCEL, END or QUIT."""
+    OPT_IN = "opt_in"
+    """START, UNSTOP or YES."""
+
+
+class ReplyAction(enum.Enum):
+    """What a reply did to its recipient's mapping."""
+
+    REFRESHED = "refreshed"
+    """The live mapping was to the replied number: it was refreshed to the reply's time."""
+    MOVED = "moved"
+    """The live mapping was to another number: the recipient now maps to the replied one."""
+    MAPPED = "mapped"
+    """No live mapping: a new one to the replied number was made (a dead one is replaced)."""
+    NOT_IN_POOL = "not_in_pool"
+    """The replied number is not in the profile's pool: nothing changed."""
+    INELIGIBLE = "ineligible"
+    """The replied number may not take the recipient (weight 0, unhealthy with
+    ``skip_unhealthy``, draining without a mapping to it): nothing changed."""
+    STICKY_OFF = "sticky_off"
+    """Sticky sender is off in the profile: no mapping is kept, nothing changed."""
+    OPTED_OUT = "opted_out"
+    """The recipient is opted out (by this reply's keyword or before): no mapping."""
+
+
+@attrs.frozen(slots=True)
+class Reply:
+    """What :meth:`record_reply` did: the keyword it applied, if any, and the mapping's fate."""
+
+    profile_id: str
+    to: str
+    """The recipient who replied."""
+    number: str
+    """Our number they replied to."""
+    action: ReplyAction
+    keyword: Keyword | None = None
+
+
+@attrs.frozen(slots=True)
+class NumberHealth:
+    """One number's health and its delivery reports over the profile's window.
+
+    ``healthy`` is the caller's word, ``delivery_healthy`` the reports' verdict (as of
+    the last report); the number is healthy when both are true.
+    """
+
+    number: str
+    healthy: bool
+    delivery_healthy: bool
+    delivered: int
+    failed: int
+    spam: int
+
+    @property
+    def samples(self) -> int:
+        """The outcomes in the window."""
+        return self.delivered + self.failed + self.spam
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """The delivered share, or None without a sample."""
+        return self.delivered / self.samples if self.samples else None
+
+    @property
+    def spam_rate(self) -> float | None:
+        """The spam share, or None without a sample."""
+        return self.spam / self.samples if self.samples else None

@@ -44,9 +44,9 @@ import attrs
 
 from sticky.errors import InvalidSettings, NoEligibleSender, UnknownNumber, shown
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load, is_live
+from sticky.policy import Load, Window, is_live
 from sticky.settings import PoolSettings
-from sticky.values import Selection
+from sticky.values import Keyword, Outcome, ReplyAction, Selection
 
 __all__ = [
     "BatchStore",
@@ -175,7 +175,79 @@ class Store(Protocol):
         ...
 
     def set_health(self, number: str, *, healthy: bool) -> None:
-        """Set a pooled number's health. Raises UnknownNumber (in no pool)."""
+        """Set a pooled number's health (the caller's word). Raises UnknownNumber (in no pool).
+
+        ``healthy=True`` also clears its delivery verdict and window (the operator vouches
+        for the number: :attr:`~sticky.SenderNumber.delivery_healthy` becomes True and
+        its reports start afresh).
+        """
+        ...
+
+    def set_drain(
+        self, profile_id: str, number: str, since: float | None, grace: float | None
+    ) -> SenderNumber:
+        """Start a number's drain, or end it (``since`` None); return the number.
+
+        A drain at ``since`` with ``grace`` replaces an earlier drain's. A changed
+        number is a new pool version. Raises UnknownProfile, UnknownNumber (not in this
+        pool).
+        """
+        ...
+
+    def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
+        """Add a delivery report and judge the number: :func:`sticky.policy.after_report`.
+
+        Atomic: the window and the verdict change together, and the verdict is the
+        one judged on the window as stored (two reports at once cannot leave the verdict
+        of a window that was replaced). A changed verdict changes the number
+        (``delivery_healthy``), a new pool version. Returns the number as it is now.
+        Raises UnknownNumber (in no pool).
+        """
+        ...
+
+    def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
+        """The pool and each number's delivery window (absent: empty), in one atomic read.
+
+        Changes nothing. Raises UnknownProfile.
+        """
+        ...
+
+    def opt_out(self, profile_id: str, to: str, now: float) -> bool:
+        """Opt ``to`` out and delete its mapping, in one step; return whether it was in.
+
+        Every later select of ``to`` raises :class:`~sticky.OptedOut` until
+        :meth:`opt_in`. Kept until then (never evicted), removed with the profile. The
+        mapping's deletion is a ``forget``'s (it moves the horizon). Raises UnknownProfile.
+        """
+        ...
+
+    def opt_in(self, profile_id: str, to: str) -> bool:
+        """End ``to``'s opt-out; return whether it was opted out. Raises UnknownProfile."""
+        ...
+
+    def is_opted_out(self, profile_id: str, to: str) -> bool:
+        """Whether ``to`` is opted out of the profile. Changes nothing. Raises UnknownProfile."""
+        ...
+
+    def opt_outs(self, profile_id: str) -> list[str]:
+        """Every opted-out recipient of the profile, sorted. Raises UnknownProfile."""
+        ...
+
+    def record_reply(
+        self, profile_id: str, to: str, number: str, now: float, keyword: Keyword | None
+    ) -> ReplyAction:
+        """A reply from ``to`` to our ``number``, in one atomic step; return what it did.
+
+        ``keyword`` first: ``OPT_OUT`` is :meth:`opt_out` (and returns ``OPTED_OUT``),
+        ``OPT_IN`` is :meth:`opt_in` and goes on. Then an opted-out recipient gets
+        ``OPTED_OUT`` and nothing else changes; else
+        :func:`sticky.policy.reply_action` decides, from the number as the pool holds
+        it and the sender of ``to``'s live mapping (judged at ``judged_at(now,
+        horizon)``): ``REFRESHED`` sets ``last_used = max(last_used, now)`` as a hit does;
+        ``MOVED`` and ``MAPPED`` store ``(number, now)`` as a ``pin`` does (with capacity
+        on, a new recipient of ``number`` today, whatever its budget). Raises
+        UnknownProfile.
+        """
         ...
 
     def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
@@ -188,11 +260,11 @@ class Store(Protocol):
     ) -> Selection | Miss:
         """First step of a select, atomic.
 
-        If sticky is on and the stored mapping of ``to`` is live with an eligible
-        sender (:func:`sticky.policy.judge`): set ``last_used = max(last_used, now)``
-        and return the sticky :class:`Selection`. Otherwise change nothing and return
-        a :class:`Miss`.
-        Raises UnknownProfile.
+        If sticky is on and the stored mapping of ``to`` is live with a kept sender
+        (:func:`sticky.policy.judge` with :func:`sticky.policy.keeps`): set
+        ``last_used = max(last_used, now)`` and return the sticky :class:`Selection`.
+        Otherwise change nothing and return a :class:`Miss`.
+        Raises UnknownProfile, OptedOut (``to`` is opted out; before anything else).
         """
         ...
 
@@ -212,7 +284,8 @@ class Store(Protocol):
         return True.
         Else, if the stored mapping is live with an eligible sender (another select
         won the race): refresh it and return its sticky :class:`Selection`. Else
-        change nothing and return None: the engine starts over. Raises UnknownProfile.
+        change nothing and return None: the engine starts over. Raises UnknownProfile,
+        OptedOut (``to`` opted out since the read: nothing is stored).
         """
         ...
 
@@ -326,7 +399,8 @@ class OneStepStore(Store, Protocol):
         return (``pool`` always given); if it
         raises, change nothing; else, unless its reason is ``pool``, store
         ``(selection.from_number, now)`` as ``commit_select`` would, and return it.
-        Raises UnknownProfile.
+        Raises UnknownProfile, OptedOut (``to`` is opted out: nothing changes and
+        ``decide`` is not asked).
         """
         ...
 
@@ -349,7 +423,8 @@ class OneStepBatchStore(Store, Protocol):
         """:meth:`OneStepStore.select_in_one_step` for each distinct, valid recipient, in order.
 
         Fresh choices use ``decide.draws`` in order, one each, as one-by-one selects
-        would. Stops at the first recipient without an eligible sender: returns the
+        would. An opted-out recipient is skipped (absent from the list; it uses no
+        draw). Stops at the first recipient without an eligible sender: returns the
         selections made before it and that error (else None). Sticky hits are in the
         list, not counted in the engine's ``hits``.
         """
@@ -366,8 +441,11 @@ class BatchStore(Store, Protocol):
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Miss]:
-        """:meth:`Store.begin_select` for each distinct recipient, in order."""
+    ) -> list[Selection | Miss | None]:
+        """:meth:`Store.begin_select` for each distinct recipient, in order.
+
+        None for an opted-out recipient (where ``begin_select`` raises OptedOut).
+        """
         ...
 
     def commit_select_many(
@@ -376,7 +454,11 @@ class BatchStore(Store, Protocol):
         entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`Store.commit_select` for each ``(to, chosen, miss)``."""
+        """:meth:`Store.commit_select` for each ``(to, chosen, miss)``.
+
+        None (start over) for a recipient opted out since the read, whose select then
+        raises OptedOut.
+        """
         ...
 
 
