@@ -837,11 +837,16 @@ def _one(bucket: int, slot: int) -> tuple[int, int, int, int]:
     return counts[0], counts[1], counts[2], counts[3]
 
 
-def tally(window: Window) -> tuple[int, int, int]:
-    """``(delivered, failed, spam)`` over the window ending at its newest bucket. O(1)."""
+def tally(window: Window, bucket: int | None = None) -> tuple[int, int, int]:
+    """``(delivered, failed, spam)`` over the 24 buckets ending at ``bucket``. O(1).
+
+    ``bucket`` defaults to the window's newest (how a report is judged); a later one
+    counts what is left of the window then (how :meth:`sticky.Engine.health` shows it).
+    """
     if not window:
         return 0, 0, 0
-    oldest = window[-1][0] - HEALTH_BUCKETS
+    top = window[-1][0] if bucket is None or bucket < window[-1][0] else bucket
+    oldest = top - HEALTH_BUCKETS
     kept = [e for e in window if e[0] > oldest]
     return sum(e[1] for e in kept), sum(e[2] for e in kept), sum(e[3] for e in kept)
 

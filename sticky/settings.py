@@ -13,7 +13,7 @@ import attrs
 
 from sticky.errors import InvalidSettings, shown
 
-__all__ = ["DEFAULT_TTL", "GeoMatch", "PoolSettings", "check_budget", "check_rate"]
+__all__ = ["DEFAULT_TTL", "GeoMatch", "PoolSettings", "check_budget", "check_grace", "check_rate"]
 
 DEFAULT_TTL = 691_200.0
 """Eight days, in seconds: how long a mapping lives after its last use."""
@@ -347,3 +347,8 @@ def check_rate(value: object) -> float | None:
 def check_budget(value: object) -> int | None:
     """A number's own daily budget, validated as the settings' (None: its profile's)."""
     return _budget(value)
+
+
+def check_grace(value: object) -> float | None:
+    """A drain's grace: seconds >= 0 or a timedelta, or None (as long as mappings live)."""
+    return None if value is None else _seconds("grace", value, positive=False)

@@ -8,6 +8,7 @@ that it is up to date), so both engines apply the same code to their stores.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import math
@@ -25,6 +26,7 @@ from sticky.errors import (
     InvalidSettings,
     InvalidTime,
     NoEligibleSender,
+    OptedOut,
     PoolBusy,
     PoolExhausted,
     ProfileExists,
@@ -36,14 +38,17 @@ from sticky.policy import (
     Chooser,
     budget_of,
     capacity_on,
+    health_bucket,
     ineligible_because,
+    keyword_of,
     new_today,
     next_slot,
     plan,
     rate_of,
+    tally,
     today,
 )
-from sticky.settings import PoolSettings, check_budget, check_rate
+from sticky.settings import PoolSettings, check_budget, check_grace, check_rate
 from sticky.store.aio import (
     AsyncBatchStore,
     AsyncBulkImportStore,
@@ -56,7 +61,18 @@ from sticky.store.aio import (
 from sticky.store.base import ImportEntry, LiveMapping, Miss
 
 # sync: from sticky.store.base import MappingScanStore, scan_by_sender
-from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
+from sticky.values import (
+    GeoTier,
+    Mapping,
+    NumberCapacity,
+    NumberHealth,
+    Outcome,
+    Reason,
+    Reply,
+    Selection,
+    Selections,
+    Stats,
+)
 
 __all__ = ["AsyncEngine"]
 
@@ -81,8 +97,10 @@ _SLOT = {
     "waited": 12,
     "exhausted": 13,
     "busy": 14,
+    "opted_out": 15,
 }
 _WAITED, _EXHAUSTED, _BUSY = _SLOT["waited"], _SLOT["exhausted"], _SLOT["busy"]
+_OPTED_OUT = _SLOT["opted_out"]
 _STICKY_REASON = Reason.STICKY
 _STICKY = _SLOT[_STICKY_REASON]
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
@@ -113,6 +131,19 @@ def _segments(value: object) -> int:
         msg = f"invalid segments {shown(value)}: expected an integer >= 1"
         raise InvalidSettings(msg)
     return value
+
+
+def _outcome(value: object) -> Outcome:
+    if isinstance(value, Outcome):
+        return value
+    if type(value) is str:
+        try:
+            return Outcome(value)
+        except ValueError:
+            pass
+    choices = ", ".join(repr(o.value) for o in Outcome)
+    msg = f"invalid outcome {shown(value)}: expected an Outcome or one of {choices}"
+    raise InvalidSettings(msg)
 
 
 def _import_entry(item: object) -> ImportEntry:
@@ -395,8 +426,190 @@ class AsyncEngine:
         return updated
 
     async def numbers(self, profile_id: str) -> tuple[SenderNumber, ...]:
-        """A profile's pool, sorted by number."""
+        """A profile's pool, sorted by number: each number's health, limits and drain."""
         return await self._store.numbers(_profile_id(profile_id))
+
+    # -- a number's life ------------------------------------------------------------
+    async def drain(
+        self,
+        profile_id: str,
+        number: str,
+        *,
+        grace: float | datetime.timedelta | None = None,
+        now: float | None = None,
+    ) -> SenderNumber:
+        """Drain a number: no fresh choice lands on it; its live mappings stay sticky.
+
+        With ``grace`` (seconds or a timedelta), once ``grace`` has passed since now,
+        its recipients are reassigned at their next select. A drain of a draining number
+        starts afresh (now, with this grace). ``recipients_of`` lists who is still on
+        it; remove it when that list is empty. Returns the number as it is now. Raises
+        InvalidSettings (grace), UnknownProfile, UnknownNumber (not in this pool).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        number = check_e164(number)
+        seconds = check_grace(grace)
+        drained = await self._store.set_drain(profile_id, number, at, seconds)
+        _log.info(
+            "number %s of profile %r draining (grace %s)",
+            number,
+            profile_id,
+            "none" if seconds is None else f"{seconds:g}s",
+            extra={"profile_id": profile_id, "number": number, "grace": seconds},
+        )
+        return drained
+
+    async def undrain(self, profile_id: str, number: str) -> SenderNumber:
+        """End a number's drain: it takes new recipients again. Returns the number.
+
+        Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        profile_id = _profile_id(profile_id)
+        number = check_e164(number)
+        undrained = await self._store.set_drain(profile_id, number, None, None)
+        _log.info(
+            "number %s of profile %r no longer draining",
+            number,
+            profile_id,
+            extra={"profile_id": profile_id, "number": number},
+        )
+        return undrained
+
+    async def record_delivery(
+        self, number: str, outcome: Outcome | str, *, now: float | None = None
+    ) -> SenderNumber:
+        """Count a delivery report of a message sent from ``number``; return the number.
+
+        ``outcome`` is an :class:`~sticky.Outcome` or its value (``"delivered"``,
+        ``"failed"``, ``"spam"``). Over its profile's ``health_window``, the number is
+        measured unhealthy (``delivery_healthy`` False) when it has ``min_samples``
+        outcomes and its delivered share is below ``min_delivery_rate`` or its spam
+        share above ``max_spam_rate``; it recovers once both pass by
+        ``health_margin``. O(1) (a pool change when the verdict changes). Raises
+        InvalidSettings (outcome), UnknownNumber (in no pool).
+        """
+        at = self._at(now)
+        number = check_e164(number)
+        kind = _outcome(outcome)
+        updated = await self._store.record_delivery(number, kind, at)
+        _log.debug(
+            "delivery report %s for number %s",
+            kind.value,
+            number,
+            extra={
+                "number": number,
+                "outcome": kind.value,
+                "delivery_healthy": updated.delivery_healthy,
+            },
+        )
+        return updated
+
+    async def health(
+        self, profile_id: str, *, now: float | None = None
+    ) -> tuple[NumberHealth, ...]:
+        """Each number's health and its delivery reports over the window ending now. Pure.
+
+        O(p).
+        """
+        at = self._at(now)
+        settings = await self._store.settings(_profile_id(profile_id))
+        pool, windows = await self._store.health(profile_id)
+        bucket = health_bucket(at, settings.health_window)
+        return tuple(
+            NumberHealth(
+                n.number, n.healthy, n.delivery_healthy, *tally(windows.get(n.number, ()), bucket)
+            )
+            for n in pool
+        )
+
+    async def opt_out(self, profile_id: str, to: str, *, now: float | None = None) -> bool:
+        """Opt ``to`` out: delete its mapping, and refuse every select for them.
+
+        Later selects raise :class:`~sticky.OptedOut` until :meth:`opt_in`; the opt-out
+        is never evicted and goes with the profile. Returns whether it is new. O(1).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        added = await self._store.opt_out(profile_id, to, at)
+        _log.info(
+            "recipient %s opted out of profile %r",
+            to,
+            profile_id,
+            extra={"profile_id": profile_id, "recipient": to},
+        )
+        return added
+
+    async def opt_in(self, profile_id: str, to: str) -> bool:
+        """End ``to``'s opt-out; return whether they were opted out. O(1)."""
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        removed = await self._store.opt_in(profile_id, to)
+        _log.info(
+            "recipient %s opted in to profile %r",
+            to,
+            profile_id,
+            extra={"profile_id": profile_id, "recipient": to},
+        )
+        return removed
+
+    async def is_opted_out(self, profile_id: str, to: str) -> bool:
+        """Whether ``to`` is opted out of the profile. Pure. O(1)."""
+        profile_id = _profile_id(profile_id)
+        return await self._store.is_opted_out(profile_id, check_e164(to, "recipient"))
+
+    async def opt_outs(self, profile_id: str) -> list[str]:
+        """Every opted-out recipient of the profile, sorted. Pure. O(k log k)."""
+        return await self._store.opt_outs(_profile_id(profile_id))
+
+    async def record_reply(
+        self,
+        profile_id: str,
+        to: str,
+        number: str,
+        *,
+        body: str | None = None,
+        now: float | None = None,
+    ) -> Reply:
+        """A message from ``to`` to our ``number``: keep the conversation on that number.
+
+        With ``body``, a standard keyword applies first (the whole message, trimmed,
+        any case): STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT opt out; START,
+        UNSTOP, YES opt back in. Then, for a recipient not opted out, the mapping
+        becomes ``number`` (see :class:`~sticky.ReplyAction`): a live mapping to it is
+        refreshed to ``max(last_used, now)``; a live mapping to another number moves
+        to it; with none live (a dead one is never revived), a new one is made; when
+        ``number`` is not in the pool, or may not take the recipient, nothing changes.
+        A new or moved mapping counts as a new recipient of ``number`` (capacity),
+        whatever its budget. Returns what was done. O(1). Raises UnknownProfile,
+        InvalidNumber, InvalidSettings (a body that is not a string).
+        """
+        at = self._at(now)
+        profile_id = _profile_id(profile_id)
+        to = check_e164(to, "recipient")
+        number = check_e164(number)
+        if body is not None and not isinstance(body, str):
+            msg = f"invalid body {shown(body)}: expected a string or None"
+            raise InvalidSettings(msg)
+        keyword = None if body is None else keyword_of(body)
+        action = await self._store.record_reply(profile_id, to, number, at, keyword)
+        _log.log(
+            logging.INFO if keyword is not None else _DEBUG,
+            "reply from %s to %s in profile %r: %s",
+            to,
+            number,
+            profile_id,
+            action.value if keyword is None else f"{keyword.value}, {action.value}",
+            extra={
+                "profile_id": profile_id,
+                "recipient": to,
+                "number": number,
+                "action": action.value,
+                "keyword": None if keyword is None else keyword.value,
+            },
+        )
+        return Reply(profile_id, to, number, action, keyword)
 
     async def capacity(
         self, profile_id: str, *, now: float | None = None
@@ -444,7 +657,7 @@ class AsyncEngine:
         if one_step is not None:
             try:
                 sel = await one_step(profile_id, to, now, self._decide_bound, self._hits, segments)
-            except NoEligibleSender as exc:
+            except (NoEligibleSender, OptedOut) as exc:
                 self._refused(exc)
                 raise
             if sel.reason is _STICKY_REASON:  # counted by the store, under its lock
@@ -452,7 +665,11 @@ class AsyncEngine:
                     self._tally()[_WAITED] += 1
                 return sel
         else:
-            sel = await self._two_steps(profile_id, to, now)
+            try:
+                sel = await self._two_steps(profile_id, to, now)
+            except OptedOut as exc:
+                self._refused(exc)
+                raise
         # A recipient already stored was validated when it was stored: only a fresh
         # choice validates ``to`` (in _decide), before anything is written.
         try:
@@ -472,9 +689,11 @@ class AsyncEngine:
             counts[_WAITED] += 1
         return sel
 
-    def _refused(self, exc: NoEligibleSender) -> None:
-        """Count a select refused for capacity (PoolExhausted, PoolBusy)."""
-        if isinstance(exc, PoolExhausted):
+    def _refused(self, exc: NoEligibleSender | OptedOut) -> None:
+        """Count a select refused for capacity (PoolExhausted, PoolBusy) or an opt-out."""
+        if isinstance(exc, OptedOut):
+            self._tally()[_OPTED_OUT] += 1
+        elif isinstance(exc, PoolExhausted):
             self._tally()[_EXHAUSTED] += 1
         elif isinstance(exc, PoolBusy):
             self._tally()[_BUSY] += 1
@@ -606,12 +825,14 @@ class AsyncEngine:
         *,
         segments: int = 1,
         now: float | None = None,
-    ) -> list[Selection]:
+    ) -> Selections:
         """Select for each recipient, at one ``now``, with the rules of one-by-one selects.
 
         Every recipient is validated first, so a bad one changes nothing. Each select
         is atomic; the batch as a whole is not (a NoEligibleSender stops it, after the
-        selects before it). On a store with one-step batches (:class:`OneStepBatchStore`,
+        selects before it). An opted-out recipient is refused alone: the others proceed,
+        and the answer (a list of the selections, in order) names the refused in
+        ``opted_out``. On a store with one-step batches (:class:`OneStepBatchStore`,
         such as Redis), the whole batch costs one round trip; with batch calls
         (:class:`BatchStore`), two: one read, one compare-and-set.
         A recipient repeated in a batch is selected again after its first occurrence
@@ -626,18 +847,28 @@ class AsyncEngine:
         if self._many_in_one_step is not None and len(batch) > 1:
             return await self._select_many_in_one_step(profile_id, batch, at, segments)
         if not isinstance(store, AsyncBatchStore) or len(batch) < 2:
-            return [await self.select(profile_id, to, segments=segments, now=at) for to in batch]
+            return await self._one_by_one(profile_id, batch, at, segments)
+        return await self._select_many_batched(store, profile_id, batch, at, segments)
+
+    async def _select_many_batched(
+        self, store: AsyncBatchStore, profile_id: str, batch: list[str], at: float, segments: int
+    ) -> Selections:
+        """select_many on a store with batch calls: one read, one compare-and-set."""
         unique = list(dict.fromkeys(batch))
         chooser = self._choosers.get(profile_id)
         known = -1 if chooser is None else chooser.version
         began = await store.begin_select_many(profile_id, unique, at, known)
         if any(isinstance(b, Miss) and b.loads is not None for b in began):
             # Capacity on: its begin answered no hit and wrote nothing; one-step selects.
-            return [await self.select(profile_id, to, segments=segments, now=at) for to in batch]
+            return await self._one_by_one(profile_id, batch, at, segments)
         done: dict[str, Selection] = {}
+        opted: dict[str, None] = {}
         pending: list[tuple[Selection, Miss]] = []
         failure: NoEligibleSender | None = None
         for to, result in zip(unique, began, strict=True):
+            if result is None:
+                opted[to] = None
+                continue
             if isinstance(result, Selection):
                 done[to] = result
                 continue
@@ -651,25 +882,46 @@ class AsyncEngine:
             else:
                 pending.append((sel, result))
         if pending:
-            await self._commit_many(store, profile_id, pending, done, at)
+            await self._commit_many(store, profile_id, pending, done, opted, at)
         self._count(done.values(), at)
+        self._tally()[_OPTED_OUT] += len(opted)
         if failure is not None:
             raise failure
-        return await self._expand(profile_id, batch, done, at, segments)
+        return await self._expand(profile_id, batch, done, opted, at, segments)
+
+    async def _one_by_one(
+        self, profile_id: str, batch: list[str], at: float, segments: int
+    ) -> Selections:
+        """select_many as one select per recipient (each counted by select)."""
+        out: list[Selection] = []
+        opted: dict[str, None] = {}
+        for to in batch:
+            if to in opted:
+                continue
+            try:
+                out.append(await self.select(profile_id, to, segments=segments, now=at))
+            except OptedOut:
+                opted[to] = None
+        return Selections(out, opted)
 
     async def _select_many_in_one_step(
         self, profile_id: str, batch: list[str], at: float, segments: int
-    ) -> list[Selection]:
+    ) -> Selections:
         """select_many on a store that runs a batch's selects itself, in one round trip."""
         assert self._many_in_one_step is not None
+        unique = list(dict.fromkeys(batch))
         made, failed = await self._many_in_one_step(
-            profile_id, list(dict.fromkeys(batch)), at, self._decide_bound, segments
+            profile_id, unique, at, self._decide_bound, segments
         )
         self._count(made, at)
         if failed is not None:
             self._refused(failed)
             raise failed
-        return await self._expand(profile_id, batch, {s.to: s for s in made}, at, segments)
+        done = {s.to: s for s in made}
+        # The store skips an opted-out recipient: absent from a batch that did not fail.
+        opted = dict.fromkeys(to for to in unique if to not in done)
+        self._tally()[_OPTED_OUT] += len(opted)
+        return await self._expand(profile_id, batch, done, opted, at, segments)
 
     def _count(self, selections: Iterable[Selection], now: float) -> None:
         """Count a batch's selections by reason and tier in this thread's counters."""
@@ -689,6 +941,7 @@ class AsyncEngine:
         profile_id: str,
         pending: list[tuple[Selection, Miss]],
         done: dict[str, Selection],
+        opted: dict[str, None],
         at: float,
     ) -> None:
         """Compare-and-set a batch's fresh choices in one call; settle losers alone."""
@@ -702,33 +955,42 @@ class AsyncEngine:
                 done[sel.to] = sel
             elif won is not None:
                 done[sel.to] = won
-            else:  # lost a race on this recipient: settle it alone
-                done[sel.to] = await self._two_steps(profile_id, sel.to, at)
+            else:  # lost a race on this recipient (or it opted out): settle it alone
+                try:
+                    done[sel.to] = await self._two_steps(profile_id, sel.to, at)
+                except OptedOut:
+                    opted[sel.to] = None
 
     async def _expand(
         self,
         profile_id: str,
         batch: list[str],
         done: dict[str, Selection],
+        opted: dict[str, None],
         at: float,
         segments: int,
-    ) -> list[Selection]:
+    ) -> Selections:
         """The batch's answers in order, from those of its distinct recipients.
 
         A repeat is a select of its own (rare): a hit on the mapping just made, or a
         fresh choice with sticky off, which reserves its own slots either way.
         """
-        if len(done) == len(batch):
-            return [done[to] for to in batch]
+        if not opted and len(done) == len(batch):
+            return Selections([done[to] for to in batch])
         out = []
         seen: set[str] = set()
         for to in batch:
+            if to in opted:
+                continue
             if to not in seen:
                 seen.add(to)
                 out.append(done[to])
-            else:
+                continue
+            try:
                 out.append(await self.select(profile_id, to, segments=segments, now=at))
-        return out
+            except OptedOut:  # opted out since its first select
+                opted[to] = None
+        return Selections(out, opted)
 
     # -- inspection and override ----------------------------------------------------
     async def mapping(
@@ -880,6 +1142,7 @@ class AsyncEngine:
             waited=c[12],
             exhausted=c[13],
             busy=c[14],
+            opted_out=c[15],
         )
 
 

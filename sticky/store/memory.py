@@ -40,27 +40,34 @@ from sticky.errors import (
     StoreUnavailable,
     UnknownNumber,
     UnknownProfile,
+    opted_out,
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
 from sticky.policy import (
     COUNTED,
+    HEALTH_BUCKETS,
     IDLE,
     STEP_EVICTIONS,
     STEP_LOOKS,
     Chooser,
     Load,
+    Window,
+    after_report,
     budget_of,
     busy_until,
     clears_mappings,
     count_new,
-    eligible_numbers,
+    drain_deadlines,
     is_live,
     judge,
     judged_at,
+    keeps,
+    kept_numbers,
     plan,
     rate_of,
     refreshed,
+    reply_action,
     reserve,
     room_wait,
     step_limit,
@@ -69,7 +76,7 @@ from sticky.policy import (
 )
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, LiveMapping, Miss, sorted_pool
-from sticky.values import Reason, Selection
+from sticky.values import Keyword, Outcome, Reason, ReplyAction, Selection
 
 __all__ = ["MemoryStore"]
 
@@ -127,14 +134,16 @@ class _Profile:
         "by_sender",
         "capacity",
         "chooser",
-        "eligible",
+        "deadlines",
         "full",
         "horizon",
         "id",
+        "kept",
         "late",
         "late_min",
         "limit",
         "loads",
+        "optouts",
         "pool",
         "pool_tuple",
         "queue",
@@ -145,6 +154,7 @@ class _Profile:
         "table",
         "ttl",
         "version",
+        "windows",
     )
 
     def __init__(self, profile_id: str, settings: PoolSettings, version: int) -> None:
@@ -157,6 +167,8 @@ class _Profile:
         self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
+        self.optouts: set[str] = set()
+        self.windows: dict[str, Window] = {}
         self.apply(settings, version)
 
     def apply(self, settings: PoolSettings, version: int) -> None:
@@ -166,7 +178,10 @@ class _Profile:
         self.sticky = settings.sticky_sender
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
-        self.eligible = eligible_numbers(self.pool_tuple, settings)
+        # What a sticky hit reads (policy.keeps): the numbers that keep their mappings,
+        # and the ends of the drains' graces (empty while no number drains with one).
+        self.kept = kept_numbers(self.pool_tuple, settings)
+        self.deadlines = drain_deadlines(self.pool_tuple)
         self.chooser = Chooser(self.pool_tuple, settings, version)
         self.capacity = self.chooser.capacity
         # What the capacity path reads per select, once per version: each number's rate
@@ -398,36 +413,69 @@ class MemoryStore:
                 live += is_live(table.pop(to)[1], ttl, at)
             del p.pool[number]
             p.loads.pop(number, None)
+            p.windows.pop(number, None)
             del self._owner[number]
             p.apply(p.settings, self._next_version())
             return live
 
+    def _owner_of(self, number: str) -> _Profile:
+        owner = self._owner.get(number)
+        if owner is None:
+            msg = f"number {shown(number)} is in no profile"
+            raise UnknownNumber(msg)
+        return self._profiles[owner]
+
+    def _change(self, p: _Profile, number: str, **changes: object) -> SenderNumber:
+        """Change a pooled number; a changed one is a new pool version. O(p log p)."""
+        current = p.pool[number]
+        updated = attrs.evolve(current, **changes)  # type: ignore[arg-type]
+        if updated != current:
+            p.pool[number] = updated
+            p.apply(p.settings, self._next_version())
+        return updated
+
     def set_health(self, number: str, *, healthy: bool) -> None:
-        """Set a pooled number's health. O(p log p)."""
+        """Set a pooled number's health; True also clears its delivery verdict. O(p log p)."""
         with self._lock:
-            owner = self._owner.get(number)
-            if owner is None:
-                msg = f"number {shown(number)} is in no profile"
+            p = self._owner_of(number)
+            if healthy:
+                p.windows.pop(number, None)
+                self._change(p, number, healthy=True, delivery_healthy=True)
+            else:
+                self._change(p, number, healthy=False)
+
+    def set_drain(
+        self, profile_id: str, number: str, since: float | None, grace: float | None
+    ) -> SenderNumber:
+        """Start or end a number's drain; return it. O(p log p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            if number not in p.pool:
+                msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
-            p = self._profiles[owner]
+            return self._change(p, number, draining_since=since, drain_grace=grace)
+
+    def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
+        """Add a delivery report and judge the number. O(1), O(p log p) when it flips."""
+        with self._lock:
+            p = self._owner_of(number)
             current = p.pool[number]
-            if current.healthy != healthy:
-                p.pool[number] = attrs.evolve(current, healthy=healthy)
-                p.apply(p.settings, self._next_version())
+            window, verdict = after_report(
+                p.windows.get(number, ()), current.delivery_healthy, outcome, now, p.settings
+            )
+            p.windows[number] = window
+            return self._change(p, number, delivery_healthy=verdict)
+
+    def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
+        """The pool and each number's delivery window. O(p)."""
+        with self._lock:
+            p = self._get(profile_id)
+            return p.pool_tuple, dict(p.windows)
 
     def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
         """Set a pooled number's own limits; return it. O(p log p)."""
         with self._lock:
-            owner = self._owner.get(number)
-            if owner is None:
-                msg = f"number {shown(number)} is in no profile"
-                raise UnknownNumber(msg)
-            p = self._profiles[owner]
-            updated = attrs.evolve(p.pool[number], **changes)  # type: ignore[arg-type]
-            if updated != p.pool[number]:
-                p.pool[number] = updated
-                p.apply(p.settings, self._next_version())
-            return updated
+            return self._change(self._owner_of(number), number, **changes)
 
     def capacity_state(
         self, profile_id: str
@@ -465,6 +513,8 @@ class MemoryStore:
             except KeyError:
                 msg = f"unknown profile {shown(profile_id)}"
                 raise UnknownProfile(msg) from None
+            if p.optouts and to in p.optouts:
+                raise opted_out(profile_id, to)
             if p.capacity:
                 return self._select_with_capacity(p, to, now, decide, hits, segments)
             table = p.table
@@ -473,7 +523,10 @@ class MemoryStore:
                 reason = _NEW if p.sticky else _POOL
             else:
                 sender, last_used, idx = entry
-                reason = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
+                kept = sender in p.kept
+                if kept and p.deadlines:
+                    kept = keeps(sender, p.kept, p.deadlines, now)
+                reason = judge(last_used, p.ttl, now, p.horizon, kept)
                 if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
                         table[to] = (sender, now, idx)
@@ -520,7 +573,10 @@ class MemoryStore:
             reason = _NEW if p.sticky else _POOL
         else:
             sender, last_used, idx = entry
-            reason = judge(last_used, p.ttl, now, p.horizon, sender in p.eligible)
+            kept = sender in p.kept
+            if kept and p.deadlines:
+                kept = keeps(sender, p.kept, p.deadlines, now)
+            reason = judge(last_used, p.ttl, now, p.horizon, kept)
             if reason is _STICKY:
                 loads = p.loads
                 step = sticky_step(
@@ -632,6 +688,8 @@ class MemoryStore:
         """Compare-and-set of a fresh choice. O(1) expected (see the class docstring)."""
         with self._lock:
             p = self._get(profile_id)
+            if to in p.optouts:
+                raise opted_out(profile_id, to)
             entry = p.table.get(to)
             at = p.at(now)
             current_live = entry is not None and is_live(entry[1], p.ttl, at)
@@ -643,7 +701,8 @@ class MemoryStore:
                 return True
             if entry is not None and p.sticky:
                 sender, last_used, idx = entry
-                if judge(last_used, p.ttl, now, p.horizon, sender in p.eligible) is _STICKY:
+                kept = keeps(sender, p.kept, p.deadlines, now)
+                if judge(last_used, p.ttl, now, p.horizon, kept) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
                     p.table[to] = (sender, refreshed(last_used, now), idx)
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
@@ -700,22 +759,87 @@ class MemoryStore:
                 msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
             self._store_choice(p, to, number, now, p.table.get(to))
-            if p.capacity:
-                day = today(now, p.settings.timezone)[0]
-                load = p.loads[number] = count_new(p.loads.get(number, IDLE), day)
-                p.note_budget(number, load)
+            self._count_new(p, number, now)
             return p.settings
+
+    @staticmethod
+    def _count_new(p: _Profile, number: str, now: float) -> None:
+        """With capacity on, count a new recipient of ``number`` today (no slot). O(1)."""
+        if p.capacity:
+            day = today(now, p.settings.timezone)[0]
+            load = p.loads[number] = count_new(p.loads.get(number, IDLE), day)
+            p.note_budget(number, load)
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
         """Delete the mapping of ``to``; return whether it was live. O(1)."""
         with self._lock:
-            p = self._get(profile_id)
-            at = p.advance(now)
-            entry = p.table.pop(to, None)
-            if entry is None:
+            return self._forget(self._get(profile_id), to, now)
+
+    def _forget(self, p: _Profile, to: str, now: float) -> bool:
+        at = p.advance(now)
+        entry = p.table.pop(to, None)
+        if entry is None:
+            return False
+        self._unlink(p, to, entry[0])
+        return is_live(entry[1], p.ttl, at)
+
+    # -- opt-outs and replies -------------------------------------------------------
+    def opt_out(self, profile_id: str, to: str, now: float) -> bool:
+        """Opt ``to`` out and delete its mapping; return whether it was in. O(1)."""
+        with self._lock:
+            return self._opt_out(self._get(profile_id), to, now)
+
+    def _opt_out(self, p: _Profile, to: str, now: float) -> bool:
+        self._forget(p, to, now)
+        if to in p.optouts:
+            return False
+        p.optouts.add(to)
+        return True
+
+    def opt_in(self, profile_id: str, to: str) -> bool:
+        """End ``to``'s opt-out; return whether it was opted out. O(1)."""
+        with self._lock:
+            optouts = self._get(profile_id).optouts
+            if to not in optouts:
                 return False
-            self._unlink(p, to, entry[0])
-            return is_live(entry[1], p.ttl, at)
+            optouts.discard(to)
+            return True
+
+    def is_opted_out(self, profile_id: str, to: str) -> bool:
+        """Whether ``to`` is opted out. O(1)."""
+        with self._lock:
+            return to in self._get(profile_id).optouts
+
+    def opt_outs(self, profile_id: str) -> list[str]:
+        """The opted-out recipients, sorted. O(k log k)."""
+        with self._lock:
+            return sorted(self._get(profile_id).optouts)
+
+    def record_reply(
+        self, profile_id: str, to: str, number: str, now: float, keyword: Keyword | None
+    ) -> ReplyAction:
+        """A reply from ``to`` to ``number``: its keyword, then its mapping. O(1)."""
+        with self._lock:
+            p = self._get(profile_id)
+            if keyword is Keyword.OPT_OUT:
+                self._opt_out(p, to, now)
+                return ReplyAction.OPTED_OUT
+            if keyword is Keyword.OPT_IN:
+                p.optouts.discard(to)
+            elif to in p.optouts:
+                return ReplyAction.OPTED_OUT
+            entry = p.table.get(to)
+            current = None
+            if entry is not None and is_live(entry[1], p.ttl, p.at(now)):
+                current = entry[0]
+            action = reply_action(p.pool.get(number), p.settings, current, now)
+            if action is ReplyAction.REFRESHED:
+                assert entry is not None
+                p.table[to] = (entry[0], refreshed(entry[1], now), entry[2])
+            elif action is ReplyAction.MOVED or action is ReplyAction.MAPPED:
+                self._store_choice(p, to, number, now, entry)
+                self._count_new(p, number, now)
+            return action
 
     # -- housekeeping ---------------------------------------------------------------
     def evict_expired(self, now: float) -> int:
@@ -736,8 +860,10 @@ class MemoryStore:
             assert owners == self._owner, "owner index disagrees with the pools"
             for pid, p in self._profiles.items():
                 assert p.pool_tuple == sorted_pool(list(p.pool.values())), f"{pid}: pool"
-                expected = eligible_numbers(p.pool_tuple, p.settings)
-                assert p.eligible == expected, f"{pid}: eligible set is stale"
+                assert p.kept == kept_numbers(p.pool_tuple, p.settings), f"{pid}: kept is stale"
+                assert p.deadlines == drain_deadlines(p.pool_tuple), f"{pid}: drains are stale"
+                assert set(p.windows) <= set(p.pool), f"{pid}: window of a number not in pool"
+                assert all(len(w) <= HEALTH_BUCKETS for w in p.windows.values()), f"{pid}: window"
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
                 by_sender: dict[str, set[str]] = {}
