@@ -18,6 +18,7 @@ from sticky.errors import (
     InvalidTime,
     NoEligibleSender,
     NumberInUse,
+    OptedOut,
     PoolBusy,
     PoolExhausted,
     ProfileExists,
@@ -29,7 +30,20 @@ from sticky.errors import (
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import DEFAULT_TTL, GeoMatch, PoolSettings
 from sticky.store import MemoryStore, Store, open_store
-from sticky.values import GeoTier, Mapping, NumberCapacity, Reason, Selection, Stats
+from sticky.values import (
+    GeoTier,
+    Keyword,
+    Mapping,
+    NumberCapacity,
+    NumberHealth,
+    Outcome,
+    Reason,
+    Reply,
+    ReplyAction,
+    Selection,
+    Selections,
+    Stats,
+)
 
 if TYPE_CHECKING:
     from sticky.store.redis import RedisStore
@@ -47,21 +61,28 @@ __all__ = [
     "InvalidProfileId",
     "InvalidSettings",
     "InvalidTime",
+    "Keyword",
     "ManualClock",
     "Mapping",
     "MemoryStore",
     "NoEligibleSender",
     "NumberCapacity",
+    "NumberHealth",
     "NumberInUse",
     "NumberType",
+    "OptedOut",
+    "Outcome",
     "PoolBusy",
     "PoolExhausted",
     "PoolSettings",
     "ProfileExists",
     "Reason",
     "RedisStore",
+    "Reply",
+    "ReplyAction",
     "SQLiteStore",
     "Selection",
+    "Selections",
     "SenderNumber",
     "Stats",
     "StickyError",

@@ -54,8 +54,12 @@ class StickyCollector:
       metrics are then left out, and the fault is logged);
     - ``sticky_capacity_events_total{kind}``: this engine's selects that waited for a
       slot (``waited``) or were refused (``exhausted``, ``busy``);
-    - with ``per_profile=True``, ``sticky_pool_numbers{profile, type, healthy}``
-      (one series per profile, type and health: mind the cardinality), and per number
+    - ``sticky_opted_out_refusals_total``: this engine's selects refused for an
+      opted-out recipient;
+    - with ``per_profile=True``, ``sticky_pool_numbers{profile, type, healthy,
+      draining}`` (one series per profile, type, health and drain: mind the
+      cardinality; ``healthy`` is the caller's word and the delivery reports'), and per
+      number
       ``sticky_number_load{profile, number}`` (the share of today's budget of new
       recipients used, 0 without a budget: :meth:`number_load`) and
       ``sticky_number_backlog_seconds{profile, number}`` (how far its next free slot
@@ -141,13 +145,14 @@ class StickyCollector:
                 "Selects that waited for a slot, or were refused for capacity, by kind.",
                 labels=["kind"],
             ),
+            counter(f"{ns}_opted_out_refusals", "Selects refused for an opted-out recipient."),
         ]
         if self._per_profile:
             out += [
                 gauge(
                     f"{ns}_pool_numbers",
-                    "Numbers in each profile's pool, by type and health.",
-                    labels=["profile", "type", "healthy"],
+                    "Numbers in each profile's pool, by type, health and drain.",
+                    labels=["profile", "type", "healthy", "draining"],
                 ),
                 gauge(
                     f"{ns}_number_load",
@@ -165,7 +170,7 @@ class StickyCollector:
     def collect(self) -> Iterator[Metric]:
         """Read the engine and its store; yield the metrics. A store fault gives ``up`` 0."""
         families = self._families()
-        selections, tiers, mappings, evicted, up, events = families[:6]
+        selections, tiers, mappings, evicted, up, events, opted = families[:7]
         engine = self._engine
         try:
             stats = engine.stats()
@@ -189,18 +194,23 @@ class StickyCollector:
         up.add_metric([], 1)
         for kind in ("waited", "exhausted", "busy"):
             events.add_metric([kind], getattr(stats, kind))
-        yield from (selections, tiers, mappings, evicted, up, events)
+        opted.add_metric([], stats.opted_out)
+        yield from (selections, tiers, mappings, evicted, up, events, opted)
         if self._per_profile:
-            sizes: dict[tuple[str, str, str], int] = {}
+            sizes: dict[tuple[str, str, str, str], int] = {}
             for pid, pool in pools:
                 for n in pool:
-                    key = (pid, n.type.value, "true" if n.healthy else "false")
+                    key = (pid, n.type.value, _flag(n.is_healthy), _flag(n.draining))
                     sizes[key] = sizes.get(key, 0) + 1
-            numbers = families[6]
+            numbers = families[7]
             for labels, size in sorted(sizes.items()):
                 numbers.add_metric(list(labels), size)
-            load, backlog = families[7], families[8]
+            load, backlog = families[8], families[9]
             for pid, number, share, wait in loads:
                 load.add_metric([pid, number], share)
                 backlog.add_metric([pid, number], wait)
             yield from (numbers, load, backlog)
+
+
+def _flag(value: bool) -> str:  # noqa: FBT001
+    return "true" if value else "false"

@@ -220,7 +220,7 @@ def test_export_is_json_lines_of_every_profile_pool_and_live_mapping(
     lines = [json.loads(line) for line in out.splitlines()]
     assert lines[0] == {
         "format": "sticky-export",
-        "version": 1,
+        "version": 2,
         "exported_at": NOW,
         "sticky": "0.1.0",
     }
@@ -384,7 +384,7 @@ def test_an_import_from_a_pipe_stops_at_a_bad_line_and_checks_the_header(
     assert _cli(capsys, "profiles", "--store", url)[1].split()[0] == "a"  # the lines before
     for text, message in [
         ("", "not a sticky-export header"),
-        ('{"format": "sticky-export", "version": 9}', "version 9"),
+        ('{"format": "sticky-export", "version": 9}', "version 9, expected 1 or 2"),
     ]:
         monkeypatch.setattr(sys, "stdin", io.StringIO(text))
         status, _, err = _cli(capsys, "import", "-", "--store", url)

@@ -75,3 +75,25 @@ def test_bad_arguments_are_refused() -> None:
         StickyCollector(e, registry=None, namespace="not a name")
     with pytest.raises(InvalidSettings):
         StickyCollector(e, registry=None, per_profile="yes")  # type: ignore[arg-type]
+
+
+def test_a_scrape_exports_opt_out_refusals_and_pool_numbers_by_health_and_drain() -> None:
+    e = Engine(clock=ManualClock(T0), seed=1)
+    e.create_profile("p", PoolSettings(min_samples=1))
+    for n in ("+13125550001", "+13125550002", "+13125550003"):
+        e.add_number("p", n)
+    e.drain("p", "+13125550001")
+    e.record_delivery("+13125550002", "spam")  # one sample, all spam: measured unhealthy
+    e.opt_out("p", "+12125550000")
+    e.select_many("p", ["+12125550000", "+12125550001"])
+    registry = CollectorRegistry()
+    StickyCollector(e, registry=registry, per_profile=True)
+    got = _samples(registry)
+    assert got["sticky_opted_out_refusals_total", ()] == 1
+    sizes = {k[1]: v for k, v in got.items() if k[0] == "sticky_pool_numbers"}
+    base = (("profile", "p"), ("type", "long_code"))
+    assert sizes == {
+        (("draining", "true"), ("healthy", "true"), *base): 1,
+        (("draining", "false"), ("healthy", "false"), *base): 1,
+        (("draining", "false"), ("healthy", "true"), *base): 1,
+    }

@@ -1,31 +1,41 @@
 """``export`` and ``import``: every profile, pool and live mapping as JSON Lines.
 
-The format (version 1), one JSON object a line, in this order::
+The format (version 2), one JSON object a line, in this order::
 
-    {"format": "sticky-export", "version": 1, "exported_at": T, "sticky": "0.1.0"}
+    {"format": "sticky-export", "version": 2, "exported_at": T, "sticky": "0.1.0"}
     {"kind": "profile", "id": "acme", "settings": {...PoolSettings.to_dict()...}}
     {"kind": "number", "profile": "acme", "number": "+1312...", "type": "long_code",
-     "healthy": true, "rate": 2.5, "daily_new_recipients": 500}
+     "healthy": true, "rate": 2.5, "daily_new_recipients": 500,
+     "draining_since": T, "drain_grace": seconds, "delivery_healthy": false,
+     "window": [[bucket, delivered, failed, spam], ...]}
+    {"kind": "opt_out", "profile": "acme", "to": "+1415..."}
     {"kind": "mapping", "profile": "acme", "to": "+1415...", "from": "+1312...",
      "last_used": T, "age": seconds}
 
-A number's ``rate`` and ``daily_new_recipients`` (its own limits) are written only when
-set, and an export without them (older ones) imports as numbers with the profile's
-limits. An export streams: one page of a profile's live mappings in memory at a time
-(:meth:`sticky.Engine.iter_mappings`). An import writes the mappings in batches of
-``--batch`` (1,000) through :meth:`sticky.Engine.import_mappings`: each keeps its
-``last_used`` (so its age, and it expires when it would have), unless the target
-already has a live mapping of the recipient used as recently or later (then the
-target's is kept), or the mapping has expired since the export. Profiles are created
-if missing (an existing one keeps its settings), numbers added if missing (an existing
-one keeps its limits): re-running an import changes nothing more. An import from a file
-checks every line before it writes anything; from a pipe each line is checked before it
-is applied, and a bad line stops the import after the lines before it: the mappings
-read before it are written first (running it again once fixed is safe). What batching
-changes: a batch is written when it is full or when a line of another kind or profile
-comes, so an import killed while reading may leave up to a batch of checked lines
-unwritten; and a batch the store refuses (a sender that is not in the target's pool)
-writes none of its mappings, where the batches before it stay written.
+A number's own limits, its drain, its delivery verdict (when unhealthy) and its delivery
+window are written only when set; an export without them (version 1, or a number without
+them) imports as numbers with the profile's limits, not draining, with no reports. A
+drain keeps its start and grace. A window is replayed report by report at its buckets'
+times through :meth:`sticky.Engine.record_delivery`, the good outcomes first for a
+healthy number and the bad first for an unhealthy one, so the verdict comes back as it
+was (unless the number sat within the margin and the window never crossed a threshold:
+then the import says so). An opt-out line opts the recipient out of the profile
+(:meth:`sticky.Engine.opt_out`). An export streams: one page of a profile's live
+mappings in memory at a time (:meth:`sticky.Engine.iter_mappings`). An import writes the
+mappings in batches of ``--batch`` (1,000) through
+:meth:`sticky.Engine.import_mappings`: each keeps its ``last_used`` (so its age, and it
+expires when it would have), unless the target already has a live mapping of the
+recipient used as recently or later (then the target's is kept), or the mapping has
+expired since the export. Profiles are created if missing (an existing one keeps its
+settings), numbers added if missing (an existing one keeps its limits): re-running an
+import changes nothing more. An import from a file checks every line before it writes
+anything; from a pipe each line is checked before it is applied, and a bad line stops
+the import after the lines before it: the mappings read before it are written first
+(running it again once fixed is safe). What batching changes: a batch is written when it
+is full or when a line of another kind or profile comes, so an import killed while
+reading may leave up to a batch of checked lines unwritten; and a batch the store
+refuses (a sender that is not in the target's pool) writes none of its mappings, where
+the batches before it stay written.
 """
 
 from __future__ import annotations
@@ -38,19 +48,23 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from sticky import __version__
 from sticky.cli.progress import Progress, wanted
 from sticky.engine import Engine
 from sticky.errors import InvalidSettings, StickyError, shown
 from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
-from sticky.settings import PoolSettings, check_budget, check_rate
+from sticky.policy import HEALTH_BUCKETS, Window
+from sticky.settings import PoolSettings, check_budget, check_grace, check_rate
+from sticky.values import Outcome
 
 __all__ = ["FORMAT", "VERSION", "export", "import_", "read_export", "write_export"]
 
 FORMAT = "sticky-export"
-VERSION = 1
+VERSION = 2
+READS = frozenset({1, 2})
+"""The versions an import reads: 1 is 2 without drains, windows and opt-outs."""
 
 
 def write_export(
@@ -68,17 +82,21 @@ def write_export(
     """
     header = {"format": FORMAT, "version": VERSION, "exported_at": now, "sticky": __version__}
     out.write(json.dumps(header) + "\n")
-    counts = {"profiles": 0, "numbers": 0, "mappings": 0}
+    counts = {"profiles": 0, "numbers": 0, "opt_outs": 0, "mappings": 0}
     ids = engine.profiles() if profile_ids is None else list(profile_ids)
     for pid in ids:
         settings = engine.settings(pid)
         pool = engine.numbers(pid)
         pj = json.dumps(pid)
         lines = [json.dumps({"kind": "profile", "id": pid, "settings": settings.to_dict()})]
-        lines += [json.dumps(_number_line(pid, n)) for n in pool]
+        _, windows = engine.store.health(pid)
+        lines += [json.dumps(_number_line(pid, n, windows.get(n.number, ()))) for n in pool]
+        opted = engine.opt_outs(pid)
+        lines += [json.dumps({"kind": "opt_out", "profile": pid, "to": to}) for to in opted]
         out.write("\n".join(lines) + "\n")
         counts["profiles"] += 1
         counts["numbers"] += len(pool)
+        counts["opt_outs"] += len(opted)
         for page in engine.iter_mappings(pid, now=now, batch=batch):
             # Numbers are E.164 (no character JSON escapes) and times finite floats, whose
             # repr is valid JSON: formatted directly, several times faster than dumps.
@@ -95,8 +113,8 @@ def write_export(
     return counts
 
 
-def _number_line(profile_id: str, n: SenderNumber) -> dict[str, Any]:
-    """A number's line: its own limits only when set (an older reader ignores them)."""
+def _number_line(profile_id: str, n: SenderNumber, window: Window) -> dict[str, Any]:
+    """A number's line: its own limits, drain, verdict and window only when set."""
     line: dict[str, Any] = {
         "kind": "number",
         "profile": profile_id,
@@ -108,13 +126,54 @@ def _number_line(profile_id: str, n: SenderNumber) -> dict[str, Any]:
         line["rate"] = n.rate
     if n.daily_new_recipients is not None:
         line["daily_new_recipients"] = n.daily_new_recipients
+    if n.draining_since is not None:
+        line["draining_since"] = n.draining_since
+        line["drain_grace"] = n.drain_grace
+    if not n.delivery_healthy:
+        line["delivery_healthy"] = False
+    if window:
+        line["window"] = [list(bucket) for bucket in window]
     return line
 
 
 # -- reading --------------------------------------------------------------------------
 Record = tuple[Any, ...]
 """A checked line: ``("profile", id, settings)``, ``("number", profile, number, type,
-healthy, rate, daily_new_recipients)`` or ``("mapping", profile, to, from, last_used)``."""
+healthy, rate, daily_new_recipients, life)`` (``life``: :class:`_Life`), ``("opt_out",
+profile, to)`` or ``("mapping", profile, to, from, last_used)``."""
+
+
+class _Life(NamedTuple):
+    """A number's drain, verdict and delivery window, as an export line gives them."""
+
+    draining_since: float | None = None
+    drain_grace: float | None = None
+    delivery_healthy: bool = True
+    window: Window = ()
+
+
+def _life(line_no: int, data: dict[str, Any]) -> _Life:
+    """The optional drain, verdict and window of a number line, checked."""
+    since = None if data.get("draining_since") is None else _time(line_no, data, "draining_since")
+    grace = check_grace(data.get("drain_grace")) if since is not None else None
+    verdict = data.get("delivery_healthy", True)
+    if not isinstance(verdict, bool):
+        raise _bad(line_no, f"'delivery_healthy' is {shown(verdict)}: expected a bool")
+    raw = data.get("window", [])
+    window: list[tuple[int, int, int, int]] = []
+    if not isinstance(raw, list) or len(raw) > HEALTH_BUCKETS:
+        raise _bad(line_no, f"'window' is {shown(raw)}: expected up to 24 buckets")
+    for item in raw:
+        if not (
+            isinstance(item, list)
+            and len(item) == 4
+            and all(type(x) is int for x in item)
+            and min(item[1:]) >= 0
+            and (not window or item[0] > window[-1][0])
+        ):
+            raise _bad(line_no, f"'window' has {shown(item)}: expected [bucket, d, f, s] in order")
+        window.append((item[0], item[1], item[2], item[3]))
+    return _Life(since, grace, verdict, tuple(window))
 
 
 def _bad(line_no: int, what: str) -> InvalidSettings:
@@ -181,7 +240,7 @@ def _record(line_no: int, text: str, profiles: set[str]) -> Record:  # noqa: C90
             raw = _field(line_no, data, "settings", dict)
             profiles.add(pid)
             return ("profile", pid, PoolSettings.from_dict(raw))
-        if kind not in {"number", "mapping"}:
+        if kind not in {"number", "mapping", "opt_out"}:
             raise _bad(line_no, f"unknown kind {shown(kind)}")
         pid = _field(line_no, data, "profile", str)
         if pid not in profiles:
@@ -196,7 +255,10 @@ def _record(line_no: int, text: str, profiles: set[str]) -> Record:  # noqa: C90
             healthy = _field(line_no, data, "healthy", bool)
             rate = check_rate(data.get("rate"))
             daily = check_budget(data.get("daily_new_recipients"))
-            return ("number", pid, number, number_type, healthy, rate, daily)
+            life = _life(line_no, data)
+            return ("number", pid, number, number_type, healthy, rate, daily, life)
+        if kind == "opt_out":
+            return ("opt_out", pid, check_e164(_field(line_no, data, "to", str), "recipient"))
         to = check_e164(_field(line_no, data, "to", str), "recipient")
         sender = check_e164(_field(line_no, data, "from", str))
         return ("mapping", pid, to, sender, _time(line_no, data, "last_used"))
@@ -219,8 +281,8 @@ def read_export(lines: Iterable[str], progress: Progress | None = None) -> Itera
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         msg = f"invalid export, line 1: not a {FORMAT} header: {shown(first.strip())}"
         raise InvalidSettings(msg)
-    if header.get("version") != VERSION:
-        msg = f"invalid export: version {shown(header.get('version'))}, expected {VERSION}"
+    if header.get("version") not in READS:
+        msg = f"invalid export: version {shown(header.get('version'))}, expected 1 or {VERSION}"
         raise InvalidSettings(msg)
     profiles: set[str] = set()
     for line_no, text in enumerate(it, 2):
@@ -248,6 +310,7 @@ class _Target:
                 "profiles_kept",
                 "numbers_added",
                 "numbers_kept",
+                "opt_outs",
                 "mappings_written",
                 "mappings_kept",
                 "mappings_expired",
@@ -285,8 +348,10 @@ class _Target:
                     )
             self.pools[pid] = {n.number for n in engine.numbers(pid)}
             self.ttls[pid] = engine.settings(pid).ttl
+        elif kind == "opt_out":
+            counts["opt_outs"] += engine.opt_out(pid, record[2], now=self.now)
         else:
-            _, _, number, number_type, healthy, rate, daily = record
+            _, _, number, number_type, healthy, rate, daily, life = record
             if number in self.pools[pid]:
                 counts["numbers_kept"] += 1
             else:
@@ -300,6 +365,30 @@ class _Target:
                 )
                 self.pools[pid].add(number)
                 counts["numbers_added"] += 1
+                self._restore(pid, number, life)
+
+    def _restore(self, pid: str, number: str, life: _Life) -> None:
+        """Give an added number its drain and its delivery window (replayed)."""
+        engine = self.engine
+        if life.draining_since is not None:
+            engine.drain(pid, number, grace=life.drain_grace, now=life.draining_since)
+        width = engine.settings(pid).health_window / HEALTH_BUCKETS
+        order = [Outcome.DELIVERED, Outcome.FAILED, Outcome.SPAM]
+        if not life.delivery_healthy:
+            order.reverse()  # the bad first: the shares move one way, as the verdict did
+        verdict = True
+        for outcome in order:
+            slot = 1 + [Outcome.DELIVERED, Outcome.FAILED, Outcome.SPAM].index(outcome)
+            for bucket in life.window:
+                at = (bucket[0] + 0.5) * width  # inside the bucket, whatever the rounding
+                for _ in range(bucket[slot]):
+                    verdict = engine.record_delivery(number, outcome, now=at).delivery_healthy
+        if verdict != life.delivery_healthy:
+            print(
+                f"import: number {number} of profile {pid!r}: its delivery reports give"
+                f" {'healthy' if verdict else 'unhealthy'} here (exported otherwise)",
+                file=self.log,
+            )
 
     def apply_all(self, records: Iterable[Record]) -> None:
         """Apply every record and write the last batch.
@@ -397,6 +486,7 @@ def import_(engine: Engine, args: argparse.Namespace) -> int:
             f"imported in {seconds:.2f} s: "
             f"profiles {c['profiles_created']:,} created, {c['profiles_kept']:,} existing; "
             f"numbers {c['numbers_added']:,} added, {c['numbers_kept']:,} existing; "
+            f"opt-outs {c['opt_outs']:,} added; "
             f"mappings {c['mappings_written']:,} written, {c['mappings_kept']:,} kept "
             f"(the target's as recent), {c['mappings_expired']:,} expired since the export"
         )
