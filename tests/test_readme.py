@@ -28,6 +28,14 @@ def test_the_capacity_example_runs(capsys: object) -> None:
     exec(compile(code.group(1), "README.md", "exec"), {})
 
 
+def test_the_number_life_example_runs(capsys: object) -> None:
+    text = README.read_text()
+    section = text[text.index("## A number's life") :]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None
+    exec(compile(code.group(1), "README.md", "exec"), {})
+
+
 def test_the_asyncio_example_runs(
     capsys: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
