@@ -876,7 +876,11 @@ def judge_health(counts: tuple[int, int, int], healthy: bool, settings: PoolSett
 
 
 def after_report(
-    window: Window, healthy: bool, outcome: Outcome, now: float, settings: PoolSettings  # noqa: FBT001
+    window: Window,
+    healthy: bool,  # noqa: FBT001
+    outcome: Outcome,
+    now: float,
+    settings: PoolSettings,
 ) -> tuple[Window, bool]:
     """A delivery report's whole step: the new window and the new verdict. O(1).
 

@@ -2,7 +2,8 @@
 
 ``simulate`` runs the main job (:mod:`sticky.simulate`); the operating commands work on
 a live store given by ``--store URL``: ``profiles``, ``show``, ``lookup``, ``export``,
-``import``, ``evict`` and ``stats``. Every :class:`~sticky.StickyError` (a bad store URL,
+``import``, ``evict``, ``stats``, and a number's life: ``drain``, ``undrain``,
+``opt-out``, ``opt-in`` and ``opt-outs``. Every :class:`~sticky.StickyError` (a bad store URL,
 an unknown profile, a store that is down, a bad export line) prints one line and exits
 with status 2, as does a bad argument.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from sticky import __version__
 from sticky.cli import commands, transfer
-from sticky.cli.args import Parser, count, store_options, time_value
+from sticky.cli.args import Parser, count, nonnegative, store_options, time_value
 from sticky.engine import Engine
 from sticky.errors import StickyError
 
@@ -105,6 +106,33 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p = add("evict", commands.evict, "remove every dead mapping (for a periodic job)", stream=True)
     now_option(p, "judge liveness")
     add("stats", commands.stats, "what the store holds: profiles, numbers, mappings, evictions")
+    p = add(
+        "drain",
+        commands.drain,
+        "drain a number: no new recipients; its live mappings stay (until --grace ends)",
+    )
+    p.add_argument("profile", help="the profile id")
+    p.add_argument("number", help="the number, E.164")
+    p.add_argument(
+        "--grace",
+        type=nonnegative,
+        default=None,
+        help="seconds after which its recipients move at their next message (default: never)",
+    )
+    now_option(p, "start the drain")
+    p = add("undrain", commands.undrain, "end a number's drain: it takes new recipients again")
+    p.add_argument("profile", help="the profile id")
+    p.add_argument("number", help="the number, E.164")
+    for name, text in (
+        ("opt-out", "opt a recipient out: delete its mapping, refuse every select for it"),
+        ("opt-in", "end a recipient's opt-out"),
+    ):
+        p = add(name, commands.opt, text)
+        p.add_argument("profile", help="the profile id")
+        p.add_argument("recipient", help="the recipient, E.164")
+        p.set_defaults(opt=name)
+    p = add("opt-outs", commands.opt_outs, "list a profile's opted-out recipients")
+    p.add_argument("profile", help="the profile id")
     return parser
 
 

@@ -16,9 +16,22 @@ from typing import Any
 
 from sticky.cli.progress import Progress, wanted
 from sticky.engine import Engine
+from sticky.numbers import SenderNumber
 from sticky.policy import is_eligible
 
-__all__ = ["duration", "evict", "iso", "lookup", "profiles", "show", "stats"]
+__all__ = [
+    "drain",
+    "duration",
+    "evict",
+    "iso",
+    "lookup",
+    "opt",
+    "opt_outs",
+    "profiles",
+    "show",
+    "stats",
+    "undrain",
+]
 
 
 def iso(t: float) -> str:
@@ -84,6 +97,9 @@ def show(engine: Engine, args: argparse.Namespace) -> int:
             "number": n.number,
             "type": n.type.value,
             "healthy": n.healthy,
+            "delivery_healthy": n.delivery_healthy,
+            "draining_since": n.draining_since,
+            "drain_grace": n.drain_grace,
             "eligible": is_eligible(n, settings),
             "live_mappings": live[n.number],
         }
@@ -108,14 +124,33 @@ def show(engine: Engine, args: argparse.Namespace) -> int:
         print(f"  {name:<17} {value}{extra}")
     eligible = sum(1 for n in numbers if n["eligible"])
     print(f"pool: {len(numbers):,} numbers, {eligible:,} eligible")
-    for n in numbers:
+    for n, number in zip(numbers, pool, strict=True):
         print(
-            f"  {n['number']:<16}  {n['type']:<9}  {'healthy' if n['healthy'] else 'unhealthy':<9}"
+            f"  {n['number']:<16}  {n['type']:<9}  {_health(number):<20}"
             f"  {'eligible' if n['eligible'] else 'not eligible':<12}"
-            f"  {n['live_mappings']:>9,} live mappings"
+            f"  {n['live_mappings']:>9,} live mappings{_drain(number, now)}"
         )
     print(f"live mappings: {total:,} at {iso(now)}")
     return 0
+
+
+def _health(n: SenderNumber) -> str:
+    if n.is_healthy:
+        return "healthy"
+    if not n.healthy:
+        return "unhealthy"
+    return "unhealthy (reports)"
+
+
+def _drain(n: SenderNumber, now: float) -> str:
+    """How a draining number stands: since when, and when its grace ends."""
+    if n.draining_since is None:
+        return ""
+    text = f"  draining since {iso(n.draining_since)}"
+    if n.drain_grace is not None:
+        end = n.draining_since + n.drain_grace
+        text += f", grace ends {iso(end)}" if end > now else ", grace over"
+    return text
 
 
 def lookup(engine: Engine, args: argparse.Namespace) -> int:
@@ -179,4 +214,61 @@ def stats(engine: Engine, args: argparse.Namespace) -> int:
         print(f"numbers:  {numbers:,}")
         print(f"mappings: {s.mappings:,} stored (live, or dead and not yet evicted)")
         print(f"evicted:  {s.evicted:,} dead mappings so far")
+    return 0
+
+
+def drain(engine: Engine, args: argparse.Namespace) -> int:
+    """Drain a number; print its state and who is still on it."""
+    now = time.time() if args.now is None else args.now
+    n = engine.drain(args.profile, args.number, grace=args.grace, now=now)
+    left = len(engine.recipients_of(args.profile, n.number, now=now))
+    if args.json:
+        _print_json(
+            {
+                "number": n.number,
+                "draining_since": n.draining_since,
+                "drain_grace": n.drain_grace,
+                "live_mappings": left,
+            }
+        )
+    else:
+        print(f"{n.number} of profile {args.profile}:{_drain(n, now)}")
+        print(f"  {left:,} recipients still on it (remove it once none is left)")
+    return 0
+
+
+def undrain(engine: Engine, args: argparse.Namespace) -> int:
+    """End a number's drain."""
+    n = engine.undrain(args.profile, args.number)
+    if args.json:
+        _print_json({"number": n.number, "draining_since": None})
+    else:
+        print(f"{n.number} of profile {args.profile} takes new recipients again")
+    return 0
+
+
+def opt(engine: Engine, args: argparse.Namespace) -> int:
+    """``opt-out`` or ``opt-in`` one recipient."""
+    if args.opt == "opt-out":
+        changed = engine.opt_out(args.profile, args.recipient)
+        state = "opted out" if changed else "was already opted out"
+    else:
+        changed = engine.opt_in(args.profile, args.recipient)
+        state = "opted in" if changed else "was not opted out"
+    if args.json:
+        _print_json({"recipient": args.recipient, "changed": changed, "command": args.opt})
+    else:
+        print(f"{args.recipient} {state} (profile {args.profile})")
+    return 0
+
+
+def opt_outs(engine: Engine, args: argparse.Namespace) -> int:
+    """Every opted-out recipient of a profile, one a line."""
+    found = engine.opt_outs(args.profile)
+    if args.json:
+        _print_json(found)
+    else:
+        for to in found:
+            print(to)
+        print(f"{len(found):,} opted out of profile {args.profile}")
     return 0
