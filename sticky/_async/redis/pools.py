@@ -305,6 +305,20 @@ class AsyncRedisPools:
         assert cached is not None, "a reply without data answers a cached version"
         return cached
 
+    def _next_version(
+        self, profile_id: str, cached: Cached | None, pool: Sequence[SenderNumber]
+    ) -> None:
+        """Cache ``pool`` as the version after ``cached``'s: a script changed an entry.
+
+        Only for a script that compared-and-set on ``cached``'s version and changed the
+        entry (so incremented it once): versions are never reused, so the next one is
+        this pool.
+        """
+        if cached is not None:
+            self._cache[profile_id] = Cached(
+                str(cached.version + 1), cached.settings, tuple(pool), cached.settings_text
+            )
+
     async def _info(self, profile_id: str, *, fresh: bool = False) -> Cached:
         """The profile's settings and pool, current. 1 round trip (the data only if stale)."""
         cached = None if fresh else self._cache.get(profile_id)
@@ -694,6 +708,7 @@ class AsyncRedisPools:
             )
             tag = reply[0]
             if tag == Tag.OK:
+                self._next_version(profile_id, cached, pool)
                 return new
             if tag == Tag.OWNER_MOVED:  # removed since: judged where it is now, if anywhere
                 return None
@@ -781,6 +796,8 @@ class AsyncRedisPools:
             tag = reply[0]
             if tag == Tag.OK:
                 assert new is not None, "a set_health without an entry is never OK"
+                if cached and known and entry != codec.entry(known, cached.settings):
+                    self._next_version(profile_id, cached, pool)  # the script changed it
                 return new
             if tag == Tag.OWNER_MOVED:
                 return None

@@ -21,7 +21,8 @@ if keyword == 'out' then
   return {{{OPTED_OUT}}}
 end
 if version_of(p) ~= ARGV[5] then
-  return stale_choice(p, redis.call('HMGET', KEYS[9], 'v', 'mode'))
+  local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
+  return stale_choice(p, c)
 end
 local old = redis.call('HGET', KEYS[2], to)
 local action = ARGV[8]
