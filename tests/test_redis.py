@@ -58,7 +58,14 @@ from sticky.testing import StickyMachine, StoreContract
 try:  # the redis extra; without it these tests skip, or fail where Redis is required
     import redis
     from redis.crc import key_slot
-    from redis_workers import capacity_worker, chaos_worker, select_worker
+    from redis_workers import (
+        LIFE_SETTINGS,
+        capacity_worker,
+        chaos_worker,
+        life_step,
+        life_world,
+        select_worker,
+    )
 
     from sticky.testing.redis_server import RedisServer, free_port
 except ImportError as exc:
@@ -1551,75 +1558,18 @@ def test_import_mappings_in_chunks_keeps_the_indexes(
 
 
 # -- a number's life: drains, delivery health, opt-outs, replies --------------------------
-LIFE_NUMBERS = ["+13125550001", "+13125550002", "+18005550003"]
-LIFE_TO = [f"+1212555{i:04d}" for i in range(12)]
-
-
-def _life_world(store: Store, settings: PoolSettings) -> Engine:
-    e = Engine(seed=11, store=store)
-    e.create_profile("p", settings)
-    e.add_number("p", LIFE_NUMBERS[0])
-    e.add_number("p", LIFE_NUMBERS[1], rate=2.0)
-    e.add_number("p", LIFE_NUMBERS[2], NumberType.TOLL_FREE)
-    return e
-
-
-def _life_step(e: Engine, rng: random.Random, now: float) -> object:
-    """One random operation of a number's life; its outcome, or the error's type."""
-    op = rng.randrange(14)
-    to = rng.choice(LIFE_TO)
-    number = rng.choice(LIFE_NUMBERS)
-    try:
-        if op <= 2:
-            return e.select("p", to, now=now)
-        if op == 3:
-            picked = rng.sample(LIFE_TO, 5)
-            out = e.select_many("p", picked, now=now)
-            return list(out), out.opted_out
-        if op == 4:
-            if rng.random() < 0.5:
-                return e.undrain("p", number)
-            return e.drain("p", number, grace=rng.choice([None, 0.0, 30.0]), now=now)
-        if op == 5 or op >= 11:
-            outcome = rng.choice(["delivered", "failed", "failed", "spam"])
-            return e.record_delivery(number, outcome, now=now)
-        if op == 6:
-            e.set_health(number, healthy=rng.random() < 0.7)
-            return e.numbers("p")
-        if op == 7:
-            return e.opt_out("p", to, now=now)
-        if op == 8:
-            return e.opt_in("p", to)
-        if op == 9:
-            body = rng.choice([None, "hi", "STOP", " start ", "yes"])
-            return e.record_reply("p", to, number, body=body, now=now)
-        return e.mapping("p", to, now=now), e.recipients_of("p", number, now=now)
-    except Exception as exc:
-        return type(exc)
-
-
 @pytest.mark.parametrize("capacity", [False, True])
 def test_a_numbers_life_agrees_with_memory(redis_server: RedisServer, capacity: bool) -> None:
-    health = {"min_samples": 4, "health_window": 240.0, "min_delivery_rate": 0.4}
-    settings = PoolSettings(ttl=120.0, skip_unhealthy=True, max_spam_rate=0.3, **health)
-    if capacity:
-        settings = PoolSettings(
-            ttl=120.0,
-            skip_unhealthy=True,
-            max_spam_rate=0.3,
-            daily_new_recipients=40,
-            max_wait=3.0,
-            **health,
-        )
+    """Drains, reports, opt-outs and replies at random: Redis answers as memory does."""
+    settings = LIFE_SETTINGS[capacity]
     stores = [MemoryStore(), new_store(redis_server)]
-    engines = [_life_world(s, settings) for s in stores]
-    rng_seed = random.Random(3).randrange(1 << 30)
-    rngs = [random.Random(rng_seed) for _ in engines]
+    engines = [life_world(Engine(seed=11, store=s), settings) for s in stores]
+    rngs = [random.Random(3) for _ in engines]
     now = T0
     for step in range(600):
         now += rngs[0].choice([0.0, 0.5, 3.0, 20.0])
         rngs[1].choice([0.0, 0.5, 3.0, 20.0])
-        got = [_life_step(e, rng, now) for e, rng in zip(engines, rngs, strict=True)]
+        got = [life_step(e, rng, now) for e, rng in zip(engines, rngs, strict=True)]
         assert got[0] == got[1], f"step {step}: {got}"
         if step % 50 == 0:
             assert engines[0].health("p", now=now) == engines[1].health("p", now=now)
@@ -1630,6 +1580,41 @@ def test_a_numbers_life_agrees_with_memory(redis_server: RedisServer, capacity: 
     engines[1].store.check_invariants()
     for e in engines:
         e.close()
+
+
+def test_a_numbers_life_on_the_asyncio_store_agrees_with_memory(redis_server: RedisServer) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from sticky.aio import AsyncEngine, AsyncRedisStore  # noqa: PLC0415
+
+    class Sync:  # the asyncio engine's methods, run to completion one by one
+        def __init__(self, engine: AsyncEngine, loop: asyncio.AbstractEventLoop) -> None:
+            self.engine, self.loop = engine, loop
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.engine, name)
+            return lambda *a, **k: self.loop.run_until_complete(method(*a, **k))
+
+    loop = asyncio.new_event_loop()
+    try:
+        store = AsyncRedisStore.from_url(redis_server.url, prefix=f"t{next(_prefixes)}")
+        settings = LIFE_SETTINGS[True]
+        async_side = life_world(Sync(AsyncEngine(seed=11, store=store), loop), settings)
+        memory_side = life_world(Engine(seed=11, store=MemoryStore()), settings)
+        rngs = [random.Random(4), random.Random(4)]
+        now = T0
+        for step in range(300):
+            now += rngs[0].choice([0.0, 3.0, 20.0])
+            rngs[1].choice([0.0, 3.0, 20.0])
+            got = [
+                life_step(e, r, now) for e, r in zip((memory_side, async_side), rngs, strict=True)
+            ]
+            assert got[0] == got[1], f"step {step}: {got}"
+        assert memory_side.health("p", now=now) == async_side.health("p", now=now)
+        loop.run_until_complete(store.check_invariants())
+        loop.run_until_complete(store.close())
+    finally:
+        loop.close()
 
 
 def test_entries_written_before_drains_still_parse(redis_server: RedisServer) -> None:
