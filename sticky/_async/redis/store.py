@@ -166,8 +166,11 @@ class AsyncRedisStore(AsyncRedisPools):
     ``select_many`` 1 for any mix (one script per 256 recipients, in one pipeline);
     ``begin_select``/``commit_select`` and their batch forms 1 each; ``mapping``,
     ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``, ``replace_settings``,
-    ``create_profile``, ``capacity_state`` 1; ``remove_number``, ``set_health``,
-    ``set_limits``, ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more
+    ``create_profile``, ``capacity_state``, ``set_drain``, ``opt_out``, ``opt_in``,
+    ``is_opted_out``, ``opt_outs``, ``health``, ``record_reply`` 1; ``record_delivery`` 1
+    (2 when its verdict changes; the owner key once more the first time);
+    ``remove_number``, ``set_health``, ``set_limits``, ``delete_profile``, ``profiles``,
+    ``counts`` 2; ``add_number`` 3 (more
     when a rival add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
     mappings of its largest profile. A select whose cached geomatch mode is stale, or the
     first fresh choice after a pool change (which stores that version's choice data), costs
@@ -178,7 +181,8 @@ class AsyncRedisStore(AsyncRedisPools):
     sticky hit writes at most one field (the mapping's ``last_used``, when it changes). With
     capacity on, a select is still 1 round trip (O(p) on the server: the plan reads every
     eligible number's state) and also writes its sender's capacity state; a cached time zone
-    that is stale costs one more.
+    that is stale costs one more. Every select checks the recipient's opt-out first (one
+    set look-up in its script).
 
     With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
     expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
@@ -846,8 +850,11 @@ class AsyncRedisStore(AsyncRedisPools):
         """Assert the Redis data is consistent. Reads everything: O(keys), for tests.
 
         Checks, per profile: its settings fields agree with its settings; every pool
-        entry's eligibility flag is :func:`sticky.policy.is_eligible` under them (a
-        profile written by 0.1 and not yet touched has no flags); every mapping's
+        entry is :func:`sticky.store.redis.codec.entry` under them (its flags
+        :func:`sticky.policy.may_keep` and :func:`sticky.policy.is_eligible`; an entry
+        written before drains has one flag for both, and a profile written by 0.1 and
+        not yet touched has none); delivery windows only for pooled numbers, each
+        parseable, with its token, at most 24 buckets; every mapping's
         sender is in its pool; the reverse index and the expiry index agree with the
         mappings (each mapping has an index entry under its index key, which is at most
         its last use; queue keys never decrease); capacity state only for pooled
