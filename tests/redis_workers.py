@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
+
+from sticky import PoolSettings
 
 Action = tuple[str, str, float, float]
 Observation = tuple[str, str, str, float, float, int]
@@ -115,3 +118,66 @@ def capacity_worker(
                 continue
             seen.append((to, sel.from_number, sel.reason.value, sel.send_at))
     return seen
+
+
+# -- a number's life, at random (the differential tests on one server and on a cluster) ---
+_HEALTH: dict[str, Any] = {"min_samples": 4, "health_window": 240.0, "min_delivery_rate": 0.4}
+LIFE_SETTINGS = {
+    False: PoolSettings(ttl=120.0, skip_unhealthy=True, max_spam_rate=0.3, **_HEALTH),
+    True: PoolSettings(
+        ttl=120.0,
+        skip_unhealthy=True,
+        max_spam_rate=0.3,
+        daily_new_recipients=40,
+        max_wait=3.0,
+        **_HEALTH,
+    ),
+}
+"""Settings of a profile whose numbers flip health often; with capacity (True) or not."""
+LIFE_NUMBERS = ["+13125550001", "+13125550002", "+18005550003"]
+LIFE_TO = [f"+1212555{i:04d}" for i in range(12)]
+
+
+def life_world(e: Any, settings: Any) -> Any:
+    """Profile ``p`` with two long codes (one with its own rate) and a toll-free number."""
+    from sticky import NumberType  # noqa: PLC0415
+
+    e.create_profile("p", settings)
+    e.add_number("p", LIFE_NUMBERS[0])
+    e.add_number("p", LIFE_NUMBERS[1], rate=2.0)
+    e.add_number("p", LIFE_NUMBERS[2], NumberType.TOLL_FREE)
+    return e
+
+
+def life_step(e: Any, rng: Any, now: float) -> object:
+    """One random operation of a number's life; its outcome, or the error's type."""
+    op = rng.randrange(14)
+    to = rng.choice(LIFE_TO)
+    number = rng.choice(LIFE_NUMBERS)
+    try:
+        if op <= 2:
+            return e.select("p", to, now=now)
+        if op == 3:
+            picked = rng.sample(LIFE_TO, 5)
+            out = e.select_many("p", picked, now=now)
+            return list(out), out.opted_out
+        if op == 4:
+            if rng.random() < 0.5:
+                return e.undrain("p", number)
+            return e.drain("p", number, grace=rng.choice([None, 0.0, 30.0]), now=now)
+        if op == 5 or op >= 11:
+            outcome = rng.choice(["delivered", "failed", "failed", "spam"])
+            return e.record_delivery(number, outcome, now=now)
+        if op == 6:
+            e.set_health(number, healthy=rng.random() < 0.7)
+            return e.numbers("p")
+        if op == 7:
+            return e.opt_out("p", to, now=now)
+        if op == 8:
+            return e.opt_in("p", to)
+        if op == 9:
+            body = rng.choice([None, "hi", "STOP", " start ", "yes"])
+            return e.record_reply("p", to, number, body=body, now=now)
+        return e.mapping("p", to, now=now), e.recipients_of("p", number, now=now)
+    except Exception as exc:
+        return type(exc)

@@ -37,6 +37,8 @@ from sticky import (
     NoEligibleSender,
     NumberInUse,
     NumberType,
+    OptedOut,
+    Outcome,
     PoolSettings,
     Reason,
     Selection,
@@ -56,7 +58,14 @@ from sticky.testing import StickyMachine, StoreContract
 try:  # the redis extra; without it these tests skip, or fail where Redis is required
     import redis
     from redis.crc import key_slot
-    from redis_workers import capacity_worker, chaos_worker, select_worker
+    from redis_workers import (
+        LIFE_SETTINGS,
+        capacity_worker,
+        chaos_worker,
+        life_step,
+        life_world,
+        select_worker,
+    )
 
     from sticky.testing.redis_server import RedisServer, free_port
 except ImportError as exc:
@@ -1138,7 +1147,7 @@ def test_eligibility_flags_are_computed_for_the_current_version(
     )
     a.check_invariants()
     pool = dict(redis_server.client().hgetall(a._keys.of("p").pool))
-    assert pool == {LONG[0]: "L00", "+18005550001": "T11", "+18005550002": "T11"}
+    assert pool == {LONG[0]: "L0001", "+18005550001": "T1111", "+18005550002": "T1111"}
     assert not b.replace_settings("p", PoolSettings(), PoolSettings())  # not the old ones
     a.close()
     b.close()
@@ -1546,3 +1555,289 @@ def test_import_mappings_in_chunks_keeps_the_indexes(
     with pytest.raises(UnknownProfile):
         store.import_mappings("nope", entries[:3], T0)
     store.close()
+
+
+# -- a number's life: drains, delivery health, opt-outs, replies --------------------------
+@pytest.mark.parametrize("capacity", [False, True])
+def test_a_numbers_life_agrees_with_memory(redis_server: RedisServer, capacity: bool) -> None:
+    """Drains, reports, opt-outs and replies at random: Redis answers as memory does."""
+    settings = LIFE_SETTINGS[capacity]
+    stores = [MemoryStore(), new_store(redis_server)]
+    engines = [life_world(Engine(seed=11, store=s), settings) for s in stores]
+    rngs = [random.Random(3) for _ in engines]
+    now = T0
+    for step in range(600):
+        now += rngs[0].choice([0.0, 0.5, 3.0, 20.0])
+        rngs[1].choice([0.0, 0.5, 3.0, 20.0])
+        got = [life_step(e, rng, now) for e, rng in zip(engines, rngs, strict=True)]
+        assert got[0] == got[1], f"step {step}: {got}"
+        if step % 50 == 0:
+            assert engines[0].health("p", now=now) == engines[1].health("p", now=now)
+            assert engines[0].opt_outs("p") == engines[1].opt_outs("p")
+            engines[1].store.check_invariants()
+    assert engines[0].numbers("p") == engines[1].numbers("p")
+    assert stores[0].health("p") == stores[1].health("p")
+    engines[1].store.check_invariants()
+    for e in engines:
+        e.close()
+
+
+def test_a_numbers_life_on_the_asyncio_store_agrees_with_memory(redis_server: RedisServer) -> None:
+    import asyncio  # noqa: PLC0415
+
+    from sticky.aio import AsyncEngine, AsyncRedisStore  # noqa: PLC0415
+
+    class Sync:  # the asyncio engine's methods, run to completion one by one
+        def __init__(self, engine: AsyncEngine, loop: asyncio.AbstractEventLoop) -> None:
+            self.engine, self.loop = engine, loop
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.engine, name)
+            return lambda *a, **k: self.loop.run_until_complete(method(*a, **k))
+
+    loop = asyncio.new_event_loop()
+    try:
+        store = AsyncRedisStore.from_url(redis_server.url, prefix=f"t{next(_prefixes)}")
+        settings = LIFE_SETTINGS[True]
+        async_side = life_world(Sync(AsyncEngine(seed=11, store=store), loop), settings)
+        memory_side = life_world(Engine(seed=11, store=MemoryStore()), settings)
+        rngs = [random.Random(4), random.Random(4)]
+        now = T0
+        for step in range(300):
+            now += rngs[0].choice([0.0, 3.0, 20.0])
+            rngs[1].choice([0.0, 3.0, 20.0])
+            got = [
+                life_step(e, r, now) for e, r in zip((memory_side, async_side), rngs, strict=True)
+            ]
+            assert got[0] == got[1], f"step {step}: {got}"
+        assert memory_side.health("p", now=now) == async_side.health("p", now=now)
+        loop.run_until_complete(store.check_invariants())
+        loop.run_until_complete(store.close())
+    finally:
+        loop.close()
+
+
+def test_entries_written_before_drains_still_parse(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=1, store=store)
+    e.create_profile("p", PoolSettings(skip_unhealthy=True))
+    e.add_number("p", LONG[0])
+    e.add_number("p", LONG[1], rate=1.5)
+    e.add_number("p", LONG[2])
+    e.set_health(LONG[2], healthy=False)
+    first = e.select("p", "+12125550000")
+    client = redis_server.client()
+    pool_key = store._keys.of("p").pool
+    # the entries as the layout wrote them before a number's life: one flag for both
+    client.hset(pool_key, mapping={LONG[0]: "L11", LONG[1]: "L11 1.5 -", LONG[2]: "L00"})
+    fresh = RedisStore.from_url(redis_server.url, prefix=store._prefix)
+    assert fresh.numbers("p") == (
+        SenderNumber(LONG[0], NumberType.LONG_CODE, True),
+        SenderNumber(LONG[1], NumberType.LONG_CODE, True, 1.5),
+        SenderNumber(LONG[2], NumberType.LONG_CODE, False),
+    )
+    fresh.check_invariants()
+    again = Engine(seed=1, store=fresh)
+    assert again.select("p", "+12125550000").from_number == first.from_number  # kept
+    drained = again.drain("p", first.from_number, grace=10.0, now=T0)
+    assert drained.draining_since == T0
+    assert drained.drain_grace == 10.0
+    entry = client.hget(pool_key, first.from_number)
+    assert entry.endswith(f" {T0!r} 10.0 @{T0 + 10.0!r}")
+    assert entry[2:4] == "10"  # kept, not eligible for a fresh choice
+    assert again.select("p", "+12125550000", now=T0 + 9).reason is Reason.STICKY
+    moved = again.select("p", "+12125550000", now=T0 + 10)
+    assert moved.reason is Reason.REASSIGNED
+    assert moved.from_number != first.from_number
+    assert client.hget(pool_key, LONG[2]) == "L00"  # untouched entries keep their layout
+    fresh.check_invariants()
+    client.close()
+    e.close()
+    again.close()
+
+
+def test_opt_outs_survive_a_new_store_and_go_with_the_profile(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(store=store)
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    e.select("p", "+12125550001")
+    assert e.opt_out("p", "+12125550001")
+    assert not e.opt_out("p", "+12125550001")
+    e.opt_out("p", "+12125550000")
+    e.close()
+    other = Engine(store=RedisStore.from_url(redis_server.url, prefix=store._prefix))
+    assert other.opt_outs("p") == ["+12125550000", "+12125550001"]
+    assert other.is_opted_out("p", "+12125550001")
+    assert other.mapping("p", "+12125550001") is None
+    with pytest.raises(OptedOut):
+        other.select("p", "+12125550001")
+    assert other.evict_expired(now=time.time() + 10 * DEFAULT_TTL) == 0
+    assert other.opt_outs("p") == ["+12125550000", "+12125550001"]  # never evicted
+    assert other.opt_in("p", "+12125550000")
+    assert not other.opt_in("p", "+12125550000")
+    assert other.select("p", "+12125550000").reason is Reason.NEW
+    other.record_delivery(LONG[0], "delivered")
+    keys = other.store._keys.of("p")  # type: ignore[attr-defined]
+    client = redis_server.client()
+    assert client.exists(keys.optout, keys.health) == 2
+    other.delete_profile("p")
+    assert client.exists(keys.optout, keys.health) == 0
+    other.create_profile("p")
+    assert other.opt_outs("p") == []
+    other.store.check_invariants()
+    client.close()
+    other.close()
+
+
+def test_a_select_racing_an_opt_out(redis_server: RedisServer) -> None:
+    a, b = new_store(redis_server), None
+    a.create_profile("p", PoolSettings())
+    a.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+    b = RedisStore.from_url(redis_server.url, prefix=a._prefix)
+    # between a's read and its compare-and-set, b opts the recipient out
+    miss = a.begin_select("p", "+12125550001", T0, -1)
+    assert isinstance(miss, Miss)
+    assert b.opt_out("p", "+12125550001", T0)
+    with pytest.raises(OptedOut):
+        a.commit_select("p", "+12125550001", LONG[0], miss, T0)
+    began = a.begin_select_many("p", ["+12125550002", "+12125550001"], T0, -1)
+    assert began[1] is None
+    assert isinstance(began[0], Miss)
+    b.opt_out("p", "+12125550002", T0)
+    assert a.commit_select_many("p", [("+12125550002", LONG[0], began[0])], T0) == [None]
+    assert a.mapping("p", "+12125550001", T0) is None
+    assert a.mapping("p", "+12125550002", T0) is None
+    # two clients at full speed: once opt_out has returned, the recipient has no
+    # mapping and no select gives it one
+    recipients = [f"+1646555{i:04d}" for i in range(200)]
+    ea, eb = Engine(seed=1, store=a), Engine(seed=2, store=b)
+    done = threading.Event()
+    refused = Counter[str]()
+
+    def selects() -> None:
+        while not done.is_set():
+            for to in recipients:
+                try:
+                    ea.select("p", to, now=T0)
+                except OptedOut:
+                    refused[to] += 1
+
+    worker = threading.Thread(target=selects)
+    worker.start()
+    try:
+        for to in recipients:
+            eb.opt_out("p", to, now=T0)
+            assert eb.mapping("p", to, now=T0) is None
+    finally:
+        done.set()
+        worker.join()
+    assert all(ea.mapping("p", to, now=T0) is None for to in recipients)
+    assert ea.select_many("p", recipients[:10], now=T0).opted_out == tuple(recipients[:10])
+    assert eb.opt_outs("p") == sorted([*recipients, "+12125550001", "+12125550002"])
+    a.check_invariants()
+    ea.close()
+    eb.close()
+
+
+def test_a_batch_skips_the_opted_out_without_using_their_draws(redis_server: RedisServer) -> None:
+    def world(store: Store) -> Engine:
+        e = Engine(seed=7, store=store)
+        e.create_profile("p")
+        for n in LONG:
+            e.add_number("p", n)
+        e.opt_out("p", "+12125550003", now=T0)
+        return e
+
+    batch = [f"+121255500{i:02d}" for i in range(8)] * 2
+    redis_side, memory_side = world(new_store(redis_server)), world(MemoryStore())
+    got, want = (
+        redis_side.select_many("p", batch, now=T0),
+        memory_side.select_many("p", batch, now=T0),
+    )
+    assert list(got) == list(want)
+    assert got.opted_out == want.opted_out == ("+12125550003",)
+    assert redis_side.select("p", "+19995550000", now=T0) == memory_side.select(
+        "p", "+19995550000", now=T0
+    )
+    redis_side.close()
+
+
+def test_a_verdict_is_judged_again_when_the_window_moved(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = PoolSettings(min_samples=4, skip_unhealthy=True)
+    a = new_store(redis_server)
+    a.create_profile("p", settings)
+    a.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+    a.add_number("p", LONG[1], NumberType.LONG_CODE, healthy=True)
+    b = RedisStore.from_url(redis_server.url, prefix=a._prefix)
+    for _ in range(3):
+        a.record_delivery(LONG[0], Outcome.FAILED, T0)
+    # a's fourth failure turns the number unhealthy; before its compare-and-set, b's
+    # report (delivered) lands: a's verdict is of a window that is gone
+    run = a._run
+    original = type(run).eval
+    raced = []
+
+    def eval_(self: Any, script: Any, keys: Any, args: Any, wrote: Any = None) -> Any:
+        if self is run and script.name == "set_health" and args[5] and not raced:
+            raced.append(b.record_delivery(LONG[0], Outcome.DELIVERED, T0))
+        return original(self, script, keys, args, wrote)
+
+    monkeypatch.setattr(type(run), "eval", eval_)
+    number = a.record_delivery(LONG[0], Outcome.FAILED, T0)
+    monkeypatch.undo()
+    assert raced[0].delivery_healthy is False  # b judged 5 reports (one delivered)
+    assert number.delivery_healthy is False  # a judged the same window again: it stands
+    pool, windows = a.health("p")
+    assert windows[LONG[0]] == ((policy.health_bucket(T0, 86400.0), 1, 4, 0),)
+    assert [n.delivery_healthy for n in pool] == [False, True]
+    # a report sent twice (a reply lost) counts once: the same token
+    monkeypatch.setattr("secrets.token_hex", lambda n: "same")
+    a.record_delivery(LONG[1], Outcome.SPAM, T0)
+    a.record_delivery(LONG[1], Outcome.SPAM, T0)
+    monkeypatch.undo()
+    assert a.health("p")[1][LONG[1]] == ((policy.health_bucket(T0, 86400.0), 0, 0, 1),)
+    a.set_health(LONG[0], healthy=True)  # vouched for: the verdict and window reset
+    pool, windows = a.health("p")
+    assert pool[0].delivery_healthy
+    assert LONG[0] not in windows
+    a.remove_number("p", LONG[1], T0)
+    assert a.health("p")[1] == {}
+    a.check_invariants()
+    a.close()
+    b.close()
+
+
+def test_life_round_trips(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    e = Engine(seed=5, store=new_store(redis_server))
+    e.create_profile("p", PoolSettings(min_samples=2, min_delivery_rate=0.6))
+    for n in LONG:
+        e.add_number("p", n)
+    e.select("p", "+12125559990", now=T0)  # scripts loaded, the pool cached
+    e.record_delivery(LONG[0], "delivered", now=T0)  # the owner key read once
+    trips = RoundTrips(monkeypatch)
+    measured = {}
+    with trips.measure() as measured["report"]:
+        e.record_delivery(LONG[0], "delivered", now=T0)
+    with trips.measure() as measured["verdict"]:  # 2 failed of 3: unhealthy, a pool change
+        for _ in range(2):
+            e.record_delivery(LONG[0], "failed", now=T0)
+    with trips.measure() as measured["opt_out"]:
+        e.opt_out("p", "+12125559990", now=T0)
+    with trips.measure() as measured["reply"]:
+        e.record_reply("p", "+12125559991", LONG[1], now=T0)
+    with trips.measure() as measured["drain"]:
+        e.drain("p", LONG[2], now=T0)
+    with trips.measure() as measured["opted_out_select"], pytest.raises(OptedOut):
+        e.select("p", "+12125559990", now=T0)
+    assert {k: v[0] for k, v in measured.items()} == {
+        "report": 1,
+        "verdict": 3,
+        "opt_out": 1,
+        "reply": 1,
+        "drain": 1,
+        "opted_out_select": 1,
+    }
+    e.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import threading
 import time
 from collections import Counter
@@ -27,9 +28,12 @@ from sticky import (
     ManualClock,
     MemoryStore,
     NumberType,
+    OptedOut,
+    Outcome,
     PoolSettings,
     ProfileExists,
     Reason,
+    ReplyAction,
     StoreUnavailable,
     UnknownNumber,
     open_store,
@@ -444,3 +448,60 @@ def test_import_mappings_on_a_cluster_is_one_script_per_chunk(redis_cluster: Red
     assert store.import_mappings("p", entries, T0) == 0
     store.check_invariants()
     store.close()
+
+
+# -- a number's life on a cluster ----------------------------------------------------------
+def test_a_numbers_life_on_a_cluster_agrees_with_memory(redis_cluster: RedisCluster) -> None:
+    from redis_workers import LIFE_SETTINGS, life_step, life_world  # noqa: PLC0415
+
+    stores = [MemoryStore(), new_store(redis_cluster)]
+    engines = [life_world(Engine(seed=11, store=s), LIFE_SETTINGS[True]) for s in stores]
+    rngs = [random.Random(5), random.Random(5)]
+    now = T0
+    for step in range(300):
+        now += rngs[0].choice([0.0, 0.5, 3.0, 20.0])
+        rngs[1].choice([0.0, 0.5, 3.0, 20.0])
+        got = [life_step(e, rng, now) for e, rng in zip(engines, rngs, strict=True)]
+        assert got[0] == got[1], f"step {step}: {got}"
+    assert engines[0].health("p", now=now) == engines[1].health("p", now=now)
+    assert engines[0].opt_outs("p") == engines[1].opt_outs("p")
+    engines[1].store.check_invariants()
+    for e in engines:
+        e.close()
+
+
+def test_opt_outs_and_windows_on_a_cluster(redis_cluster: RedisCluster) -> None:
+    store = new_store(redis_cluster)
+    e = Engine(seed=3, store=store)
+    e.create_profile("p", PoolSettings(min_samples=2, skip_unhealthy=True))
+    e.add_number("p", LONG[0])
+    e.add_number("p", LONG[1])
+    keys = store._keys.of("p")
+    assert {key_slot(k.encode()) for k in (keys.meta, keys.optout, keys.health)} == {slot_of("p")}
+    e.select("p", "+12125550001", now=T0)
+    e.opt_out("p", "+12125550001", now=T0)
+    # a select racing the opt-out from another client: its compare-and-set refuses
+    other = RedisStore.from_url(redis_cluster.url, prefix=store._prefix)
+    miss = other.begin_select("p", "+12125550002", T0, -1)
+    assert not isinstance(miss, tuple)
+    e.opt_out("p", "+12125550002", now=T0)
+    with pytest.raises(OptedOut):
+        other.commit_select("p", "+12125550002", LONG[0], miss, T0)  # type: ignore[arg-type]
+    assert Engine(store=other).opt_outs("p") == ["+12125550001", "+12125550002"]
+    # two failures turn the number unhealthy (a pool change in the profile's slot, the
+    # owner key read in its own); another client's stale cache is judged again
+    for _ in range(2):
+        e.record_delivery(LONG[0], "failed", now=T0)
+    assert other.record_delivery(LONG[0], Outcome.FAILED, T0).delivery_healthy is False
+    assert [n.delivery_healthy for n in e.numbers("p")] == [False, True]
+    assert e.select("p", "+12125550003", now=T0).from_number == LONG[1]
+    assert e.record_reply("p", "+12125550003", LONG[0], now=T0).action is ReplyAction.INELIGIBLE
+    e.set_health(LONG[0], healthy=True)
+    assert e.record_reply("p", "+12125550003", LONG[0], now=T0).action is ReplyAction.MOVED
+    store.check_invariants()
+    e.delete_profile("p")
+    client = redis_cluster.client()
+    assert client.exists(keys.optout, keys.health) == 0
+    client.close()
+    other.close()
+    e.close()

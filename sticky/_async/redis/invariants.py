@@ -53,7 +53,7 @@ async def check(run: AsyncRunner, keys: KeyScheme, *, allow_leftovers: bool) -> 
         )
 
 
-async def _check_profile(
+async def _check_profile(  # noqa: PLR0915 - one check after another
     run: AsyncRunner, keys: KeyScheme, hex_value: str, *, allow_leftovers: bool
 ) -> dict[str, str]:
     """Check one profile; return its numbers' expected owner-key values."""
@@ -70,6 +70,8 @@ async def _check_profile(
         choice,
         batch,
         cap,
+        optouts,
+        health,
     ) = await run.pipeline(
         [
             (None, ("HGETALL", k.meta)),
@@ -83,6 +85,8 @@ async def _check_profile(
             (None, ("HGETALL", k.choice)),
             (None, ("HGETALL", k.batch)),
             (None, ("HGETALL", k.cap)),
+            (None, ("SMEMBERS", k.optout)),
+            (None, ("HGETALL", k.health)),
         ]
     )
     pid = unhex(hex_value)
@@ -101,6 +105,7 @@ async def _check_profile(
     _check_pool(pid, meta, pool_map, settings)
     _check_choice(pid, _as_dict(choice), version, pool_map, settings)
     _check_capacity(pid, meta, _as_dict(choice), version, pool_map, _as_dict(cap))
+    _check_health(pid, pool_map, _as_dict(health), optouts)
     for token, offset in _as_dict(batch).items():  # a batch in flight, or one broken off
         assert allow_leftovers, f"{pid}: batch {token} left in the batch hash"
         assert offset.isdigit(), f"{pid}: batch {token} at offset {offset!r}"
@@ -156,13 +161,44 @@ def _check_pool(
     stale = {"lw", "tw", "skip"} & meta.keys()
     assert not stale, f"{pid}: 0.1's eligibility fields left in meta: {stale}"
     for number, value in pool_map.items():
-        assert len(value) == 3 or value[3] == " ", f"{pid}: {number}: entry {value!r}"
+        head = value.split(" ", 1)[0]
+        assert len(head) in {3, 5}, f"{pid}: {number}: entry {value!r}"
         assert value[0] in "LT", f"{pid}: {number}: entry {value!r}"
         assert value[1] in "01", f"{pid}: {number}: entry {value!r}"
         (sender,) = codec.parse_pool([number, value])
-        eligible = "1" if policy.is_eligible(sender, settings) else "0"
-        assert value[2] == eligible, f"{pid}: {number}: eligible flag {value[2]}, not {eligible}"
-        assert codec.entry(sender, settings) == value, f"{pid}: {number}: entry {value!r}"
+        kept = "1" if policy.may_keep(sender, settings) else "0"
+        assert value[2] == kept, f"{pid}: {number}: kept flag {value[2]}, not {kept}"
+        expected = codec.entry(sender, settings)
+        if len(head) == 3:  # written before drains: one flag for both
+            old = expected[:3] + expected[5:]
+            assert expected[2] == expected[3], f"{pid}: {number}: entry {value!r}"
+            assert sender.delivery_healthy, f"{pid}: {number}: entry {value!r}"
+            assert old == value, f"{pid}: {number}: entry {value!r}"
+        else:
+            assert expected == value, f"{pid}: {number}: entry {value!r}, not {expected!r}"
+
+
+def _check_health(
+    pid: str, pool_map: dict[str, str], health: dict[str, str], optouts: Iterable[str]
+) -> None:
+    """Delivery windows only for pooled numbers, each a policy.Window with its token.
+
+    Opt-outs are non-empty recipients (never evicted: any number of them is fine).
+    """
+    assert all(isinstance(to, str) and to for to in optouts), f"{pid}: opt-outs {optouts}"
+    for number, value in health.items():
+        assert number in pool_map, f"{pid}: delivery window of {number}, not in the pool"
+        token, _, _ = value.partition(";")
+        assert token, f"{pid}: {number}: window {value!r} without a token"
+        try:
+            window = codec.parse_window(value)
+        except ValueError:
+            raise AssertionError(f"{pid}: {number}: window {value!r}") from None
+        assert 0 < len(window) <= policy.HEALTH_BUCKETS, f"{pid}: {number}: window {value!r}"
+        buckets = [e[0] for e in window]
+        assert buckets == sorted(set(buckets)), f"{pid}: {number}: buckets out of order"
+        assert buckets[0] > buckets[-1] - policy.HEALTH_BUCKETS, f"{pid}: {number}: old bucket"
+        assert all(min(e[1:]) >= 0 and sum(e[1:]) > 0 for e in window), f"{pid}: {number}"
 
 
 def _check_choice(

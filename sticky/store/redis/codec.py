@@ -2,14 +2,22 @@
 
 Times, ttls and weights travel as ``repr(float)`` text and are stored as received, so
 they round-trip exactly (Lua compares them as the same IEEE doubles, and never formats
-one). A pool entry is ``<L|T><1|0><1|0>``: type, health, and whether the number is
-eligible under the profile's settings (:func:`sticky.policy.is_eligible`, computed here
-once per pool version, so Lua reads eligibility as data), then `` <rate> <budget>``
-when the number has a limit of its own (``-``: none). 0.1 wrote the first two only.
-What a fresh choice needs is data too (:func:`choice_fields`, once per pool version):
-the groups of :class:`sticky.policy.Chooser`, which the scripts' ``pick`` draws from,
-and with capacity on the settings and each eligible number's limits that ``plan`` in
-common.lua reads. A number's capacity state is ``"<tat> <floor> <day> <count>"``.
+one). A pool entry is ``<L|T><h><k><e><d>``: type, the caller's health, whether a live
+mapping to it may stay (:func:`sticky.policy.may_keep`: the flag a sticky hit reads),
+whether a fresh choice may land on it (:func:`sticky.policy.is_eligible`), and the
+delivery reports' verdict, all computed here once per pool version so that Lua reads
+them as data; then `` <rate> <budget>`` when the number has a limit of its own or
+drains (``-``: none), then `` <since> <grace>`` while it drains, and `` @<since +
+grace>`` (:func:`sticky.policy.drain_deadlines`) when the drain has a grace, which the
+hit compares with its ``now``. Older entries still parse: ``<L|T><h><k>`` (written
+before drains and delivery reports, the two flags one: not draining, delivery healthy),
+and 0.1's ``<L|T><h>``. What a fresh choice needs is data too (:func:`choice_fields`,
+once per pool version): the groups of :class:`sticky.policy.Chooser`, which the
+scripts' ``pick`` draws from, and with capacity on the settings and each number's
+limits that ``plan`` in common.lua reads. A number's capacity state is ``"<tat> <floor>
+<day> <count>"``; its delivery window (:data:`sticky.policy.Window`) is ``"<token>;<b>
+<delivered> <failed> <spam>;..."``, oldest bucket first, after the token of the report
+that wrote it last (a re-sent report is not counted twice).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from sticky import geo
 from sticky.errors import ExtraNotInstalled
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Chooser, Load, is_eligible
+from sticky.policy import Chooser, Load, Window, drain_deadlines, is_eligible, may_keep
 from sticky.settings import GeoMatch, PoolSettings
 from sticky.store.base import sorted_pool
 
@@ -35,8 +43,10 @@ __all__ = [
     "load_text",
     "parse_load",
     "parse_pool",
+    "parse_window",
     "settings_args",
     "settings_json",
+    "window_text",
 ]
 
 TYPE_CODE = {NumberType.LONG_CODE: "L", NumberType.TOLL_FREE: "T"}
@@ -70,29 +80,48 @@ def _opt(value: float | None) -> str:
 
 
 def entry(number: SenderNumber, settings: PoolSettings) -> str:
-    """A pool entry: type, health, eligible under ``settings``, and its own limits."""
+    """A pool entry: type, flags under ``settings``, its own limits, its drain. O(1)."""
     out = (
         TYPE_CODE[number.type]
         + ("1" if number.healthy else "0")
+        + ("1" if may_keep(number, settings) else "0")
         + ("1" if is_eligible(number, settings) else "0")
+        + ("1" if number.delivery_healthy else "0")
     )
-    if number.rate is not None or number.daily_new_recipients is not None:
+    since = number.draining_since
+    if number.rate is not None or number.daily_new_recipients is not None or since is not None:
         out += f" {_opt(number.rate)} {_opt(number.daily_new_recipients)}"
+    if since is not None:
+        out += f" {float_text(since)} {_opt(number.drain_grace)}"
+        end = drain_deadlines((number,)).get(number.number)
+        if end is not None:
+            out += f" @{float_text(end)}"
     return out
 
 
 def _number(number: str, value: str) -> SenderNumber:
-    """A pool entry's number (of either layout, with or without limits)."""
+    """A pool entry's number (of any layout, with or without limits or a drain)."""
     kind, healthy = CODE_TYPE[value[0]], value[1] == "1"
-    if len(value) <= 3:
+    parts = value.split(" ")
+    delivery_healthy = len(parts[0]) < 5 or parts[0][4] == "1"
+    if len(parts) == 1 and delivery_healthy:
         return SenderNumber(number, kind, healthy)
-    _, rate, budget = value.split(" ")
+    rate = budget = since = grace = None
+    if len(parts) >= 3:
+        rate = None if parts[1] == "-" else float(parts[1])
+        budget = None if parts[2] == "-" else int(parts[2])
+    if len(parts) >= 5:
+        since = float(parts[3])
+        grace = None if parts[4] == "-" else float(parts[4])
     return SenderNumber(
         number,
         kind,
         healthy,
-        None if rate == "-" else float(rate),
-        None if budget == "-" else int(budget),
+        rate,
+        budget,
+        delivery_healthy=delivery_healthy,
+        draining_since=since,
+        drain_grace=grace,
     )
 
 
@@ -107,6 +136,22 @@ def flat_entries(pool: Iterable[SenderNumber], settings: PoolSettings) -> list[s
 def parse_pool(flat: Sequence[str]) -> tuple[SenderNumber, ...]:
     """The pool from ``number, entry, ...`` (entries of either layout), sorted. O(p log p)."""
     return sorted_pool([_number(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)])
+
+
+def window_text(token: str, window: Window) -> str:
+    """A delivery window as the scripts store it, after the token that wrote it. O(1)."""
+    return ";".join([token, *(f"{b} {d} {f} {s}" for b, d, f, s in window)])
+
+
+def parse_window(value: str | None) -> Window:
+    """A stored delivery window (None or ``""``: empty), its token dropped. O(1)."""
+    if not value:
+        return ()
+    out = []
+    for part in value.split(";")[1:]:
+        b, d, f, s = part.split(" ")
+        out.append((int(b), int(d), int(f), int(s)))
+    return tuple(out)
 
 
 def load_text(load: Load) -> str:
@@ -124,7 +169,9 @@ def _capacity_fields(chooser: Chooser, settings: PoolSettings) -> list[str]:
     """The capacity part of the choice data: ``cap`` (``0``: off), ``tz``, ``lim``. O(p).
 
     ``cap`` is ``<burst> <max_wait> <choice_wait> <max_queue>`` (``-``: none) and
-    ``lim`` each eligible number's ``<number> <rate> <budget>``, in the chooser's order.
+    ``lim`` each eligible number's ``<number> <rate> <budget>``, in the chooser's order,
+    then every other number's as ``~<number> <rate> <budget>`` (:attr:`Chooser.limits`
+    covers the pool: a sticky recipient of a draining number is planned too).
     """
     if not chooser.capacity:
         return ["cap", "0"]
@@ -132,8 +179,15 @@ def _capacity_fields(chooser: Chooser, settings: PoolSettings) -> list[str]:
         f"{settings.burst} {_opt(settings.max_wait)} {float_text(settings.choice_wait)}"
         f" {_opt(settings.max_queue)}"
     )
+    limits = chooser.limits
+    eligible = set(chooser.eligible)
     lim = " ".join(
-        f"{n} {_opt(chooser.limits[n][0])} {_opt(chooser.limits[n][1])}" for n in chooser.eligible
+        [f"{n} {_opt(limits[n][0])} {_opt(limits[n][1])}" for n in chooser.eligible]
+        + [
+            f"~{n} {_opt(limits[n][0])} {_opt(limits[n][1])}"
+            for n in sorted(limits)
+            if n not in eligible
+        ]
     )
     return ["cap", cap, "tz", settings.timezone, "lim", lim]
 

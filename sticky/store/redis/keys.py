@@ -23,6 +23,8 @@ ORDER = (
     "choice",
     "batch",
     "cap",
+    "optout",
+    "health",
 )
 """The keys of a profile in the order the scripts' KEYS list them."""
 
@@ -46,11 +48,13 @@ class ProfileKeys:
         "choice",
         "claims",
         "every",
+        "health",
         "hex",
         "late",
         "lookup",
         "map",
         "meta",
+        "optout",
         "pool",
         "queue",
         "rev",
@@ -64,7 +68,8 @@ class ProfileKeys:
         self.hex = hex_value
         self.meta, self.map, self.pool, self.ver = (base + n for n in ORDER[:4])
         self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:8])
-        self.choice, self.batch, self.cap = (base + n for n in ORDER[8:])
+        self.choice, self.batch, self.cap = (base + n for n in ORDER[8:11])
+        self.optout, self.health = (base + n for n in ORDER[11:])
         self.every = (
             self.meta,
             self.map,
@@ -77,11 +82,14 @@ class ProfileKeys:
             self.choice,
             self.batch,
             self.cap,
+            self.optout,
+            self.health,
         )
-        """Every key: the one-step selects, the number-membership protocol, delete_profile.
+        """Every key: the selects, the number-membership protocol, delete_profile.
 
-        ``cap`` (a hash: number -> capacity state) is last, so the shorter prefixes
-        below stay as they were."""
+        ``cap`` (a hash: number -> capacity state), ``optout`` (a set of opted-out
+        recipients) and ``health`` (a hash: number -> delivery window) come last, so the
+        shorter prefixes below stay as they were."""
         self.write = self.every[:7]
         """Scripts that store or remove mappings, so touch the expiry and reverse indexes."""
         self.select = self.every[:4]

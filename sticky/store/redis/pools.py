@@ -37,12 +37,21 @@ from sticky.errors import (
     shown,
 )
 from sticky.numbers import NumberType, SenderNumber
-from sticky.policy import Load, capacity_on, clears_mappings
+from sticky.policy import (
+    Load,
+    Window,
+    capacity_on,
+    clears_mappings,
+    health_bucket,
+    judge_health,
+    tally,
+)
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
 from sticky.store.redis.runner import Runner
 from sticky.store.redis.scripts import Op, Tag, call, scripts
+from sticky.values import Outcome
 
 if TYPE_CHECKING:
     import redis
@@ -56,6 +65,10 @@ _DEFAULT_TIMEOUT = 5.0
 
 _UNKNOWN, _OLD, _STALE = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT, Tag.STALE
 _f = codec.float_text
+_OWNERS = 10_000
+"""Numbers whose owning profile a store remembers (for record_delivery's one round trip)."""
+_PLACE = {Outcome.DELIVERED: "2", Outcome.FAILED: "3", Outcome.SPAM: "4"}
+"""An outcome's place in a window entry ``(bucket, delivered, failed, spam)``, from 1."""
 
 
 def unknown_profile(profile_id: str) -> UnknownProfile:
@@ -173,6 +186,9 @@ class RedisPools:
         self._s_select = s["select"]
         self._s_many = s["select_many"]
         self._cache: dict[str, Cached] = {}
+        self._owners: dict[str, str] = {}
+        """Each number's owner key as last read (``<incarnation>:<hex id>``): a hint only,
+        which the scripts check."""
         self._hits_lock = threading.Lock()
 
     @classmethod
@@ -261,6 +277,20 @@ class RedisPools:
             return self._remember(profile_id, reply, at)
         assert cached is not None, "a reply without data answers a cached version"
         return cached
+
+    def _next_version(
+        self, profile_id: str, cached: Cached | None, pool: Sequence[SenderNumber]
+    ) -> None:
+        """Cache ``pool`` as the version after ``cached``'s: a script changed an entry.
+
+        Only for a script that compared-and-set on ``cached``'s version and changed the
+        entry (so incremented it once): versions are never reused, so the next one is
+        this pool.
+        """
+        if cached is not None:
+            self._cache[profile_id] = Cached(
+                str(cached.version + 1), cached.settings, tuple(pool), cached.settings_text
+            )
 
     def _info(self, profile_id: str, *, fresh: bool = False) -> Cached:
         """The profile's settings and pool, current. 1 round trip (the data only if stale)."""
@@ -535,10 +565,137 @@ class RedisPools:
     def set_health(self, number: str, *, healthy: bool) -> None:
         """Set a pooled number's health, and its eligibility under its profile's settings.
 
-        2 round trips: the owner key, then its pool (3 when this store has not cached
-        that pool at its current version).
+        ``healthy=True`` also resets its delivery verdict and drops its window, in the
+        same script. 2 round trips: the owner key, then its pool (3 when this store has
+        not cached that pool at its current version).
         """
-        self._set_entry(number, {"healthy": healthy})
+        if healthy:
+            self._set_entry(number, {"healthy": True, "delivery_healthy": True}, drop=True)
+        else:
+            self._set_entry(number, {"healthy": False})
+
+    def set_drain(
+        self, profile_id: str, number: str, since: float | None, grace: float | None
+    ) -> SenderNumber:
+        """Start or end a number's drain; return it. A changed number is a new pool version.
+
+        1 round trip with the pool cached at its current version, 2 otherwise (the
+        set_health script, given the profile: it checks the number is in this pool).
+        """
+        done = self._set_entry_in(
+            profile_id, number, "", {"draining_since": since, "drain_grace": grace}
+        )
+        if done is None:
+            raise not_in_pool(number, profile_id)
+        return done
+
+    def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
+        """Add a delivery report to the number's window and judge it; return the number.
+
+        1 round trip when this store knows the number's owner and its pool at the
+        current version and the verdict stands; a changed verdict is one more (a
+        compare-and-set on the window judged and the pool version: if another report
+        or pool change came between, the stored window is judged again, so the verdict
+        stored is always that of the window stored). The owner key costs one more the
+        first time, a stale cached pool one more. The report carries a token: the same
+        report sent again (a reply lost) is not counted twice. O(1) on the server, O(p)
+        for a changed verdict.
+        """
+        token = secrets.token_hex(8)
+        place = _PLACE[outcome]
+        owner_key = self._keys.owner(number)
+        owner = self._owners.get(number)
+        seen: set[str] = set()
+        while True:
+            if owner is None:
+                owner = self._run.command("GET", owner_key)
+                if owner is None or owner in seen:  # a stale owner key: in no pool
+                    self._owners.pop(number, None)
+                    msg = f"number {shown(number)} is in no profile"
+                    raise UnknownNumber(msg)
+            seen.add(owner)
+            inc, _, hex_id = owner.partition(":")
+            done = self._record_in(unhex(hex_id), number, inc, place, now, token)
+            if done is not None:
+                if len(self._owners) >= _OWNERS:
+                    self._owners.clear()
+                self._owners[number] = owner
+                return done
+            self._owners.pop(number, None)
+            owner = None
+
+    def _record_in(
+        self, profile_id: str, number: str, inc: str, place: str, now: float, token: str
+    ) -> SenderNumber | None:
+        """record_delivery in one profile (incarnation); None if its pool does not hold it."""
+        k = self._keys.of(profile_id)
+        cached = self._cache.get(profile_id)
+        while True:
+            if cached is None:
+                version, bucket = "", "0"  # the reply brings the pool
+            else:
+                version = cached.version_text
+                bucket = str(health_bucket(now, cached.settings.health_window))
+            reply = self._run.eval(
+                self._s["record_delivery"], k.every, (number, inc, version, bucket, place, token)
+            )
+            tag = reply[0]
+            if tag == Tag.OK:
+                break
+            if tag == Tag.OWNER_MOVED:
+                return None
+            if tag == _OLD:
+                self._migrate(profile_id)
+                cached = self._cache.get(profile_id)
+            else:
+                cached = self._remember(profile_id, reply, 1)
+        assert cached is not None
+        stored: str = reply[1]
+        while True:
+            known = cached.by_number[number]  # the script checked it is in this version
+            window = codec.parse_window(stored)
+            verdict = judge_health(tally(window), known.delivery_healthy, cached.settings)
+            if verdict == known.delivery_healthy:
+                return known
+            new = attrs.evolve(known, delivery_healthy=verdict)
+            pool = [new if n.number == number else n for n in cached.pool]
+            reply = self._run.eval(
+                self._s["set_health"],
+                k.every,
+                (
+                    number,
+                    inc,
+                    codec.entry(new, cached.settings),
+                    cached.version_text,
+                    "0",
+                    stored,
+                    *codec.choice_args(pool, cached.settings, cached.version),
+                ),
+            )
+            tag = reply[0]
+            if tag == Tag.OK:
+                self._next_version(profile_id, cached, pool)
+                return new
+            if tag == Tag.OWNER_MOVED:  # removed since: judged where it is now, if anywhere
+                return None
+            assert tag == Tag.WINDOW_MOVED, f"unexpected reply {tag!r}"
+            stored = reply[1]
+            cached = self._current(profile_id, reply, 2, cached)
+
+    def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
+        """The pool and each number's delivery window, in one read. 1 round trip, O(p)."""
+        cached = self._cache.get(profile_id)
+        reply = self._run.eval(
+            self._s["health"],
+            self._keys.of(profile_id).every,
+            (cached.version_text if cached else "",),
+        )
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        n = int(reply[1])
+        windows = {reply[i]: codec.parse_window(reply[i + 1]) for i in range(2, 2 + n, 2)}
+        current = self._current(profile_id, reply, 2 + n, cached)
+        return current.pool, windows
 
     def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
         """Set a pooled number's own limits; return it. Its capacity state is kept.
@@ -548,13 +705,18 @@ class RedisPools:
         """
         return self._set_entry(number, changes)
 
-    def _set_entry(self, number: str, changes: Mapping[str, object]) -> SenderNumber:
-        """Change a pooled number's fields in its owner's pool; return it as it is now."""
+    def _set_entry(
+        self, number: str, changes: Mapping[str, object], *, drop: bool = False
+    ) -> SenderNumber:
+        """Change a pooled number's fields in its owner's pool; return it as it is now.
+
+        ``drop``: also drop its delivery window, in the same script.
+        """
         owner_key = self._keys.owner(number)
         current = self._run.command("GET", owner_key)
         while current is not None:
             inc, _, hex_id = current.partition(":")
-            done = self._set_entry_in(unhex(hex_id), number, inc, changes)
+            done = self._set_entry_in(unhex(hex_id), number, inc, changes, drop=drop)
             if done is not None:
                 return done
             again = self._run.command("GET", owner_key)
@@ -565,9 +727,19 @@ class RedisPools:
         raise UnknownNumber(msg)
 
     def _set_entry_in(
-        self, profile_id: str, number: str, inc: str, changes: Mapping[str, object]
+        self,
+        profile_id: str,
+        number: str,
+        inc: str,
+        changes: Mapping[str, object],
+        *,
+        drop: bool = False,
     ) -> SenderNumber | None:
-        """_set_entry in one profile (incarnation); None if its pool does not hold it."""
+        """_set_entry in one profile; None if its pool does not hold it.
+
+        ``inc`` is the incarnation the owner key named, or ``""`` for the profile named
+        by the caller (then UnknownProfile when there is none).
+        """
         k = self._keys.of(profile_id)
         cached = self._cache.get(profile_id)
         while True:
@@ -581,14 +753,20 @@ class RedisPools:
                 pool = [new if n.number == number else n for n in cached.pool]
                 choice = codec.choice_args(pool, cached.settings, cached.version)
             reply = self._run.eval(
-                self._s["set_health"], k.every, (number, inc, entry, version, *choice)
+                self._s["set_health"],
+                k.every,
+                (number, inc, entry, version, "1" if drop else "0", "", *choice),
             )
             tag = reply[0]
             if tag == Tag.OK:
                 assert new is not None, "a set_health without an entry is never OK"
+                if cached and known and entry != codec.entry(known, cached.settings):
+                    self._next_version(profile_id, cached, pool)  # the script changed it
                 return new
             if tag == Tag.OWNER_MOVED:
                 return None
+            if tag == _UNKNOWN:
+                raise unknown_profile(profile_id)
             if tag == _OLD:
                 self._migrate(profile_id)
                 cached = self._cache.get(profile_id)

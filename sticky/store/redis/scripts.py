@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from sticky import policy
-from sticky.values import GeoTier, Reason
+from sticky.values import GeoTier, Reason, ReplyAction
 
 __all__ = [
     "LAYOUT",
@@ -93,6 +93,10 @@ class Tag:
     """Capacity: no slot within max_queue (PoolBusy); nothing written."""
     CAPACITY: Final = "a"
     """begin_select of a profile with capacity on: a Miss with the loads, nothing written."""
+    OPTED_OUT: Final = "j"
+    """The recipient is opted out: nothing written, no draw used."""
+    WINDOW_MOVED: Final = "l"
+    """A verdict's compare-and-set found another window (or pool version): judge again."""
 
 
 REASONS: Final = (
@@ -128,11 +132,14 @@ def constants() -> dict[str, str]:
     out = {name: f"'{value}'" for name, value in _tags().items()}
     out["STEP_EVICTIONS"] = str(policy.STEP_EVICTIONS)
     out["STEP_LOOKS"] = str(policy.STEP_LOOKS)
+    out["HEALTH_BUCKETS"] = str(policy.HEALTH_BUCKETS)
     out["LAYOUT"] = f"'{LAYOUT}'"
     for reason in REASONS[1:]:
         assert reason is not None
         out[f"R_{reason.name}"] = str(REASONS.index(reason))
     out["TIER_NONE"] = str(TIERS.index(GeoTier.NONE))
+    for action in ReplyAction:
+        out[f"A_{action.name}"] = f"'{action.value}'"
     return out
 
 
@@ -149,15 +156,21 @@ SCRIPT_NAMES: Final = (
     "delete_profile",
     "evict",
     "forget",
+    "health",
     "import_mappings",
     "info",
     "mapping",
     "migrate",
+    "opt_in",
+    "opt_out",
+    "opted_out",
     "own",
     "own_check",
     "own_release",
     "pin",
     "recipients_of",
+    "record_delivery",
+    "record_reply",
     "remove_number",
     "replace_settings",
     "select",

@@ -16,16 +16,24 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from sticky.errors import IncompatibleStore, NoEligibleSender, PoolBusy, PoolExhausted, shown
+from sticky.errors import (
+    IncompatibleStore,
+    NoEligibleSender,
+    OptedOut,
+    PoolBusy,
+    PoolExhausted,
+    opted_out,
+    shown,
+)
 from sticky.numbers import check_e164, is_e164
-from sticky.policy import Load, today
+from sticky.policy import Load, reply_action, today
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
 from sticky.store.redis.runner import ClosedRunner
 from sticky.store.redis.scripts import REASONS, TIERS, Op, Tag, call
-from sticky.values import Reason, Selection
+from sticky.values import Keyword, Reason, ReplyAction, Selection
 
 __all__ = ["RedisStore"]
 
@@ -39,6 +47,7 @@ _CHUNK = 256
 _HIT, _MISS, _STORED, _START_OVER = Tag.HIT, Tag.MISS, Tag.STORED, Tag.START_OVER
 _UNKNOWN, _OLD = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT
 _CHOSEN, _NO_ELIGIBLE, _STALE, _SKIPPED = Tag.CHOSEN, Tag.NO_ELIGIBLE, Tag.STALE, Tag.SKIPPED
+_OPTED_OUT = Tag.OPTED_OUT
 _NO_TIERS: tuple[str, ...] = ("-", "-", "-", "-")
 _STICKY = Reason.STICKY
 _f = codec.float_text
@@ -68,6 +77,15 @@ def _commit_stored(reply: Any) -> bool:  # noqa: ANN401
 
 def _pinned(reply: Any) -> bool:  # noqa: ANN401
     return bool(reply[0] == Tag.OK)
+
+
+_MOVES = frozenset({ReplyAction.MOVED.value, ReplyAction.MAPPED.value})
+_KEYWORDS = {Keyword.OPT_OUT: "out", Keyword.OPT_IN: "in"}
+
+
+def _replied(reply: Any) -> bool:  # noqa: ANN401
+    """Whether a record_reply stored a mapping (moved or mapped)."""
+    return bool(reply[0] == Tag.OK and reply[1] in _MOVES)
 
 
 def _no_eligible(profile_id: str, to: str) -> NoEligibleSender:
@@ -148,8 +166,11 @@ class RedisStore(RedisPools):
     ``select_many`` 1 for any mix (one script per 256 recipients, in one pipeline);
     ``begin_select``/``commit_select`` and their batch forms 1 each; ``mapping``,
     ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``, ``replace_settings``,
-    ``create_profile``, ``capacity_state`` 1; ``remove_number``, ``set_health``,
-    ``set_limits``, ``delete_profile``, ``profiles``, ``counts`` 2; ``add_number`` 3 (more
+    ``create_profile``, ``capacity_state``, ``set_drain``, ``opt_out``, ``opt_in``,
+    ``is_opted_out``, ``opt_outs``, ``health``, ``record_reply`` 1; ``record_delivery`` 1
+    (2 when its verdict changes; the owner key once more the first time);
+    ``remove_number``, ``set_health``, ``set_limits``, ``delete_profile``, ``profiles``,
+    ``counts`` 2; ``add_number`` 3 (more
     when a rival add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
     mappings of its largest profile. A select whose cached geomatch mode is stale, or the
     first fresh choice after a pool change (which stores that version's choice data), costs
@@ -160,7 +181,8 @@ class RedisStore(RedisPools):
     sticky hit writes at most one field (the mapping's ``last_used``, when it changes). With
     capacity on, a select is still 1 round trip (O(p) on the server: the plan reads every
     eligible number's state) and also writes its sender's capacity state; a cached time zone
-    that is stale costs one more.
+    that is stale costs one more. Every select checks the recipient's opt-out first (one
+    set look-up in its script).
 
     With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
     expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
@@ -232,6 +254,8 @@ class RedisStore(RedisPools):
                 raise _refusal(profile_id, to, reply)
             if tag == _STALE:
                 before = self._stale(profile_id, reply, keys)
+            elif tag == _OPTED_OUT:
+                raise opted_out(profile_id, to)
             else:
                 self._refused(profile_id, tag)
 
@@ -347,13 +371,18 @@ class RedisStore(RedisPools):
                 out.append(self._two_steps(profile_id, to, now, decide, hits))
             except NoEligibleSender as exc:
                 return out, exc
+            except OptedOut:
+                continue
         return out, None
 
     @staticmethod
     def _chunk_selections(
         profile_id: str, chunk: Sequence[str], reply: list[Any], now: float
     ) -> list[Selection]:
-        """The selections a select_many reply carries: reason, sender, tier, send_at each."""
+        """The selections a select_many reply carries: reason, sender, tier, send_at each.
+
+        An opted-out recipient's reason code is 0: it is skipped.
+        """
         return [
             _new(
                 Selection,
@@ -367,6 +396,7 @@ class RedisStore(RedisPools):
                 ),
             )
             for to, i in zip(chunk, range(5, len(reply), 4), strict=False)
+            if reply[i]
         ]
 
     def _chunk_ops(
@@ -412,6 +442,8 @@ class RedisStore(RedisPools):
     ) -> Selection | Miss:
         """A sticky hit (refreshed) or what a fresh choice needs. 1 round trip, O(1).
 
+        Raises OptedOut for an opted-out ``to`` (nothing written).
+
         With capacity on, never a hit: a Miss with the loads and the live eligible
         sender, O(p), nothing written (one more round trip when this store guessed
         wrong whether capacity is on, its cache being stale).
@@ -426,6 +458,8 @@ class RedisStore(RedisPools):
             tag = reply[0]
             if tag == _HIT:
                 return Selection(profile_id, to, reply[1], _STICKY, None, now)
+            if tag == _OPTED_OUT:
+                raise opted_out(profile_id, to)
             if tag not in _BEGAN:
                 self._refused(profile_id, tag)
                 continue
@@ -474,13 +508,16 @@ class RedisStore(RedisPools):
         """Compare-and-set of a fresh choice. O(log n).
 
         1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored the choice.
+        Raises OptedOut for a ``to`` opted out since the read (nothing stored).
         """
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).every
         args = (*self._commit_args(to, chosen, miss), _f(now))
         reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
         if reply[0] in {_UNKNOWN, _OLD}:
             self._refused(profile_id, reply[0])
             reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
+        if reply[0] == _OPTED_OUT:
+            raise opted_out(profile_id, to)
         return self._committed(profile_id, to, reply, now)
 
     @staticmethod
@@ -503,7 +540,7 @@ class RedisStore(RedisPools):
             return True
         if tag == _HIT:
             return Selection(profile_id, to, reply[1], _STICKY, None, now)
-        if tag == _START_OVER:
+        if tag in {_START_OVER, _OPTED_OUT}:  # opted out since the read: its select raises
             return None
         if tag == _UNKNOWN:
             raise unknown_profile(profile_id)
@@ -533,11 +570,12 @@ class RedisStore(RedisPools):
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Miss]:
+    ) -> list[Selection | Miss | None]:
         """:meth:`begin_select` for each recipient. 1 round trip, O(1) each on the server.
 
         One script per chunk of 256 recipients (each chunk atomic), all in one pipeline.
         With capacity on, no hits: Misses with the loads (as :meth:`begin_select`).
+        None for an opted-out recipient.
         """
         while True:
             cached = self._cache.get(profile_id)
@@ -557,9 +595,9 @@ class RedisStore(RedisPools):
         cached: Cached | None,
         known_version: int,
         now: float,
-    ) -> list[Selection | Miss] | None:
+    ) -> list[Selection | Miss | None] | None:
         """The answers of begin_many's chunks; None: capacity was assumed on wrongly."""
-        out: list[Selection | Miss] = []
+        out: list[Selection | Miss | None] = []
         for chunk, reply in zip(chunks, replies, strict=True):
             # every chunk was given `cached`'s version: a reply without data refers to it
             at = 5 * len(chunk)
@@ -570,6 +608,9 @@ class RedisStore(RedisPools):
                 tag = reply[5 * i]
                 if tag == _HIT:
                     out.append(Selection(profile_id, to, reply[5 * i + 1], _STICKY, None, now))
+                    continue
+                if tag == _OPTED_OUT:
+                    out.append(None)
                     continue
                 if current is None:
                     current = self._current(profile_id, reply, at + 1 + n, cached)
@@ -591,6 +632,7 @@ class RedisStore(RedisPools):
         1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored any.
 
         One script per chunk of 256 entries (each chunk atomic), all in one pipeline.
+        None for a recipient opted out since the read.
         """
         chunks = [entries[i : i + _CHUNK] for i in range(0, len(entries), _CHUNK)]
         calls = []
@@ -599,7 +641,7 @@ class RedisStore(RedisPools):
             for to, chosen, miss in chunk:
                 args += self._commit_args(to, chosen, miss)
             calls.append(args)
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).every
         out: list[Selection | Literal[True] | None] = []
         for chunk, reply in zip(
             chunks, self._batch(profile_id, "commit_many", keys, calls), strict=True
@@ -675,6 +717,85 @@ class RedisStore(RedisPools):
             raise unknown_profile(profile_id)
         return bool(reply == "1")
 
+    # -- opt-outs and replies -------------------------------------------------------
+    def opt_out(self, profile_id: str, to: str, now: float) -> bool:
+        """Opt ``to`` out and delete its mapping in one script; return whether it was in.
+
+        1 round trip, O(log n). The deletion is :meth:`forget`'s (it moves the horizon).
+        """
+        reply = self._run.eval(self._s["opt_out"], self._keys.of(profile_id).every, (to, _f(now)))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return bool(reply[1] == "1")
+
+    def opt_in(self, profile_id: str, to: str) -> bool:
+        """End ``to``'s opt-out; return whether it was opted out. 1 round trip, O(1)."""
+        reply = self._run.eval(self._s["opt_in"], self._keys.of(profile_id).every, (to,))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return bool(reply[1] == "1")
+
+    def is_opted_out(self, profile_id: str, to: str) -> bool:
+        """Whether ``to`` is opted out. 1 round trip, O(1)."""
+        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).every, (to,))
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return bool(reply[1] == "1")
+
+    def opt_outs(self, profile_id: str) -> list[str]:
+        """Every opted-out recipient, sorted. 1 round trip, O(k log k)."""
+        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).every, ())
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return sorted(reply[1:])
+
+    def record_reply(
+        self, profile_id: str, to: str, number: str, now: float, keyword: Keyword | None
+    ) -> ReplyAction:
+        """A reply from ``to`` to ``number``: its keyword, then its mapping, in one script.
+
+        :func:`sticky.policy.reply_action` decides, in Python, from the pool cached at
+        its current version: its answer for each case of the live mapping (to
+        ``number``, to another, none) goes to the script, which compares-and-sets on
+        that version, finds the case (liveness at ``judged_at(now, horizon)``) and
+        applies the answer (a ``moved`` or ``mapped`` reply stores ``(number, now)`` as
+        :meth:`pin` does, counting a new recipient with capacity on). 1 round trip (an
+        opt-out keyword needs no pool); one more when the cached pool is stale, and one
+        more the first time a profile's choice data is needed for capacity; plus one
+        ``WAIT`` with ``min_replicas`` when it stored a mapping. O(log n) on the server.
+        """
+        if not is_e164(to):  # validated before a script may store it
+            check_e164(to, "recipient")
+        kw = _KEYWORDS.get(keyword, "") if keyword is not None else ""
+        keys = self._keys.of(profile_id).every
+        before: Op | None = None
+        while True:
+            cached = self._cache.get(profile_id)
+            if cached is None:  # the reply brings the pool
+                version, acts = "", ["", "", ""]
+                tz, day = "", "0"
+            else:
+                n, settings = cached.by_number.get(number), cached.settings
+                version = cached.version_text
+                acts = [reply_action(n, settings, c, now).value for c in (number, "", None)]
+                tz, day, _ = _day(cached, now)
+            args = (to, number, _f(now), kw, version, *acts, tz, day)
+            if before is None:
+                reply = self._run.eval(self._s["record_reply"], keys, args, _replied)
+            else:
+                op: Op = (self._s["record_reply"], call(keys, *args))
+                reply = self._run.pipeline([before, op], _replied)[1]
+                before = None
+            tag = reply[0]
+            if tag == Tag.OK:
+                return ReplyAction(reply[1])
+            if tag == _OPTED_OUT:
+                return ReplyAction.OPTED_OUT
+            if tag == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            assert tag == _STALE, f"unexpected reply {tag!r}"
+            before = self._stale(profile_id, reply, keys)
+
     # -- housekeeping ---------------------------------------------------------------
     def evict_expired(self, now: float) -> int:
         """Remove every dead mapping; return how many. O(k log n) for k dead.
@@ -715,8 +836,11 @@ class RedisStore(RedisPools):
         """Assert the Redis data is consistent. Reads everything: O(keys), for tests.
 
         Checks, per profile: its settings fields agree with its settings; every pool
-        entry's eligibility flag is :func:`sticky.policy.is_eligible` under them (a
-        profile written by 0.1 and not yet touched has no flags); every mapping's
+        entry is :func:`sticky.store.redis.codec.entry` under them (its flags
+        :func:`sticky.policy.may_keep` and :func:`sticky.policy.is_eligible`; an entry
+        written before drains has one flag for both, and a profile written by 0.1 and
+        not yet touched has none); delivery windows only for pooled numbers, each
+        parseable, with its token, at most 24 buckets; every mapping's
         sender is in its pool; the reverse index and the expiry index agree with the
         mappings (each mapping has an index entry under its index key, which is at most
         its last use; queue keys never decrease); capacity state only for pooled

@@ -1,8 +1,8 @@
 -- begin_many: Store.begin_select for many recipients of one profile, in one script.
--- KEYS 1-11. ARGV: now, the caller's cached version, its capacity guess (as
+-- KEYS 1-13. ARGV: now, the caller's cached version, its capacity guess (as
 -- begin_select.lua's), then the recipients.
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or five entries per recipient (HIT, sender,
--- '', '', '' or MISS/CAPACITY, has previous, previous sender, previous last_used,
+-- '', '', '' or OPTED_OUT, '', '', '', '' or MISS/CAPACITY, has previous, previous sender, previous last_used,
 -- live), then 2n and n number, capacity state pairs, then the version[, settings,
 -- pool...]. Each recipient's step is what begin_select does; the script makes the
 -- whole chunk one atomic step, which is more than the protocol asks.

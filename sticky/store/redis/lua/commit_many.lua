@@ -1,8 +1,8 @@
 -- commit_many: Store.commit_select for many recipients of one profile, in one script.
--- KEYS 1-7. ARGV: now, then 7 per entry: to, chosen, has_previous, previous sender,
+-- KEYS 1-13. ARGV: now, then 7 per entry: to, chosen, has_previous, previous sender,
 -- previous last_used, live, version.
 -- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, or two entries per entry: the tag of
--- commit_one and a sender or ''.
+-- commit_one (OPTED_OUT for one opted out since the read) and a sender or ''.
 local p, refusal = current_profile()
 if not p then
   return refusal

@@ -1,7 +1,7 @@
 -- commit_select: the compare-and-set of a fresh choice (Store.commit_select), atomic.
--- KEYS 1-7. ARGV: to, chosen, has_previous, previous sender, previous last_used,
+-- KEYS 1-13. ARGV: to, chosen, has_previous, previous sender, previous last_used,
 -- live, version, now.
--- Returns {STORED}, {HIT, sender} (another select won: honoured), {START_OVER}
+-- Returns {OPTED_OUT} (opted out since the read: nothing stored), {STORED}, {HIT, sender} (another select won: honoured), {START_OVER}
 -- (nothing changed), {UNKNOWN_PROFILE}, {OLD_LAYOUT} or {NOT_ELIGIBLE} (see commit_one).
 local p, refusal = current_profile()
 if not p then

@@ -1,28 +1,35 @@
 -- common.lua: helpers shared by sticky's Redis scripts; prepended to each of them.
 --
 -- One helper per rule of docs/semantics.md, as sticky.policy has one function per
--- rule: is_live (liveness), judged_at (the horizon), eligible (eligibility, stored as
--- data by Python), judge (the sticky hit), refreshed (never younger), pick and
--- choose (the fresh choice), and for capacity next_slot, new_today, has_budget,
--- count_new, reserve, choose_among and plan (see docs/rules.md). Scripts call
+-- rule: is_live (liveness), judged_at (the horizon), eligible (eligibility for a fresh
+-- choice, stored as data by Python), keeps (the sticky side: may_keep as data and the
+-- drain's deadline), judge (the sticky hit), refreshed (never younger), pick and
+-- choose (the fresh choice), for capacity next_slot, new_today, has_budget,
+-- count_new, reserve, choose_among and plan, and add_outcome (a delivery report in
+-- its window) (see docs/rules.md). Scripts call
 -- them and spell out none of these rules. Placeholders (a NAME in double braces) are
 -- constants defined once in Python (sticky/store/redis/scripts.py: the reply tags,
 -- the eviction step, the layout version), substituted when the scripts are read.
 --
 -- KEYS of a profile's scripts always sit at these positions (a script is given the
--- first 2, 4, 7 or all 10 of them); all of them share the profile's {hash tag}:
+-- first 2, 4, 7 or all 13 of them); all of them share the profile's {hash tag}:
 --   1 meta (hash)  2 map (hash)  3 pool (hash)  4 ver (string)
 --   5 queue (list) 6 late (zset) 7 rev (zset)   8 claims (hash)
 --   9 choice (hash: what a fresh choice needs, see pick)  10 batch (hash: the draw
 --   offsets of batches in flight, see select_many.lua)  11 cap (hash: number ->
 --   "<tat> <floor> <day> <count>", its capacity state; absent: IDLE)
+--   12 optout (set: the opted-out recipients)  13 health (hash: number ->
+--   "<token>;<bucket> <delivered> <failed> <spam>;...", its delivery window)
 --
 -- Times and ttls arrive as Python repr() strings. They are compared as doubles
 -- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
 -- received: Lua's tostring keeps 14 digits only, so no script ever formats a float.
 -- A mapping is stored as "<last_used> <index key> <sender>"; a pool entry as
--- "<L|T><1|0><1|0>": type, health, eligible (then " <rate> <budget>" when the number
--- has limits of its own, which Python reads; Lua reads them from the choice data).
+-- "<L|T><h><k><e><d>": type, health, kept (a live mapping to it may stay), eligible
+-- (for a fresh choice), delivery health, then " <rate> <budget>" and, while it drains,
+-- " <since> <grace>", which Python reads (Lua reads limits from the choice data), and
+-- " @<deadline>" when the drain has a grace, which keeps reads. An entry written
+-- before drains existed is "<L|T><h><k>" (kept and eligible were one flag).
 -- meta's `cap` says whether capacity is on at the current pool version: '0' (off),
 -- the profile's time zone (on), or absent (not known: the choice data is not stored;
 -- store_choice writes both together).
@@ -83,23 +90,48 @@ local function move_horizon(p, now_s, now)
 end
 
 -- policy.is_eligible, as data: the flag Python computed for this pool version (the
--- third character of the entry); false for a number not in the pool.
+-- fourth character of the entry; the third in an entry written before drains, where
+-- one flag said both); false for a number not in the pool.
 local function eligible(entry)
-  return entry and string.byte(entry, 3) == 49 -- '1'
+  if not entry then
+    return false
+  end
+  local e = string.byte(entry, 4)
+  if e == 49 or e == 48 then
+    return e == 49 -- '1'
+  end
+  return string.byte(entry, 3) == 49
+end
+
+-- policy.keeps, as data: whether a live mapping to the number of `entry` is honoured
+-- at `now`: its kept flag (policy.may_keep, computed in Python: the third character)
+-- and, when its drain has a grace, now before the deadline (policy.drain_deadlines,
+-- the entry's "@" field); false for a number not in the pool.
+local function keeps(entry, now)
+  if not entry or string.byte(entry, 3) ~= 49 then
+    return false
+  end
+  local at = string.find(entry, '@', 4, true)
+  return not at or now < tonumber(string.sub(entry, at + 1))
 end
 
 -- policy.judge: what a mapping (last_used, sender) means for a sticky select at `now`,
--- judged at judged_at(now): STICKY (live, eligible sender: honoured), REASSIGNED (live,
--- not eligible) or EXPIRED (dead).
+-- judged at judged_at(now): STICKY (live, kept sender: honoured), REASSIGNED (live,
+-- not kept) or EXPIRED (dead).
 local function judge(p, last_used, sender, now_s, now)
   local _, at = judged_at(p, now_s, now)
   if not is_live(last_used, p.ttl, at) then
     return EXPIRED
   end
-  if eligible(redis.call('HGET', KEYS[3], sender)) then
+  if keeps(redis.call('HGET', KEYS[3], sender), now) then
     return STICKY
   end
   return REASSIGNED
+end
+
+-- Whether `to` is opted out of the profile (every select checks it first).
+local function opted_out(to)
+  return redis.call('SISMEMBER', KEYS[12], to) == 1
 end
 
 -- policy.refreshed: a sticky hit's last_used, never younger; and whether it changed.
@@ -240,6 +272,20 @@ local function evict(p, at, limit, max_looks)
   return removed, looks
 end
 
+-- Store.forget's step: delete the mapping of `to` and move the horizon. Returns whether
+-- it was live.
+local function forget_one(p, to, now_s, now)
+  local _, at = move_horizon(p, now_s, now)
+  local v = redis.call('HGET', KEYS[2], to)
+  if not v then
+    return false
+  end
+  local lu_s, _, sender = parse_mapping(v)
+  redis.call('HDEL', KEYS[2], to)
+  redis.call('ZREM', KEYS[7], sender .. NUL .. to)
+  return is_live(tonumber(lu_s), p.ttl, at)
+end
+
 -- The pool version, read once per script (no select step changes it).
 local function version_of(p)
   if not p.version then
@@ -260,11 +306,14 @@ local function begin_capacity(p, cached, hint)
   return not (cached == version_of(p) and hint == '0')
 end
 
--- Store.begin_select for one recipient. Returns HIT, sender for a sticky hit (honoured),
--- else MISS, has previous, previous sender, previous last_used, live ('1'/'0'),
+-- Store.begin_select for one recipient. Returns OPTED_OUT (nothing read or written),
+-- HIT, sender for a sticky hit (honoured), else MISS, has previous, previous sender, previous last_used, live ('1'/'0'),
 -- changing nothing. With capacity on (`capacity`), never a hit: CAPACITY, then the same
 -- with live 's' for a live mapping to an eligible sender (a select may stay sticky).
 local function begin_one(p, to, now_s, now, capacity)
+  if opted_out(to) then
+    return {{OPTED_OUT}}, '', '', '', ''
+  end
   if p.sticky then
     local v = redis.call('HGET', KEYS[2], to)
     if v then
@@ -313,11 +362,15 @@ local function append_loads(out, capacity)
 end
 
 -- Store.commit_select for one recipient: store (chosen, now) if the pool version, the
--- stored mapping and its liveness are still what begin_one read. Returns STORED, HIT,
--- sender (another select stored a live eligible mapping: honoured), START_OVER, or
+-- stored mapping and its liveness are still what begin_one read. Returns OPTED_OUT
+-- (opted out since the read: nothing stored), STORED, HIT,
+-- sender (another select stored a live kept mapping: honoured), START_OVER, or
 -- NOT_ELIGIBLE (the version matches but `chosen` is not eligible in it: the caller's
 -- cache is not of this data; nothing stored).
 local function commit_one(p, to, chosen, has, prev_sender, prev_lu, live, version, now_s, now)
+  if opted_out(to) then
+    return {{OPTED_OUT}}, ''
+  end
   local _, at = judged_at(p, now_s, now)
   local v = redis.call('HGET', KEYS[2], to)
   local lu_s, idx_s, sender, lu
@@ -549,7 +602,9 @@ end
 
 -- The capacity settings of the choice data: its `cap` field "<burst> <max_wait>
 -- <choice_wait> <max_queue>" ('-': none), and `lim`, "<number> <rate> <budget>" for
--- each eligible number, sorted ('-': none). Returns cfg, with cfg.order the numbers.
+-- each eligible number, sorted ('-': none), then "~<number> <rate> <budget>" for each
+-- other number of the pool (a kept, draining number's sticky recipients are planned
+-- too). Returns cfg, with cfg.order the eligible numbers.
 local function parse_capacity(cap, lim, sticky)
   local b, mw, cw, mq = string.match(cap, '^(%S+) (%S+) (%S+) (%S+)$')
   local cfg = {
@@ -563,7 +618,11 @@ local function parse_capacity(cap, lim, sticky)
     budget = {},
   }
   for n, r, d in string.gmatch(lim or '', '(%S+) (%S+) (%S+)') do
-    cfg.order[#cfg.order + 1] = n
+    if string.byte(n, 1) == 126 then -- '~': not eligible, its limits only
+      n = string.sub(n, 2)
+    else
+      cfg.order[#cfg.order + 1] = n
+    end
     cfg.rate[n] = opt_number(r)
     cfg.budget[n] = opt_number(d)
   end
@@ -873,4 +932,68 @@ local function capacity_of(p, c, cap_s, lim_s, tz, day_s, next_day_s, segments_s
     next_day_s = next_day_s,
     segments = tonumber(segments_s),
   }
+end
+
+-- -- delivery health ----------------------------------------------------------------
+-- A number's window (policy.Window) is a list of {bucket, delivered, failed, spam},
+-- oldest first, at most HEALTH_BUCKETS of them, stored as "<token>;<b> <d> <f> <s>;...".
+
+local HEALTH_BUCKETS = {{HEALTH_BUCKETS}}
+
+local function parse_window(v)
+  local w = {}
+  if not v then
+    return w
+  end
+  for b, d, f, s in string.gmatch(v, ';(%-?%d+) (%d+) (%d+) (%d+)') do
+    w[#w + 1] = {tonumber(b), tonumber(d), tonumber(f), tonumber(s)}
+  end
+  return w
+end
+
+local function window_text(token, w)
+  local out = {token}
+  for i, e in ipairs(w) do
+    out[i + 1] = string.format('%d %d %d %d', e[1], e[2], e[3], e[4])
+  end
+  return table.concat(out, ';')
+end
+
+-- policy.add_outcome: the window with one more outcome (slot 2 delivered, 3 failed, 4
+-- spam: its place in an entry) in `bucket`; buckets older than the 24 ending at the
+-- newest are dropped, and a report older than those changes nothing.
+local function add_outcome(w, bucket, slot)
+  local top = bucket
+  if #w > 0 and w[#w][1] > bucket then
+    top = w[#w][1]
+  end
+  local oldest = top - HEALTH_BUCKETS
+  if bucket <= oldest then
+    return w
+  end
+  local out, placed = {}, false
+  for _, e in ipairs(w) do
+    if e[1] > oldest then
+      if e[1] == bucket then
+        local c = {e[1], e[2], e[3], e[4]}
+        c[slot] = c[slot] + 1
+        out[#out + 1] = c
+        placed = true
+      else
+        if not placed and e[1] > bucket then
+          local c = {bucket, 0, 0, 0}
+          c[slot] = 1
+          out[#out + 1] = c
+          placed = true
+        end
+        out[#out + 1] = e
+      end
+    end
+  end
+  if not placed then
+    local c = {bucket, 0, 0, 0}
+    c[slot] = 1
+    out[#out + 1] = c
+  end
+  return out
 end

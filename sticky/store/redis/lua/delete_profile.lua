@@ -1,5 +1,5 @@
 -- delete_profile: a profile with its pool and mappings (Store.delete_profile), atomic.
--- KEYS 1-11. ARGV: now.
+-- KEYS 1-13. ARGV: now. Its opt-outs and delivery windows go with it.
 -- Returns {UNKNOWN_PROFILE} or {OK, live mappings, incarnation, evicted count,
 -- number...}; the caller then releases the numbers' owner keys (other slots).
 local p = load_profile()
@@ -20,6 +20,6 @@ for _, number in ipairs(redis.call('HKEYS', KEYS[3])) do
   out[#out + 1] = number
 end
 redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10],
-  KEYS[11])
+  KEYS[11], KEYS[12], KEYS[13])
 redis.call('INCR', KEYS[4]) -- the version key stays: see create_profile.lua
 return out

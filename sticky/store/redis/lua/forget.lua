@@ -4,16 +4,8 @@ local p = load_profile()
 if not p then
   return {{UNKNOWN_PROFILE}}
 end
-local to, now_s = ARGV[1], ARGV[2]
-local _, at = move_horizon(p, now_s, tonumber(now_s))
-local v = redis.call('HGET', KEYS[2], to)
-if not v then
-  return '0'
-end
-local lu_s, _, sender = parse_mapping(v)
-redis.call('HDEL', KEYS[2], to)
-redis.call('ZREM', KEYS[7], sender .. NUL .. to)
-if is_live(tonumber(lu_s), p.ttl, at) then
+local now_s = ARGV[2]
+if forget_one(p, ARGV[1], now_s, tonumber(now_s)) then
   return '1'
 end
 return '0'

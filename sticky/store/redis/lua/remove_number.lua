@@ -1,5 +1,5 @@
 -- remove_number: take a number out of the pool with every mapping to it, atomic.
--- KEYS 1-11. ARGV: number, now, the pool version the caller's choice data was computed
+-- KEYS 1-13. ARGV: number, now, the pool version the caller's choice data was computed
 -- at (of the pool without the number), then that data (see store_choice); it is
 -- stored if that version is current, and dropped otherwise.
 -- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL} or {OK, live mappings removed, incarnation}.
@@ -30,6 +30,7 @@ end
 redis.call('ZREMRANGEBYLEX', KEYS[7], lo, hi)
 redis.call('HDEL', KEYS[3], number)
 redis.call('HDEL', KEYS[11], number) -- its capacity state goes with it
+redis.call('HDEL', KEYS[13], number) -- and its delivery window
 if redis.call('GET', KEYS[4]) == ARGV[3] then
   new_version(4)
 else -- computed for another pool: the next fresh choice has it computed again

@@ -1,9 +1,10 @@
 -- select: a whole select in one step (OneStepStore.select_in_one_step), atomic.
--- KEYS 1-11. ARGV: to, now, a draw in [0, 1), the geomatch mode the caller assumed,
+-- KEYS 1-13. ARGV: to, now, a draw in [0, 1), the geomatch mode the caller assumed,
 -- the recipient's four tier fields of the choice hash ('-' where it has no key), then
 -- for capacity the time zone the caller computed the day in ('' if it thinks
 -- capacity is off), that day's ordinal, the next day's start, and the segments.
--- Returns {HIT, sender[, send_at]} (a sticky hit, honoured), {CHOSEN, sender, reason,
+-- Returns {OPTED_OUT} (the recipient is opted out: nothing written, the draw not
+-- used), {HIT, sender[, send_at]} (a sticky hit, honoured), {CHOSEN, sender, reason,
 -- tier[, send_at]} (a fresh choice or an overflow that used the draw, stored unless
 -- the reason is POOL), {NO_ELIGIBLE} (no eligible number: nothing written, the draw
 -- not used), {EXHAUSTED, retry_at} or {BUSY, retry_at, sticky sender or '', max_queue}
@@ -15,6 +16,9 @@ if not p then
   return refusal
 end
 local to, now_s = ARGV[1], ARGV[2]
+if opted_out(to) then
+  return {{{OPTED_OUT}}}
+end
 local now = tonumber(now_s)
 local function answer(cap, kind, sender, reason, tier, send_at)
   if kind == {{NO_ELIGIBLE}} then

@@ -1,6 +1,6 @@
 -- select_many: OneStepBatchStore.select_many_in_one_step for one chunk of a batch's
 -- distinct recipients, atomic (each recipient's select is select.lua's).
--- KEYS 1-11. ARGV: now, the geomatch mode the caller assumed, a token of the batch,
+-- KEYS 1-13. ARGV: now, the geomatch mode the caller assumed, a token of the batch,
 -- the offset of this chunk's first draw ('' for "where the previous chunk of this
 -- pipeline left it", read from the batch hash, KEYS[10], under the token), '1' if no
 -- chunk of this pipeline follows, the stride of the recipients' arguments (1: to; 5: to and its
@@ -11,6 +11,8 @@
 -- batch uses its i-th draw, as one-by-one selects would: a chunk that follows another
 -- in a pipeline takes its offset from the one before (KEYS[10]), and does nothing if
 -- that one did not finish (SKIPPED).
+-- An opted-out recipient is skipped: it uses no draw, and its entries are reason 0,
+-- '', '', ''.
 -- Returns {OK, draws used, '', '', '', then reason, sender, tier, send_at per
 -- recipient} (reason STICKY for a hit, honoured; send_at '' with capacity off), or
 -- {NO_ELIGIBLE, EXHAUSTED or BUSY, draws used, retry_at, busy sticky sender,
@@ -57,7 +59,9 @@ for i = 12 + ndraws, #ARGV, stride do
   local to = ARGV[i]
   local n = #out
   local reason, sender, tier, send_at
-  if cap then
+  if opted_out(to) then
+    reason, sender, tier, send_at = 0, '', '', ''
+  elseif cap then
     if stride > 1 then
       local g = redis.call('HMGET', KEYS[9], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
       c[5], c[6], c[7], c[8] = g[1], g[2], g[3], g[4]
