@@ -27,6 +27,7 @@ import pytest
 import sqlite_v1 as v1
 import sqlite_v2 as v2
 import sqlite_v3 as v3
+import sqlite_v4 as v4
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import precondition, rule, run_state_machine_as_test
@@ -50,12 +51,14 @@ from sticky import (
     UnknownNumber,
     open_store,
 )
-from sticky.policy import today
+from sticky.errors import OptedOut
+from sticky.policy import Chooser, today
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepStore, Store
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.testing import StickyMachine, StoreContract
+from sticky.values import Keyword, Outcome, ReplyAction
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000.0
@@ -565,7 +568,7 @@ def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads", "windows", "optouts"}
     # Every mapping, with its sender, exact last use and index key.
     after = _raw(path, _SPELLED)
     assert sorted(after) == sorted(before)
@@ -640,7 +643,7 @@ def test_a_version_2_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads", "windows", "optouts"}
     # Every mapping, with its sender, exact last use and index key; recipients and
     # senders as integers now.
     assert sorted(_raw(path, _SPELLED)) == sorted(v2.MAPPINGS)
@@ -739,7 +742,7 @@ def test_a_version_3_file_is_migrated_in_place(tmp_path: Path) -> None:
     tables = {
         name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads", "windows", "optouts"}
     # The mappings are untouched; every number takes its profile's limits; nothing is
     # scheduled yet.
     assert _raw(path, "SELECT * FROM mappings") == before
@@ -1282,18 +1285,21 @@ def test_the_file_is_wal_with_the_indexes_the_costs_need(tmp_path: Path) -> None
             "last_used": "REAL",
             "idx": "REAL",
         }
-        tables = {
-            n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        assert tables == {"meta", "profiles", "numbers", "mappings", "loads"}
-        # A pool's loads are one range of their table's primary key, read by one seek.
-        keys = [c[2] for c in conn.execute("PRAGMA index_info(sqlite_autoindex_loads_1)")]
-        assert keys == ["profile", "number"]
 
         def primary_key(table: str) -> list[str]:
             columns = sorted(conn.execute(f"PRAGMA table_info({table})"), key=lambda r: r[5])
             return [c[1] for c in columns if c[5]]
 
+        tables = {
+            n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        assert tables == {"meta", "profiles", "numbers", "mappings", "loads", "windows", "optouts"}
+        # A select's opt-out look-up and a report's window are one seek of a primary key.
+        assert primary_key("optouts") == ["profile", "recipient"]
+        assert primary_key("windows") == ["profile", "number"]
+        # A pool's loads are one range of their table's primary key, read by one seek.
+        keys = [c[2] for c in conn.execute("PRAGMA index_info(sqlite_autoindex_loads_1)")]
+        assert keys == ["profile", "number"]
         assert primary_key("mappings") == ["profile", "recipient"]
         assert primary_key("numbers") == ["number"]
 
@@ -1589,3 +1595,397 @@ def test_processes_selecting_at_once_keep_every_rate_and_budget(tmp_path: Path) 
             day = loads[number][2]
             assert loads[number][3] == new.get((number, day), 0), number
             assert loads[number][1] == max(sends[number])  # floor: the latest send_at
+
+
+# -- a number's life: migration from version 4 ----------------------------------------
+def test_a_version_4_file_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    v4.build_v4(path)
+    before = _raw(path, "SELECT * FROM mappings")
+    loads = _raw(path, "SELECT * FROM loads")
+    eligible = dict(_raw(path, "SELECT number, eligible FROM numbers"))
+    store = SQLiteStore(path)
+    store.check_invariants()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(5,)]
+    tables = {
+        name for (name,) in _raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    assert tables == {"meta", "profiles", "numbers", "mappings", "loads", "windows", "optouts"}
+    # Mappings, capacity state and limits are untouched; the old flag is the kept one
+    # (no number drains yet, every verdict is healthy); no window, no opt-out.
+    assert _raw(path, "SELECT * FROM mappings") == before
+    assert _raw(path, "SELECT * FROM loads") == loads == v4.LOADS
+    assert dict(_raw(path, "SELECT number, kept FROM numbers")) == eligible
+    assert _raw(
+        path,
+        "SELECT DISTINCT delivery_healthy, draining_since, drain_grace, deadline FROM numbers",
+    ) == [(1, None, None, None)]
+    assert _raw(path, "SELECT count(*) FROM windows") == [(0,)]
+    assert _raw(path, "SELECT count(*) FROM optouts") == [(0,)]
+    for n, (rate, daily) in v4.LIMITS.items():
+        assert _raw(path, f"SELECT rate, daily FROM numbers WHERE number = '{n}'") == [
+            (rate, daily)
+        ]
+    assert dict(_raw(path, "SELECT number, sid FROM numbers")) == v4.SIDS
+    for pid, (_, version, horizon, _) in v4.PROFILES.items():
+        assert _horizon(store, pid) == horizon, pid
+        assert _raw(path, f"SELECT version FROM profiles WHERE id = '{pid}'") == [(version,)]
+    # Settings written without the health settings read with their defaults.
+    for pid, s in v4.SETTINGS.items():
+        assert store.settings(pid) == s
+        assert store.settings(pid).min_samples == PoolSettings().min_samples
+        pool = store.numbers(pid)
+        assert all(n.delivery_healthy and n.draining_since is None for n in pool)
+        assert store.health(pid) == (pool, {})
+        assert store.opt_outs(pid) == []
+    for key, to, sender, last_used, _ in v4.MAPPINGS:
+        pid = next(p for p, (k, _, _, _) in v4.PROFILES.items() if k == key)
+        m = store.mapping(pid, to, v4.T0 - 10)
+        assert (m is None) == (to in v4.DEAD), to
+        if m is not None:
+            assert m[:2] == (sender, last_used)
+    # The life goes on: a drain keeps its recipient, an opt-out refuses one.
+    later = v4.T0 + 1000
+    store.set_drain("a", "+13125550001", later, None)
+    assert store.begin_select("a", "+16465550001", later, 0).reason is Reason.STICKY
+    assert store.opt_out("a", "+16465550005", later)
+    with pytest.raises(OptedOut):
+        store.begin_select("a", "+16465550005", later, 0)
+    store.check_invariants()
+    store.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        assert again.is_opted_out("a", "+16465550005")
+        assert next(n for n in again.numbers("a") if n.number == "+13125550001").draining
+
+
+def test_two_stores_opening_a_version_4_file_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v4-twice.db"
+    v4.build_v4(path)
+    stores = [SQLiteStore(path), SQLiteStore(path)]  # the second finds it migrated
+    for store in stores:
+        store.check_invariants()
+        assert store.counts()[0] == len(v4.MAPPINGS)
+        store.close()
+    assert _raw(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+# -- a number's life: the store's own steps --------------------------------------------
+class _Decide:
+    """A decide as the engine's (a Chooser per pool version), counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.chooser: Chooser | None = None
+        self.rng = random.Random(7)
+
+    def __call__(self, profile_id: str, to: str, miss: Miss) -> Selection:
+        self.calls += 1
+        if miss.pool is not None and (
+            self.chooser is None or self.chooser.version != miss.version
+        ):
+            self.chooser = Chooser(miss.pool, miss.settings, miss.version)
+        assert self.chooser is not None
+        sender, tier = self.chooser.choose(profile_id, to, self.rng.random())
+        if miss.previous is None:
+            reason = Reason.NEW
+        else:
+            reason = Reason.REASSIGNED if miss.live else Reason.EXPIRED
+        return Selection(profile_id, to, sender, reason, tier, miss.now)
+
+
+def _life(path: Path, settings: PoolSettings | None = None) -> SQLiteStore:
+    store = SQLiteStore(path)
+    store.create_profile("p", settings or PoolSettings(skip_unhealthy=True))
+    for n in POOL[:3]:
+        store.add_number("p", n, NumberType.LONG_CODE, healthy=True)
+    return store
+
+
+def _version(store: SQLiteStore) -> int:
+    with store._read() as cur:
+        return int(cur.execute("SELECT version FROM profiles WHERE id = 'p'").fetchone()[0])
+
+
+def test_every_select_path_refuses_an_opted_out_recipient_before_writing(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "optout.db"
+    store = _life(path)
+    decide = _Decide()
+    to, other = "+16465550001", "+16465550002"
+    store.select_in_one_step("p", to, T0, decide, [0])
+    assert store.opt_out("p", to, T0 + 1) is True
+    assert store.opt_out("p", to, T0 + 1) is False  # already out
+    assert store.mapping("p", to, T0 + 1) is None  # the opt-out forgot it
+    dumped = _dump(path)
+    calls = decide.calls
+    with pytest.raises(OptedOut) as info:
+        store.select_in_one_step("p", to, T0 + 2, decide, [0])
+    assert (info.value.profile_id, info.value.to) == ("p", to)
+    with pytest.raises(OptedOut):
+        store.begin_select("p", to, T0 + 2, 0)
+    out = store.begin_select_many("p", [other, to], T0 + 2, 0)
+    assert isinstance(out[0], Miss)
+    assert out[1] is None
+    assert decide.calls == calls  # no draw used, nothing asked
+    assert _dump(path) == dumped  # nothing written
+    # Opted out between the read and the compare-and-set: nothing is stored.
+    store.opt_in("p", to)
+    miss = store.begin_select("p", to, T0 + 3, 0)
+    assert isinstance(miss, Miss)
+    store.opt_out("p", to, T0 + 3)
+    with pytest.raises(OptedOut):
+        store.commit_select("p", to, POOL[0], miss, T0 + 4)
+    assert store.commit_select_many("p", [(to, POOL[0], miss)], T0 + 4) == [None]
+    assert store.mapping("p", to, T0 + 4) is None
+    # Opted in again, it selects as a new recipient.
+    assert store.opt_in("p", to) is True
+    assert store.opt_in("p", to) is False
+    assert store.select_in_one_step("p", to, T0 + 5, decide, [0]).reason is Reason.NEW
+    store.check_invariants()
+    store.close()
+
+
+def test_opt_outs_survive_a_restart_and_are_never_evicted(tmp_path: Path) -> None:
+    path = tmp_path / "kept.db"
+    store = _life(path, PoolSettings(ttl=60.0))
+    for i in range(5):
+        store.opt_out("p", f"+1646555000{i}", T0)
+    assert store.evict_expired(T0 + 10 * 86_400) == 0
+    store.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        assert again.opt_outs("p") == [f"+1646555000{i}" for i in range(5)]
+        with pytest.raises(OptedOut):
+            again.select_in_one_step("p", "+16465550003", T0 + 20 * 86_400, _Decide(), [0])
+        # The profile takes them along, and a new one of that name has none.
+        again.delete_profile("p", T0 + 20 * 86_400)
+        again.create_profile("p", PoolSettings())
+        assert again.opt_outs("p") == []
+        assert _raw(path, "SELECT count(*) FROM optouts") == [(0,)]
+        again.check_invariants()
+
+
+def test_two_connections_a_select_never_answers_after_the_opt_out_returned(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "race.db"
+    _life(path).close()
+    selecting, opting = SQLiteStore(path), SQLiteStore(path)
+    recipients = [f"+1646555{i:04d}" for i in range(40)]
+    done: dict[str, float] = {}  # recipient -> when its opt_out returned
+    answers: list[tuple[str, float, str]] = []  # (to, when the select began, sender)
+    stop = threading.Event()
+
+    def select() -> None:
+        decide = _Decide()
+        rng = random.Random(3)
+        while not stop.is_set():
+            to = rng.choice(recipients)
+            began = time.perf_counter()
+            with contextlib.suppress(OptedOut):
+                if rng.random() < 0.5:
+                    sel = selecting.select_in_one_step("p", to, T0, decide, [0])
+                    answers.append((to, began, sel.from_number))
+                    continue
+                got = selecting.begin_select("p", to, T0, -1)
+                if isinstance(got, Miss):
+                    assert got.pool is not None
+                    chosen = decide("p", to, got).from_number
+                    if selecting.commit_select("p", to, chosen, got, T0) is None:
+                        continue
+                    answers.append((to, began, chosen))
+                else:
+                    answers.append((to, began, got.from_number))
+
+    thread = threading.Thread(target=select)
+    thread.start()
+    try:
+        for to in recipients:
+            time.sleep(0.002)
+            opting.opt_out("p", to, T0)
+            done[to] = time.perf_counter()
+    finally:
+        stop.set()
+        thread.join()
+    late = [(to, began) for to, began, _ in answers if began > done[to]]
+    assert late == []
+    assert len(answers) > len(recipients)  # the race was run
+    for store in (selecting, opting):
+        for to in recipients:
+            assert store.mapping("p", to, T0) is None
+        store.check_invariants()
+        store.close()
+
+
+def test_a_drain_keeps_its_recipients_until_its_grace_ends(tmp_path: Path) -> None:
+    path = tmp_path / "drain.db"
+    store = _life(path)
+    decide = _Decide()
+    to = "+16465550001"
+    sender = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    version = _version(store)
+    drained = store.set_drain("p", sender, T0 + 10, 100.0)
+    assert (drained.draining_since, drained.drain_grace) == (T0 + 10, 100.0)
+    assert _version(store) > version
+    assert _raw(path, f"SELECT kept, deadline FROM numbers WHERE number = '{sender}'") == [
+        (1, T0 + 110)
+    ]
+    # Sticky on every path until the grace ends (judged at the select's now) ...
+    assert store.select_in_one_step("p", to, T0 + 109, decide, [0]).reason is Reason.STICKY
+    assert store.begin_select("p", to, T0 + 109.5, 0).reason is Reason.STICKY
+    # ... and no fresh choice lands on it meanwhile.
+    fresh = {
+        store.select_in_one_step("p", f"+1917555{i:04d}", T0 + 50, decide, [0]).from_number
+        for i in range(30)
+    }
+    assert sender not in fresh
+    # At its end the recipient is reassigned, once: on another number.
+    miss = store.begin_select("p", to, T0 + 110, 0)
+    assert isinstance(miss, Miss)
+    assert miss.live
+    sel = store.select_in_one_step("p", to, T0 + 110, decide, [0])
+    assert sel.reason is Reason.REASSIGNED
+    assert sel.from_number != sender
+    # Ending the drain restores the number; the state survives a restart.
+    store.set_drain("p", POOL[2], T0 + 200, None)
+    store.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        pool = {n.number: n for n in again.numbers("p")}
+        assert (pool[sender].draining_since, pool[sender].drain_grace) == (T0 + 10, 100.0)
+        assert (pool[POOL[2]].draining_since, pool[POOL[2]].drain_grace) == (T0 + 200, None)
+        assert again.set_drain("p", sender, None, 5.0).draining_since is None
+        assert next(n for n in again.numbers("p") if n.number == sender).drain_grace is None
+        with pytest.raises(UnknownNumber):
+            again.set_drain("p", "+19995550000", T0, None)
+        again.check_invariants()
+
+
+def test_a_delivery_verdict_is_a_pool_change_and_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "verdict.db"
+    store = _life(path, PoolSettings(skip_unhealthy=True, min_samples=4))
+    decide = _Decide()
+    to = "+16465550001"
+    bad = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    version = _version(store)
+    for i in range(3):
+        assert store.record_delivery(bad, Outcome.FAILED, T0 + i).delivery_healthy
+    assert _version(store) == version  # a report that leaves the verdict is no pool change
+    judged = store.record_delivery(bad, Outcome.SPAM, T0 + 3)
+    assert not judged.delivery_healthy
+    assert not judged.is_healthy
+    assert _version(store) > version
+    assert _raw(path, f"SELECT kept FROM numbers WHERE number = '{bad}'") == [(0,)]
+    # The sticky recipient moves; the window is what the reports made.
+    assert store.select_in_one_step("p", to, T0 + 4, decide, [0]).reason is Reason.REASSIGNED
+    pool, windows = store.health("p")
+    assert windows == {bad: ((windows[bad][0][0], 0, 3, 1),)}
+    assert next(n for n in pool if n.number == bad) == judged
+    store.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        assert again.health("p") == (pool, windows)
+        # The operator vouches for it: healthy again, its reports start afresh.
+        again.set_health(bad, healthy=True)
+        pool, windows = again.health("p")
+        assert windows == {}
+        assert next(n for n in pool if n.number == bad).is_healthy
+        assert _raw(path, f"SELECT kept FROM numbers WHERE number = '{bad}'") == [(1,)]
+        with pytest.raises(UnknownNumber):
+            again.record_delivery("+19995550000", Outcome.DELIVERED, T0)
+        again.record_delivery(bad, Outcome.DELIVERED, T0 + 5)
+        again.remove_number("p", bad, T0 + 6)  # its window goes with it
+        assert again.health("p")[1] == {}
+        again.record_delivery(POOL[0], Outcome.DELIVERED, T0 + 7)
+        again.delete_profile("p", T0 + 8)
+        assert _raw(path, "SELECT count(*) FROM windows") == [(0,)]
+        again.check_invariants()
+
+
+def test_replies_refresh_move_map_and_keywords_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "reply.db"
+    store = _life(path, PoolSettings(skip_unhealthy=True, daily_new_recipients=100))
+    decide = _Decide()
+    to = "+16465550001"
+    sender = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    other = next(n for n in POOL[:3] if n != sender)
+    assert store.record_reply("p", to, sender, T0 + 5, None) is ReplyAction.REFRESHED
+    assert store.mapping("p", to, T0 + 5) == (sender, T0 + 5, DEFAULT_TTL)
+    count = store.capacity_state("p")[2][other][3]
+    assert store.record_reply("p", to, other, T0 + 6, None) is ReplyAction.MOVED
+    assert store.mapping("p", to, T0 + 6) == (other, T0 + 6, DEFAULT_TTL)
+    assert store.capacity_state("p")[2][other][3] == count + 1  # a new recipient of it
+    assert store.record_reply("p", "+16465550002", other, T0 + 7, None) is ReplyAction.MAPPED
+    assert store.record_reply("p", to, "+19995550000", T0 + 8, None) is ReplyAction.NOT_IN_POOL
+    store.set_health(sender, healthy=False)
+    assert store.record_reply("p", to, sender, T0 + 9, None) is ReplyAction.INELIGIBLE
+    assert store.mapping("p", to, T0 + 9) == (other, T0 + 6, DEFAULT_TTL)
+    # STOP opts out and forgets; a plain reply then changes nothing; START maps again.
+    assert store.record_reply("p", to, other, T0 + 10, Keyword.OPT_OUT) is ReplyAction.OPTED_OUT
+    assert store.mapping("p", to, T0 + 10) is None
+    assert store.record_reply("p", to, other, T0 + 11, None) is ReplyAction.OPTED_OUT
+    assert store.mapping("p", to, T0 + 11) is None
+    store.close()
+    with SQLiteStore(path) as again:
+        again.check_invariants()
+        assert again.is_opted_out("p", to)
+        assert again.record_reply("p", to, other, T0 + 12, Keyword.OPT_IN) is ReplyAction.MAPPED
+        assert not again.is_opted_out("p", to)
+        assert again.mapping("p", to, T0 + 12) == (other, T0 + 12, DEFAULT_TTL)
+        again.check_invariants()
+    with SQLiteStore(path) as third:
+        assert third.mapping("p", to, T0 + 13) == (other, T0 + 12, DEFAULT_TTL)
+        assert third.mapping("p", "+16465550002", T0 + 13) == (other, T0 + 7, DEFAULT_TTL)
+
+
+def test_a_sticky_recipient_of_a_draining_number_keeps_it_with_capacity(tmp_path: Path) -> None:
+    path = tmp_path / "drain-capacity.db"
+    store = _life(path, PoolSettings(long_code_rate=10.0))
+    decide = _Decide()
+    to = "+16465550001"
+    store.select_in_one_step("p", to, T0, decide, [0])
+    sender = store.mapping("p", to, T0)
+    assert sender is not None
+    store.set_drain("p", sender[0], T0, 60.0)
+    miss = store.begin_select("p", to, T0 + 1, 0)  # capacity on: always a Miss
+    assert isinstance(miss, Miss)
+    assert miss.sticky == sender[0]
+    assert store.begin_select("p", to, T0 + 60, 0).sticky is None  # type: ignore[union-attr]
+    store.check_invariants()
+    store.close()
+
+
+def test_the_invariants_catch_a_stale_kept_flag_a_stray_window_and_opt_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "broken.db"
+    store = _life(path)
+    store.record_delivery(POOL[0], Outcome.DELIVERED, T0)
+    store.opt_out("p", "+16465550001", T0)
+    store.check_invariants()
+    breaks = {
+        "UPDATE numbers SET kept = 0 WHERE number = '+13125550000'": "kept flag",
+        "UPDATE numbers SET deadline = 5.0 WHERE number = '+13125550000'": "deadline",
+        "UPDATE numbers SET drain_grace = 5.0 WHERE number = '+13125550001'": "a grace",
+        "UPDATE windows SET profile = 99": "window",
+        "UPDATE windows SET buckets = '[[5,1,0,0],[3,0,1,0]]'": "increasing",
+        "UPDATE optouts SET profile = 99": "optouts row",
+    }
+    for sql, message in breaks.items():
+        with SQLiteStore(tmp_path / "broken.db") as probe:
+            probe.close()
+        copy = tmp_path / "copy.db"
+        shutil.copy(path, copy)
+        for suffix in ("-wal", "-shm"):
+            if Path(f"{path}{suffix}").exists():
+                shutil.copy(f"{path}{suffix}", f"{copy}{suffix}")
+        with contextlib.closing(sqlite3.connect(copy)) as conn:
+            conn.execute(sql)
+            conn.commit()
+        with SQLiteStore(copy) as broken, pytest.raises(AssertionError, match=message):
+            broken.check_invariants()
+        for leftover in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
+            leftover.unlink(missing_ok=True)
+    store.close()

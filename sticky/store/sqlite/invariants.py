@@ -6,19 +6,19 @@ transaction; the stateful tests call it after every step.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Callable
 
-from sticky.numbers import NumberType, SenderNumber, is_e164
-from sticky.policy import is_eligible
+from sticky.numbers import is_e164
+from sticky.policy import HEALTH_BUCKETS
 from sticky.settings import PoolSettings
 from sticky.store.sqlite.expiry import HORIZON_SLACK
+from sticky.store.sqlite.pools import COLUMNS, number_of, sticky_side
 from sticky.store.sqlite.schema import recipient_key, recipient_of
 
 __all__ = ["check_rows"]
-
-_TYPES = {t.value: t for t in NumberType}
 
 
 def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> None:
@@ -26,7 +26,9 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
 
     ``PRAGMA integrity_check`` (pages, and each index against its table, so the expiry
     index holds every mapping); the meta rows; per profile, the settings copies, unique
-    versions and the ``eligible`` flags against :func:`~sticky.policy.is_eligible`; no
+    versions and each number's sticky side (the ``kept`` and ``deadline`` columns against
+    :func:`~sticky.policy.may_keep` and :func:`~sticky.policy.drain_deadlines`), its
+    verdict a flag and a grace only with a drain; no
     mapping to a number outside its profile's pool (by its sid), E.164 numbers and
     recipient keys that round-trip, one profile per number, no row of
     a deleted profile; rows well-formed; and the horizon rule: a profile with mappings
@@ -36,7 +38,11 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
     moved the horizon to at least it). Capacity: the numbers' own limits are positive
     (or NULL), and a ``loads`` row is only for a number in its profile's pool, with
     REAL schedule times (``tat`` and ``floor``: -inf, or finite) and a non-negative
-    day and count (a count only with a day).
+    day and count (a count only with a day). A number's life: a ``windows`` row is only
+    for a number in its profile's pool, a well-formed :data:`~sticky.policy.Window`
+    (at most :data:`~sticky.policy.HEALTH_BUCKETS` buckets, increasing, within that
+    many of the newest, counts non-negative integers); an ``optouts`` row is of a
+    profile and a recipient key that round-trips.
     Raises AssertionError naming the broken rule.
     """
 
@@ -58,14 +64,12 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         assert version not in versions, f"{pid}: version {version} is not unique"
         versions.add(version)
         assert evicted >= 0, f"{pid}: evicted {evicted}"
-        for number, sid, kind, healthy, flag in cur.execute(
-            "SELECT number, sid, type, healthy, eligible FROM numbers WHERE profile = ?", (key,)
+        for row in cur.execute(
+            f"SELECT {COLUMNS}, sid, kept, deadline FROM numbers"  # noqa: S608
+            " WHERE profile = ?",
+            (key,),
         ).fetchall():
-            assert is_e164(number), f"{pid}: number {number!r} is not E.164"
-            assert type(sid) is int, f"{pid}: {number} has sid {sid!r}"
-            assert sid > 0, f"{pid}: {number} has sid {sid!r}"
-            n = SenderNumber(number, _TYPES[kind], bool(healthy))
-            assert bool(flag) == is_eligible(n, settings), f"{pid}: {number} eligible flag"
+            _check_number(pid, row, settings)
         newest = cur.execute("SELECT max(idx) FROM mappings WHERE profile = ?", (key,))
         newest = newest.fetchone()[0]
         if newest is not None:
@@ -100,7 +104,8 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         assert day >= 0, f"{number}: day {day!r}"
         assert count >= 0, f"{number}: count {count!r}"
         assert count == 0 or day > 0, f"{number}: a count {count} of no day"
-    for table in ("mappings", "numbers", "loads"):
+    _check_life(cur)
+    for table in ("mappings", "numbers", "loads", "windows", "optouts"):
         strays = one(
             f"SELECT count(*) FROM {table}"  # noqa: S608 - the table names above
             " WHERE profile NOT IN (SELECT key FROM profiles)"
@@ -118,3 +123,56 @@ def check_rows(cur: sqlite3.Cursor, decode: Callable[[str], PoolSettings]) -> No
         assert is_e164(to), f"recipient {to!r} (key {key}) is not E.164"
         assert recipient_key(to) == key, f"recipient key {key} does not round-trip"
         assert math.isfinite(last_used), f"{to}: last_used {last_used!r}"
+
+
+def _check_window(number: str, text: object) -> None:
+    """Assert one stored window is a well-formed :data:`~sticky.policy.Window`."""
+    assert type(text) is str, f"{number}: window {text!r}"
+    window = json.loads(text)
+    assert type(window) is list, f"{number}: window {text}"
+    assert 0 < len(window) <= HEALTH_BUCKETS, f"{number}: {len(window)} buckets"
+    buckets = []
+    for entry in window:
+        assert type(entry) is list, f"{number}: bucket {entry!r}"
+        assert len(entry) == 4, f"{number}: bucket {entry!r}"
+        assert all(type(v) is int for v in entry), f"{number}: bucket {entry!r}"
+        assert min(entry[1:]) >= 0, f"{number}: bucket {entry!r}"
+        buckets.append(entry[0])
+    assert buckets == sorted(set(buckets)), f"{number}: buckets {buckets} not increasing"
+    assert buckets[0] > buckets[-1] - HEALTH_BUCKETS, f"{number}: buckets {buckets} too old"
+
+
+def _check_number(pid: str, row: tuple[object, ...], settings: PoolSettings) -> None:
+    """Assert one ``numbers`` row (:data:`COLUMNS`, sid, kept, deadline) is well-formed."""
+    number, sid = row[0], row[8]
+    assert type(number) is str, f"{pid}: number {number!r}"
+    assert is_e164(number), f"{pid}: number {number!r} is not E.164"
+    assert type(sid) is int, f"{pid}: {number} has sid {sid!r}"
+    assert sid > 0, f"{pid}: {number} has sid {sid!r}"
+    assert row[2] in {0, 1}, f"{pid}: {number} healthy {row[2]!r}"
+    assert row[5] in {0, 1}, f"{pid}: {number} delivery_healthy {row[5]!r}"
+    since, grace = row[6], row[7]
+    assert since is None or (type(since) is float and math.isfinite(since)), (
+        f"{pid}: {number} drain {since!r}"
+    )
+    assert grace is None or since is not None, f"{pid}: {number} a grace, no drain"
+    assert grace is None or (type(grace) is float and grace >= 0), f"{pid}: {number} grace"
+    assert (row[9], row[10]) == sticky_side(number_of(row), settings), (
+        f"{pid}: {number} kept flag or deadline {(row[9], row[10])} is stale"
+    )
+
+
+def _check_life(cur: sqlite3.Cursor) -> None:
+    """Assert the delivery windows and the opt-outs (see :func:`check_rows`)."""
+    strays = cur.execute(
+        "SELECT count(*) FROM windows AS w LEFT JOIN numbers AS n"
+        " ON n.number = w.number AND n.profile = w.profile WHERE n.number IS NULL"
+    ).fetchone()[0]
+    assert strays == 0, f"{strays} window(s) of a number outside its profile's pool"
+    for number, text in cur.execute("SELECT number, buckets FROM windows"):
+        _check_window(number, text)
+    for (rk,) in cur.execute("SELECT recipient FROM optouts"):
+        assert type(rk) is int, f"opt-out key {rk!r}"
+        to = recipient_of(rk)
+        assert is_e164(to), f"opted-out recipient {to!r} (key {rk}) is not E.164"
+        assert recipient_key(to) == rk, f"opt-out key {rk} does not round-trip"

@@ -3,10 +3,15 @@
 :class:`~sticky.store.sqlite.SQLiteStore` is built on :class:`SQLitePools`; this module
 holds what every operation shares (the per-version caches of settings and pools, the
 profile and pool reads) and the operations on profiles and pools. Each public method
-is one transaction; eligibility is :func:`sticky.policy.is_eligible`'s, stored as the
-``eligible`` column at every pool, settings or health change. Whether a profile has
-capacity on (:func:`sticky.policy.capacity_on`) is a property of its pool version,
-cached beside the pool.
+is one transaction. The sticky side (:func:`sticky.policy.may_keep` and the drain's
+deadline, :func:`sticky.policy.drain_deadlines`) is stored as the ``kept`` and
+``deadline`` columns at every pool, settings or health change (a delivery verdict that
+changes, a drain); the fresh choice's eligibility is the engine's
+(:class:`~sticky.policy.Chooser`, from the pool returned with every field of
+:class:`~sticky.SenderNumber`). Whether a profile has capacity on
+(:func:`sticky.policy.capacity_on`) is a property of its pool version, cached beside
+the pool. The delivery reports (:func:`sticky.policy.after_report`) are here too: a
+verdict that changes is a pool change.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -29,11 +35,14 @@ from sticky.errors import (
 from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import (
     Load,
+    Window,
+    after_report,
     capacity_on,
     clears_mappings,
     dead_up_to,
-    is_eligible,
+    drain_deadlines,
     judged_at,
+    may_keep,
 )
 from sticky.settings import PoolSettings
 from sticky.store.sqlite.connection import Connection
@@ -41,16 +50,27 @@ from sticky.store.sqlite.expiry import (
     evict_all,
     horizon,
 )
+from sticky.store.sqlite.schema import window_of, window_text
+from sticky.values import Outcome
 
-__all__ = ["HORIZON", "LOADS", "SENDER", "SQLitePools"]
+__all__ = ["COLUMNS", "HORIZON", "LOADS", "SENDER", "SQLitePools", "number_of", "sticky_side"]
 
 # A NULL horizon (no write yet) reads as -inf, which judged_at ignores.
 HORIZON = "ifnull(horizon, -1e999)"
 """A profile's horizon column in SQL: NULL (no write yet) reads as -inf."""
 _PROFILE = f"SELECT key, settings, ttl, {HORIZON} FROM profiles WHERE id = ?"  # noqa: S608
-_POOL = (
-    "SELECT number, type, healthy, sid, rate, daily FROM numbers WHERE profile = ? ORDER BY number"
+COLUMNS = "number, type, healthy, rate, daily, delivery_healthy, draining_since, drain_grace"
+"""A number's columns as :func:`number_of` reads them: what a :class:`SenderNumber` holds."""
+_POOL = f"SELECT {COLUMNS}, sid FROM numbers WHERE profile = ? ORDER BY number"  # noqa: S608
+_NUMBER = f"SELECT profile, {COLUMNS} FROM numbers WHERE number = ?"  # noqa: S608
+_IN_PROFILE = f"SELECT sid, {COLUMNS} FROM numbers WHERE number = ? AND profile = ?"  # noqa: S608
+_WRITE_NUMBER = (
+    "UPDATE numbers SET healthy = ?, rate = ?, daily = ?, delivery_healthy = ?,"
+    " draining_since = ?, drain_grace = ?, kept = ?, deadline = ? WHERE number = ?"
 )
+_WINDOW = "SELECT buckets FROM windows WHERE profile = ? AND number = ?"
+_PUT_WINDOW = "INSERT OR REPLACE INTO windows (profile, number, buckets) VALUES (?, ?, ?)"
+_DROP_WINDOW = "DELETE FROM windows WHERE profile = ? AND number = ?"
 LOADS = "SELECT number, tat, floor, day, count FROM loads WHERE profile = ?"
 """A profile's capacity state: one range of the ``loads`` primary key."""
 _LIMITS = frozenset({"rate", "daily_new_recipients"})
@@ -62,6 +82,26 @@ _SENDER_LIVE = f"SELECT count(*) {SENDER} AND last_used > ?"
 _SENDER_DELETE = f"DELETE {SENDER}"
 
 _TYPES = {t.value: t for t in NumberType}
+
+
+def number_of(row: Sequence[Any]) -> SenderNumber:
+    """The number a row of :data:`COLUMNS` stands for (its first eight values). O(1)."""
+    number, kind, healthy, rate, daily, delivered, since, grace = row[:8]
+    return SenderNumber(
+        number,
+        _TYPES[kind],
+        bool(healthy),
+        rate,
+        daily,
+        delivery_healthy=bool(delivered),
+        draining_since=since,
+        drain_grace=grace,
+    )
+
+
+def sticky_side(number: SenderNumber, settings: PoolSettings) -> tuple[int, float | None]:
+    """The ``kept`` and ``deadline`` columns of ``number``: the policy's, as data. O(1)."""
+    return int(may_keep(number, settings)), drain_deadlines((number,)).get(number.number)
 
 
 class SQLitePools(Connection):
@@ -128,13 +168,8 @@ class SQLitePools(Connection):
     @staticmethod
     def _pool(cur: sqlite3.Cursor, key: int) -> tuple[tuple[SenderNumber, ...], dict[str, int]]:
         """The pool sorted by number, and each number's sid. O(p)."""
-        types = _TYPES
         rows = cur.execute(_POOL, (key,)).fetchall()
-        pool = tuple(
-            SenderNumber(number, types[kind], bool(healthy), rate, daily)
-            for number, kind, healthy, _, rate, daily in rows
-        )
-        return pool, {row[0]: row[3] for row in rows}
+        return tuple(number_of(row) for row in rows), {row[0]: row[8] for row in rows}
 
     def _capacity_on(self, cur: sqlite3.Cursor, key: int, version: int, text: str) -> bool:
         """Whether the profile at ``version`` has capacity on, cached per version.
@@ -184,17 +219,48 @@ class SQLitePools(Connection):
         return int(found[0])
 
     @staticmethod
-    def _set_eligibility(cur: sqlite3.Cursor, key: int, settings: PoolSettings) -> None:
-        """Rewrite the ``eligible`` flags that ``settings`` change. O(p log n)."""
+    def _set_kept(cur: sqlite3.Cursor, key: int, settings: PoolSettings) -> None:
+        """Rewrite the ``kept`` flags that ``settings`` change. O(p log n)."""
         rows = cur.execute(
-            "SELECT number, type, healthy, eligible FROM numbers WHERE profile = ?", (key,)
+            f"SELECT {COLUMNS}, kept FROM numbers WHERE profile = ?",  # noqa: S608
+            (key,),
         ).fetchall()
         changes = []
-        for number, kind, healthy, flag in rows:
-            eligible = is_eligible(SenderNumber(number, _TYPES[kind], bool(healthy)), settings)
-            if eligible != bool(flag):
-                changes.append((int(eligible), number))
-        cur.executemany("UPDATE numbers SET eligible = ? WHERE number = ?", changes)
+        for row in rows:
+            kept = sticky_side(number_of(row), settings)[0]
+            if kept != row[8]:
+                changes.append((kept, row[0]))
+        cur.executemany("UPDATE numbers SET kept = ? WHERE number = ?", changes)
+
+    def _write_number(
+        self, cur: sqlite3.Cursor, key: int, number: SenderNumber, settings: PoolSettings
+    ) -> None:
+        """Store a changed number with its sticky side: a new pool version. O(log n)."""
+        cur.execute(
+            _WRITE_NUMBER,
+            (
+                int(number.healthy),
+                number.rate,
+                number.daily_new_recipients,
+                int(number.delivery_healthy),
+                number.draining_since,
+                number.drain_grace,
+                *sticky_side(number, settings),
+                number.number,
+            ),
+        )
+        cur.execute(
+            "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
+        )
+
+    def _pooled(self, cur: sqlite3.Cursor, number: str) -> tuple[int, SenderNumber, PoolSettings]:
+        """``(profile key, number, settings)`` of a pooled number. Raises UnknownNumber."""
+        row = cur.execute(_NUMBER, (number,)).fetchone()
+        if row is None:
+            msg = f"number {shown(number)} is in no profile"
+            raise UnknownNumber(msg)
+        text = cur.execute("SELECT settings FROM profiles WHERE key = ?", (row[0],)).fetchone()
+        return row[0], number_of(row[1:]), self._decode(text[0])
 
     # -- profiles -------------------------------------------------------------------
     def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
@@ -224,7 +290,7 @@ class SQLitePools(Connection):
                 "SELECT count(*) FROM mappings WHERE profile = ? AND last_used > ?",
                 (key, bound),
             ).fetchone()[0]
-            for table in ("mappings", "numbers", "loads"):
+            for table in ("mappings", "numbers", "loads", "windows", "optouts"):
                 cur.execute(f"DELETE FROM {table} WHERE profile = ?", (key,))  # noqa: S608
             # The profile's evictions stay in the store's total.
             cur.execute(
@@ -264,7 +330,7 @@ class SQLitePools(Connection):
                 "UPDATE profiles SET settings = ?, sticky = ?, ttl = ?, version = ? WHERE key = ?",
                 (self._encode(new), int(new.sticky_sender), new.ttl, self._next_version(cur), key),
             )
-            self._set_eligibility(cur, key, new)
+            self._set_kept(cur, key, new)
             return True
 
     def profiles(self) -> list[str]:
@@ -298,7 +364,7 @@ class SQLitePools(Connection):
                 msg = f"number {shown(number)} is already in profile {shown(owner[0])}"
                 raise NumberInUse(msg)
             added = SenderNumber(number, number_type, healthy, rate, daily_new_recipients)
-            eligible = is_eligible(added, self._decode(text))
+            kept, deadline = sticky_side(added, self._decode(text))
             sid = 1  # the smallest free id: ids stay small (one byte up to 127 numbers)
             for (taken,) in cur.execute(
                 "SELECT sid FROM numbers WHERE profile = ? ORDER BY sid", (key,)
@@ -307,17 +373,18 @@ class SQLitePools(Connection):
                     break
                 sid += 1
             cur.execute(
-                "INSERT INTO numbers (number, profile, sid, type, healthy, eligible, rate, daily)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO numbers (number, profile, sid, type, healthy, kept, rate, daily,"
+                " deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     number,
                     key,
                     sid,
                     number_type.value,
                     int(healthy),
-                    int(eligible),
+                    kept,
                     rate,
                     daily_new_recipients,
+                    deadline,
                 ),
             )
             cur.execute(
@@ -325,7 +392,7 @@ class SQLitePools(Connection):
             )
 
     def remove_number(self, profile_id: str, number: str, now: float) -> int:
-        """Remove a number, its mappings and its load; return the live ones. O(k log n).
+        """Remove a number, its mappings, load and window; return the live ones. O(k log n).
 
         In one write transaction, so no select can store a mapping to the number after
         it left: a select that read the pool before loses its compare-and-set.
@@ -338,6 +405,7 @@ class SQLitePools(Connection):
             cur.execute(_SENDER_DELETE, (key, sid))
             cur.execute("DELETE FROM numbers WHERE number = ?", (number,))
             cur.execute("DELETE FROM loads WHERE profile = ? AND number = ?", (key, number))
+            cur.execute(_DROP_WINDOW, (key, number))
             cur.execute(
                 "UPDATE profiles SET horizon = ?, version = ? WHERE key = ?",
                 (at, self._next_version(cur), key),
@@ -345,27 +413,77 @@ class SQLitePools(Connection):
             return int(live)
 
     def set_health(self, number: str, *, healthy: bool) -> None:
-        """Set a pooled number's health (its limits kept). One write transaction, O(log n)."""
+        """Set a pooled number's health (its limits kept). One write transaction, O(log n).
+
+        ``healthy=True`` also makes it delivery-healthy and deletes its window. A changed
+        number is a new pool version.
+        """
         with self._write() as cur:
-            row = cur.execute(
-                "SELECT n.profile, n.type, n.healthy, p.settings FROM numbers AS n"
-                " JOIN profiles AS p ON p.key = n.profile WHERE n.number = ?",
-                (number,),
-            ).fetchone()
+            key, current, settings = self._pooled(cur, number)
+            updated = attrs.evolve(current, healthy=healthy)
+            if healthy:
+                updated = attrs.evolve(updated, delivery_healthy=True)
+                cur.execute(_DROP_WINDOW, (key, number))
+            if updated != current:
+                self._write_number(cur, key, updated, settings)
+
+    def set_drain(
+        self, profile_id: str, number: str, since: float | None, grace: float | None
+    ) -> SenderNumber:
+        """Start (or replace) a number's drain, or end it; return it. One write, O(log n).
+
+        ``since`` None ends the drain (and its grace). A changed number is a new pool
+        version. Raises UnknownProfile, UnknownNumber (not in this pool).
+        """
+        with self._write() as cur:
+            key, text, _, _ = self._profile(cur, profile_id)
+            row = cur.execute(_IN_PROFILE, (number, key)).fetchone()
             if row is None:
-                msg = f"number {shown(number)} is in no profile"
+                msg = f"number {shown(number)} is not in profile {shown(profile_id)}"
                 raise UnknownNumber(msg)
-            key, kind, current, text = row
-            if bool(current) == healthy:
-                return
-            eligible = is_eligible(SenderNumber(number, _TYPES[kind], healthy), self._decode(text))
-            cur.execute(
-                "UPDATE numbers SET healthy = ?, eligible = ? WHERE number = ?",
-                (int(healthy), int(eligible), number),
+            current = number_of(row[1:])
+            updated = attrs.evolve(
+                current, draining_since=since, drain_grace=None if since is None else grace
             )
-            cur.execute(
-                "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
+            if updated != current:
+                self._write_number(cur, key, updated, self._decode(text))
+            return updated
+
+    def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
+        """Add a delivery report and judge the number; return it. One write, O(log n).
+
+        :func:`~sticky.policy.after_report` on the window as stored, in the same
+        transaction as its write, so the window and the verdict change together; a
+        changed verdict is a new pool version. Raises UnknownNumber (in no pool).
+        """
+        with self._write() as cur:
+            key, current, settings = self._pooled(cur, number)
+            found = cur.execute(_WINDOW, (key, number)).fetchone()
+            window, verdict = after_report(
+                window_of(None if found is None else found[0]),
+                current.delivery_healthy,
+                outcome,
+                now,
+                settings,
             )
+            cur.execute(_PUT_WINDOW, (key, number, window_text(window)))
+            if verdict == current.delivery_healthy:
+                return current
+            updated = attrs.evolve(current, delivery_healthy=verdict)
+            self._write_number(cur, key, updated, settings)
+            return updated
+
+    def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
+        """The pool and each number's delivery window (absent: empty). One read, O(p)."""
+        with self._read() as cur:
+            key = self._profile(cur, profile_id)[0]
+            windows = {
+                number: window_of(text)
+                for number, text in cur.execute(
+                    "SELECT number, buckets FROM windows WHERE profile = ?", (key,)
+                )
+            }
+            return self._pool(cur, key)[0], windows
 
     def set_limits(self, number: str, changes: Mapping[str, float | int | None]) -> SenderNumber:
         """Set a pooled number's own limits; return it. One write transaction, O(log n).
@@ -379,24 +497,10 @@ class SQLitePools(Connection):
             msg = f"invalid limits {shown(sorted(unknown))}: expected rate, daily_new_recipients"
             raise InvalidSettings(msg)
         with self._write() as cur:
-            row = cur.execute(
-                "SELECT profile, type, healthy, rate, daily FROM numbers WHERE number = ?",
-                (number,),
-            ).fetchone()
-            if row is None:
-                msg = f"number {shown(number)} is in no profile"
-                raise UnknownNumber(msg)
-            key, kind, healthy, rate, daily = row
-            current = SenderNumber(number, _TYPES[kind], bool(healthy), rate, daily)
+            key, current, settings = self._pooled(cur, number)
             updated = attrs.evolve(current, **changes)  # type: ignore[arg-type]
             if updated != current:
-                cur.execute(
-                    "UPDATE numbers SET rate = ?, daily = ? WHERE number = ?",
-                    (updated.rate, updated.daily_new_recipients, number),
-                )
-                cur.execute(
-                    "UPDATE profiles SET version = ? WHERE key = ?", (self._next_version(cur), key)
-                )
+                self._write_number(cur, key, updated, settings)
             return updated
 
     def capacity_state(

@@ -1,6 +1,6 @@
 """The SQLite store's schema: its tables, its version, and the migrations.
 
-Version 4 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
+Version 5 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
 
 - ``meta(name, value)``: the pool-version counter, and the evictions of profiles since
   deleted;
@@ -9,13 +9,17 @@ Version 4 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
   reads without decoding it; ``horizon`` is a lower bound of the profile's horizon,
   which is ``max(horizon, newest idx)`` (NULL until a write moves it; see
   :data:`~sticky.store.sqlite.expiry.HORIZON_SLACK`);
-- ``numbers(number, profile, sid, type, healthy, eligible, rate, daily)``: the primary
-  key on ``number`` is the rule that a number belongs to one profile; ``sid`` is its
-  small integer id in the profile (unique per profile, the smallest free one when it
-  joins), which mappings store instead of the number; ``eligible`` is
-  :func:`~sticky.policy.is_eligible` under the profile's settings, as data; ``rate``
-  and ``daily`` are the number's own limits (NULL: the profile's), part of the pool
-  and of its version;
+- ``numbers(number, profile, sid, type, healthy, kept, rate, daily, delivery_healthy,
+  draining_since, drain_grace, deadline)``: the primary key on ``number`` is the rule
+  that a number belongs to one profile; ``sid`` is its small integer id in the profile
+  (unique per profile, the smallest free one when it joins), which mappings store
+  instead of the number; ``rate`` and ``daily`` are the number's own limits (NULL: the
+  profile's); ``delivery_healthy`` is its delivery reports' verdict, ``draining_since``
+  and ``drain_grace`` its drain (NULL: none, or no grace). All of them are the pool and
+  part of its version. ``kept`` (:func:`~sticky.policy.may_keep` under the profile's
+  settings) and ``deadline`` (its entry of :func:`~sticky.policy.drain_deadlines`,
+  NULL: none) are the sticky side as data, rewritten at every pool, settings or health
+  change: what a select's hit reads in its one statement;
 - ``loads(profile, number, tat, floor, day, count)``: each number's capacity state, a
   :data:`~sticky.policy.Load` (a number without a row is
   :data:`~sticky.policy.IDLE`), keyed ``(profile, number)`` so that a select reads its
@@ -24,6 +28,13 @@ Version 4 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
   pool changes; apart, the pool's rows (read by every select's join, cached per pool
   version) keep their layout and pages, a number never used has no row, and removing
   a number or a profile drops its state with one range delete;
+- ``windows(profile, number, buckets)``: each number's delivery window, a
+  :data:`~sticky.policy.Window` as JSON (no row: empty), keyed as ``loads`` and apart
+  from ``numbers`` for the same reasons (a report writes it; the verdict, in
+  ``numbers``, changes rarely);
+- ``optouts(profile, recipient)``: the opted-out recipients, keyed as mappings are
+  (``recipient`` the digits as an INTEGER). Never evicted; a select's one statement
+  looks its recipient up here (one seek of this primary key);
 - ``mappings(profile, recipient, sender, last_used, idx)``: ``recipient`` is the E.164
   number's digits as an INTEGER (``+`` and the digits of the integer: one to one),
   ``sender`` the sender's ``sid``; the primary key ``(profile, recipient)`` is the
@@ -31,6 +42,11 @@ Version 4 (``PRAGMA user_version``; ``PRAGMA application_id`` marks the file):
   the expiry index, per sender (``idx`` is a lower bound of ``last_used``: when the
   mapping was stored or last re-indexed).
 
+Version 4 had no ``windows`` and ``optouts`` tables, no ``delivery_healthy``,
+``draining_since``, ``drain_grace`` and ``deadline`` columns (they are added as a
+number that is delivery-healthy and not draining), and its ``kept`` column was
+``eligible`` (:func:`~sticky.policy.is_eligible`, which equals
+:func:`~sticky.policy.may_keep` for such a number: renamed, its values kept).
 Version 3 had no ``loads`` table and no ``rate`` and ``daily`` columns (they are
 added, NULL: every number takes its profile's limits). Version 2 had the same tables
 with the numbers themselves, as TEXT, in ``mappings`` (no ``sid``), and its ``horizon``
@@ -43,9 +59,11 @@ version by version.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from sticky.errors import IncompatibleStore, InvalidNumber
+from sticky.policy import Window
 
 __all__ = [
     "APPLICATION_ID",
@@ -53,9 +71,11 @@ __all__ = [
     "open_schema",
     "recipient_key",
     "recipient_of",
+    "window_of",
+    "window_text",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this version writes (``PRAGMA user_version``); a newer file is refused."""
 APPLICATION_ID = 0x53544B59
 """``PRAGMA application_id`` of a sticky store ("STKY")."""
@@ -71,6 +91,7 @@ _NUMBERS_3 = (
     " healthy INTEGER NOT NULL,"
     " eligible INTEGER NOT NULL) WITHOUT ROWID"
 )
+# The columns in the order a migrated file has them (each version appends its own).
 _NUMBERS = (
     "CREATE TABLE numbers ("
     " number TEXT PRIMARY KEY,"
@@ -78,9 +99,13 @@ _NUMBERS = (
     " sid INTEGER NOT NULL,"
     " type TEXT NOT NULL CHECK (type IN ('long_code', 'toll_free')),"
     " healthy INTEGER NOT NULL,"
-    " eligible INTEGER NOT NULL,"
+    " kept INTEGER NOT NULL,"
     " rate REAL,"
-    " daily INTEGER) WITHOUT ROWID"
+    " daily INTEGER,"
+    " delivery_healthy INTEGER NOT NULL DEFAULT 1,"
+    " draining_since REAL,"
+    " drain_grace REAL,"
+    " deadline REAL) WITHOUT ROWID"
 )
 _LOADS = (
     "CREATE TABLE loads ("
@@ -91,6 +116,19 @@ _LOADS = (
     " day INTEGER NOT NULL,"
     " count INTEGER NOT NULL,"
     " PRIMARY KEY (profile, number)) WITHOUT ROWID"
+)
+_WINDOWS = (
+    "CREATE TABLE windows ("
+    " profile INTEGER NOT NULL,"
+    " number TEXT NOT NULL,"
+    " buckets TEXT NOT NULL,"
+    " PRIMARY KEY (profile, number)) WITHOUT ROWID"
+)
+_OPTOUTS = (
+    "CREATE TABLE optouts ("
+    " profile INTEGER NOT NULL,"
+    " recipient INTEGER NOT NULL,"
+    " PRIMARY KEY (profile, recipient)) WITHOUT ROWID"
 )
 _MAPPINGS = (
     "CREATE TABLE mappings ("
@@ -123,6 +161,8 @@ _TABLES = (
     _NUMBERS,
     _MAPPINGS,
     _LOADS,
+    _WINDOWS,
+    _OPTOUTS,
     *_INDEXES,
 )
 
@@ -172,10 +212,22 @@ _FROM_3 = (
     "ALTER TABLE numbers ADD COLUMN daily INTEGER",
     _LOADS,
 )
+# Version 4 to 5: a number's delivery verdict (healthy), its drain (none), the sticky
+# side's deadline (none), so ``eligible`` equals ``may_keep`` and becomes ``kept``; the
+# delivery windows (no row: empty) and the opt-outs (none).
+_FROM_4 = (
+    "ALTER TABLE numbers RENAME COLUMN eligible TO kept",
+    "ALTER TABLE numbers ADD COLUMN delivery_healthy INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE numbers ADD COLUMN draining_since REAL",
+    "ALTER TABLE numbers ADD COLUMN drain_grace REAL",
+    "ALTER TABLE numbers ADD COLUMN deadline REAL",
+    _WINDOWS,
+    _OPTOUTS,
+)
 
 
 def open_schema(conn: sqlite3.Connection, path: str) -> None:
-    """Create the schema in a new file, migrate one of version 1, 2 or 3, refuse the others.
+    """Create the schema in a new file, migrate one of version 1 to 4, refuse the others.
 
     Creating and migrating run in one ``BEGIN IMMEDIATE`` transaction, so that two
     processes opening one file at once do it once, and a crash leaves the file as it
@@ -193,19 +245,27 @@ def open_schema(conn: sqlite3.Connection, path: str) -> None:
                 conn.execute(statement)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         else:
-            if version < 3:  # 1 and 2 become 3 first
-                for statement in (_FROM_1 if version == 1 else ()) + _FROM_2:
-                    conn.execute(statement)
-                _check_migrated(conn, path, version)
-                for statement in _DROP_2:
-                    conn.execute(statement)
-            for statement in _FROM_3:
-                conn.execute(statement)
+            _migrate(conn, path, version)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def _migrate(conn: sqlite3.Connection, path: str, version: int) -> None:
+    """Migrate a file of ``version`` (1 to 4) in the caller's transaction, version by version."""
+    if version < 3:  # 1 and 2 become 3 first
+        for statement in (_FROM_1 if version == 1 else ()) + _FROM_2:
+            conn.execute(statement)
+        _check_migrated(conn, path, version)
+        for statement in _DROP_2:
+            conn.execute(statement)
+    if version < 4:  # then 4
+        for statement in _FROM_3:
+            conn.execute(statement)
+    for statement in _FROM_4:
+        conn.execute(statement)
 
 
 def _check_migrated(conn: sqlite3.Connection, path: str, version: int) -> None:
@@ -237,7 +297,7 @@ def _version(conn: sqlite3.Connection, path: str) -> int:
             f" {SCHEMA_VERSION} this version of sticky reads: upgrade sticky to open it"
         )
         raise IncompatibleStore(msg)
-    if version not in {1, 2, 3, SCHEMA_VERSION}:
+    if version not in {1, 2, 3, 4, SCHEMA_VERSION}:
         msg = f"SQLite store {path!r} has an unknown schema version {version}"
         raise IncompatibleStore(msg)
     return int(version)
@@ -269,3 +329,15 @@ def recipient_key(to: str) -> int:
 def recipient_of(key: int) -> str:
     """The recipient a stored key stands for: the inverse of :func:`recipient_key`."""
     return f"+{key}"
+
+
+def window_text(window: Window) -> str:
+    """A delivery window as the ``windows`` table stores it: JSON, ``[[b,d,f,s],...]``. O(1)."""
+    return json.dumps(window, separators=(",", ":"))
+
+
+def window_of(text: str | None) -> Window:
+    """The window a ``buckets`` value stands for (None, no row: empty). O(1)."""
+    if text is None:
+        return ()
+    return tuple((b, d, f, s) for b, d, f, s in json.loads(text))

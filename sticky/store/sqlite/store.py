@@ -3,9 +3,11 @@
 The rules each transaction applies are :mod:`sticky.policy`'s, called here, never
 spelled out in SQL: liveness (:func:`~sticky.policy.is_live`, or an index range up to
 :func:`~sticky.policy.dead_up_to`), the horizon (:func:`~sticky.policy.judged_at`),
-eligibility (:func:`~sticky.policy.is_eligible`, stored as the ``eligible`` column at
-every pool, settings or health change), the sticky hit (:func:`~sticky.policy.judge`,
-:func:`~sticky.policy.refreshed`) and the eviction step's sizes. The schema is in
+the sticky side (:func:`~sticky.policy.may_keep` and the drain's deadline, stored as the
+``kept`` and ``deadline`` columns at every pool, settings or health change, and judged
+at the select's ``now`` by :func:`~sticky.policy.keeps`), the sticky hit
+(:func:`~sticky.policy.judge`, :func:`~sticky.policy.refreshed`), a reply's action
+(:func:`~sticky.policy.reply_action`) and the eviction step's sizes. The schema is in
 :mod:`sticky.store.sqlite.schema`, the connection and transactions in
 :mod:`sticky.store.sqlite.connection`; ``docs/sqlite.md`` has the measured costs.
 
@@ -30,6 +32,11 @@ mapping as a hit does) and writes the answer's sender's new load
 processes are serialised by the write lock, so the schedule and the budgets hold
 across them. ``begin_select`` never answers a hit for such a profile: it returns a
 :class:`~sticky.store.base.Miss` with the loads and writes nothing.
+
+Opt-outs: a select's one statement also looks its recipient up in ``optouts`` (an
+``EXISTS`` on that table's primary key, one seek in a B-tree that is mostly empty), so
+every select path refuses an opted-out recipient inside its own transaction, before it
+writes or asks ``decide``, at no extra statement.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from sticky.errors import (
+    OptedOut,
     UnknownNumber,
     UnknownProfile,
+    opted_out,
     shown,
 )
 from sticky.policy import (
@@ -52,8 +61,10 @@ from sticky.policy import (
     is_live,
     judge,
     judged_at,
+    keeps,
     rate_of,
     refreshed,
+    reply_action,
     reserve,
     step_limit,
     sticky_step,
@@ -71,22 +82,27 @@ from sticky.store.sqlite.expiry import (
     store_mapping,
 )
 from sticky.store.sqlite.invariants import check_rows
-from sticky.store.sqlite.pools import HORIZON, SENDER, SQLitePools
+from sticky.store.sqlite.pools import COLUMNS, HORIZON, SENDER, SQLitePools, number_of
 from sticky.store.sqlite.schema import recipient_key, recipient_of
-from sticky.values import Reason, Selection
+from sticky.values import Keyword, Reason, ReplyAction, Selection
 
 __all__ = ["SQLiteStore"]
 
 # What a select reads, in one statement: the profile, the mapping, its sender (the
-# number, from its id) and the sender's flag.
+# number, from its id), the sender's sticky side, and whether the recipient opted out.
 _SELECT = (
     "SELECT p.key, p.version, p.sticky, p.ttl, ifnull(p.horizon, -1e999), p.settings,"
-    " n.number, m.last_used, n.eligible, m.idx"
+    " n.number, m.last_used, n.kept, m.idx, n.deadline,"
+    " EXISTS (SELECT 1 FROM optouts AS o WHERE o.profile = p.key AND o.recipient = ?1)"
     " FROM profiles AS p"
-    " LEFT JOIN mappings AS m ON m.profile = p.key AND m.recipient = ?"
+    " LEFT JOIN mappings AS m ON m.profile = p.key AND m.recipient = ?1"
     " LEFT JOIN numbers AS n ON n.profile = p.key AND n.sid = m.sender"
-    " WHERE p.id = ?"
+    " WHERE p.id = ?2"
 )
+_OPTED = "SELECT 1 FROM optouts WHERE profile = ? AND recipient = ?"
+_OPT_OUT = "INSERT OR IGNORE INTO optouts (profile, recipient) VALUES (?, ?)"
+_OPT_IN = "DELETE FROM optouts WHERE profile = ? AND recipient = ?"
+_REPLIED = f"SELECT {COLUMNS}, sid FROM numbers WHERE number = ? AND profile = ?"  # noqa: S608
 _REFRESH = "UPDATE mappings SET last_used = ? WHERE profile = ? AND recipient = ?"
 _RECORD = "UPDATE profiles SET horizon = ? WHERE key = ?"
 _RECORD_EVICTED = "UPDATE profiles SET horizon = ?, evicted = evicted + ? WHERE key = ?"
@@ -130,6 +146,20 @@ _EXPIRED = Reason.EXPIRED
 _REASSIGNED = Reason.REASSIGNED
 _REASON_POOL = Reason.POOL
 _new = tuple.__new__  # builds a Selection (a named tuple) without its __new__ wrapper
+_REFRESHED = ReplyAction.REFRESHED
+_PINNED = frozenset({ReplyAction.MOVED, ReplyAction.MAPPED})
+
+
+def _kept(sender: str | None, kept: int | None, deadline: float | None, now: float) -> bool:
+    """:func:`~sticky.policy.keeps` of one select's row: its sender's columns at ``now``.
+
+    Without a deadline (the common case) ``keeps`` is the ``kept`` flag itself, so
+    that one comparison is all a hit pays. O(1).
+    """
+    if deadline is None:
+        return kept == 1
+    assert sender is not None
+    return keeps(sender, (sender,) if kept else (), {sender: deadline}, now)
 
 
 class _Capacity(tuple[Any, ...]):
@@ -142,7 +172,7 @@ class SQLiteStore(SQLitePools):
     """Profiles, pools and mappings in one SQLite file; every method one transaction.
 
     ``path`` is a file (created with its schema on first open, migrated in place from
-    schema 1, 2 or 3) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
+    schema 1 to 4) or ``":memory:"``; ``timeout`` is how long, in seconds, a call waits
     for another process's lock before raising :class:`~sticky.StoreUnavailable`. A
     path that cannot be opened raises :class:`~sticky.StoreUnavailable`; a file that is
     not a sticky database, or one from a newer schema, :class:`~sticky.IncompatibleStore`;
@@ -192,23 +222,29 @@ class SQLiteStore(SQLitePools):
         The row is ``(key, version, sticky, ttl, stored, settings, sender, last_used,
         live, idx)``, ``stored`` the ``horizon`` column. A hit changes one page, and only
         when ``now`` is past its last use. For a profile with capacity on it writes
-        nothing and returns the row as read (``eligible`` in place of ``live``), as a
-        :class:`_Capacity`. O(log n).
+        nothing and returns the row with whether its sender :func:`keeps` it at ``now``
+        in place of ``live``, as a :class:`_Capacity`. Raises OptedOut (``to`` opted
+        out) before anything else. O(log n).
         """
         row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, stored, text, sender, last_used, eligible, idx = row
+        key, version, sticky, ttl, stored, text, sender, last_used, kept, idx, end, out = row
+        if out:
+            raise opted_out(profile_id, to)
+        eligible = kept == 1 if end is None else _kept(sender, kept, end, now)
         # The one test a select without capacity pays: its version is known plain.
         if version not in self._plain and self._capacity_on(cur, key, version, text):
-            return _Capacity(row)
+            return _Capacity(
+                (key, version, sticky, ttl, stored, text, sender, last_used, eligible, idx)
+            )
         live = False
         if sticky and sender is not None:
             # Judged at the horizon's upper bound first: live there is live.
-            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible)
             if verdict is _EXPIRED:
-                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible)
             if verdict is _STICKY:  # a hit evicts nothing: the horizon stays
                 used = refreshed(last_used, now)
                 if used != last_used:
@@ -229,7 +265,7 @@ class SQLiteStore(SQLitePools):
     def _capacity_miss(
         self, cur: sqlite3.Cursor, row: tuple[Any, ...], known_version: int, now: float
     ) -> Miss:
-        """The Miss of a select with capacity on: the loads, and the live eligible sender.
+        """The Miss of a select with capacity on: the loads, and the live kept sender.
 
         The pool is given unless ``known_version`` is current. O(p).
         """
@@ -237,9 +273,9 @@ class SQLiteStore(SQLitePools):
         stays = None
         live = False
         if sticky and sender is not None:
-            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible)
             if verdict is _EXPIRED:
-                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible)
             if verdict is _STICKY:
                 stays = sender
             live = verdict is _REASSIGNED
@@ -270,7 +306,7 @@ class SQLiteStore(SQLitePools):
         if (
             sticky
             and held is not None
-            and judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1) is _STICKY
+            and judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible) is _STICKY
         ):  # a hit that keeps its number: its own load only, O(log n)
             settings = self._decode(text)
             number = next(n for n in self._cached(cur, key, version)[1] if n.number == held)
@@ -430,21 +466,35 @@ class SQLiteStore(SQLitePools):
             return self._commit_one(cur, profile_id, to, chosen, miss, now)
 
     def _commit_one(
-        self, cur: sqlite3.Cursor, profile_id: str, to: str, chosen: str, miss: Miss, now: float
+        self,
+        cur: sqlite3.Cursor,
+        profile_id: str,
+        to: str,
+        chosen: str,
+        miss: Miss,
+        now: float,
+        *,
+        many: bool = False,
     ) -> Selection | Literal[True] | None:
+        """:meth:`commit_select` in the caller's transaction; ``many``: None if opted out."""
         rk = recipient_key(to)
         row = cur.execute(_SELECT, (rk, profile_id)).fetchone()
         if row is None:
             msg = f"unknown profile {shown(profile_id)}"
             raise UnknownProfile(msg)
-        key, version, sticky, ttl, stored, _, sender, last_used, eligible, idx = row
+        key, version, sticky, ttl, stored, _, sender, last_used, kept, idx, end, out = row
+        if out:  # opted out since the read: nothing is stored
+            if many:
+                return None
+            raise opted_out(profile_id, to)
+        eligible = _kept(sender, kept, end, now)
         verdict = _EXPIRED
         if sender is None:
             current = None
         else:
-            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible == 1)
+            verdict = judge(last_used, ttl, now, stored + HORIZON_SLACK, eligible)
             if verdict is _EXPIRED:
-                verdict = settle(cur, key, last_used, ttl, now, stored, eligible == 1)
+                verdict = settle(cur, key, last_used, ttl, now, stored, eligible)
             current = (sender, last_used)
         current_live = verdict is not _EXPIRED
         # A dead previous mapping that was evicted since the read is no change.
@@ -464,13 +514,20 @@ class SQLiteStore(SQLitePools):
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Miss]:
-        """:meth:`begin_select` for each recipient, all in one write transaction."""
-        out: list[Selection | Miss] = []
+    ) -> list[Selection | Miss | None]:
+        """:meth:`begin_select` for each recipient, all in one write transaction.
+
+        None for an opted-out recipient (nothing of it is written).
+        """
+        out: list[Selection | Miss | None] = []
         keys = [recipient_key(to) for to in recipients]
         with self._write() as cur:
             for to, rk in zip(recipients, keys, strict=True):
-                row = self._hit(cur, profile_id, to, rk, now)
+                try:
+                    row = self._hit(cur, profile_id, to, rk, now)
+                except OptedOut:  # raised before its row wrote anything
+                    out.append(None)
+                    continue
                 if row.__class__ is Selection:
                     out.append(row)
                     continue
@@ -486,10 +543,13 @@ class SQLiteStore(SQLitePools):
     def commit_select_many(
         self, profile_id: str, entries: Sequence[tuple[str, str, Miss]], now: float
     ) -> list[Selection | Literal[True] | None]:
-        """:meth:`commit_select` for each ``(to, chosen, miss)``, in one write transaction."""
+        """:meth:`commit_select` for each ``(to, chosen, miss)``, in one write transaction.
+
+        None for a recipient opted out since the read.
+        """
         with self._write() as cur:
             return [
-                self._commit_one(cur, profile_id, to, chosen, miss, now)
+                self._commit_one(cur, profile_id, to, chosen, miss, now, many=True)
                 for to, chosen, miss in entries
             ]
 
@@ -554,33 +614,131 @@ class SQLiteStore(SQLitePools):
         with self._write() as cur:
             key, text, ttl, stored = self._profile(cur, profile_id)
             sid = self._in_pool(cur, key, profile_id, number)
-            replaced = cur.execute(_INDEX_KEY, (key, rk)).fetchone()
-            self._oldest.pop((key, sid), None)  # this write may store an older key
-            store_mapping(
-                cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
-            )
-            settings = self._decode(text)
-            version = cur.execute("SELECT version FROM profiles WHERE key = ?", (key,)).fetchone()
-            if self._capacity_on(cur, key, version[0], text):
-                found = cur.execute(_LOAD_OF, (key, number)).fetchone()
-                load = IDLE if found is None else found
-                counted = count_new(load, today(now, settings.timezone)[0])
-                cur.execute(_LOAD, (key, number, *counted))
-            return settings
+            self._pin(cur, key, text, ttl, stored, rk, sid, number, now)
+            return self._decode(text)
+
+    def _pin(
+        self,
+        cur: sqlite3.Cursor,
+        key: int,
+        text: str,
+        ttl: float,
+        stored: float,
+        rk: int,
+        sid: int,
+        number: str,
+        now: float,
+    ) -> None:
+        """:meth:`pin` in the caller's transaction: store, and count it with capacity on."""
+        replaced = cur.execute(_INDEX_KEY, (key, rk)).fetchone()
+        self._oldest.pop((key, sid), None)  # this write may store an older key
+        store_mapping(
+            cur, key, rk, sid, now, ttl, stored, None if replaced is None else replaced[0]
+        )
+        version = cur.execute("SELECT version FROM profiles WHERE key = ?", (key,)).fetchone()
+        if self._capacity_on(cur, key, version[0], text):
+            found = cur.execute(_LOAD_OF, (key, number)).fetchone()
+            load = IDLE if found is None else found
+            counted = count_new(load, today(now, self._decode(text).timezone)[0])
+            cur.execute(_LOAD, (key, number, *counted))
 
     def forget(self, profile_id: str, to: str, now: float) -> bool:
-        """Delete the mapping of ``to``; return whether it was live. O(log n)."""
+        """Delete the mapping of ``to``; return whether it was live. O(p log n)."""
         rk = recipient_key(to)
         with self._write() as cur:
             key, _, ttl, stored = self._profile(cur, profile_id)
-            at = judged_at(now, horizon(cur, key, stored))
-            if at != stored:
-                cur.execute(_RECORD, (at, key))
-            row = cur.execute(_MAPPED, (key, rk)).fetchone()
-            if row is None:
-                return False
-            cur.execute(_DELETE, (key, rk))
-            return is_live(row[1], ttl, at)
+            return self._forget(cur, key, rk, ttl, stored, now)
+
+    @staticmethod
+    def _forget(
+        cur: sqlite3.Cursor, key: int, rk: int, ttl: float, stored: float, now: float
+    ) -> bool:
+        """:meth:`forget` in the caller's transaction: the horizon moves to the exact one."""
+        at = judged_at(now, horizon(cur, key, stored))
+        if at != stored:
+            cur.execute(_RECORD, (at, key))
+        row = cur.execute(_MAPPED, (key, rk)).fetchone()
+        if row is None:
+            return False
+        cur.execute(_DELETE, (key, rk))
+        return is_live(row[1], ttl, at)
+
+    # -- opt-outs and replies -------------------------------------------------------
+    def opt_out(self, profile_id: str, to: str, now: float) -> bool:
+        """Opt ``to`` out and forget its mapping; return whether it was in. O(p log n).
+
+        One write transaction: a select of ``to`` that commits after it refuses, one
+        that committed before lost its mapping here.
+        """
+        rk = recipient_key(to)
+        with self._write() as cur:
+            key, _, ttl, stored = self._profile(cur, profile_id)
+            return self._opt_out(cur, key, rk, ttl, stored, now)
+
+    def _opt_out(
+        self, cur: sqlite3.Cursor, key: int, rk: int, ttl: float, stored: float, now: float
+    ) -> bool:
+        added = cur.execute(_OPT_OUT, (key, rk)).rowcount == 1
+        self._forget(cur, key, rk, ttl, stored, now)
+        return added
+
+    def opt_in(self, profile_id: str, to: str) -> bool:
+        """End ``to``'s opt-out; return whether it was opted out. One write, O(log n)."""
+        rk = recipient_key(to)
+        with self._write() as cur:
+            key = self._profile(cur, profile_id)[0]
+            return bool(cur.execute(_OPT_IN, (key, rk)).rowcount == 1)
+
+    def is_opted_out(self, profile_id: str, to: str) -> bool:
+        """Whether ``to`` is opted out. One read, O(log n)."""
+        rk = recipient_key(to)
+        with self._read() as cur:
+            key = self._profile(cur, profile_id)[0]
+            return cur.execute(_OPTED, (key, rk)).fetchone() is not None
+
+    def opt_outs(self, profile_id: str) -> list[str]:
+        """Every opted-out recipient, sorted. One read, O(k log k) for k of them."""
+        with self._read() as cur:
+            key = self._profile(cur, profile_id)[0]
+            rows = cur.execute("SELECT recipient FROM optouts WHERE profile = ?", (key,))
+            return sorted(recipient_of(rk) for (rk,) in rows)
+
+    def record_reply(
+        self, profile_id: str, to: str, number: str, now: float, keyword: Keyword | None
+    ) -> ReplyAction:
+        """A reply from ``to`` to ``number``, in one write transaction; return what it did.
+
+        See :meth:`sticky.store.base.Store.record_reply`: the keyword first, then
+        :func:`~sticky.policy.reply_action` on the number as the pool holds it and
+        ``to``'s live mapping. O(log n), or O(p log n) for an opt-out or a mapping that
+        expires within a second of the horizon.
+        """
+        rk = recipient_key(to)
+        with self._write() as cur:
+            key, text, ttl, stored = self._profile(cur, profile_id)
+            if keyword is Keyword.OPT_OUT:
+                self._opt_out(cur, key, rk, ttl, stored, now)
+                return ReplyAction.OPTED_OUT
+            if keyword is Keyword.OPT_IN:
+                cur.execute(_OPT_IN, (key, rk))
+            elif cur.execute(_OPTED, (key, rk)).fetchone() is not None:
+                return ReplyAction.OPTED_OUT
+            row = cur.execute(_REPLIED, (number, key)).fetchone()
+            mapped = cur.execute(_MAPPED, (key, rk)).fetchone()
+            live = mapped is not None and is_live_at_horizon(cur, key, mapped[1], ttl, now, stored)
+            action = reply_action(
+                None if row is None else number_of(row),
+                self._decode(text),
+                mapped[0] if live else None,
+                now,
+            )
+            if action is _REFRESHED:
+                used = refreshed(mapped[1], now)
+                if used != mapped[1]:
+                    cur.execute(_REFRESH, (used, key, rk))
+            elif action in _PINNED:
+                self._pin(cur, key, text, ttl, stored, rk, row[8], number, now)
+            return action
 
     # -- housekeeping ---------------------------------------------------------------
     def evict_expired(self, now: float) -> int:
