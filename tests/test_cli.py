@@ -96,7 +96,7 @@ def test_profiles_show_lookup_and_stats(
     assert status == 0
     assert "toll_free_weight  2.0" in out
     assert "ttl               691200.0 (8d 00h 00m)" in out
-    assert "+18005550003      toll_free  unhealthy  not eligible" in out
+    assert "+18005550003      toll_free  unhealthy             not eligible" in out
     assert "live mappings: 30 at" in out
     status, out, _ = _cli(
         capsys, "show", "acme", "--store", sqlite_url, "--json", "--now", str(NOW)
@@ -266,7 +266,7 @@ def test_a_round_trip_into_redis_keeps_everything_and_runs_again_safely(
     path = tmp_path / "export.jsonl"
     with path.open("w") as out:
         counts = write_export(engine, out, now=NOW, batch=7)
-    assert counts == {"profiles": 2, "numbers": 4, "mappings": 301}
+    assert counts == {"profiles": 2, "numbers": 4, "mappings": 301, "opt_outs": 0}
 
     status, out, _ = _cli(
         capsys, "import", str(path), "--store", redis_url, "--now", str(NOW), "--json"
@@ -280,6 +280,7 @@ def test_a_round_trip_into_redis_keeps_everything_and_runs_again_safely(
         "mappings_written": 301,
         "mappings_kept": 0,
         "mappings_expired": 0,
+        "opt_outs": 0,
         "checked_only": False,
         "seconds": 0,
     }

@@ -503,6 +503,23 @@ local function stale_choice(p, c, rebuild)
   return append_pool({{{STALE}}, rebuild}, '')
 end
 
+-- A pin-like write's capacity check, before any write (pin, a reply that moves or maps a
+-- recipient): with capacity on or not yet known, a stale reply when the cached choice data
+-- or the engine's capacity settings (`cap`) are not the profile's; else false.
+local function stale_capacity(p, cap)
+  if p.cap == '0' then
+    return false
+  end
+  local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
+  if (not p.cap) or c[1] ~= version_of(p) then
+    return stale_choice(p, c, '1')
+  end
+  if p.cap ~= cap then
+    return stale_choice(p, c)
+  end
+  return false
+end
+
 -- Store a fresh choice (sender, now) for `to`, replacing `old` (its stored value, or
 -- false), with the amortised eviction step.
 local function store_fresh(p, to, sender, old, now_s, now)

@@ -14,14 +14,11 @@ local to, number, now_s = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', KEYS[3], number) == 0 then
   return {{{NOT_IN_POOL}}}
 end
-if p.cap ~= '0' then -- capacity on, or not known
-  local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
-  if (not p.cap) or c[1] ~= version_of(p) then
-    return stale_choice(p, c, '1')
-  end
-  if p.cap ~= ARGV[5] then
-    return stale_choice(p, c)
-  end
+local stale = stale_capacity(p, ARGV[5])
+if stale then
+  return stale
+end
+if p.cap ~= '0' then
   local load = parse_load(redis.call('HGET', KEYS[11], number))
   write_load({}, number, count_new(load, tonumber(ARGV[6])))
 end

@@ -40,13 +40,10 @@ if old then
   end
 end
 local moves = action == {{A_MOVED}} or action == {{A_MAPPED}}
-if moves and p.cap ~= '0' then -- capacity on, or not known: checked before any write
-  local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
-  if (not p.cap) or c[1] ~= version_of(p) then
-    return stale_choice(p, c, '1')
-  end
-  if p.cap ~= ARGV[9] then
-    return stale_choice(p, c)
+if moves then
+  local stale = stale_capacity(p, ARGV[9])
+  if stale then
+    return stale
   end
 end
 if keyword == 'in' then
