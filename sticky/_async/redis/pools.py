@@ -48,8 +48,6 @@ from sticky.policy import (
     capacity_on,
     clears_mappings,
     health_bucket,
-    judge_health,
-    tally,
 )
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
@@ -626,14 +624,15 @@ class AsyncRedisPools:
     async def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
         """Add a delivery report to the number's window and judge it; return the number.
 
-        1 round trip when this store knows the number's owner and its pool at the
-        current version and the verdict stands; a changed verdict is one more (a
-        compare-and-set on the window judged and the pool version: if another report
-        or pool change came between, the stored window is judged again, so the verdict
-        stored is always that of the window stored). The owner key costs one more the
-        first time, a stale cached pool one more. The report carries a token: the same
-        report sent again (a reply lost) is not counted twice. O(1) on the server, O(p)
-        for a changed verdict.
+        One script, compared-and-set on the cached pool version, adds the outcome and
+        judges the window (``judge_health``'s twin in common.lua, from the settings and
+        the verdict of that version), and writes a changed verdict with it: the window
+        and the verdict change together. 1 round trip when this store knows the
+        number's owner and its pool at the current version; the owner key costs one more
+        the first time, a stale cached pool one more. A changed verdict is a new pool
+        version without choice data: the next fresh choice costs one more. The report
+        carries a token: the same report sent again (a reply lost) is not counted
+        twice. O(1) on the server.
         """
         token = secrets.token_hex(8)
         place = _PLACE[outcome]
@@ -665,17 +664,38 @@ class AsyncRedisPools:
         k = self._keys.of(profile_id)
         cached = self._cache.get(profile_id)
         while True:
-            if cached is None:
-                version, bucket = "", "0"  # the reply brings the pool
-            else:
-                version = cached.version_text
-                bucket = str(health_bucket(now, cached.settings.health_window))
-            reply = await self._run.eval(
-                self._s["record_delivery"], k.every, (number, inc, version, bucket, place, token)
-            )
+            args: tuple[str, ...] = (number, inc, "", "0", place, token)  # the reply: the pool
+            known = None if cached is None else cached.by_number.get(number)
+            other = None
+            if cached is not None and known is not None:
+                s = cached.settings
+                other = attrs.evolve(known, delivery_healthy=not known.delivery_healthy)
+                args = (
+                    number,
+                    inc,
+                    cached.version_text,
+                    str(health_bucket(now, s.health_window)),
+                    place,
+                    token,
+                    "1" if known.delivery_healthy else "0",
+                    codec.entry(other, s),
+                    str(s.min_samples),
+                    repr(s.min_delivery_rate),
+                    repr(s.max_spam_rate),
+                    repr(s.health_margin),
+                    "0",
+                )
+            reply = await self._run.eval(self._s["record_delivery"], k.every, args)
             tag = reply[0]
             if tag == Tag.OK:
-                break
+                assert cached is not None, "judged without a pool"
+                assert known is not None
+                assert other is not None
+                if reply[1] != "1":
+                    return known
+                pool = [other if n.number == number else n for n in cached.pool]
+                self._next_version(profile_id, cached, pool)
+                return other
             if tag == Tag.OWNER_MOVED:
                 return None
             if tag == _OLD:
@@ -683,38 +703,6 @@ class AsyncRedisPools:
                 cached = self._cache.get(profile_id)
             else:
                 cached = self._remember(profile_id, reply, 1)
-        assert cached is not None
-        stored: str = reply[1]
-        while True:
-            known = cached.by_number[number]  # the script checked it is in this version
-            window = codec.parse_window(stored)
-            verdict = judge_health(tally(window), known.delivery_healthy, cached.settings)
-            if verdict == known.delivery_healthy:
-                return known
-            new = attrs.evolve(known, delivery_healthy=verdict)
-            pool = [new if n.number == number else n for n in cached.pool]
-            reply = await self._run.eval(
-                self._s["set_health"],
-                k.every,
-                (
-                    number,
-                    inc,
-                    codec.entry(new, cached.settings),
-                    cached.version_text,
-                    "0",
-                    stored,
-                    *codec.choice_args(pool, cached.settings, cached.version),
-                ),
-            )
-            tag = reply[0]
-            if tag == Tag.OK:
-                self._next_version(profile_id, cached, pool)
-                return new
-            if tag == Tag.OWNER_MOVED:  # removed since: judged where it is now, if anywhere
-                return None
-            assert tag == Tag.WINDOW_MOVED, f"unexpected reply {tag!r}"
-            stored = reply[1]
-            cached = self._current(profile_id, reply, 2, cached)
 
     async def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
         """The pool and each number's delivery window, in one read. 1 round trip, O(p)."""
@@ -791,7 +779,7 @@ class AsyncRedisPools:
             reply = await self._run.eval(
                 self._s["set_health"],
                 k.every,
-                (number, inc, entry, version, "1" if drop else "0", "", *choice),
+                (number, inc, entry, version, "1" if drop else "0", *choice),
             )
             tag = reply[0]
             if tag == Tag.OK:

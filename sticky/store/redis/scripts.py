@@ -95,8 +95,6 @@ class Tag:
     """begin_select of a profile with capacity on: a Miss with the loads, nothing written."""
     OPTED_OUT: Final = "j"
     """The recipient is opted out: nothing written, no draw used."""
-    WINDOW_MOVED: Final = "l"
-    """A verdict's compare-and-set found another window (or pool version): judge again."""
 
 
 REASONS: Final = (

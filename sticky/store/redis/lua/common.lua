@@ -1014,3 +1014,35 @@ local function add_outcome(w, bucket, slot)
   end
   return out
 end
+
+-- policy.tally: (delivered, failed, spam) over the 24 buckets ending at the window's
+-- newest (how a report is judged).
+local function tally(w)
+  local d, f, s = 0, 0, 0
+  if #w == 0 then
+    return d, f, s
+  end
+  local oldest = w[#w][1] - HEALTH_BUCKETS
+  for _, e in ipairs(w) do
+    if e[1] > oldest then
+      d, f, s = d + e[2], f + e[3], s + e[4]
+    end
+  end
+  return d, f, s
+end
+
+-- policy.judge_health: the verdict over the counts, given the verdict before (`healthy`)
+-- and the settings `h` = {min_samples, min_delivery_rate, max_spam_rate, health_margin}
+-- as numbers. The same double arithmetic as Python's, so the same verdict.
+local function judge_health(d, f, s, healthy, h)
+  local n = d + f + s
+  if n < h[1] then
+    return true
+  end
+  if healthy then
+    return not (d < h[2] * n or s > h[3] * n)
+  end
+  local need = math.min(1.0, h[2] + h[4])
+  local allow = math.max(0.0, h[3] - h[4])
+  return d >= need * n and s <= allow * n
+end

@@ -1,12 +1,19 @@
--- record_delivery: one delivery report added to a number's window, atomic.
+-- record_delivery: one delivery report added to a number's window and the number judged,
+-- atomic: the window and the verdict change together.
 -- KEYS 1-13 of the owning profile. ARGV: number, incarnation (from the owner key), the
--- pool version the caller's settings are of (its bucket was computed with their
--- health_window), the report's bucket, its outcome's place in a window entry (2
--- delivered, 3 failed, 4 spam), a token of the report.
+-- pool version the caller's settings and entry are of (its bucket was computed with
+-- their health_window), the report's bucket, its outcome's place in a window entry (2
+-- delivered, 3 failed, 4 spam), a token of the report, the verdict at that version ('1'
+-- healthy), the number's entry with the other verdict (its flags computed at that
+-- version), min_samples, min_delivery_rate, max_spam_rate and health_margin, then '0'
+-- (the choice data new_version stores: none).
 -- A report re-sent with the same token (its reply lost) is not counted again.
--- Returns {OK, window} (the window as stored now, which the caller judges: the verdict
--- is in the entry of that version), {OWNER_MOVED} (see set_health.lua),
--- {OLD_LAYOUT} or {STALE, version, settings, pool...} (nothing written).
+-- A changed verdict writes the entry and is a new pool version, whose choice data the
+-- next fresh choice has computed (an O(p) argument list on every report would cost
+-- more than that one round trip after a rare change).
+-- Returns {OK, '1' if the verdict changed else '0'}, {OWNER_MOVED} (see
+-- set_health.lua), {OLD_LAYOUT} or {STALE, version, settings, pool...} (nothing
+-- written).
 if redis.call('HGET', KEYS[1], 'inc') ~= ARGV[2] then
   return {{{OWNER_MOVED}}}
 end
@@ -23,9 +30,16 @@ end
 local token = ARGV[6]
 local v = redis.call('HGET', KEYS[13], number)
 if v and string.sub(v, 1, #token + 1) == token .. ';' then
-  return {{{OK}}, v} -- this very report, sent again: counted once
+  return {{{OK}}, '0'} -- this very report, sent again: counted once (and judged then)
 end
 local w = add_outcome(parse_window(v), tonumber(ARGV[4]), tonumber(ARGV[5]))
-v = window_text(token, w)
-redis.call('HSET', KEYS[13], number, v)
-return {{{OK}}, v}
+redis.call('HSET', KEYS[13], number, window_text(token, w))
+local healthy = ARGV[7] == '1'
+local h = {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])}
+local d, f, s = tally(w)
+if judge_health(d, f, s, healthy, h) == healthy then
+  return {{{OK}}, '0'}
+end
+redis.call('HSET', KEYS[3], number, ARGV[8])
+new_version(13)
+return {{{OK}}, '1'}
