@@ -81,6 +81,7 @@ __all__ = [
     "next_slot",
     "plan",
     "rate_of",
+    "recovery_rates",
     "refreshed",
     "reply_action",
     "reserve",
@@ -870,9 +871,20 @@ def judge_health(counts: tuple[int, int, int], healthy: bool, settings: PoolSett
         return not (
             delivered < settings.min_delivery_rate * n or spam > settings.max_spam_rate * n
         )
-    need = min(1.0, settings.min_delivery_rate + settings.health_margin)
-    allow = max(0.0, settings.max_spam_rate - settings.health_margin)
+    need, allow = recovery_rates(settings)
     return delivered >= need * n and spam <= allow * n
+
+
+def recovery_rates(settings: PoolSettings) -> tuple[float, float]:
+    """The shares an unhealthy number must reach to recover: ``(delivered, spam)``. O(1).
+
+    At least ``min_delivery_rate + health_margin`` delivered and at most
+    ``max_spam_rate - health_margin`` spam, each clamped to [0, 1].
+    """
+    return (
+        min(1.0, settings.min_delivery_rate + settings.health_margin),
+        max(0.0, settings.max_spam_rate - settings.health_margin),
+    )
 
 
 def after_report(

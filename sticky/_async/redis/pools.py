@@ -48,6 +48,7 @@ from sticky.policy import (
     capacity_on,
     clears_mappings,
     health_bucket,
+    recovery_rates,
 )
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
@@ -682,7 +683,7 @@ class AsyncRedisPools:
                     str(s.min_samples),
                     repr(s.min_delivery_rate),
                     repr(s.max_spam_rate),
-                    repr(s.health_margin),
+                    *map(repr, recovery_rates(s)),
                     "0",
                 )
             reply = await self._run.eval(self._s["record_delivery"], k.every, args)

@@ -1032,7 +1032,7 @@ local function tally(w)
 end
 
 -- policy.judge_health: the verdict over the counts, given the verdict before (`healthy`)
--- and the settings `h` = {min_samples, min_delivery_rate, max_spam_rate, health_margin}
+-- and `h` = {min_samples, min_delivery_rate, max_spam_rate, then policy.recovery_rates}
 -- as numbers. The same double arithmetic as Python's, so the same verdict.
 local function judge_health(d, f, s, healthy, h)
   local n = d + f + s
@@ -1042,7 +1042,5 @@ local function judge_health(d, f, s, healthy, h)
   if healthy then
     return not (d < h[2] * n or s > h[3] * n)
   end
-  local need = math.min(1.0, h[2] + h[4])
-  local allow = math.max(0.0, h[3] - h[4])
-  return d >= need * n and s <= allow * n
+  return d >= h[4] * n and s <= h[5] * n
 end

@@ -5,8 +5,8 @@
 -- their health_window), the report's bucket, its outcome's place in a window entry (2
 -- delivered, 3 failed, 4 spam), a token of the report, the verdict at that version ('1'
 -- healthy), the number's entry with the other verdict (its flags computed at that
--- version), min_samples, min_delivery_rate, max_spam_rate and health_margin, then '0'
--- (the choice data new_version stores: none).
+-- version), min_samples, min_delivery_rate, max_spam_rate and the two recovery rates
+-- (policy.recovery_rates), then '0' (the choice data new_version stores: none).
 -- A report re-sent with the same token (its reply lost) is not counted again.
 -- A changed verdict writes the entry and is a new pool version, whose choice data the
 -- next fresh choice has computed (an O(p) argument list on every report would cost
@@ -35,11 +35,14 @@ end
 local w = add_outcome(parse_window(v), tonumber(ARGV[4]), tonumber(ARGV[5]))
 redis.call('HSET', KEYS[13], number, window_text(token, w))
 local healthy = ARGV[7] == '1'
-local h = {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])}
+local h = {}
+for i = 9, 13 do
+  h[i - 8] = tonumber(ARGV[i])
+end
 local d, f, s = tally(w)
 if judge_health(d, f, s, healthy, h) == healthy then
   return {{{OK}}, '0'}
 end
 redis.call('HSET', KEYS[3], number, ARGV[8])
-new_version(13)
+new_version(14)
 return {{{OK}}, '1'}
