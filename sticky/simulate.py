@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import heapq
 import itertools
 import json
 import math
@@ -25,11 +26,18 @@ from typing import Any
 from sticky.cli.args import Parser, count, nonnegative, positive
 from sticky.clock import ManualClock
 from sticky.engine import Engine
-from sticky.errors import NoEligibleSender, NumberInUse, PoolBusy, PoolExhausted, StickyError
-from sticky.numbers import NumberType
+from sticky.errors import (
+    NoEligibleSender,
+    NumberInUse,
+    OptedOut,
+    PoolBusy,
+    PoolExhausted,
+    StickyError,
+)
+from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import budget_of, capacity_on, counts_budget, rate_of, today
 from sticky.settings import PoolSettings
-from sticky.values import GeoTier, Reason
+from sticky.values import GeoTier, Keyword, Outcome, Reason, ReplyAction, Selection
 
 __all__ = ["main", "run"]
 
@@ -82,6 +90,19 @@ def segments_value(text: str) -> Segments:
 
 
 segments_value.__name__ = "segments"
+
+
+def share(text: str) -> float:
+    """An argparse type: a share, a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value <= 1:  # NaN fails it too
+        msg = f"must be a share from 0 to 1, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -182,6 +203,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help=f"first delete the profiles of earlier runs (ids starting with {PREFIX!r})",
     )
+    _life_arguments(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--progress",
@@ -190,6 +212,90 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="show progress (default: when stderr is a terminal)",
     )
     return p
+
+
+def _life_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a number's life: delivery reports, replies, opt-outs, a drain."""
+    g = p.add_argument_group("a number's life (all off by default)")
+    g.add_argument(
+        "--delivery-reports",
+        type=share,
+        default=0.0,
+        help="share of messages that get a delivery report (default 0)",
+    )
+    g.add_argument(
+        "--failure-rate",
+        type=share,
+        default=0.02,
+        help="share of a good number's reports that are not delivered (default 0.02)",
+    )
+    g.add_argument(
+        "--bad-numbers",
+        type=count(0),
+        default=0,
+        help="numbers, of all pools, whose messages mostly fail (default 0)",
+    )
+    g.add_argument(
+        "--bad-failure-rate",
+        type=share,
+        default=0.8,
+        help="share of a bad number's reports that are not delivered (default 0.8)",
+    )
+    g.add_argument(
+        "--spam-rate",
+        type=share,
+        default=0.25,
+        help="share of the reports not delivered that are spam, not failed (default 0.25)",
+    )
+    g.add_argument(
+        "--report-delay",
+        type=nonnegative,
+        default=30.0,
+        help="mean seconds from send_at to its delivery report (default 30)",
+    )
+    g.add_argument(
+        "--reply-rate",
+        type=share,
+        default=0.0,
+        help="share of messages whose recipient replies to the number (default 0)",
+    )
+    g.add_argument(
+        "--reply-delay",
+        type=nonnegative,
+        default=600.0,
+        help="mean seconds from a message to its reply (default 600)",
+    )
+    g.add_argument(
+        "--opt-out-rate",
+        type=share,
+        default=0.0,
+        help="share of replies that are STOP (default 0)",
+    )
+    g.add_argument(
+        "--opt-in-rate",
+        type=share,
+        default=0.1,
+        help="share of STOPs followed, later, by a START (default 0.1)",
+    )
+    g.add_argument(
+        "--opt-in-delay",
+        type=nonnegative,
+        default=3 * DAY,
+        help="mean seconds from a STOP to its START (default 259200: 3 days)",
+    )
+    g.add_argument(
+        "--drain-day",
+        type=count(1),
+        default=None,
+        help="drain, at the start of day N (1 is the first), the first profile's number "
+        "with the most recipients (default: no drain)",
+    )
+    g.add_argument(
+        "--drain-grace",
+        type=nonnegative,
+        default=None,
+        help="seconds the drained number's recipients may stay on it (default: no end)",
+    )
 
 
 def _number(rng: random.Random, used: set[str], *, geo: bool) -> str:
