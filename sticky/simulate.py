@@ -910,7 +910,75 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result["failed_no_eligible_sender"]:
         lines.append(f"no eligible sender: {result['failed_no_eligible_sender']:,} messages")
-    return "\n".join(lines + _capacity_lines(result["capacity"]))
+    return "\n".join(lines + _life_lines(result) + _capacity_lines(result["capacity"]))
+
+
+_CAUSE_NAMES = {
+    "unhealthy_caller": "unhealthy (the caller's word)",
+    "unhealthy_reports": "unhealthy (delivery reports)",
+    "drain_grace_ended": "drain grace ended",
+    "other": "other",
+}
+
+
+def _life_lines(result: dict[str, Any]) -> list[str]:
+    """The report's lines of a number's life; a part that did not happen has none."""
+    lines = []
+    causes = result["reassigned_by_cause"]
+    if sum(causes.values()):
+        parts = ", ".join(f"{_CAUSE_NAMES[c]} {n:,}" for c, n in causes.items())
+        lines.append(f"reassigned:  {sum(causes.values()):,} by cause: {parts}")
+    d = result["delivery"]
+    if d["reports"]:
+        shares = ", ".join(f"{p:.2%} {o}" for o, p in d["outcomes"].items())
+        bad, first = len(d["bad_numbers"]), d["first_day_measured_unhealthy"]
+        days = sorted(first[n] for n in d["bad_numbers"] if n in first)
+        lines += [
+            (
+                f"delivery:    {d['reports']:,} reports ({d['share_of_messages']:.2%} of "
+                f"messages): {shares}"
+            ),
+            (
+                f"health:      {d['bad_measured_unhealthy']} of {bad} bad numbers measured "
+                f"unhealthy{f' (first on day {days[0]})' if days else ''}, "
+                f"{d['good_measured_unhealthy']} of {d['good_numbers']} good ones"
+            ),
+            "             measured unhealthy at each day's end: "
+            + " ".join(str(n) for n in d["measured_unhealthy_by_day"]),
+        ]
+    r, o = result["replies"], result["opt_outs"]
+    if r["replies"]:
+        actions = ", ".join(f"{a} {n:,}" for a, n in r["actions"].items() if n)
+        k = r["keywords"]
+        lines.append(
+            f"replies:     {r['replies']:,}: {actions}; "
+            f"{k['opt_out']:,} STOP, {k['opt_in']:,} START"
+        )
+    if r["replies"] or o["refused_selects"]:
+        if o["honoured"]:
+            verdict = "never a sender for a recipient opted out at the time"
+        else:
+            verdict = (
+                f"BROKEN: {o['sent_while_opted_out']:,} senders for opted-out recipients, "
+                f"{o['refused_not_opted_out']:,} refusals of recipients not opted out"
+            )
+        lines.append(
+            f"opt-outs:    {verdict} ({o['refused_selects']:,} selects refused, "
+            f"{o['opted_out_at_end']:,} recipients opted out at the end)"
+        )
+    drain = result["drain"]
+    if drain is not None:
+        grace = "no grace" if drain["grace"] is None else f"grace {drain['grace']:g}s"
+        lines += [
+            (
+                f"drain:       {drain['number']} of {drain['profile']} from day {drain['day']}, "
+                f"{grace}: {drain['recipients_at_drain']:,} recipients then, "
+                f"{drain['fresh_choices_onto_it']:,} fresh choices onto it since"
+            ),
+            "             its recipients at each day's end since: "
+            + " ".join(f"{n:,}" for n in drain["recipients_after_day"]),
+        ]
+    return lines
 
 
 def _n(value: float) -> str:
