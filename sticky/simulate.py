@@ -418,6 +418,7 @@ def _simulate(  # noqa: PLR0912 - the hot loop, written out
     refused_opted_out = 0
     life_busy = 0.0
     down: list[str] = []
+    reassigned = Reason.REASSIGNED
     for day in range(args.days):
         down = _flip_health(engine, senders, rng, args.unhealthy_per_day, down)
         state.update((n.number, n) for pid in profiles for n in engine.numbers(pid))
@@ -458,12 +459,13 @@ def _simulate(  # noqa: PLR0912 - the hot loop, written out
                 sends[sel.from_number].append((sel.send_at - START, segments))
                 if counts_budget(sel.reason):  # the day in the profile's zone, as budgets
                     new_per_day[sel.from_number, today(now, settings.timezone)[0]] += 1
-            reasons[sel.reason] += 1
+            reason = sel.reason
+            reasons[reason] += 1
             tiers[sel.tier] += 1
             load[sel.from_number] += 1
             key = (pid, to)
             before = last_sender.get(key)
-            if sel.reason is Reason.REASSIGNED:  # its previous sender, as the pool held it
+            if reason is reassigned:  # its previous sender, as the pool held it
                 previous = before if life is None else life.mapped.get(key)
                 causes[_cause(state.get(previous or ""), settings, now)] += 1
             if before is not None:
