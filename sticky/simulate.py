@@ -3,7 +3,9 @@
 ``python -m sticky simulate`` runs it and prints a report; see ``--help``. Its profiles
 are its own: their ids start with a prefix unique to the run (``sim-<seed>-<random>-``),
 and it reads, counts and changes nothing else in the store (``--reset`` deletes the
-profiles of earlier runs, the ids starting with ``sim-``, first).
+profiles of earlier runs, the ids starting with ``sim-``, first). A number's life is off
+by default: delivery reports (with bad numbers), replies (with STOP and START) and a
+drain each come with their own flags, and draw from a random stream of their own.
 """
 
 from __future__ import annotations
@@ -759,7 +761,7 @@ class _Life:
             self.opted.add(key)
             self.mapped.pop(key, None)
             if self.rng.random() < self.args.opt_in_rate:
-                later = at + self.rng.expovariate(1 / self.args.opt_in_delay)
+                later = at + _delay(self.rng, self.args.opt_in_delay)
                 self._at(later, _REPLY, pid, to, number, "START")
         elif reply.keyword is Keyword.OPT_IN:
             self.opted.discard(key)

@@ -255,6 +255,15 @@ def test_the_opt_out_check_sees_an_engine_that_ignores_stop(
     assert "opt-outs:    BROKEN:" in capsys.readouterr().out
 
 
+def test_events_without_delay_happen_at_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--report-delay", "0", "--reply-delay", "0", "--opt-in-delay", "0"]
+    report = _run(capsys, *LIFE, *ALL_OF_LIFE, *flags, "--opt-in-rate", "1")
+    k = report["replies"]["keywords"]
+    assert k["opt_out"] == k["opt_in"] > 0  # each STOP was taken back at once
+    assert report["opt_outs"]["opted_out_at_end"] == 0
+    assert report["opt_outs"]["honoured"] is True
+
+
 @pytest.mark.parametrize("grace", [None, "86400"])
 def test_a_drained_number_only_loses_recipients(
     grace: str | None, capsys: pytest.CaptureFixture[str]
