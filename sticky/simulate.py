@@ -3,13 +3,16 @@
 ``python -m sticky simulate`` runs it and prints a report; see ``--help``. Its profiles
 are its own: their ids start with a prefix unique to the run (``sim-<seed>-<random>-``),
 and it reads, counts and changes nothing else in the store (``--reset`` deletes the
-profiles of earlier runs, the ids starting with ``sim-``, first).
+profiles of earlier runs, the ids starting with ``sim-``, first). A number's life is off
+by default: delivery reports (with bad numbers), replies (with STOP and START) and a
+drain each come with their own flags, and draw from a random stream of their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import heapq
 import itertools
 import json
 import math
@@ -25,11 +28,18 @@ from typing import Any
 from sticky.cli.args import Parser, count, nonnegative, positive
 from sticky.clock import ManualClock
 from sticky.engine import Engine
-from sticky.errors import NoEligibleSender, NumberInUse, PoolBusy, PoolExhausted, StickyError
-from sticky.numbers import NumberType
+from sticky.errors import (
+    NoEligibleSender,
+    NumberInUse,
+    OptedOut,
+    PoolBusy,
+    PoolExhausted,
+    StickyError,
+)
+from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import budget_of, capacity_on, counts_budget, rate_of, today
 from sticky.settings import PoolSettings
-from sticky.values import GeoTier, Reason
+from sticky.values import GeoTier, Keyword, Outcome, Reason, ReplyAction, Selection
 
 __all__ = ["main", "run"]
 
@@ -82,6 +92,19 @@ def segments_value(text: str) -> Segments:
 
 
 segments_value.__name__ = "segments"
+
+
+def share(text: str) -> float:
+    """An argparse type: a share, a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        msg = f"not a number: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= value <= 1:  # NaN fails it too
+        msg = f"must be a share from 0 to 1, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -182,6 +205,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="store_true",
         help=f"first delete the profiles of earlier runs (ids starting with {PREFIX!r})",
     )
+    _life_arguments(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument(
         "--progress",
@@ -190,6 +214,90 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         help="show progress (default: when stderr is a terminal)",
     )
     return p
+
+
+def _life_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of a number's life: delivery reports, replies, opt-outs, a drain."""
+    g = p.add_argument_group("a number's life (all off by default)")
+    g.add_argument(
+        "--delivery-reports",
+        type=share,
+        default=0.0,
+        help="share of messages that get a delivery report (default 0)",
+    )
+    g.add_argument(
+        "--failure-rate",
+        type=share,
+        default=0.02,
+        help="share of a good number's reports that are not delivered (default 0.02)",
+    )
+    g.add_argument(
+        "--bad-numbers",
+        type=count(0),
+        default=0,
+        help="numbers, of all pools, whose messages mostly fail (default 0)",
+    )
+    g.add_argument(
+        "--bad-failure-rate",
+        type=share,
+        default=0.8,
+        help="share of a bad number's reports that are not delivered (default 0.8)",
+    )
+    g.add_argument(
+        "--spam-rate",
+        type=share,
+        default=0.25,
+        help="share of the reports not delivered that are spam, not failed (default 0.25)",
+    )
+    g.add_argument(
+        "--report-delay",
+        type=nonnegative,
+        default=30.0,
+        help="mean seconds from send_at to its delivery report (default 30)",
+    )
+    g.add_argument(
+        "--reply-rate",
+        type=share,
+        default=0.0,
+        help="share of messages whose recipient replies to the number (default 0)",
+    )
+    g.add_argument(
+        "--reply-delay",
+        type=nonnegative,
+        default=600.0,
+        help="mean seconds from a message to its reply (default 600)",
+    )
+    g.add_argument(
+        "--opt-out-rate",
+        type=share,
+        default=0.0,
+        help="share of replies that are STOP (default 0)",
+    )
+    g.add_argument(
+        "--opt-in-rate",
+        type=share,
+        default=0.1,
+        help="share of STOPs followed, later, by a START (default 0.1)",
+    )
+    g.add_argument(
+        "--opt-in-delay",
+        type=nonnegative,
+        default=3 * DAY,
+        help="mean seconds from a STOP to its START (default 259200: 3 days)",
+    )
+    g.add_argument(
+        "--drain-day",
+        type=count(1),
+        default=None,
+        help="drain, at the start of day N (1 is the first), the first profile's number "
+        "with the most recipients (default: no drain)",
+    )
+    g.add_argument(
+        "--drain-grace",
+        type=nonnegative,
+        default=None,
+        help="seconds the drained number's recipients may stay on it (default: no end)",
+    )
 
 
 def _number(rng: random.Random, used: set[str], *, geo: bool) -> str:
@@ -271,7 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         engine.close()
 
 
-def _simulate(
+def _simulate(  # noqa: PLR0912 - the hot loop, written out
     engine: Engine, clock: ManualClock, args: argparse.Namespace, rng: random.Random
 ) -> dict[str, Any]:
     # Not from ``rng``: the run's choices depend on the seed alone, not on the prefix.
@@ -305,15 +413,30 @@ def _simulate(
     waits: list[float] = []
     sends: defaultdict[str, list[tuple[float, int]]] = defaultdict(list)
     new_per_day: Counter[tuple[str, int]] = Counter()
+    # Each number as the pool holds it, to tell why a recipient was reassigned.
+    state = {n.number: n for pid in profiles for n in engine.numbers(pid)}
+    causes: Counter[str] = Counter()
+    life = _Life(engine, args, profiles, senders, state) if _life_on(args) else None
+    refused_opted_out = 0
+    life_busy = 0.0
+    down: list[str] = []
+    reassigned = Reason.REASSIGNED
     for day in range(args.days):
-        _flip_health(engine, senders, rng, args.unhealthy_per_day, day)
+        down = _flip_health(engine, senders, rng, args.unhealthy_per_day, down)
+        state.update((n.number, n) for pid in profiles for n in engine.numbers(pid))
         day_start = START + day * DAY
         t0 = time.perf_counter()
+        if life is not None:
+            life.start_day(day, day_start)
         for i in range(per_day):
             pid, to = recipients[bisect.bisect(cumulative, rng.random() * total)]
             now = day_start + i * DAY / per_day
             clock.set(now)
             segments = size or sizer.choices(sizes, cum_weights=shares)[0]
+            if life is not None:
+                t1 = time.perf_counter()
+                life.until(now)
+                life_busy += time.perf_counter() - t1
             try:
                 sel = select(pid, to, segments=segments)
             except PoolExhausted:
@@ -325,6 +448,11 @@ def _simulate(
             except NoEligibleSender:
                 failed += 1
                 continue
+            except OptedOut:
+                refused_opted_out += 1
+                if life is not None:
+                    life.refused_select((pid, to))
+                continue
             if sel.send_at > now:
                 waited += 1
             if limited:
@@ -333,16 +461,30 @@ def _simulate(
                 sends[sel.from_number].append((sel.send_at - START, segments))
                 if counts_budget(sel.reason):  # the day in the profile's zone, as budgets
                     new_per_day[sel.from_number, today(now, settings.timezone)[0]] += 1
-            reasons[sel.reason] += 1
+            reason = sel.reason
+            reasons[reason] += 1
             tiers[sel.tier] += 1
             load[sel.from_number] += 1
             key = (pid, to)
             before = last_sender.get(key)
+            if reason is reassigned:  # its previous sender, as the pool held it
+                previous = before if life is None else life.mapped.get(key)
+                causes[_cause(state.get(previous or ""), settings, now)] += 1
             if before is not None:
                 repeats += 1
                 kept += before == sel.from_number
             last_sender[key] = sel.from_number
-        busy += time.perf_counter() - t0
+            if life is not None:
+                t1 = time.perf_counter()
+                life.sent(key, sel)
+                life_busy += time.perf_counter() - t1
+        if life is not None:
+            t1 = time.perf_counter()
+            life.until(day_start + DAY)
+            life.end_day(day_start + DAY)
+            life_busy += time.perf_counter() - t1
+        busy += time.perf_counter() - t0 - life_busy
+        life_busy = 0.0
         if args.sweep_daily:
             engine.evict_expired()
         if progress:
@@ -357,7 +499,7 @@ def _simulate(
     messages = sum(reasons.values())
     fresh = sum(n for t, n in tiers.items() if t is not None)
     loads = sorted(load.values())
-    attempts = messages + failed + exhausted + refused_busy
+    attempts = messages + failed + exhausted + refused_busy + refused_opted_out
     limits = {
         n.number: (rate_of(n, settings), budget_of(n, settings))
         for pid in profiles
@@ -400,6 +542,9 @@ def _simulate(
         "live_mappings_at_end": live,
         "selects_per_second": messages / busy if busy else 0.0,
         "capacity": capacity,
+        "failed_opted_out": refused_opted_out,
+        "reassigned_by_cause": {c: causes[c] for c in CAUSES},
+        **_life_report(life, messages, len(senders)),
     }
 
 
@@ -507,14 +652,234 @@ def _capacity_report(
 
 
 def _flip_health(
-    engine: Engine, senders: Sequence[str], rng: random.Random, count: int, day: int
-) -> None:
-    """Every number down yesterday recovers; ``count`` others go down today."""
-    if day:
-        for n in senders:
-            engine.set_health(n, healthy=True)
-    for n in rng.sample(list(senders), min(count, len(senders))):
+    engine: Engine, senders: Sequence[str], rng: random.Random, count: int, down: Sequence[str]
+) -> list[str]:
+    """The numbers ``down`` since yesterday recover; ``count`` others go down today.
+
+    Returns today's. Only those recover: marking a number healthy also clears its
+    delivery reports' verdict, which the others keep.
+    """
+    for n in down:
+        engine.set_health(n, healthy=True)
+    today = rng.sample(list(senders), min(count, len(senders)))
+    for n in today:
         engine.set_health(n, healthy=False)
+    return today
+
+
+def _delay(rng: random.Random, mean: float) -> float:
+    """An exponential delay of mean ``mean`` seconds (0 for a mean of 0)."""
+    return rng.expovariate(1 / mean) if mean else 0.0
+
+
+def _cause(number: SenderNumber | None, settings: PoolSettings, now: float) -> str:
+    """Why a live mapping to ``number`` (as the pool held it) was reassigned at ``now``."""
+    if number is None:
+        return "other"
+    if settings.skip_unhealthy and not number.healthy:
+        return "unhealthy_caller"
+    if settings.skip_unhealthy and not number.delivery_healthy:
+        return "unhealthy_reports"
+    since, grace = number.draining_since, number.drain_grace
+    if since is not None and grace is not None and now >= since + grace:
+        return "drain_grace_ended"
+    return "other"
+
+
+_REPORT, _REPLY = 0, 1
+"""The kinds of :class:`_Life`'s events: a delivery report, a reply."""
+CAUSES = ("unhealthy_caller", "unhealthy_reports", "drain_grace_ended", "other")
+"""Why a recipient was reassigned, inferred from its previous sender's state."""
+
+
+def _life_on(args: argparse.Namespace) -> bool:
+    """Whether the run has delivery reports, replies or a drain (else no :class:`_Life`)."""
+    return bool(args.delivery_reports or args.reply_rate or args.drain_day is not None)
+
+
+class _Life:
+    """A number's life during a run: delivery reports, replies, opt-outs and a drain.
+
+    Reports and replies are events due after the message that caused them; the run
+    calls :meth:`until` before each select, so that the engine sees them in time order.
+    It draws from a stream of its own: the run's recipients and sizes stay the same.
+    It keeps its own word of who is opted out and mapped to whom, to check the engine's.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        args: argparse.Namespace,
+        profiles: Sequence[str],
+        senders: Sequence[str],
+        state: dict[str, SenderNumber],
+    ) -> None:
+        self.engine, self.args, self.profiles, self.state = engine, args, profiles, state
+        self.rng = random.Random(f"life-{args.seed}")
+        self.bad = frozenset(self.rng.sample(list(senders), min(args.bad_numbers, len(senders))))
+        self.events: list[tuple[float, int, int, str, str, str, str]] = []
+        self.seq = itertools.count()
+        self.mapped: dict[tuple[str, str], str] = {}
+        self.opted: set[tuple[str, str]] = set()
+        self.outcomes: Counter[Outcome] = Counter()
+        self.actions: Counter[ReplyAction] = Counter()
+        self.keywords: Counter[Keyword] = Counter()
+        self.measured: set[str] = set()  # numbers the reports ever judged unhealthy
+        self.first_measured: dict[str, int] = {}
+        self.unhealthy_by_day: list[int] = []
+        self.sent_opted_out = self.refused = self.refused_not_opted_out = 0
+        self.drained: tuple[str, str] | None = None
+        self.drain_report: dict[str, Any] | None = None
+        self.fresh_onto_drained = 0
+        self.day = 0
+
+    def until(self, now: float) -> None:
+        """Apply, in time order, every report and reply due by ``now``. O(k log n)."""
+        events = self.events
+        while events and events[0][0] <= now:
+            at, _, kind, pid, to, number, what = heapq.heappop(events)
+            if kind == _REPORT:
+                self._report(number, Outcome(what), at)
+            else:
+                self._reply(pid, to, number, what, at)
+
+    def _report(self, number: str, outcome: Outcome, at: float) -> None:
+        updated = self.engine.record_delivery(number, outcome, now=at)
+        self.state[number] = updated
+        self.outcomes[outcome] += 1
+        if not updated.delivery_healthy and number not in self.measured:
+            self.measured.add(number)
+            self.first_measured[number] = self.day + 1
+
+    def _reply(self, pid: str, to: str, number: str, body: str, at: float) -> None:
+        reply = self.engine.record_reply(pid, to, number, body=body, now=at)
+        key = (pid, to)
+        self.actions[reply.action] += 1
+        if reply.keyword is not None:
+            self.keywords[reply.keyword] += 1
+        if reply.keyword is Keyword.OPT_OUT:
+            self.opted.add(key)
+            self.mapped.pop(key, None)
+            if self.rng.random() < self.args.opt_in_rate:
+                later = at + _delay(self.rng, self.args.opt_in_delay)
+                self._at(later, _REPLY, pid, to, number, "START")
+        elif reply.keyword is Keyword.OPT_IN:
+            self.opted.discard(key)
+        if reply.action is ReplyAction.MOVED or reply.action is ReplyAction.MAPPED:
+            self.mapped[key] = number
+            if self.drained == (pid, number):
+                self.fresh_onto_drained += 1
+
+    def _at(self, at: float, kind: int, pid: str, to: str, number: str, what: str) -> None:
+        heapq.heappush(self.events, (at, next(self.seq), kind, pid, to, number, what))
+
+    def sent(self, key: tuple[str, str], sel: Selection) -> None:
+        """Check a select's answer and schedule its report and reply, if it gets them."""
+        args, rng, number = self.args, self.rng, sel.from_number
+        if key in self.opted:
+            self.sent_opted_out += 1
+        if args.sticky:
+            self.mapped[key] = number
+        if (
+            self.drained is not None
+            and sel.reason is not Reason.STICKY
+            and self.drained == (key[0], number)
+        ):
+            self.fresh_onto_drained += 1
+        if args.delivery_reports and rng.random() < args.delivery_reports:
+            fails = args.bad_failure_rate if number in self.bad else args.failure_rate
+            if rng.random() >= fails:
+                outcome = Outcome.DELIVERED
+            else:
+                outcome = Outcome.SPAM if rng.random() < args.spam_rate else Outcome.FAILED
+            at = sel.send_at + _delay(rng, args.report_delay)
+            self._at(at, _REPORT, key[0], key[1], number, outcome.value)
+        if args.reply_rate and rng.random() < args.reply_rate:
+            body = "STOP" if rng.random() < args.opt_out_rate else "thanks"
+            self._at(sel.send_at + _delay(rng, args.reply_delay), _REPLY, *key, number, body)
+
+    def refused_select(self, key: tuple[str, str]) -> None:
+        """Count a select refused for an opt-out, and whether this run knew of it."""
+        self.refused += 1
+        self.refused_not_opted_out += key not in self.opted
+
+    def start_day(self, day: int, now: float) -> None:
+        """At the drain's day, drain the first profile's number with the most recipients."""
+        self.day = day
+        if self.args.drain_day is None or day != self.args.drain_day - 1:
+            return
+        pid, engine = self.profiles[0], self.engine
+        counts = [
+            (len(engine.recipients_of(pid, n.number, now=now)), n.number)
+            for n in engine.numbers(pid)
+        ]
+        most, number = max(counts, key=lambda c: c[0])
+        self.state[number] = engine.drain(pid, number, grace=self.args.drain_grace, now=now)
+        self.drained = (pid, number)
+        self.drain_report = {
+            "profile": pid,
+            "number": number,
+            "day": day + 1,
+            "grace": self.args.drain_grace,
+            "recipients_at_drain": most,
+            "recipients_after_day": [],
+            "fresh_choices_onto_it": 0,
+        }
+
+    def end_day(self, now: float) -> None:
+        """Note the day's end: the drained number's recipients, the numbers measured down."""
+        engine = self.engine
+        self.unhealthy_by_day.append(
+            sum(not n.delivery_healthy for pid in self.profiles for n in engine.numbers(pid))
+        )
+        if self.drained is not None and self.drain_report is not None:
+            pid, number = self.drained
+            left = len(engine.recipients_of(pid, number, now=now))
+            self.drain_report["recipients_after_day"].append(left)
+
+
+def _life_report(life: _Life | None, messages: int, numbers: int) -> dict[str, Any]:
+    """The report's parts of a number's life: zeros (and no drain) without one."""
+    outcomes = life.outcomes if life else Counter[Outcome]()
+    reports = sum(outcomes.values())
+    actions = life.actions if life else Counter[ReplyAction]()
+    keywords = life.keywords if life else Counter[Keyword]()
+    bad = life.bad if life else frozenset()
+    measured = life.measured if life else set()
+    first = life.first_measured if life else {}
+    drain = None
+    if life is not None and life.drain_report is not None:
+        drain = {**life.drain_report, "fresh_choices_onto_it": life.fresh_onto_drained}
+    sent = life.sent_opted_out if life else 0
+    unknown = life.refused_not_opted_out if life else 0
+    return {
+        "delivery": {
+            "reports": reports,
+            "share_of_messages": reports / messages if messages else 0.0,
+            "outcomes": {o.value: outcomes[o] / reports if reports else 0.0 for o in Outcome},
+            "bad_numbers": sorted(bad),
+            "bad_measured_unhealthy": len(measured & bad),
+            "good_measured_unhealthy": len(measured - bad),
+            "good_numbers": numbers - len(bad),
+            "first_day_measured_unhealthy": {n: first[n] for n in sorted(first)},
+            "measured_unhealthy_by_day": life.unhealthy_by_day if life else [],
+        },
+        "replies": {
+            "replies": sum(actions.values()),
+            "actions": {a.value: actions[a] for a in ReplyAction},
+            "keywords": {k.value: keywords[k] for k in Keyword},
+        },
+        "opt_outs": {
+            "opted_out_at_end": len(life.opted) if life else 0,
+            "refused_selects": life.refused if life else 0,
+            # The check: no select returned a sender to a recipient opted out then, and
+            # none was refused to one who was not.
+            "sent_while_opted_out": sent,
+            "refused_not_opted_out": unknown,
+            "honoured": not (sent or unknown),
+        },
+        "drain": drain,
+    }
 
 
 def report(result: dict[str, Any]) -> str:
@@ -549,7 +914,75 @@ def report(result: dict[str, Any]) -> str:
     ]
     if result["failed_no_eligible_sender"]:
         lines.append(f"no eligible sender: {result['failed_no_eligible_sender']:,} messages")
-    return "\n".join(lines + _capacity_lines(result["capacity"]))
+    return "\n".join(lines + _life_lines(result) + _capacity_lines(result["capacity"]))
+
+
+_CAUSE_NAMES = {
+    "unhealthy_caller": "unhealthy (the caller's word)",
+    "unhealthy_reports": "unhealthy (delivery reports)",
+    "drain_grace_ended": "drain grace ended",
+    "other": "other",
+}
+
+
+def _life_lines(result: dict[str, Any]) -> list[str]:
+    """The report's lines of a number's life; a part that did not happen has none."""
+    lines = []
+    causes = result["reassigned_by_cause"]
+    if sum(causes.values()):
+        parts = ", ".join(f"{_CAUSE_NAMES[c]} {n:,}" for c, n in causes.items())
+        lines.append(f"reassigned:  {sum(causes.values()):,} by cause: {parts}")
+    d = result["delivery"]
+    if d["reports"]:
+        shares = ", ".join(f"{p:.2%} {o}" for o, p in d["outcomes"].items())
+        bad, first = len(d["bad_numbers"]), d["first_day_measured_unhealthy"]
+        days = sorted(first[n] for n in d["bad_numbers"] if n in first)
+        lines += [
+            (
+                f"delivery:    {d['reports']:,} reports ({d['share_of_messages']:.2%} of "
+                f"messages): {shares}"
+            ),
+            (
+                f"health:      {d['bad_measured_unhealthy']} of {bad} bad numbers measured "
+                f"unhealthy{f' (first on day {days[0]})' if days else ''}, "
+                f"{d['good_measured_unhealthy']} of {d['good_numbers']} good ones"
+            ),
+            "             measured unhealthy at each day's end: "
+            + " ".join(str(n) for n in d["measured_unhealthy_by_day"]),
+        ]
+    r, o = result["replies"], result["opt_outs"]
+    if r["replies"]:
+        actions = ", ".join(f"{a} {n:,}" for a, n in r["actions"].items() if n)
+        k = r["keywords"]
+        lines.append(
+            f"replies:     {r['replies']:,}: {actions}; "
+            f"{k['opt_out']:,} STOP, {k['opt_in']:,} START"
+        )
+    if r["replies"] or o["refused_selects"]:
+        if o["honoured"]:
+            verdict = "never a sender for a recipient opted out at the time"
+        else:
+            verdict = (
+                f"BROKEN: {o['sent_while_opted_out']:,} senders for opted-out recipients, "
+                f"{o['refused_not_opted_out']:,} refusals of recipients not opted out"
+            )
+        lines.append(
+            f"opt-outs:    {verdict} ({o['refused_selects']:,} selects refused, "
+            f"{o['opted_out_at_end']:,} recipients opted out at the end)"
+        )
+    drain = result["drain"]
+    if drain is not None:
+        grace = "no grace" if drain["grace"] is None else f"grace {drain['grace']:g}s"
+        lines += [
+            (
+                f"drain:       {drain['number']} of {drain['profile']} from day {drain['day']}, "
+                f"{grace}: {drain['recipients_at_drain']:,} recipients then, "
+                f"{drain['fresh_choices_onto_it']:,} fresh choices onto it since"
+            ),
+            "             its recipients at each day's end since: "
+            + " ".join(f"{n:,}" for n in drain["recipients_after_day"]),
+        ]
+    return lines
 
 
 def _n(value: float) -> str:

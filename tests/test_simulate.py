@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
+from typing import Any
 
+import attrs
 import pytest
 
 from sticky.__main__ import main
+from sticky.engine import Engine
+from sticky.values import Keyword, Reply, ReplyAction
 
 SMALL = ["--recipients", "2000", "--messages-per-day", "1500", "--days", "20", "--no-progress"]
 
@@ -140,6 +145,177 @@ def test_the_rate_check_sees_a_schedule_that_breaks_it() -> None:
     ],
 )
 def test_bad_capacity_flags_exit_2_with_one_line(
+    flag: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", *flag])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert flag[0] in err
+
+
+# -- a number's life ---------------------------------------------------------------------
+LIFE = [
+    *["--profiles", "1", "--numbers", "6", "--toll-free", "1", "--recipients", "1500"],
+    *["--messages-per-day", "2000", "--days", "8", "--no-progress"],
+]
+ALL_OF_LIFE = [
+    *["--delivery-reports", "0.5", "--bad-numbers", "1", "--reply-rate", "0.05"],
+    *["--opt-out-rate", "0.05", "--drain-day", "3", "--drain-grace", "86400"],
+    "--skip-unhealthy",
+]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *flags: str) -> dict[str, Any]:
+    assert main(["simulate", *flags, "--json"]) == 0
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return report
+
+
+def test_a_run_without_the_new_flags_has_no_life(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _run(capsys, *LIFE)
+    assert report["failed_opted_out"] == 0
+    assert report["reassigned_by_cause"] == dict.fromkeys(
+        ["unhealthy_caller", "unhealthy_reports", "drain_grace_ended", "other"], 0
+    )
+    assert report["delivery"]["reports"] == 0
+    assert report["delivery"]["measured_unhealthy_by_day"] == []
+    assert report["replies"]["replies"] == 0
+    assert report["opt_outs"]["honoured"] is True
+    assert report["drain"] is None
+    assert main(["simulate", *LIFE]) == 0
+    out = capsys.readouterr().out
+    for word in ("reassigned: ", "delivery:", "health:", "replies:", "opt-outs:", "drain:"):
+        assert word not in out
+
+
+def test_the_new_flags_make_the_new_report_parts(capsys: pytest.CaptureFixture[str]) -> None:
+    report = _run(capsys, *LIFE, *ALL_OF_LIFE)
+    d = report["delivery"]
+    assert 0.45 < d["share_of_messages"] < 0.55
+    assert sum(d["outcomes"].values()) == pytest.approx(1.0)
+    assert d["outcomes"]["delivered"] > 0.5
+    assert d["outcomes"]["failed"] > 0
+    assert d["outcomes"]["spam"] > 0
+    assert len(d["bad_numbers"]) == 1
+    assert d["good_numbers"] == 5
+    assert len(d["measured_unhealthy_by_day"]) == 8
+    r = report["replies"]
+    assert r["replies"] == sum(r["actions"].values()) > 0
+    assert r["actions"]["refreshed"] > 0
+    assert r["keywords"]["opt_out"] > 0
+    assert report["opt_outs"]["honoured"] is True
+    assert report["failed_opted_out"] == report["opt_outs"]["refused_selects"] > 0
+    assert report["drain"]["day"] == 3
+    assert sum(report["reassigned_by_cause"].values()) == round(
+        report["reasons"]["reassigned"] * report["messages"]
+    )
+    assert report["reassigned_by_cause"]["other"] == 0
+    assert report["capacity"]["selects"] == 2000 * 8
+    assert main(["simulate", *LIFE, *ALL_OF_LIFE]) == 0
+    out = capsys.readouterr().out
+    for word in ("reassigned: ", "delivery:", "health:", "replies:", "drain:"):
+        assert word in out
+    assert "opt-outs:    never a sender for a recipient opted out at the time" in out
+
+
+def test_opt_outs_are_honoured(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--reply-rate", "0.2", "--opt-out-rate", "0.3", "--opt-in-rate", "0.5"]
+    report = _run(capsys, *LIFE, *flags, "--opt-in-delay", "3600")
+    o, k = report["opt_outs"], report["replies"]["keywords"]
+    assert k["opt_out"] > 0
+    assert k["opt_in"] > 0  # some came back, and got senders again
+    assert report["replies"]["actions"]["opted_out"] >= k["opt_out"]
+    assert o["refused_selects"] > 0
+    assert 0 < o["opted_out_at_end"] < k["opt_out"]
+    assert o["sent_while_opted_out"] == o["refused_not_opted_out"] == 0
+    assert o["honoured"] is True
+
+
+def test_the_opt_out_check_sees_an_engine_that_ignores_stop(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Engine.record_reply
+
+    def deaf(self: Engine, profile_id: str, to: str, number: str, **kw: Any) -> Reply:
+        if kw.get("body") != "STOP":
+            return real(self, profile_id, to, number, **kw)
+        kw["body"] = None  # the STOP is lost, but said to be applied
+        reply = real(self, profile_id, to, number, **kw)
+        return attrs.evolve(reply, keyword=Keyword.OPT_OUT, action=ReplyAction.OPTED_OUT)
+
+    monkeypatch.setattr(Engine, "record_reply", deaf)
+    flags = ["--reply-rate", "0.2", "--opt-out-rate", "0.3", "--opt-in-rate", "0"]
+    o = _run(capsys, *LIFE, *flags)["opt_outs"]
+    assert o["sent_while_opted_out"] > 0
+    assert o["refused_selects"] == 0
+    assert o["honoured"] is False
+    assert main(["simulate", *LIFE, *flags]) == 0
+    assert "opt-outs:    BROKEN:" in capsys.readouterr().out
+
+
+def test_events_without_delay_happen_at_the_message(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--report-delay", "0", "--reply-delay", "0", "--opt-in-delay", "0"]
+    report = _run(capsys, *LIFE, *ALL_OF_LIFE, *flags, "--opt-in-rate", "1")
+    k = report["replies"]["keywords"]
+    assert k["opt_out"] == k["opt_in"] > 0  # each STOP was taken back at once
+    assert report["opt_outs"]["opted_out_at_end"] == 0
+    assert report["opt_outs"]["honoured"] is True
+
+
+@pytest.mark.parametrize("grace", [None, "86400"])
+def test_a_drained_number_only_loses_recipients(
+    grace: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--drain-day", "3", "--ttl-days", "2", "--unhealthy-per-day", "0"]
+    report = _run(capsys, *LIFE, *flags, *([] if grace is None else ["--drain-grace", grace]))
+    drain = report["drain"]
+    assert drain["day"] == 3
+    assert drain["grace"] == (None if grace is None else 86400)
+    left = drain["recipients_after_day"]
+    assert len(left) == 8 - 2  # the drain's day and every day after it
+    assert drain["recipients_at_drain"] > 0
+    assert all(a >= b for a, b in itertools.pairwise([drain["recipients_at_drain"], *left]))
+    assert drain["fresh_choices_onto_it"] == 0
+    causes = report["reassigned_by_cause"]
+    assert causes["other"] == causes["unhealthy_caller"] == causes["unhealthy_reports"] == 0
+    # Without a grace its active recipients stay on it; with one, they move at their next
+    # message once it ends, and the quiet ones' mappings die within the ttl after that.
+    assert (causes["drain_grace_ended"] > 0) == (grace is not None)
+    assert (left[-1] == 0) == (grace is not None)
+
+
+def test_bad_numbers_get_measured_unhealthy(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = ["--delivery-reports", "1", "--bad-numbers", "2", "--bad-failure-rate", "0.95"]
+    report = _run(capsys, *LIFE, *flags, "--unhealthy-per-day", "0", "--skip-unhealthy")
+    d = report["delivery"]
+    assert d["bad_measured_unhealthy"] == 2
+    assert d["good_measured_unhealthy"] == 0
+    assert sorted(d["first_day_measured_unhealthy"]) == d["bad_numbers"]
+    assert d["measured_unhealthy_by_day"][-1] == 2  # no report clears them: they send no more
+    causes = report["reassigned_by_cause"]
+    assert causes["unhealthy_reports"] > 0
+    assert causes["other"] == causes["unhealthy_caller"] == causes["drain_grace_ended"] == 0
+    assert main(["simulate", *LIFE, *flags, "--unhealthy-per-day", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "health:      2 of 2 bad numbers measured unhealthy (first on day 1)" in out
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        ["--delivery-reports", "1.5"],
+        ["--reply-rate", "nan"],
+        ["--opt-out-rate", "-0.1"],
+        ["--bad-failure-rate", "x"],
+        ["--bad-numbers", "-1"],
+        ["--drain-day", "0"],
+        ["--drain-grace", "-1"],
+        ["--report-delay", "inf"],
+    ],
+)
+def test_bad_life_flags_exit_2_with_one_line(
     flag: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exc:
