@@ -143,7 +143,7 @@ def _round_trips() -> Iterator[list[int]]:
     from redis.connection import AbstractConnection  # noqa: PLC0415 - the redis extra
 
     sent = [0]
-    original = AbstractConnection.send_packed_command
+    original: Callable[..., None] = AbstractConnection.send_packed_command
 
     def counting(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
         sent[0] += 1
