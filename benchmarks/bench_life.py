@@ -37,8 +37,10 @@ Every case's calls are in ``plain`` unless named; what a case changes is undone 
 it, untimed (new mappings forgotten; an opt-out ended and its mapping pinned back), so
 that every round sees the same tables. A round runs every case in turn (interleaved, so
 that the machine's drift touches them alike), the clock one second later each round; a
-row is the median of the rounds after one warm-up, and ``ratio_to_floor`` its ratio to
-its floor's row of the same store. On Redis each row also has the server's CPU per call
+row is the median of the rounds after one warm-up, and ``ratio_to_floor`` the median of
+its rounds' ratios to its floor's row of the same store (both ran in the same round, a
+few seconds apart at most: the machine's drift between rounds cancels; the ratio of the
+medians is beside it, ``ratio_of_medians``). On Redis each row also has the server's CPU per call
 (``INFO commandstats`` ``usec`` after ``CONFIG RESETSTAT``), its commands per call (those
 its scripts call included) and its round trips per call (requests redis-py sent, counted
 in the warm-up round, which is not timed). The run checks, untimed, that each case does what it says (a
@@ -206,7 +208,9 @@ def cases(engine: Engine, size: int, ops: int) -> list[Case]:
     _fill(engine, "plain", base)
     _fill(engine, "life", base)
     at = engine.clock.now()
-    drained = _pool(1)[0][0]
+    first = engine.mapping("life", hits[0], now=at)
+    assert first is not None
+    drained = first.from_number  # so that at least one hit of the batch is on it
     engine.drain("life", drained, grace=GRACE, now=at)
     for to in opted:
         engine.opt_out("life", to, now=at)
@@ -411,16 +415,7 @@ def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) ->
                     case.undo(at)
                 if i:
                     samples[case.op].append(elapsed / n)
-        rows = []
-        for case in todo:
-            extra: dict[str, Any] = {"floor": case.floor}
-            if redis is not None:
-                timed_usage = usage[case.op][1:]
-                extra["server_us_per_op"] = statistics.median(u / n for u, _, n in timed_usage)
-                extra["commands_per_op"] = statistics.median(c / n for _, c, n in timed_usage)
-                extra["round_trips_per_op"] = trips[case.op]
-            rows.append(_row(store, case.op, size, samples[case.op], **extra))
-        return _ratios(rows)
+        return _rows(store, size, todo, samples, usage if redis is not None else None, trips)
     except Exception as exc:  # a store that cannot run here: no extra, no server, too old
         print(f"life: {store}: {type(exc).__name__}: {exc}", file=sys.stderr)
         # The kind of error, not its message, which may name a file or a server.
@@ -433,17 +428,40 @@ def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) ->
             redis.close()
 
 
-def _ratios(rows: list[Row]) -> list[Row]:
-    """Each row against its floor's row of the same store: time, and on Redis server CPU."""
-    by_op = {r["op"]: r for r in rows}
-    for r in rows:
-        floor = by_op[r["floor"]]
-        if r["ns_per_op"] is None or not floor["ns_per_op"]:
-            continue
-        r["ratio_to_floor"] = r["ns_per_op"] / floor["ns_per_op"]
-        if r.get("server_us_per_op") is not None and floor.get("server_us_per_op"):
-            r["server_us_ratio"] = r["server_us_per_op"] / floor["server_us_per_op"]
+def _rows(
+    store: str,
+    size: int,
+    todo: Sequence[Case],
+    samples: dict[str, list[float]],
+    usage: dict[str, list[tuple[float, int, int]]] | None,
+    trips: dict[str, float],
+) -> list[Row]:
+    """The rows of one store's rounds: times, ratios, and on Redis the server's share."""
+    rows = []
+    for case in todo:
+        extra: dict[str, Any] = {
+            "floor": case.floor,
+            "ratio_to_floor": _ratio(samples[case.op], samples[case.floor]),
+            "ratio_of_medians": _ratio(samples[case.op], samples[case.floor], by_round=False),
+        }
+        if usage is not None:  # the warm-up round's usage is left out, as its time is
+            server = [u / n for u, _, n in usage[case.op][1:]]
+            floor = [u / n for u, _, n in usage[case.floor][1:]]
+            extra["server_us_per_op"] = statistics.median(server)
+            extra["server_us_ratio"] = _ratio(server, floor)
+            extra["commands_per_op"] = statistics.median(c / n for _, c, n in usage[case.op][1:])
+            extra["round_trips_per_op"] = trips[case.op]
+        rows.append(_row(store, case.op, size, samples[case.op], **extra))
     return rows
+
+
+def _ratio(mine: Sequence[float], floor: Sequence[float], *, by_round: bool = True) -> float:
+    """The median of the rounds' ratios ``mine / floor`` (each round's two batches ran
+    back to back, so that the machine's drift between rounds cancels); or, without
+    ``by_round``, the ratio of the medians."""
+    if not by_round:
+        return statistics.median(mine) / statistics.median(floor)
+    return statistics.median(a / b for a, b in zip(mine, floor, strict=True))
 
 
 def run(
