@@ -15,37 +15,35 @@ said:
   table: each report is made one window after the one before, so the window holds it
   alone, and failed and delivered reports in turn change the verdict every time.
 
-The cases, each a batch of distinct recipients (or reports) at the round's ``now``:
+The cases, each a batch of distinct recipients (or reports) at the round's ``now``, and
+the floor each is divided by (the same store's row):
 
-==================================  ===========================================  =====================
-operation                           what one call is                             its floor
-==================================  ===========================================  =====================
-select, sticky hit                  ``select`` of a mapped recipient (refreshes)  itself
-select, new recipient               ``select`` of a recipient never mapped        select, sticky hit
-select, sticky hit, life pool       the same hits in ``life``                     select, sticky hit
-select, new recipient, life pool    the same new recipients in ``life``           select, new recipient
-set_health, alternating             ``set_health`` False, True, ...: a pool       select, sticky hit
-                                    change every call (``flip``)
-record_delivery, verdict unchanged  a delivered report, 24-bucket window          select, sticky hit
-record_delivery, verdict changes    failed, delivered, ...: a pool change each    select, sticky hit
-record_reply, REFRESHED             a reply to the recipient's own sender         select, sticky hit
-record_reply, MAPPED                a reply from a recipient never mapped         select, sticky hit
-record_reply, STOP (opt-out)        ``body="STOP"`` from a mapped recipient       select, sticky hit
-==================================  ===========================================  =====================
+- ``select, sticky hit``: a select of a mapped recipient (it refreshes): the floor of all;
+- ``select, new recipient``: a select of a recipient never mapped;
+- ``select, sticky hit, life pool`` / ``new recipient, life pool``: the same selects in
+  ``life``, each against the same select in ``plain`` (run just before it);
+- ``set_health, alternating``: False, True, ... on a number of ``flip``, a pool change
+  every call (what a changed verdict also is);
+- ``record_delivery, verdict unchanged``: a delivered report of the ``reports`` number;
+- ``record_delivery, verdict changes``: failed, delivered, ... in ``flip``;
+- ``record_reply, REFRESHED``: a reply to the recipient's own sender;
+- ``record_reply, MAPPED``: a reply from a recipient never mapped (the pool's numbers in
+  turn);
+- ``record_reply, STOP (opt-out)``: ``body="STOP"`` from a mapped recipient, to its sender.
 
 Every case's calls are in ``plain`` unless named; what a case changes is undone after
 it, untimed (new mappings forgotten; an opt-out ended and its mapping pinned back), so
-that every round sees the same tables. A round runs every case in turn (interleaved, so
-that the machine's drift touches them alike), the clock one second later each round; a
-row is the median of the rounds after one warm-up, and ``ratio_to_floor`` the median of
-its rounds' ratios to its floor's row of the same store (both ran in the same round, a
-few seconds apart at most: the machine's drift between rounds cancels; the ratio of the
-medians is beside it, ``ratio_of_medians``). On Redis each row also has the server's CPU per call
-(``INFO commandstats`` ``usec`` after ``CONFIG RESETSTAT``), its commands per call (those
-its scripts call included) and its round trips per call (requests redis-py sent, counted
-in the warm-up round, which is not timed). The run checks, untimed, that each case does what it says (a
-reply's action, the verdict's changes, a refusal for an opted-out recipient, no fresh
-choice of the draining number).
+that every round sees the same tables. A round runs every case in turn, the clock one
+second later each round; many short rounds (a round's cases run within a second or so
+of each other), so that the machine's drift touches a case and its floor alike. A row is
+the median of the rounds after one warm-up, and ``ratio_to_floor`` the median of its
+rounds' ratios to its floor (``ratio_of_medians`` beside it). On Redis each row also has
+the server's CPU per call (``INFO commandstats`` ``usec`` after ``CONFIG RESETSTAT``),
+its commands per call (those its scripts call included) and its round trips per call
+(requests redis-py sent, counted in the warm-up round, which is not timed). The run
+checks, untimed, that each case does what it says (a reply's action, the verdict's
+changes, a refusal for an opted-out recipient, a hit on the draining number that stays,
+no fresh choice of it).
 
 Run alone: ``python -m benchmarks.bench_life [--quick] [--out DIR]`` (writes ``life.json``
 and ``life.md`` there, default ``benchmarks/results/``); or with the harness,
