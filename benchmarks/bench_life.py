@@ -480,8 +480,8 @@ def run(
     second of each other, so that their ratios see the same machine.
     """
     size = size or (10_000 if quick else 100_000)
-    ops = ops or (500 if quick else 1_000)
-    repeats = repeats or (15 if quick else 41)
+    ops = ops or (400 if quick else 1_000)
+    repeats = repeats or (11 if quick else 41)
     workdir = Path(tempfile.mkdtemp(prefix="sticky-bench-life-"))
     try:
         rows: list[Row] = []
