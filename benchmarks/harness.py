@@ -37,7 +37,7 @@ Row = dict[str, Any]
 GROUPS = report.GROUPS
 """The groups this harness measures itself; the floor's select rows always run with them."""
 
-BACKENDS = ("redis", "sqlite", "clients", "capacity", "cluster")
+BACKENDS = ("redis", "sqlite", "clients", "capacity", "life", "cluster")
 """Groups measured by plug-in modules ``benchmarks/bench_<name>.py`` (``run(quick)``)."""
 
 NPAS = (
