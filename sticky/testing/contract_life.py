@@ -190,6 +190,22 @@ class LifeContract(ContractBase):
         assert (sel.from_number, sel.reason) == (A, Reason.STICKY)
         assert e.select("p", TO, now=T0 + 100).reason is Reason.REASSIGNED
 
+    def test_a_grace_ends_exactly_at_its_deadline(self) -> None:
+        since, grace = T0 + 0.1234567, 0.001
+        end = since + grace  # as floats add: every store compares with this very value
+        e = self.life()
+        e.pin("p", TO, A, now=T0)
+        drained = e.drain("p", A, grace=grace, now=since)
+        assert (drained.draining_since, drained.drain_grace) == (since, grace)
+        assert self.number(e, A) == drained
+        before = math.nextafter(end, -math.inf)
+        assert e.select("p", TO, now=before).reason is Reason.STICKY
+        assert e.record_reply("p", TO, A, now=before).action is ReplyAction.REFRESHED
+        assert e.record_reply("p", TO, A, now=end).action is ReplyAction.INELIGIBLE
+        sel = e.select("p", TO, now=end)
+        assert (sel.from_number, sel.reason) == (B, Reason.REASSIGNED)
+        e.store.check_invariants()
+
     def test_an_undrained_number_keeps_its_recipients_again(self) -> None:
         e = self.life()
         e.pin("p", TO, A, now=T0)
@@ -415,6 +431,8 @@ class LifeContract(ContractBase):
         assert e.opt_outs("p") == [TO]
         assert e.mapping("p", TO, now=T0) is None
         assert e.recipients_of("p", A, now=T0) == []
+        assert e.stats().mappings == 0
+        e.store.check_invariants()
         before = self.life_snapshot(e)
         with pytest.raises(OptedOut) as refused:
             e.select("p", TO, now=T0)
@@ -430,6 +448,7 @@ class LifeContract(ContractBase):
         assert e.opt_in("p", TO) is False
         assert e.opt_outs("p") == []
         assert e.select("p", TO, now=T0).reason is Reason.NEW
+        e.store.check_invariants()
 
     def test_opt_outs_are_per_profile_and_sorted(self) -> None:
         e = self.life()
@@ -568,6 +587,8 @@ class LifeContract(ContractBase):
         assert e.mapping("p", Y, now=T0) is None  # moved as a pin: the horizon moved
         sel = e.select("p", TO, now=T0 + 101)
         assert (sel.from_number, sel.reason) == (B, Reason.STICKY)
+        assert e.stats().mappings in (1, 2)  # Y's, dead, may be evicted yet or not
+        e.store.check_invariants()
 
     def test_a_reply_maps_a_recipient_without_a_live_mapping(self) -> None:
         e = self.life()
@@ -584,6 +605,12 @@ class LifeContract(ContractBase):
         assert e.record_reply("p", Y, A, now=T0 + 5).action is ReplyAction.MAPPED
         m = e.mapping("p", Y, now=T0 + 5)
         assert (m.from_number, m.last_used) == (A, T0 + 5)  # type: ignore[union-attr]
+        # A dead mapping to another number is not moved either: the reply maps afresh.
+        e.pin("p", X, B, now=T0)
+        assert e.record_reply("p", X, A, now=T0 + TTL).action is ReplyAction.MAPPED
+        assert e.recipients_of("p", A, now=T0 + TTL) == [X, Y]
+        assert e.stats().mappings in (3, 4)  # TO's, dead, may be evicted yet or not
+        e.store.check_invariants()
 
     def test_a_reply_to_a_number_that_may_not_take_the_recipient_changes_nothing(self) -> None:
         e = self.life(PoolSettings(skip_unhealthy=True), numbers=[A, B, C])
@@ -701,6 +728,7 @@ class LifeContract(ContractBase):
         e.set_health(B, False)
         assert e.record_reply("p", Y, B, body="cancel", now=T0).action is ReplyAction.OPTED_OUT
         assert e.opt_outs("p") == [Y]
+        e.store.check_invariants()
 
     def test_a_reply_from_an_opted_out_recipient_maps_nothing(self) -> None:
         e = self.life()
@@ -723,6 +751,7 @@ class LifeContract(ContractBase):
         assert e.record_reply("p", X, other, now=T0).action is ReplyAction.REFRESHED
         got = {c.number: (c.new_today, c.next_slot) for c in e.capacity("p", now=T0)}
         assert got == {first: (1, slots[first]), other: (3, slots[other])}  # no slot reserved
+        e.store.check_invariants()
 
     def test_bad_replies_are_refused_and_change_nothing(self) -> None:
         e = self.life()
