@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -39,7 +40,6 @@ OUTSIDE = "+19995550000"
 
 WINDOW = 2400.0
 """A health window whose buckets are 100 s each (T0 is on a bucket's start)."""
-HEALTH = {"min_samples": 4, "health_window": WINDOW}
 
 _WITH_CAPACITY = (
     "test_a_drained_number_takes_no_new_recipient_whatever_its_budget",
@@ -47,6 +47,12 @@ _WITH_CAPACITY = (
     "test_a_moved_or_mapped_reply_counts_a_new_recipient_whatever_its_budget",
 )
 """The tests that need a store that keeps capacity."""
+
+
+def health_settings(**more: float) -> PoolSettings:
+    """Settings that judge a number on 4 reports, in buckets of 100 s."""
+    return PoolSettings(min_samples=4, health_window=WINDOW, **more)
+
 
 OPT_OUT_WORDS = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"]
 OPT_IN_WORDS = ["START", "UNSTOP", "YES"]
@@ -92,7 +98,9 @@ class LifeContract(ContractBase):
         return h.healthy, h.delivery_healthy, h.delivered, h.failed, h.spam
 
     @staticmethod
-    def report(e: Engine, number: str, outcome: str, times: int, now: float) -> list[bool]:
+    def report(
+        e: Engine, number: str, outcome: Outcome | str, times: int, now: float
+    ) -> list[bool]:
         """``times`` reports of ``outcome``; the verdict after each."""
         return [e.record_delivery(number, outcome, now=now).delivery_healthy for _ in range(times)]
 
@@ -256,7 +264,7 @@ class LifeContract(ContractBase):
         for bad in (-1, -0.5, math.nan, math.inf, "10", True, datetime.timedelta(seconds=-1)):
             with pytest.raises(InvalidSettings, match="grace"):
                 e.drain("p", A, grace=bad, now=T0)  # type: ignore[arg-type]
-        for call, error in (
+        calls: list[tuple[Callable[[], object], type[Exception]]] = [
             (lambda: e.drain("p", OUTSIDE, now=T0), UnknownNumber),
             (lambda: e.undrain("p", OUTSIDE), UnknownNumber),
             (lambda: e.drain("nope", A, now=T0), UnknownProfile),
@@ -264,14 +272,15 @@ class LifeContract(ContractBase):
             (lambda: e.drain("p", "3125550001", now=T0), InvalidNumber),
             (lambda: e.undrain("p", "+1 312 555 0002"), InvalidNumber),
             (lambda: e.drain("p", A, now=math.nan), InvalidTime),
-        ):
+        ]
+        for call, error in calls:
             with pytest.raises(error):
                 call()
         assert self.life_snapshot(e) == before
 
     # -- health from delivery reports -----------------------------------------------
     def test_the_delivery_threshold_is_strict(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         assert self.report(e, A, "delivered", 1, T0) == [True]
         assert self.report(e, A, "failed", 3, T0) == [True] * 3  # 1/4 is not below 1/4
         assert self.counts(e, A, T0) == (True, True, 1, 3, 0)
@@ -283,7 +292,7 @@ class LifeContract(ContractBase):
         assert self.number(e, B).delivery_healthy is True  # reports are per number
 
     def test_the_spam_threshold_is_strict_and_failures_are_not_spam(self) -> None:
-        e = self.life(PoolSettings(min_delivery_rate=0, **HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings(min_delivery_rate=0))
         assert self.report(e, A, "failed", 10, T0) == [True] * 10  # not spam
         assert self.report(e, B, Outcome.DELIVERED, 1, T0) == [True]
         assert self.report(e, B, Outcome.SPAM, 3, T0) == [True] * 3  # 3/4 is not above 3/4
@@ -291,7 +300,7 @@ class LifeContract(ContractBase):
         assert self.counts(e, B, T0) == (True, False, 1, 0, 4)
 
     def test_fewer_than_min_samples_is_healthy(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         assert self.report(e, A, "spam", 3, T0) == [True] * 3
         assert self.report(e, A, "failed", 1, T0) == [False]
         d = self.life(PoolSettings())
@@ -299,7 +308,7 @@ class LifeContract(ContractBase):
 
     def test_recovery_needs_the_margin(self) -> None:
         # delivered below 1/2 turns it unhealthy; it recovers at 3/4 (1/2 + 1/4), no sooner.
-        s = PoolSettings(min_delivery_rate=0.5, max_spam_rate=1.0, health_margin=0.25, **HEALTH)  # type: ignore[arg-type]
+        s = health_settings(min_delivery_rate=0.5, max_spam_rate=1.0, health_margin=0.25)
         e = self.life(s)
         assert self.report(e, A, "failed", 4, T0) == [True] * 3 + [False]
         assert self.report(e, A, "delivered", 12, T0) == [False] * 11 + [True]  # 12/16
@@ -307,13 +316,13 @@ class LifeContract(ContractBase):
         assert self.report(e, A, "failed", 1, T0) == [False]  # 12/25
         assert self.report(e, A, "delivered", 1, T0) == [False]  # 13/26 would be healthy
         # The spam side: above 1/2 turns it unhealthy, it recovers at 1/4 (1/2 - 1/4).
-        s = PoolSettings(min_delivery_rate=0, max_spam_rate=0.5, health_margin=0.25, **HEALTH)  # type: ignore[arg-type]
+        s = health_settings(min_delivery_rate=0, max_spam_rate=0.5, health_margin=0.25)
         e = self.life(s)
         assert self.report(e, A, "spam", 4, T0) == [True] * 3 + [False]
         assert self.report(e, A, "delivered", 12, T0) == [False] * 11 + [True]  # 4/16 spam
 
     def test_the_window_slides_and_a_verdict_stays_until_a_report(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         assert self.report(e, A, "failed", 4, T0)[-1] is False
         assert self.report(e, A, "delivered", 1, T0 + 1000) == [False]  # 1/5: not 0.3
         assert self.counts(e, A, T0 + WINDOW - 0.5) == (True, False, 1, 4, 0)  # 24th bucket
@@ -326,7 +335,7 @@ class LifeContract(ContractBase):
         assert self.counts(e, A, T0 + 2 * WINDOW) == (True, True, 0, 0, 0)
 
     def test_a_late_report_counts_in_its_own_bucket_or_is_dropped(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         self.report(e, A, "delivered", 3, T0 + 2000)
         assert self.report(e, A, "failed", 1, T0 - 300) == [True]  # bucket still in the window
         assert self.counts(e, A, T0 + 2000) == (True, True, 3, 1, 0)
@@ -340,7 +349,7 @@ class LifeContract(ContractBase):
         assert self.counts(e, B, T0 + 2000) == (True, True, 3, 4, 0)
 
     def test_manual_and_measured_health_combine(self) -> None:
-        e = self.life(PoolSettings(skip_unhealthy=True, **HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings(skip_unhealthy=True))
         e.set_health(A, False)  # the caller's word, whatever its reports
         self.report(e, A, "delivered", 5, T0)
         assert self.counts(e, A, T0) == (False, True, 5, 0, 0)
@@ -366,7 +375,7 @@ class LifeContract(ContractBase):
         assert (health[0].delivery_rate, health[0].spam_rate) == (None, None)
 
     def test_an_unhealthy_number_loses_its_recipients_with_skip_unhealthy(self) -> None:
-        e = self.life(PoolSettings(skip_unhealthy=True, **HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings(skip_unhealthy=True))
         e.pin("p", TO, A, now=T0)
         assert e.select("p", TO, now=T0).reason is Reason.STICKY
         self.report(e, A, "failed", 4, T0)
@@ -379,7 +388,7 @@ class LifeContract(ContractBase):
         assert {e.select("p", to, now=T0 + 3).from_number for to in OTHERS} == {A, B}
 
     def test_an_unhealthy_number_keeps_its_recipients_without_skip_unhealthy(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         e.pin("p", TO, A, now=T0)
         self.report(e, A, "failed", 4, T0)
         assert self.number(e, A).delivery_healthy is False
@@ -388,7 +397,7 @@ class LifeContract(ContractBase):
         assert {e.select("p", to, now=T0 + 1).from_number for to in NEW} == {A, B}
 
     def test_a_removed_number_and_a_deleted_profile_take_their_windows(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         self.report(e, A, "failed", 4, T0)
         self.report(e, B, "failed", 4, T0)
         e.remove_number("p", A, now=T0)
@@ -397,17 +406,17 @@ class LifeContract(ContractBase):
         e.add_number("p", A)
         assert self.counts(e, A, T0) == (True, True, 0, 0, 0)
         e.delete_profile("p", now=T0)
-        e.create_profile("p", PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e.create_profile("p", health_settings())
         e.add_number("p", B)
         assert self.counts(e, B, T0) == (True, True, 0, 0, 0)
         assert self.report(e, B, "failed", 3, T0) == [True] * 3
         e.store.check_invariants()
 
     def test_bad_delivery_reports_are_refused_and_change_nothing(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         self.report(e, A, "failed", 2, T0)
         before = self.life_snapshot(e)
-        for call, error in (
+        calls: list[tuple[Callable[[], object], type[Exception]]] = [
             (lambda: e.record_delivery(A, "bounced", now=T0), InvalidSettings),
             (lambda: e.record_delivery(A, "DELIVERED", now=T0), InvalidSettings),
             (lambda: e.record_delivery(A, 1, now=T0), InvalidSettings),  # type: ignore[arg-type]
@@ -416,7 +425,8 @@ class LifeContract(ContractBase):
             (lambda: e.record_delivery("13125550001", "failed", now=T0), InvalidNumber),
             (lambda: e.record_delivery(A, "failed", now=math.inf), InvalidTime),
             (lambda: e.health("nope", now=T0), UnknownProfile),
-        ):
+        ]
+        for call, error in calls:
             with pytest.raises(error):
                 call()
         assert self.life_snapshot(e) == before
@@ -532,7 +542,7 @@ class LifeContract(ContractBase):
         assert (sel.from_number, sel.reason) == (A, Reason.STICKY)
 
     def test_opt_outs_survive_a_restart(self) -> None:
-        e = self.life(PoolSettings(**HEALTH))  # type: ignore[arg-type]
+        e = self.life(health_settings())
         e.opt_out("p", X, now=T0)
         e.drain("p", A, grace=100, now=T0)
         self.report(e, B, "failed", 4, T0)
@@ -549,7 +559,7 @@ class LifeContract(ContractBase):
         e = self.life()
         e.opt_out("p", X, now=T0)
         before = self.life_snapshot(e)
-        for call, error in (
+        calls: list[tuple[Callable[[], object], type[Exception]]] = [
             (lambda: e.opt_out("p", "6465550001", now=T0), InvalidNumber),
             (lambda: e.opt_in("p", "+1646555000a"), InvalidNumber),
             (lambda: e.is_opted_out("p", 16465550001), InvalidNumber),  # type: ignore[arg-type]
@@ -558,7 +568,8 @@ class LifeContract(ContractBase):
             (lambda: e.is_opted_out("nope", X), UnknownProfile),
             (lambda: e.opt_outs("nope"), UnknownProfile),
             (lambda: e.opt_out("p", TO, now=math.nan), InvalidTime),
-        ):
+        ]
+        for call, error in calls:
             with pytest.raises(error):
                 call()
         assert self.life_snapshot(e) == before
@@ -757,7 +768,7 @@ class LifeContract(ContractBase):
         e = self.life()
         e.pin("p", TO, A, now=T0)
         before = self.life_snapshot(e)
-        for call, error in (
+        calls: list[tuple[Callable[[], object], type[Exception]]] = [
             (lambda: e.record_reply("p", TO, A, body=5, now=T0), InvalidSettings),  # type: ignore[arg-type]
             (lambda: e.record_reply("p", TO, B, body=b"STOP", now=T0), InvalidSettings),  # type: ignore[arg-type]
             (lambda: e.record_reply("p", "2125551234", B, body="STOP", now=T0), InvalidNumber),
@@ -768,7 +779,8 @@ class LifeContract(ContractBase):
             (lambda: e.record_reply("p", TO, None, now=T0), InvalidNumber),  # type: ignore[arg-type]
             (lambda: e.record_reply("nope", TO, A, body="STOP", now=T0), UnknownProfile),
             (lambda: e.record_reply("p", TO, B, body="STOP", now=math.nan), InvalidTime),
-        ):
+        ]
+        for call, error in calls:
             with pytest.raises(error):
                 call()
         assert self.life_snapshot(e) == before
