@@ -4,7 +4,8 @@ Subclass :class:`StoreContract` in a module pytest collects and override
 :meth:`~StoreContract.make_store` to return a fresh, empty store. The suite includes
 the state machine of :mod:`sticky.testing.stateful` on that store; the fixtures are in
 :mod:`sticky.testing.contract_base`, the errors and races in
-:mod:`sticky.testing.contract_errors`.
+:mod:`sticky.testing.contract_errors`, a number's life (drains, delivery health, opt-outs,
+replies) in :mod:`sticky.testing.contract_life`.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from sticky.testing.contract_base import LONG, T0, TO, TOLL, TTL
 from sticky.testing.contract_capacity import CapacityContract
 from sticky.testing.contract_errors import ErrorsContract
 from sticky.testing.contract_import import ImportContract
+from sticky.testing.contract_life import LifeContract
 from sticky.testing.stateful import StickyMachine
 from sticky.values import GeoTier, Reason
 
 __all__ = ["StoreContract"]
 
 
-class StoreContract(ErrorsContract, CapacityContract, ImportContract):
+class StoreContract(ErrorsContract, CapacityContract, ImportContract, LifeContract):
     """Every SEMANTICS.md rule as a test; subclass and override :meth:`make_store`."""
 
     # -- select and expiry ----------------------------------------------------------
