@@ -731,11 +731,7 @@ class Engine:
         """
         if not is_e164(to):
             check_e164(to, "recipient")
-        chooser = known or self._choosers.get(profile_id)
-        if miss.pool is not None and (chooser is None or chooser.version != miss.version):
-            chooser = Chooser(miss.pool, miss.settings, miss.version)
-            self._choosers[profile_id] = chooser
-        assert chooser is not None, "a miss without a pool needs the chooser it was read for"
+        chooser = self._chooser_for(profile_id, miss, known)
         if miss.loads is not None:
             return self._plan(profile_id, to, miss, chooser)
         plain = chooser.plain
@@ -749,6 +745,19 @@ class Engine:
             )
         reason = self._fresh_reason(to, miss)
         return _new(Selection, (profile_id, to, sender, reason, tier, miss.now))
+
+    def _chooser_for(self, profile_id: str, miss: Miss, known: Chooser | None) -> Chooser:
+        """The chooser of the miss's pool version. O(1), or O(p) to build a new one.
+
+        ``known`` (the one the read was given) or the cached one, unless the miss
+        brought a pool of another version.
+        """
+        chooser = known or self._choosers.get(profile_id)
+        if miss.pool is not None and (chooser is None or chooser.version != miss.version):
+            chooser = Chooser(miss.pool, miss.settings, miss.version)
+            self._choosers[profile_id] = chooser
+        assert chooser is not None, "a miss without a pool needs the chooser it was read for"
+        return chooser
 
     def _fresh_reason(self, to: str, miss: Miss) -> Reason:
         """Why a fresh choice is made, from what the store read."""
@@ -869,6 +878,9 @@ class Engine:
             if isinstance(result, Selection):
                 done[to] = result
                 continue
+            # A batch's read sends a changed pool once, with its first miss: the misses
+            # after it are of that pool's version, not of the one the read was given.
+            chooser = self._chooser_for(profile_id, result, chooser)
             try:
                 sel = self._decide(profile_id, to, result, chooser)
             except NoEligibleSender as exc:

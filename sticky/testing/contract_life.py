@@ -141,6 +141,22 @@ class LifeContract(ContractBase):
         e.remove_number("p", B)
         assert e.select("p", Y, now=last).from_number == A  # it takes new recipients again
 
+    def test_a_batch_after_a_pool_change_chooses_from_the_new_pool(self) -> None:
+        # A batch's read may send a changed pool once: every fresh choice of the batch,
+        # not only the first, is of the new pool.
+        for change in ("drain", "verdict", "set_health"):
+            e = self.life(PoolSettings(skip_unhealthy=True, min_samples=2))
+            e.select_many("p", OTHERS[:2], now=T0)  # the engine holds this pool's chooser
+            if change == "drain":
+                e.drain("p", A, now=T0)
+            elif change == "verdict":
+                self.report(e, A, Outcome.FAILED, 2, T0)
+            else:
+                e.set_health(A, healthy=False)
+            out = e.select_many("p", NEW, now=T0 + 1)
+            assert [(s.from_number, s.reason) for s in out] == [(B, Reason.NEW)] * len(NEW)
+            e.store.check_invariants()
+
     def test_a_drain_grace_ends_at_since_plus_grace(self) -> None:
         e = self.life()
         e.pin("p", TO, A, now=T0)
