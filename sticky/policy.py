@@ -60,6 +60,7 @@ __all__ = [
     "busy_until",
     "capacity_on",
     "clears_mappings",
+    "clears_windows",
     "count_new",
     "counts_budget",
     "dead_up_to",
@@ -176,6 +177,16 @@ def clears_mappings(old: PoolSettings, new: PoolSettings) -> bool:
     the mappings, disregarded until it is turned on again.
     """
     return old.sticky_sender and not new.sticky_sender and new.clear_on_sticky_off
+
+
+def clears_windows(old: PoolSettings, new: PoolSettings) -> bool:
+    """Whether a settings change drops the profile's delivery windows, in its step. O(1).
+
+    A new ``health_window`` is a new width of the buckets: reports counted in buckets of
+    the old width cannot be placed in the new ones, so every window starts afresh (the
+    verdicts stand until the next report judges them).
+    """
+    return old.health_window != new.health_window
 
 
 def weight_of(number_type: NumberType, settings: PoolSettings) -> float:

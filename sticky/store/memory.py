@@ -57,6 +57,7 @@ from sticky.policy import (
     budget_of,
     busy_until,
     clears_mappings,
+    clears_windows,
     count_new,
     drain_deadlines,
     is_live,
@@ -356,7 +357,8 @@ class MemoryStore:
     def replace_settings(self, profile_id: str, old: PoolSettings, new: PoolSettings) -> bool:
         """Compare-and-set the settings. O(p log p), plus the evictions a longer ttl needs.
 
-        O(1) more to drop every mapping when :func:`~sticky.policy.clears_mappings`.
+        O(1) more to drop every mapping when :func:`~sticky.policy.clears_mappings`, and
+        every delivery window when :func:`~sticky.policy.clears_windows`.
         """
         with self._lock:
             p = self._get(profile_id)
@@ -370,6 +372,8 @@ class MemoryStore:
                 p.late_min = math.inf
             elif new.ttl > p.ttl:  # so that no dead mapping comes back to life
                 self._evict(p, p.horizon, math.inf, math.inf)
+            if clears_windows(p.settings, new):
+                p.windows = {}
             p.apply(new, self._next_version())
             return True
 

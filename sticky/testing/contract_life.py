@@ -350,6 +350,21 @@ class LifeContract(ContractBase):
         assert self.counts(e, A, T0 + 1000 + WINDOW) == (True, True, 1, 0, 0)
         assert self.counts(e, A, T0 + 2 * WINDOW) == (True, True, 0, 0, 0)
 
+    def test_a_new_health_window_starts_every_window_afresh(self) -> None:
+        e = self.life(health_settings(skip_unhealthy=True))
+        self.report(e, A, Outcome.FAILED, 4, T0)
+        self.report(e, B, Outcome.DELIVERED, 1, T0)
+        assert self.counts(e, A, T0) == (True, False, 0, 4, 0)
+        e.update_settings("p", health_window=WINDOW * 10)  # buckets ten times as wide
+        assert self.counts(e, A, T0) == (True, False, 0, 0, 0)  # the verdict stands
+        assert self.counts(e, B, T0) == (True, True, 0, 0, 0)
+        # New reports count in the new buckets (none is taken for an old one).
+        assert self.report(e, A, Outcome.DELIVERED, 4, T0 + 1) == [True] * 4
+        assert self.counts(e, A, T0 + 1) == (True, True, 4, 0, 0)
+        e.update_settings("p", min_samples=5)  # another setting keeps the windows
+        assert self.counts(e, A, T0 + 1) == (True, True, 4, 0, 0)
+        e.store.check_invariants()
+
     def test_a_late_report_counts_in_its_own_bucket_or_is_dropped(self) -> None:
         e = self.life(health_settings())
         self.report(e, A, "delivered", 3, T0 + 2000)

@@ -47,6 +47,7 @@ from sticky.policy import (
     Window,
     capacity_on,
     clears_mappings,
+    clears_windows,
     health_bucket,
     recovery_rates,
 )
@@ -426,7 +427,8 @@ class AsyncRedisPools:
 
         1 round trip with the pool cached at its current version (``settings()`` leaves
         it so), 2 otherwise; O(p), and O(k) more when a longer ttl evicts k, or O(n) when
-        :func:`~sticky.policy.clears_mappings` (in the same script).
+        :func:`~sticky.policy.clears_mappings` (in the same script; as are the windows
+        :func:`~sticky.policy.clears_windows` drops).
         """
         k = self._keys.of(profile_id)
         current = self._cache.get(profile_id) or await self._info(profile_id)
@@ -442,10 +444,11 @@ class AsyncRedisPools:
                     changed += (n.number, entry)
             choice = codec.choice_args(current.pool, new, current.version)
             clear = "1" if clears_mappings(old, new) else "0"
+            windows = "1" if clears_windows(old, new) else "0"
             reply = await self._run.eval(
                 self._s["replace_settings"],
                 k.every,
-                (*head, current.version_text, clear, *choice, *changed),
+                (*head, current.version_text, clear, windows, *choice, *changed),
             )
             tag = reply[0]
             if tag == Tag.OK:

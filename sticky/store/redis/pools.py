@@ -42,6 +42,7 @@ from sticky.policy import (
     Window,
     capacity_on,
     clears_mappings,
+    clears_windows,
     health_bucket,
     recovery_rates,
 )
@@ -397,7 +398,8 @@ class RedisPools:
 
         1 round trip with the pool cached at its current version (``settings()`` leaves
         it so), 2 otherwise; O(p), and O(k) more when a longer ttl evicts k, or O(n) when
-        :func:`~sticky.policy.clears_mappings` (in the same script).
+        :func:`~sticky.policy.clears_mappings` (in the same script; as are the windows
+        :func:`~sticky.policy.clears_windows` drops).
         """
         k = self._keys.of(profile_id)
         current = self._cache.get(profile_id) or self._info(profile_id)
@@ -413,10 +415,11 @@ class RedisPools:
                     changed += (n.number, entry)
             choice = codec.choice_args(current.pool, new, current.version)
             clear = "1" if clears_mappings(old, new) else "0"
+            windows = "1" if clears_windows(old, new) else "0"
             reply = self._run.eval(
                 self._s["replace_settings"],
                 k.every,
-                (*head, current.version_text, clear, *choice, *changed),
+                (*head, current.version_text, clear, windows, *choice, *changed),
             )
             tag = reply[0]
             if tag == Tag.OK:

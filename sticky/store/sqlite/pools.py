@@ -39,6 +39,7 @@ from sticky.policy import (
     after_report,
     capacity_on,
     clears_mappings,
+    clears_windows,
     dead_up_to,
     drain_deadlines,
     judged_at,
@@ -311,7 +312,7 @@ class SQLitePools(Connection):
 
         Lengthening the ttl first evicts what is dead at the horizon (O(k log n));
         :func:`~sticky.policy.clears_mappings` deletes every mapping in the same
-        transaction (O(n)).
+        transaction (O(n)), :func:`~sticky.policy.clears_windows` every delivery window.
         """
         with self._write() as cur:
             key, text, ttl, exact = self._exact(cur, profile_id)
@@ -326,6 +327,8 @@ class SQLitePools(Connection):
                     cur.execute(
                         "UPDATE profiles SET evicted = evicted + ? WHERE key = ?", (removed, key)
                     )
+            if clears_windows(current, new):
+                cur.execute("DELETE FROM windows WHERE profile = ?", (key,))
             cur.execute(
                 "UPDATE profiles SET settings = ?, sticky = ?, ttl = ?, version = ? WHERE key = ?",
                 (self._encode(new), int(new.sticky_sender), new.ttl, self._next_version(cur), key),
