@@ -216,3 +216,21 @@ def test_cluster_benchmark_smoke_writes_its_rows(tmp_path: Path) -> None:
     table = (tmp_path / "cluster.md").read_text(encoding="utf-8")
     assert "| select new, min_replicas=1 |" in table
     assert "selects/s of one busy core" in table
+
+
+def test_life_rows_measure_every_case_against_its_floor() -> None:
+    from benchmarks import bench_life  # noqa: PLC0415 - the benchmarks package
+
+    rows = bench_life.run(True, size=300, ops=20, repeats=1)
+    by_name = {r["name"]: r for r in rows}
+    memory = [r for r in rows if r["design"] == "memory"]
+    assert len(memory) >= 9
+    for r in memory:  # the memory store always runs: measured, never missing
+        assert r["ns_min"] <= r["ns_per_op"] <= r["ns_max"]
+        assert r["ratio_to_floor"] > 0
+    assert any("record_delivery" in name for name in by_name)
+    assert any("record_reply" in name for name in by_name)
+    for r in rows:  # another store: measured, or marked missing with the reason
+        assert r["ns_per_op"] is not None or r["note"].startswith("missing: ")
+        assert "/" not in r.get("note", "")
+    assert "| memory |" in bench_life.table(rows)
