@@ -17,6 +17,7 @@ from sticky import (
     Reason,
     Selection,
 )
+from sticky.policy import eligible_numbers
 from sticky.store import BatchStore, Miss, OneStepStore, Store
 from sticky.testing import StoreContract
 
@@ -50,9 +51,15 @@ class Batched(TwoSteps):
         out: list[Selection | Miss | None] = []
         for to in recipients:
             try:
-                out.append(self.inner.begin_select(profile_id, to, now, known_version))
+                read = self.inner.begin_select(profile_id, to, now, known_version)
             except OptedOut:  # the protocol's None for an opted-out recipient
                 out.append(None)
+                continue
+            out.append(read)
+            if isinstance(read, Miss) and not eligible_numbers(
+                self.inner.numbers(profile_id), read.settings
+            ):
+                break  # the protocol's early end: the batch stops at this miss
         return out
 
     def commit_select_many(

@@ -874,7 +874,8 @@ class AsyncEngine:
         opted: dict[str, None] = {}
         pending: list[tuple[Selection, Miss]] = []
         failure: NoEligibleSender | None = None
-        for to, result in zip(unique, began, strict=True):
+        # The read ends early after a miss that no choice can answer: its choice raises.
+        for to, result in zip(unique, began, strict=False):
             if result is None:
                 opted[to] = None
                 continue
@@ -893,6 +894,7 @@ class AsyncEngine:
                 done[to] = sel
             else:
                 pending.append((sel, result))
+        assert failure is not None or len(began) == len(unique), "a read that ended early"
         if pending:
             await self._commit_many(store, profile_id, pending, done, opted, at)
         self._count(done.values(), at)

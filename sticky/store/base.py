@@ -444,7 +444,10 @@ class BatchStore(Store, Protocol):
     ) -> list[Selection | Miss | None]:
         """:meth:`Store.begin_select` for each distinct recipient, in order.
 
-        None for an opted-out recipient (where ``begin_select`` raises OptedOut).
+        None for an opted-out recipient (where ``begin_select`` raises OptedOut). The
+        list ends early, after the first Miss whose pool has no eligible number (its
+        fresh choice raises NoEligibleSender, and the batch stops there): the recipients
+        after it are not read, and no sticky hit of theirs is refreshed.
         """
         ...
 

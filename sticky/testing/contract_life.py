@@ -157,6 +157,19 @@ class LifeContract(ContractBase):
             assert [(s.from_number, s.reason) for s in out] == [(B, Reason.NEW)] * len(NEW)
             e.store.check_invariants()
 
+    def test_a_batch_stopped_by_a_drain_refreshes_nothing_after_it(self) -> None:
+        # The last eligible number drains: its recipients stay, a new one has no sender.
+        e = self.life(numbers=[A])
+        e.select_many("p", [TO, Y], now=T0)
+        e.drain("p", A, now=T0)
+        with pytest.raises(NoEligibleSender):
+            e.select_many("p", [Y, X, TO], now=T0 + 100)
+        assert e.mapping("p", Y, now=T0 + 100).last_used == T0 + 100  # type: ignore[union-attr]
+        assert e.mapping("p", TO, now=T0 + 100).last_used == T0  # type: ignore[union-attr]
+        assert e.mapping("p", X, now=T0 + 100) is None
+        assert (e.stats().new, e.stats().sticky) == (2, 1)
+        e.store.check_invariants()
+
     def test_a_drain_grace_ends_at_since_plus_grace(self) -> None:
         e = self.life()
         e.pin("p", TO, A, now=T0)

@@ -42,6 +42,7 @@ from sticky.policy import (
     clears_windows,
     dead_up_to,
     drain_deadlines,
+    eligible_numbers,
     judged_at,
     may_keep,
 )
@@ -116,6 +117,8 @@ class SQLitePools(Connection):
         # all a select without capacity tests (a version is one pool and settings).
         self._capacity: dict[int, bool] = {}
         self._plain: set[int] = set()
+        # pool version -> whether a fresh choice has a sender (some number is eligible)
+        self._choosable: dict[int, bool] = {}
         # (profile key, sid) -> (pool version, a lower bound of the sender's index keys
         # after this connection's last committed write to it): lets the eviction step
         # skip its look while nothing of the sender can be due (see store.py's _OLDEST_MAX).
@@ -188,6 +191,19 @@ class SQLitePools(Connection):
             if not on:
                 self._plain.add(version)
         return on
+
+    def _can_choose(self, cur: sqlite3.Cursor, key: int, version: int, text: str) -> bool:
+        """Whether a fresh choice at ``version`` has a sender, cached per version.
+
+        :func:`~sticky.policy.eligible_numbers` is not empty. O(1) once cached, else O(p).
+        """
+        can = self._choosable.get(version)
+        if can is None:
+            if len(self._choosable) > _PLAIN_MAX:
+                self._choosable.clear()
+            pool = self._cached(cur, key, version)[1]
+            can = self._choosable[version] = bool(eligible_numbers(pool, self._decode(text)))
+        return can
 
     @staticmethod
     def _loads(cur: sqlite3.Cursor, key: int) -> dict[str, Load]:

@@ -517,7 +517,8 @@ class SQLiteStore(SQLitePools):
     ) -> list[Selection | Miss | None]:
         """:meth:`begin_select` for each recipient, all in one write transaction.
 
-        None for an opted-out recipient (nothing of it is written).
+        None for an opted-out recipient (nothing of it is written). Ends after a miss
+        that no fresh choice can answer (no eligible number), as the batch stops there.
         """
         out: list[Selection | Miss | None] = []
         keys = [recipient_key(to) for to in recipients]
@@ -538,6 +539,8 @@ class SQLiteStore(SQLitePools):
                 if miss.pool is not None:  # one transaction, one version: send it once
                     known_version = miss.version
                 out.append(miss)
+                if not self._can_choose(cur, row[0], miss.version, row[5]):
+                    break  # its choice raises: the hits after it must not be refreshed
         return out
 
     def commit_select_many(
