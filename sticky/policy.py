@@ -818,11 +818,16 @@ def add_outcome(window: Window, bucket: int, outcome: Outcome) -> Window:
     Buckets older than the 24 ending at the newest are dropped; a report older than
     those (a clock far back) changes nothing.
     """
+    slot = _OUTCOME_SLOT[outcome]
+    if window and window[-1][0] == bucket and window[0][0] > bucket - HEALTH_BUCKETS:
+        # The common case, a report in the newest bucket of a window that drops nothing.
+        last = list(window[-1])
+        last[slot] += 1
+        return (*window[:-1], (last[0], last[1], last[2], last[3]))
     top = bucket if not window or bucket > window[-1][0] else window[-1][0]
     oldest = top - HEALTH_BUCKETS
     if bucket <= oldest:
         return window
-    slot = _OUTCOME_SLOT[outcome]
     out = []
     placed = False
     for entry in window:
@@ -859,8 +864,13 @@ def tally(window: Window, bucket: int | None = None) -> tuple[int, int, int]:
         return 0, 0, 0
     top = window[-1][0] if bucket is None or bucket < window[-1][0] else bucket
     oldest = top - HEALTH_BUCKETS
-    kept = [e for e in window if e[0] > oldest]
-    return sum(e[1] for e in kept), sum(e[2] for e in kept), sum(e[3] for e in kept)
+    delivered = failed = spam = 0
+    for b, d, f, s in window:
+        if b > oldest:
+            delivered += d
+            failed += f
+            spam += s
+    return delivered, failed, spam
 
 
 def judge_health(counts: tuple[int, int, int], healthy: bool, settings: PoolSettings) -> bool:  # noqa: FBT001

@@ -468,6 +468,8 @@ class MemoryStore:
                 p.windows.get(number, ()), current.delivery_healthy, outcome, now, p.settings
             )
             p.windows[number] = window
+            if verdict == current.delivery_healthy:
+                return current
             return self._change(p, number, delivery_healthy=verdict)
 
     def health(self, profile_id: str) -> tuple[tuple[SenderNumber, ...], dict[str, Window]]:
