@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from types import TracebackType
 from typing import Self, cast
 
@@ -117,6 +117,25 @@ def _time(value: object) -> float:
         msg = f"invalid time {shown(value)}: expected a finite number"
         raise InvalidTime(msg)
     return float(value)
+
+
+def _distinct_runs(batch: list[str], opted: Collection[str]) -> Iterator[list[str]]:
+    """The batch as runs of distinct recipients, in order, a new run at each repeat.
+
+    Lazy: a recipient refused in an earlier run (``opted``, as it grows) is left out.
+    O(n).
+    """
+    run: list[str] = []
+    seen: set[str] = set()
+    for to in batch:
+        if to in seen:
+            yield run
+            run, seen = [], set()
+        if to not in opted:
+            run.append(to)
+            seen.add(to)
+    if run:
+        yield run
 
 
 def _profile_id(value: object) -> str:
@@ -842,25 +861,42 @@ class Engine:
         such as Redis), the whole batch costs one round trip; with batch calls
         (:class:`BatchStore`), two: one read, one compare-and-set.
         A recipient repeated in a batch is selected again after its first occurrence
-        (a sticky hit on the sender it just got, which reserves its own slots).
-        Every message of the batch has ``segments`` segments.
+        (a sticky hit on the sender it just got, which reserves its own slots; with
+        sticky off, a choice with the draw of its place): the batch runs as runs of
+        distinct recipients, each run those round trips. Every message of the batch
+        has ``segments`` segments.
         """
         at = self._at(now)
         profile_id = _profile_id(profile_id)
         segments = _segments(segments)
         batch = [check_e164(to, "recipient") for to in recipients]
         store = self._store
-        if self._many_in_one_step is not None and len(batch) > 1:
-            return self._select_many_in_one_step(profile_id, batch, at, segments)
-        if not isinstance(store, BatchStore) or len(batch) < 2:
+        if len(batch) < 2 or (
+            self._many_in_one_step is None and not isinstance(store, BatchStore)
+        ):
             return self._one_by_one(profile_id, batch, at, segments)
-        return self._select_many_batched(store, profile_id, batch, at, segments)
+        # A repeated recipient is selected again after its first occurrence: the batch
+        # runs as runs of distinct recipients, one after the other, so that every select
+        # (and every draw) comes in the batch's order, as one by one.
+        out: list[Selection] = []
+        opted: dict[str, None] = {}
+        for run in _distinct_runs(batch, opted):
+            if len(run) == 1:
+                got = self._one_by_one(profile_id, run, at, segments)
+            elif self._many_in_one_step is not None:
+                got = self._select_many_in_one_step(profile_id, run, at, segments)
+            else:
+                assert isinstance(store, BatchStore)
+                got = self._select_many_batched(store, profile_id, run, at, segments)
+            out += got
+            opted.update(dict.fromkeys(got.opted_out))
+        return Selections(out, opted)
 
     def _select_many_batched(
         self, store: BatchStore, profile_id: str, batch: list[str], at: float, segments: int
     ) -> Selections:
-        """select_many on a store with batch calls: one read, one compare-and-set."""
-        unique = list(dict.fromkeys(batch))
+        """select_many of distinct recipients with batch calls: one read, one commit."""
+        unique = batch
         chooser = self._choosers.get(profile_id)
         known = -1 if chooser is None else chooser.version
         began = store.begin_select_many(profile_id, unique, at, known)
@@ -898,7 +934,7 @@ class Engine:
         self._tally()[_OPTED_OUT] += len(opted)
         if failure is not None:
             raise failure
-        return self._expand(profile_id, batch, done, opted, at, segments)
+        return Selections([done[to] for to in batch if to not in opted], opted)
 
     def _one_by_one(
         self, profile_id: str, batch: list[str], at: float, segments: int
@@ -918,9 +954,9 @@ class Engine:
     def _select_many_in_one_step(
         self, profile_id: str, batch: list[str], at: float, segments: int
     ) -> Selections:
-        """select_many on a store that runs a batch's selects itself, in one round trip."""
+        """select_many of distinct recipients by a store that runs them in one step."""
         assert self._many_in_one_step is not None
-        unique = list(dict.fromkeys(batch))
+        unique = batch
         made, failed = self._many_in_one_step(profile_id, unique, at, self._decide_bound, segments)
         self._count(made, at)
         if failed is not None:
@@ -930,7 +966,7 @@ class Engine:
         # The store skips an opted-out recipient: absent from a batch that did not fail.
         opted = dict.fromkeys(to for to in unique if to not in done)
         self._tally()[_OPTED_OUT] += len(opted)
-        return self._expand(profile_id, batch, done, opted, at, segments)
+        return Selections([done[to] for to in batch if to not in opted], opted)
 
     def _count(self, selections: Iterable[Selection], now: float) -> None:
         """Count a batch's selections by reason and tier in this thread's counters."""
@@ -969,37 +1005,6 @@ class Engine:
                     done[sel.to] = self._two_steps(profile_id, sel.to, at)
                 except OptedOut:
                     opted[sel.to] = None
-
-    def _expand(
-        self,
-        profile_id: str,
-        batch: list[str],
-        done: dict[str, Selection],
-        opted: dict[str, None],
-        at: float,
-        segments: int,
-    ) -> Selections:
-        """The batch's answers in order, from those of its distinct recipients.
-
-        A repeat is a select of its own (rare): a hit on the mapping just made, or a
-        fresh choice with sticky off, which reserves its own slots either way.
-        """
-        if not opted and len(done) == len(batch):
-            return Selections([done[to] for to in batch])
-        out = []
-        seen: set[str] = set()
-        for to in batch:
-            if to in opted:
-                continue
-            if to not in seen:
-                seen.add(to)
-                out.append(done[to])
-                continue
-            try:
-                out.append(self.select(profile_id, to, segments=segments, now=at))
-            except OptedOut:  # opted out since its first select
-                opted[to] = None
-        return Selections(out, opted)
 
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, *, now: float | None = None) -> Mapping | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from functools import partial
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -242,6 +243,19 @@ class StoreContract(ErrorsContract, CapacityContract, ImportContract, LifeContra
         assert [a.select("p", r).from_number for r in recipients] == [
             b.select("p", r).from_number for r in recipients
         ]
+
+    def test_a_batch_makes_the_choices_of_one_by_one_selects(self) -> None:
+        # Repeats included: a repeat is a hit on its new mapping with sticky on, and with
+        # sticky off a choice of its own, with the draw of its place in the batch.
+        rs = [f"+1646555{i:04d}" for i in range(6)]
+        batch = [rs[0], rs[1], rs[0], rs[2], rs[3], rs[1], rs[4], rs[4], rs[5]]
+        for sticky in (True, False):
+            settings = PoolSettings(sticky_sender=sticky)
+            a, b = self.pool(settings, seed=11), self.pool(settings, seed=11)
+            many = [(s.to, s.from_number, s.reason) for s in a.select_many("p", batch)]
+            one = [(s.to, s.from_number, s.reason) for s in map(partial(b.select, "p"), batch)]
+            assert many == one, sticky
+            assert a.stats() == b.stats()
 
     # -- cascades -------------------------------------------------------------------
     def test_remove_number_deletes_its_mappings_and_counts_live_ones(self) -> None:
