@@ -324,6 +324,8 @@ class StickyMachine(RuleBasedStateMachine):
         live = self.model.mapping(pid, to, now) if p.settings.sticky_sender else None
         if live is not None and live[0] != got.from_number:  # stickiness broken: why?
             assert got.reason in {Reason.OVERFLOW, Reason.REASSIGNED}, got
+            if p.pool[live[0]].draining:
+                event(f"select: {got.reason.value} off a drain")
         if self.model.capacity_on(p) and got.reason not in {Reason.STICKY, Reason.POOL}:
             day = day_in(now, p.settings.timezone)[0]
             budget = self.model.budget(p, got.from_number)
@@ -488,13 +490,13 @@ class StickyMachine(RuleBasedStateMachine):
     @rule(
         reports=st.lists(
             st.tuples(
-                st.sampled_from(NUMBERS),
-                st.sampled_from([Outcome.SPAM, Outcome.FAILED, Outcome.FAILED, Outcome.DELIVERED]),
+                st.sampled_from(sorted(BAD) * 2 + NUMBERS),
+                st.sampled_from([Outcome.SPAM] * 3 + [Outcome.FAILED] * 2 + [Outcome.DELIVERED]),
                 st.sampled_from([Outcome.DELIVERED] * 3 + [Outcome.FAILED, Outcome.SPAM]),
                 st.sampled_from([0.0, 0.0, 60.0, 1800.0, 3600.0, 6 * 3600.0]),
             ),
             min_size=1,
-            max_size=8,
+            max_size=12,
         )
     )
     def record_delivery(self, reports: list[tuple[str, Outcome, Outcome, float]]) -> None:
@@ -503,13 +505,15 @@ class StickyMachine(RuleBasedStateMachine):
             self.clock.advance(gap)
             now = self.clock.now()
             outcome = bad if number in BAD else good
+            owner = self.model.owner.get(number)
+            was = None if owner is None else self.model.profiles[owner].pool[number]
             expected, got = self._expect(
                 lambda: self.model.record_delivery(number, outcome, now),  # noqa: B023
                 lambda e: e.record_delivery(number, outcome),  # noqa: B023
             )
             assert expected == got
-            if expected is not None:
-                event(f"delivery verdict: {expected.delivery_healthy}")
+            if was is not None and was.delivery_healthy != expected.delivery_healthy:
+                event(f"delivery verdict flipped to {expected.delivery_healthy}")
 
     @rule(pid=st.sampled_from(PROFILES[:1] * 2 + PROFILES), to=st.sampled_from(RECIPIENTS))
     def opt_out(self, pid: str, to: str) -> None:
