@@ -522,6 +522,7 @@ class StickyMachine(RuleBasedStateMachine):
             lambda: self.model.opt_out(pid, to, now), lambda e: e.opt_out(pid, to)
         )
         assert expected == got
+        self._is_opted_out(pid, to)
 
     @rule(pid=st.sampled_from(PROFILES[:1] * 2 + PROFILES), to=st.sampled_from(RECIPIENTS))
     def opt_in(self, pid: str, to: str) -> None:
@@ -529,6 +530,13 @@ class StickyMachine(RuleBasedStateMachine):
             lambda: self.model.opt_in(pid, to), lambda e: e.opt_in(pid, to)
         )
         assert expected == got
+        self._is_opted_out(pid, to)
+
+    def _is_opted_out(self, pid: str, to: str) -> None:
+        p = self.model.profiles.get(pid)
+        if p is not None:
+            for engine in self.engines:
+                assert engine.is_opted_out(pid, to) == (to in p.optouts)
 
     @rule(
         pid=st.sampled_from(PROFILES[:1] * 3 + PROFILES),
@@ -637,8 +645,6 @@ class StickyMachine(RuleBasedStateMachine):
             for engine in self.engines:
                 assert list(engine.health(pid)) == health, f"{pid}: health, model {health}"
                 assert engine.opt_outs(pid) == self.model.opt_outs(pid)
-                for to in RECIPIENTS:
-                    assert engine.is_opted_out(pid, to) == (to in p.optouts)
         for engine in self.engines:
             stats = engine.stats()
             assert self.model.live_count(now) <= stats.mappings <= self.model.stored()
