@@ -97,6 +97,13 @@ class Model:
     that nothing dead comes back under a clock that goes back; lengthening the ttl
     first drops what is dead at the horizon.
     Methods raise the error SEMANTICS.md asks for, and then change nothing.
+
+    A number's life: a drain's grace is judged at the select's ``now`` (not the
+    horizon); each number's delivery reports are a plain list, each report with its
+    bucket under the ``health_window`` in force when it came, judged over the 24
+    buckets ending at the newest bucket reported, in exact decimal arithmetic (a
+    setting of 0.3 is three tenths); opt-outs are a set per profile, untouched by the
+    ttl and gone with the profile.
     """
 
     def __init__(self) -> None:
