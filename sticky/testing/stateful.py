@@ -480,6 +480,22 @@ class StickyMachine(RuleBasedStateMachine):
         )
         assert expected == got
 
+    @precondition(lambda self: any(p.maps for p in self.model.profiles.values()))
+    @rule(
+        data=st.data(),
+        grace=st.sampled_from([None, 0.0, 60.0, 3600.0]),
+        wait=st.sampled_from([0.0, 30.0, 60.0, 3600.0]),
+    )
+    def drain_a_used_number(self, data: st.DataObject, grace: float | None, wait: float) -> None:
+        """Drain a mapped recipient's number, wait, and select the recipient again."""
+        now = self.clock.now()
+        mapped = sorted((pid, to) for pid, p in self.model.profiles.items() for to in p.maps)
+        live = [(pid, to) for pid, to in mapped if self.model.mapping(pid, to, now)]
+        pid, to = data.draw(st.sampled_from(live or mapped))
+        self.drain(pid, self.model.profiles[pid].maps[to][0], grace)
+        self.clock.advance(wait)
+        self.select(pid, to)
+
     @rule(pid=st.sampled_from(PROFILES[:1] * 2 + PROFILES), number=st.sampled_from(NUMBERS))
     def undrain(self, pid: str, number: str) -> None:
         expected, got = self._expect(
@@ -579,6 +595,20 @@ class StickyMachine(RuleBasedStateMachine):
         ]
         ttl, last_used = data.draw(st.sampled_from(sorted(choices)))
         self.clock.set(last_used + ttl + offset)
+
+    @precondition(lambda self: bool(self._drain_ends()))
+    @rule(data=st.data(), offset=st.sampled_from([0.0, -0.5, 0.5]))
+    def to_a_drain_end(self, data: st.DataObject, offset: float) -> None:
+        """Set the clock to a drain's grace end (``since + grace``), or beside it."""
+        self.clock.set(data.draw(st.sampled_from(self._drain_ends())) + offset)
+
+    def _drain_ends(self) -> list[float]:
+        return sorted(
+            n.draining_since + n.drain_grace
+            for p in self.model.profiles.values()
+            for n in p.pool.values()
+            if n.draining_since is not None and n.drain_grace is not None
+        )
 
     # -- invariants -----------------------------------------------------------------
     @invariant()
