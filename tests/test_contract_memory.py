@@ -8,7 +8,15 @@ from typing import Literal
 
 import pytest
 
-from sticky import Engine, ManualClock, MemoryStore, NoEligibleSender, Reason, Selection
+from sticky import (
+    Engine,
+    ManualClock,
+    MemoryStore,
+    NoEligibleSender,
+    OptedOut,
+    Reason,
+    Selection,
+)
 from sticky.store import BatchStore, Miss, OneStepStore, Store
 from sticky.testing import StoreContract
 
@@ -34,12 +42,18 @@ class TwoSteps:
 
 
 class Batched(TwoSteps):
-    """Two steps, plus batch calls made of one-by-one calls."""
+    """Two steps, plus batch calls made of one-by-one calls (None for the opted out)."""
 
     def begin_select_many(
         self, profile_id: str, recipients: Sequence[str], now: float, known_version: int
-    ) -> list[Selection | Miss]:
-        return [self.inner.begin_select(profile_id, to, now, known_version) for to in recipients]
+    ) -> list[Selection | Miss | None]:
+        out: list[Selection | Miss | None] = []
+        for to in recipients:
+            try:
+                out.append(self.inner.begin_select(profile_id, to, now, known_version))
+            except OptedOut:
+                out.append(None)
+        return out
 
     def commit_select_many(
         self,
@@ -47,10 +61,13 @@ class Batched(TwoSteps):
         entries: Sequence[tuple[str, str, Miss]],
         now: float,
     ) -> list[Selection | Literal[True] | None]:
-        return [
-            self.inner.commit_select(profile_id, to, chosen, miss, now)
-            for to, chosen, miss in entries
-        ]
+        out: list[Selection | Literal[True] | None] = []
+        for to, chosen, miss in entries:
+            try:
+                out.append(self.inner.commit_select(profile_id, to, chosen, miss, now))
+            except OptedOut:
+                out.append(None)
+        return out
 
 
 class TestTwoStepPath(StoreContract):
