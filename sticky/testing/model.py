@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import zoneinfo
+from fractions import Fraction
 
 import attrs
 
@@ -17,11 +18,12 @@ from sticky.errors import (
     StickyError,
     UnknownNumber,
     UnknownProfile,
+    opted_out,
 )
 from sticky.geo import area_code_keys
 from sticky.numbers import NumberType, SenderNumber
 from sticky.settings import GeoMatch, PoolSettings
-from sticky.values import GeoTier, Reason
+from sticky.values import GeoTier, Keyword, NumberHealth, Outcome, Reason, ReplyAction
 
 __all__ = ["Expected", "Model"]
 
@@ -36,6 +38,15 @@ class _Load:
     count: int = 0
 
 
+@attrs.frozen
+class _Report:
+    """One delivery report: when, what, and its bucket under the window then in force."""
+
+    at: float
+    outcome: Outcome
+    bucket: int
+
+
 @attrs.define
 class _Profile:
     settings: PoolSettings
@@ -43,6 +54,9 @@ class _Profile:
     maps: dict[str, tuple[str, float]] = attrs.Factory(dict)
     horizon: float = -math.inf
     loads: dict[str, _Load] = attrs.Factory(dict)
+    optouts: set[str] = attrs.Factory(set)
+    reports: dict[str, list[_Report]] = attrs.Factory(dict)
+    """Each number's delivery reports since its window was last cleared, in order."""
 
     def advance(self, now: float) -> float:
         self.horizon = max(self.horizon, now)
@@ -83,6 +97,13 @@ class Model:
     that nothing dead comes back under a clock that goes back; lengthening the ttl
     first drops what is dead at the horizon.
     Methods raise the error SEMANTICS.md asks for, and then change nothing.
+
+    A number's life: a drain's grace is judged at the select's ``now`` (not the
+    horizon); each number's delivery reports are a plain list, each report with its
+    bucket under the ``health_window`` in force when it came, judged over the 24
+    buckets ending at the newest bucket reported, in exact decimal arithmetic (a
+    setting of 0.3 is three tenths); opt-outs are a set per profile, untouched by the
+    ttl and gone with the profile.
     """
 
     def __init__(self) -> None:
@@ -100,15 +121,31 @@ class Model:
         return m if m is not None and max(now, p.horizon) < m[1] + p.settings.ttl else None
 
     @staticmethod
-    def eligible(p: _Profile) -> list[str]:
-        """The eligible numbers of a pool."""
+    def _usable(p: _Profile, n: SenderNumber) -> bool:
+        """Its type's weight is > 0 and it is healthy (both flags) or may be unhealthy."""
         s = p.settings
-        out = []
-        for n in p.pool.values():
-            weight = s.long_code_weight if n.type is NumberType.LONG_CODE else s.toll_free_weight
-            if weight > 0 and (n.healthy or not s.skip_unhealthy):
-                out.append(n.number)
-        return out
+        weight = s.long_code_weight if n.type is NumberType.LONG_CODE else s.toll_free_weight
+        return weight > 0 and ((n.healthy and n.delivery_healthy) or not s.skip_unhealthy)
+
+    @classmethod
+    def eligible(cls, p: _Profile) -> list[str]:
+        """The numbers of a pool a fresh choice may land on: usable and not draining."""
+        return [
+            n.number for n in p.pool.values() if cls._usable(p, n) and n.draining_since is None
+        ]
+
+    @classmethod
+    def keeps(cls, p: _Profile, sender: str, now: float) -> bool:
+        """Whether a live mapping to ``sender`` is honoured at ``now``.
+
+        Eligible, or ineligible only for a drain whose grace has not ended at ``now``.
+        """
+        n = p.pool[sender]
+        if not cls._usable(p, n):
+            return False
+        if n.draining_since is None or n.drain_grace is None:
+            return True
+        return now < n.draining_since + n.drain_grace
 
     def create(self, pid: str, settings: PoolSettings) -> None:
         if pid in self.profiles:
@@ -230,14 +267,149 @@ class Model:
             del p.maps[to]
         del p.pool[number]
         p.loads.pop(number, None)
+        p.reports.pop(number, None)
         del self.owner[number]
         return live
 
     def set_health(self, number: str, *, healthy: bool) -> None:
+        """The caller's word; True also clears the reports' verdict and the reports."""
         if number not in self.owner:
             raise UnknownNumber(number)
         p = self.profiles[self.owner[number]]
-        p.pool[number] = attrs.evolve(p.pool[number], healthy=healthy)
+        if healthy:
+            p.pool[number] = attrs.evolve(p.pool[number], healthy=True, delivery_healthy=True)
+            p.reports.pop(number, None)
+        else:
+            p.pool[number] = attrs.evolve(p.pool[number], healthy=False)
+
+    # -- a number's life ------------------------------------------------------------
+    def drain(self, pid: str, number: str, now: float, grace: float | None) -> SenderNumber:
+        """Start a drain at ``now`` (afresh if it drains already); return the number."""
+        p = self._get(pid)
+        if number not in p.pool:
+            raise UnknownNumber(number)
+        p.pool[number] = attrs.evolve(p.pool[number], draining_since=now, drain_grace=grace)
+        return p.pool[number]
+
+    def undrain(self, pid: str, number: str) -> SenderNumber:
+        p = self._get(pid)
+        if number not in p.pool:
+            raise UnknownNumber(number)
+        p.pool[number] = attrs.evolve(p.pool[number], draining_since=None, drain_grace=None)
+        return p.pool[number]
+
+    @staticmethod
+    def _bucket(now: float, health_window: float) -> int:
+        return math.floor(now / (health_window / 24))
+
+    @staticmethod
+    def _counts(reports: list[_Report], top: int) -> tuple[int, int, int]:
+        """``(delivered, failed, spam)`` of the reports in the 24 buckets ending at ``top``."""
+        inside = [r.outcome for r in reports if top - 24 < r.bucket <= top]
+        return (
+            inside.count(Outcome.DELIVERED),
+            inside.count(Outcome.FAILED),
+            inside.count(Outcome.SPAM),
+        )
+
+    @staticmethod
+    def _verdict(counts: tuple[int, int, int], healthy: bool, s: PoolSettings) -> bool:
+        """The reports' verdict, as SEMANTICS.md words it, in exact decimal arithmetic."""
+        delivered, _, spam = counts
+        n = sum(counts)
+        if n < s.min_samples:
+            return True
+        rate, spam_rate = Fraction(delivered, n), Fraction(spam, n)
+        low, high, margin = (
+            Fraction(repr(x)) for x in (s.min_delivery_rate, s.max_spam_rate, s.health_margin)
+        )
+        if healthy:
+            return not (rate < low or spam_rate > high)
+        need, allow = min(Fraction(1), low + margin), max(Fraction(0), high - margin)
+        return rate >= need and spam_rate <= allow
+
+    def record_delivery(self, number: str, outcome: Outcome, now: float) -> SenderNumber:
+        """Add a report; judge the window ending at the newest bucket reported."""
+        if number not in self.owner:
+            raise UnknownNumber(number)
+        p = self.profiles[self.owner[number]]
+        reports = p.reports.setdefault(number, [])
+        reports.append(_Report(now, outcome, self._bucket(now, p.settings.health_window)))
+        counts = self._counts(reports, max(r.bucket for r in reports))
+        n = p.pool[number]
+        p.pool[number] = attrs.evolve(
+            n, delivery_healthy=self._verdict(counts, n.delivery_healthy, p.settings)
+        )
+        return p.pool[number]
+
+    def health(self, pid: str, now: float) -> list[NumberHealth]:
+        """Each number's flags and outcomes in the window ending at ``now`` (or later)."""
+        p = self._get(pid)
+        out = []
+        for number in sorted(p.pool):
+            n, reports = p.pool[number], p.reports.get(number, [])
+            top = max([self._bucket(now, p.settings.health_window)] + [r.bucket for r in reports])
+            out.append(
+                NumberHealth(number, n.healthy, n.delivery_healthy, *self._counts(reports, top))
+            )
+        return out
+
+    def opt_out(self, pid: str, to: str, now: float) -> bool:
+        """Forget the mapping (as :meth:`forget`) and record the opt-out; whether it is new."""
+        p = self._get(pid)
+        self.forget(pid, to, now)
+        new = to not in p.optouts
+        p.optouts.add(to)
+        return new
+
+    def opt_in(self, pid: str, to: str) -> bool:
+        p = self._get(pid)
+        was = to in p.optouts
+        p.optouts.discard(to)
+        return was
+
+    def opt_outs(self, pid: str) -> list[str]:
+        return sorted(self._get(pid).optouts)
+
+    @staticmethod
+    def keyword(body: str | None) -> Keyword | None:
+        """The standard keyword a whole body is, trimmed and in any case."""
+        word = None if body is None else body.strip().upper()
+        if word in {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"}:
+            return Keyword.OPT_OUT
+        if word in {"START", "UNSTOP", "YES"}:
+            return Keyword.OPT_IN
+        return None
+
+    def record_reply(
+        self, pid: str, to: str, number: str, body: str | None, now: float
+    ) -> tuple[ReplyAction, Keyword | None]:
+        """A reply: its keyword first, then the table of SEMANTICS.md's Replies."""
+        p = self._get(pid)
+        keyword = self.keyword(body)
+        if keyword is Keyword.OPT_OUT:
+            self.opt_out(pid, to, now)
+        elif keyword is Keyword.OPT_IN:
+            p.optouts.discard(to)
+        if to in p.optouts:
+            return ReplyAction.OPTED_OUT, keyword
+        if number not in p.pool:
+            return ReplyAction.NOT_IN_POOL, keyword
+        if not p.settings.sticky_sender:
+            return ReplyAction.STICKY_OFF, keyword
+        live = self._live(p, to, now)
+        if live is not None and live[0] == number:
+            if not self.keeps(p, number, now):
+                return ReplyAction.INELIGIBLE, keyword
+            p.maps[to] = (number, max(live[1], now))  # a refresh: the horizon stays
+            return ReplyAction.REFRESHED, keyword
+        if number not in self.eligible(p):
+            return ReplyAction.INELIGIBLE, keyword
+        p.advance(now)
+        p.maps[to] = (number, now)
+        if self.capacity_on(p):
+            self._count(p, number, now)
+        return (ReplyAction.MAPPED if live is None else ReplyAction.MOVED), keyword
 
     def update(self, pid: str, changes: dict[str, object]) -> PoolSettings:
         p = self._get(pid)
@@ -252,14 +424,15 @@ class Model:
     def expect_select(self, pid: str, to: str, now: float) -> Expected:
         """What a select may return now; raises what it must raise. Changes nothing."""
         p = self._get(pid)
+        if to in p.optouts:
+            raise opted_out(pid, to)
         s = p.settings
         if self.capacity_on(p):
             return self._expect_with_capacity(p, to, now)
         if s.sticky_sender:
             m = p.maps.get(to)
             live = self._live(p, to, now)
-            eligible = self.eligible(p)
-            if live is not None and live[0] in eligible:
+            if live is not None and self.keeps(p, live[0], now):
                 return Expected(frozenset([live[0]]), frozenset([Reason.STICKY]), None)
             if m is None:
                 reasons = {Reason.NEW}
@@ -277,7 +450,7 @@ class Model:
         day, next_day = day_in(now, s.timezone)
         eligible = self.eligible(p)
         live = self._live(p, to, now) if s.sticky_sender else None
-        if live is not None and live[0] in eligible:
+        if live is not None and self.keeps(p, live[0], now):
             sender = live[0]
             slot = self.slot(p, sender, now)
             if s.max_wait is not None and slot - now > s.max_wait:

@@ -11,6 +11,7 @@ __all__ = [
     "ZONES",
     "capacity_changes",
     "e164_numbers",
+    "health_changes",
     "invalid_numbers",
     "nanp_numbers",
     "number_types",
@@ -116,6 +117,24 @@ def capacity_changes() -> st.SearchStrategy[dict[str, object]]:
             "choice_wait": st.sampled_from([0.0, 0.0, 1.0, 5.0]),
             "max_queue": st.sampled_from([None, None, 2.0, 30.0]),
             "timezone": st.sampled_from(ZONES),
+        },
+    )
+
+
+def health_changes() -> st.SearchStrategy[dict[str, object]]:
+    """Valid health settings, some or none of them: windows of hours, small sample sizes.
+
+    Their shares are sums a float adds exactly as a decimal does (0.25 + 0.05 is 0.3
+    either way), so a verdict does not hang on rounding.
+    """
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "health_window": st.sampled_from([3600.0, 7200.0, DAY]),
+            "min_samples": st.sampled_from([1, 2, 3, 5]),
+            "min_delivery_rate": st.sampled_from([0.25, 0.5]),
+            "max_spam_rate": st.sampled_from([0.5, 0.75]),
+            "health_margin": st.sampled_from([0.0, 0.05, 0.25]),
         },
     )
 
