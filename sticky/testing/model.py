@@ -418,6 +418,8 @@ class Model:
             p.maps.clear()  # cleared with the change, in one step
         elif new.ttl > p.settings.ttl:
             self._drop_dead(p, p.horizon)
+        if new.health_window != p.settings.health_window:
+            p.reports.clear()  # buckets of another width: every window starts afresh
         p.settings = new
         return p.settings
 

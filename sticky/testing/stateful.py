@@ -44,7 +44,7 @@ from sticky.errors import (
 )
 from sticky.numbers import NumberType
 from sticky.settings import PoolSettings
-from sticky.store.base import BatchStore, OneStepBatchStore, OneStepStore, Store
+from sticky.store.base import OneStepStore, Store
 from sticky.store.memory import MemoryStore
 from sticky.testing.model import Expected, Model, day_in, same_error
 from sticky.testing.strategies import (
@@ -126,12 +126,6 @@ class StickyMachine(RuleBasedStateMachine):
         self.model = Model()
         self.counts: Counter[Reason | str] = Counter()
         self.keeps_capacity = all(isinstance(s, OneStepStore) for s in stores)
-        # A known bug: the engine's batch path with batch calls (SQLite) decides a
-        # batch's misses with the chooser it had before the read, so after a pool
-        # change it may choose from the old pool. Batches run on the other stores only.
-        self.batches = not any(
-            isinstance(s, BatchStore) and not isinstance(s, OneStepBatchStore) for s in stores
-        )
         """Whether the stores can keep capacity; else limits must raise IncompatibleStore."""
         # Each number's reservations while its rate and burst stayed the same, in the
         # order they were applied: (send_at, segments); the rate bound holds within each.
@@ -409,15 +403,9 @@ class StickyMachine(RuleBasedStateMachine):
         sticky hits alone, whose senders the model knows even when the batch raises.
         """
         p = self.model.profiles.get(pid)
-        if not self.batches or (p is not None and self.model.capacity_on(p)):
+        if p is not None and self.model.capacity_on(p):
             return
         now = self.clock.now()
-        if p is not None and not p.settings.sticky_sender:
-            # A known bug: with sticky off, a repeated recipient draws after the batch's
-            # other recipients on a store with one-step batches (Redis), in batch order on
-            # the others, so the stores' choices differ. Repeats are kept to sticky on.
-            batch = list(dict.fromkeys(batch))
-        batch = self._stopped(pid, batch, now)
         got, error = self._all(lambda e: e.select_many(pid, batch))
         if p is None:
             assert isinstance(error, UnknownProfile), f"engine: {error!r}"
@@ -448,22 +436,6 @@ class StickyMachine(RuleBasedStateMachine):
         assert next(answers, None) is None, f"{got}: more answers than the model"
         assert got.opted_out == tuple(refused), f"{got.opted_out}, model {refused}"
         self.counts["opted_out"] += len(refused)
-
-    def _stopped(self, pid: str, batch: list[str], now: float) -> list[str]:
-        """The batch, cut after the recipient the model says stops it.
-
-        A known bug: a store with batch calls (SQLite) refreshes, in its one read, the
-        sticky hits that come after a recipient with no eligible sender (a hit on a
-        draining number with none eligible), though the batch stops before them.
-        """
-        for i, to in enumerate(batch):
-            try:
-                self.model.expect_select(pid, to, now)
-            except OptedOut:
-                continue
-            except StickyError:
-                return batch[: i + 1]
-        return batch
 
     @rule(
         pid=st.sampled_from(PROFILES),
