@@ -888,23 +888,28 @@ def judge_health(counts: tuple[int, int, int], healthy: bool, settings: PoolSett
     n = delivered + failed + spam
     if n < settings.min_samples:
         return True
+    # Shares as quotients: d / n is the double nearest the exact share, so a share equal
+    # to a threshold as written (3 of 30 against 0.1) compares equal, where 0.1 * 30 > 3.
+    delivered_share, spam_share = delivered / n, spam / n
     if healthy:
         return not (
-            delivered < settings.min_delivery_rate * n or spam > settings.max_spam_rate * n
+            delivered_share < settings.min_delivery_rate or spam_share > settings.max_spam_rate
         )
     need, allow = recovery_rates(settings)
-    return delivered >= need * n and spam <= allow * n
+    return delivered_share >= need and spam_share <= allow
 
 
 def recovery_rates(settings: PoolSettings) -> tuple[float, float]:
     """The shares an unhealthy number must reach to recover: ``(delivered, spam)``. O(1).
 
     At least ``min_delivery_rate + health_margin`` delivered and at most
-    ``max_spam_rate - health_margin`` spam, each clamped to [0, 1].
+    ``max_spam_rate - health_margin`` spam, each clamped to [0, 1] and rounded to 12
+    decimal places, so that settings written as decimals add as decimals (0.1 + 0.2 is
+    0.3, not 0.30000000000000004).
     """
     return (
-        min(1.0, settings.min_delivery_rate + settings.health_margin),
-        max(0.0, settings.max_spam_rate - settings.health_margin),
+        round(min(1.0, settings.min_delivery_rate + settings.health_margin), 12),
+        round(max(0.0, settings.max_spam_rate - settings.health_margin), 12),
     )
 
 

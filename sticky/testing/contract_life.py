@@ -328,6 +328,18 @@ class LifeContract(ContractBase):
         assert self.report(e, B, Outcome.SPAM, 1, T0) == [False]  # 4/5 is
         assert self.counts(e, B, T0) == (True, False, 1, 0, 4)
 
+    def test_a_share_at_a_threshold_as_written_is_at_it(self) -> None:
+        # 3 of 30 is 0.1 and 12 of 40 is 0.1 + 0.2, though 0.1 * 30 > 3 and 0.1 + 0.2 > 0.3
+        # in floating point.
+        settings = PoolSettings(
+            min_samples=30, health_window=WINDOW, min_delivery_rate=0.1, health_margin=0.2
+        )
+        e = self.life(settings)
+        self.report(e, A, Outcome.FAILED, 27, T0)
+        assert self.report(e, A, Outcome.DELIVERED, 3, T0) == [True] * 3  # not below 0.1
+        assert self.report(e, A, Outcome.FAILED, 1, T0) == [False]  # 3 of 31
+        assert self.report(e, A, Outcome.DELIVERED, 9, T0) == [False] * 8 + [True]  # 12 of 40
+
     def test_fewer_than_min_samples_is_healthy(self) -> None:
         e = self.life(health_settings())
         assert self.report(e, A, "spam", 3, T0) == [True] * 3

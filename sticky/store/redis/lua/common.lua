@@ -1039,8 +1039,9 @@ local function judge_health(d, f, s, healthy, h)
   if n < h[1] then
     return true
   end
+  local ds, ss = d / n, s / n -- shares as quotients, as Python's
   if healthy then
-    return not (d < h[2] * n or s > h[3] * n)
+    return not (ds < h[2] or ss > h[3])
   end
-  return d >= h[4] * n and s <= h[5] * n
+  return ds >= h[4] and ss <= h[5]
 end
