@@ -1015,6 +1015,31 @@ local function add_outcome(w, bucket, slot)
   return out
 end
 
+-- add_outcome's common case on the stored text `v` (as policy.add_outcome's): a report
+-- in the newest bucket of a window that drops nothing changes the last entry alone, so
+-- the text is not parsed into tables nor written out again. Returns the new text (under
+-- `token`) and the tally of the new window, or nil where the case does not hold.
+local function add_to_newest(v, token, bucket, slot)
+  local at = v and string.find(v, ';', 1, true)
+  if not at then
+    return nil
+  end
+  local first = tonumber(string.match(v, '^;(%-?%d+) ', at))
+  local head, b, x2, x3, x4 = string.match(v, '^(.*;)(%-?%d+) (%d+) (%d+) (%d+)$')
+  if not (first and head) or tonumber(b) ~= bucket or first <= bucket - HEALTH_BUCKETS then
+    return nil
+  end
+  local last = {bucket, tonumber(x2), tonumber(x3), tonumber(x4)}
+  last[slot] = last[slot] + 1
+  local d, f, s = last[2], last[3], last[4]
+  local before = string.sub(head, at)
+  for _, pd, pf, ps in string.gmatch(before, ';(%-?%d+) (%d+) (%d+) (%d+)') do
+    d, f, s = d + tonumber(pd), f + tonumber(pf), s + tonumber(ps)
+  end
+  local text = token .. before .. string.format('%d %d %d %d', bucket, last[2], last[3], last[4])
+  return text, d, f, s
+end
+
 -- policy.tally: (delivered, failed, spam) over the 24 buckets ending at the window's
 -- newest (how a report is judged).
 local function tally(w)

@@ -32,14 +32,19 @@ local v = redis.call('HGET', KEYS[13], number)
 if v and string.sub(v, 1, #token + 1) == token .. ';' then
   return {{{OK}}, '0'} -- this very report, sent again: counted once (and judged then)
 end
-local w = add_outcome(parse_window(v), tonumber(ARGV[4]), tonumber(ARGV[5]))
-redis.call('HSET', KEYS[13], number, window_text(token, w))
+local bucket, slot = tonumber(ARGV[4]), tonumber(ARGV[5])
+local text, d, f, s = add_to_newest(v, token, bucket, slot)
+if not text then
+  local w = add_outcome(parse_window(v), bucket, slot)
+  text = window_text(token, w)
+  d, f, s = tally(w)
+end
+redis.call('HSET', KEYS[13], number, text)
 local healthy = ARGV[7] == '1'
 local h = {}
 for i = 9, 13 do
   h[i - 8] = tonumber(ARGV[i])
 end
-local d, f, s = tally(w)
 if judge_health(d, f, s, healthy, h) == healthy then
   return {{{OK}}, '0'}
 end
