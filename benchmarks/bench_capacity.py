@@ -42,15 +42,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from sticky import Engine, ManualClock, NumberType, PoolSettings
+from benchmarks.stores import (
+    FILL,
+    RedisStats,
+    Row,
+    open_engine,
+    pool,
+    recipients,
+    row,
+)
+from sticky import Engine, ManualClock, PoolSettings
 from sticky.errors import StickyError
-
-Row = dict[str, Any]
 
 GROUP = "capacity"
 STORES = ("memory", "sqlite", "redis")
-T0 = 1_800_000_000.0
-NPAS = ("212", "312", "415", "617", "713", "305", "404", "206", "303", "702")
 LIMITS = PoolSettings(
     long_code_rate=1e6,
     toll_free_rate=1e6,
@@ -58,55 +63,6 @@ LIMITS = PoolSettings(
     daily_new_recipients=1_000_000_000,
 )
 """Every kind of limit on, none ever reached in the run: no select waits or is refused."""
-FILL = 1_000
-"""Recipients per ``select_many`` call while filling a table."""
-
-
-def _pool(tag: int) -> list[tuple[str, NumberType]]:
-    """Ten long codes in ten area codes and two toll-free numbers; distinct per ``tag``."""
-    return [
-        *((f"+1{npa}5550{tag}{i:02d}", NumberType.LONG_CODE) for i, npa in enumerate(NPAS)),
-        (f"+1800555{tag}{10:03d}", NumberType.TOLL_FREE),
-        (f"+1888555{tag}{11:03d}", NumberType.TOLL_FREE),
-    ]
-
-
-def _recipients(n: int, seed: int) -> list[str]:
-    return [f"+1646{i:07d}" for i in random.Random(seed).sample(range(10**7), n)]
-
-
-class _Redis:
-    """A throwaway redis-server and a client to read its statistics."""
-
-    def __init__(self) -> None:
-        from sticky.testing.redis_server import RedisServer  # noqa: PLC0415 - the redis extra
-
-        self.server = RedisServer()
-        self.server.start()
-        self.client = self.server.client()
-
-    def reset(self) -> None:
-        self.client.config_resetstat()
-
-    def usage(self) -> tuple[float, int]:
-        """Server usec and commands since the last reset (``INFO`` itself not counted)."""
-        stats = self.client.info("commandstats")
-        mine = [v for k, v in stats.items() if k not in {"cmdstat_info", "cmdstat_config"}]
-        return sum(float(v["usec"]) for v in mine), sum(int(v["calls"]) for v in mine)
-
-    def close(self) -> None:
-        self.client.close()
-        self.server.stop()
-
-
-def _open(store: str, workdir: Path, redis: _Redis | None) -> Engine:
-    clock = ManualClock(T0)
-    if store == "memory":
-        return Engine(clock=clock, seed=1)
-    if store == "sqlite":
-        return Engine(clock=clock, seed=1, store=f"sqlite:///{workdir / 'capacity.db'}")
-    assert redis is not None  # a server of its own: nothing else in it
-    return Engine(clock=clock, seed=1, store=redis.server.url)
 
 
 def _keeps_capacity(engine: Engine) -> str | None:
@@ -127,44 +83,26 @@ def _keeps_capacity(engine: Engine) -> str | None:
     return None
 
 
-def _row(store: str, op: str, size: int, samples: Sequence[float], **fields: Any) -> Row:
-    median = statistics.median(samples) if samples else None
-    return {
-        "group": GROUP,
-        "name": f"{store}: {op}",
-        "design": store,
-        "op": op,
-        "size": size,
-        "ns_per_op": median,
-        "ns_min": min(samples) if samples else None,
-        "ns_max": max(samples) if samples else None,
-        "ops_per_s": 1e9 / median if median else None,
-        "ratio_to_floor": None,
-        "repeats": len(samples),
-        **fields,
-    }
-
-
 def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) -> list[Row]:
     """The four rows of one store: hit and miss, capacity off and on, interleaved."""
     ops_list = [
         f"select {kind}, capacity {state}" for kind in ("hit", "miss") for state in ("off", "on")
     ]
-    redis = _Redis() if store == "redis" else None
+    redis = RedisStats() if store == "redis" else None
     engine = None
     try:
-        engine = _open(store, workdir, redis)
+        engine = open_engine(store, workdir / "capacity.db", redis)
         why = _keeps_capacity(engine)
         if why is not None:
-            return [_row(store, op, size, [], note=f"missing: {why}") for op in ops_list]
+            return [row(GROUP, store, op, size, [], note=f"missing: {why}") for op in ops_list]
         clock = engine.clock
         assert isinstance(clock, ManualClock)
-        everyone = _recipients(size + ops, seed=size)
+        everyone = recipients(size + ops, seed=size)
         base, new = everyone[:size], everyone[size:]
         hits = random.Random(size + 1).sample(base, min(ops, size))
         for tag, (pid, settings) in enumerate((("off", PoolSettings()), ("on", LIMITS))):
             engine.create_profile(pid, settings)
-            for number, kind in _pool(tag):
+            for number, kind in pool(tag):
                 engine.add_number(pid, number, kind)
             for i in range(0, size, FILL):
                 engine.select_many(pid, base[i : i + FILL])
@@ -218,12 +156,12 @@ def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) ->
                 extra["commands_per_op"] = statistics.median(c / n for _, c, n in timed_usage)
             if spoilt:
                 extra["note"] = "invalid: a select waited, so the limits were reached"
-            rows.append(_row(store, op, size, s, **extra))
+            rows.append(row(GROUP, store, op, size, s, **extra))
         return _ratios(rows)
     except Exception as exc:  # a store that cannot run here: no extra, no server, too old
         # The kind of error, not its message, which may name a file or a server.
         note = f"missing: the {store} store cannot run with capacity here ({type(exc).__name__})"
-        return [_row(store, op, size, [], note=note) for op in ops_list]
+        return [row(GROUP, store, op, size, [], note=note) for op in ops_list]
     finally:
         if engine is not None:
             engine.close()

@@ -68,69 +68,35 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
+from benchmarks.stores import (
+    FILL,
+    T0,
+    RedisStats,
+    Row,
+    open_engine,
+    pool,
+    recipients,
+    row,
+)
 from sticky import (
     Engine,
     ManualClock,
-    NumberType,
     OptedOut,
     Outcome,
     PoolSettings,
     ReplyAction,
 )
 
-Row = dict[str, Any]
-
 GROUP = "life"
 STORES = ("memory", "sqlite", "redis")
-T0 = 1_800_000_000.0
-NPAS = ("212", "312", "415", "617", "713", "305", "404", "206", "303", "702")
 GRACE = 30 * 86_400.0
 """The drain's grace: far beyond the run, so every hit of the drained number stays sticky."""
 FLIP_WINDOW = 24.0
 """``health_window`` of ``flip`` (s); each of its reports is this much after the one before."""
 REPORTS = PoolSettings(skip_unhealthy=True)
 FLIP = PoolSettings(skip_unhealthy=True, min_samples=1, health_window=FLIP_WINDOW)
-FILL = 1_000
-"""Recipients per ``select_many`` call while filling a table."""
 HIT = "select, sticky hit"
 NEW = "select, new recipient"
-
-
-def _pool(tag: int) -> list[tuple[str, NumberType]]:
-    """Ten long codes in ten area codes and two toll-free numbers; distinct per ``tag``."""
-    return [
-        *((f"+1{npa}5550{tag}{i:02d}", NumberType.LONG_CODE) for i, npa in enumerate(NPAS)),
-        (f"+1800555{tag}{10:03d}", NumberType.TOLL_FREE),
-        (f"+1888555{tag}{11:03d}", NumberType.TOLL_FREE),
-    ]
-
-
-def _recipients(n: int, seed: int) -> list[str]:
-    return [f"+1646{i:07d}" for i in random.Random(seed).sample(range(10**7), n)]
-
-
-class _Redis:
-    """A throwaway redis-server and a client to read its statistics."""
-
-    def __init__(self) -> None:
-        from sticky.testing.redis_server import RedisServer  # noqa: PLC0415 - the redis extra
-
-        self.server = RedisServer()
-        self.server.start()
-        self.client = self.server.client()
-
-    def reset(self) -> None:
-        self.client.config_resetstat()
-
-    def usage(self) -> tuple[float, int]:
-        """Server usec and commands since the last reset (``INFO`` itself not counted)."""
-        stats = self.client.info("commandstats")
-        mine = [v for k, v in stats.items() if k not in {"cmdstat_info", "cmdstat_config"}]
-        return sum(float(v["usec"]) for v in mine), sum(int(v["calls"]) for v in mine)
-
-    def close(self) -> None:
-        self.client.close()
-        self.server.stop()
 
 
 @contextlib.contextmanager
@@ -166,21 +132,11 @@ class Case:
     undo: Callable[[float], object] | None = None
 
 
-def _open(store: str, workdir: Path, redis: _Redis | None) -> Engine:
-    clock = ManualClock(T0)
-    if store == "memory":
-        return Engine(clock=clock, seed=1)
-    if store == "sqlite":
-        return Engine(clock=clock, seed=1, store=f"sqlite:///{workdir / 'life.db'}")
-    assert redis is not None  # a server of its own: nothing else in it
-    return Engine(clock=clock, seed=1, store=redis.server.url)
-
-
 def _profile(engine: Engine, pid: str, tag: int, settings: PoolSettings) -> list[str]:
     engine.create_profile(pid, settings)
-    for number, kind in _pool(tag):
+    for number, kind in pool(tag):
         engine.add_number(pid, number, kind)
-    return [number for number, _ in _pool(tag)]
+    return [number for number, _ in pool(tag)]
 
 
 def _fill(engine: Engine, pid: str, base: Sequence[str]) -> None:
@@ -190,7 +146,7 @@ def _fill(engine: Engine, pid: str, base: Sequence[str]) -> None:
 
 def cases(engine: Engine, size: int, ops: int) -> list[Case]:
     """Set up the four profiles on ``engine`` and return the cases, checked once."""
-    everyone = _recipients(size + 2 * ops, seed=size)
+    everyone = recipients(size + 2 * ops, seed=size)
     base, new, strangers = everyone[:size], everyone[size : size + ops], everyone[size + ops :]
     rng = random.Random(size + 1)
     n_opt = max(100, size // 100)
@@ -348,24 +304,6 @@ def _check(
         assert seen == [False, True] * (len(seen) // 2), seen
 
 
-def _row(store: str, op: str, size: int, samples: Sequence[float], **fields: Any) -> Row:
-    median = statistics.median(samples) if samples else None
-    return {
-        "group": GROUP,
-        "name": f"{store}: {op}",
-        "design": store,
-        "op": op,
-        "size": size,
-        "ns_per_op": median,
-        "ns_min": min(samples) if samples else None,
-        "ns_max": max(samples) if samples else None,
-        "ops_per_s": 1e9 / median if median else None,
-        "ratio_to_floor": None,
-        "repeats": len(samples),
-        **fields,
-    }
-
-
 OPS = (
     HIT,
     NEW,
@@ -382,10 +320,10 @@ OPS = (
 
 def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) -> list[Row]:
     """The rows of one store: every case, interleaved in each of ``1 + repeats`` rounds."""
-    redis = _Redis() if store == "redis" else None
+    redis = RedisStats() if store == "redis" else None
     engine = None
     try:
-        engine = _open(store, workdir, redis)
+        engine = open_engine(store, workdir / "life.db", redis)
         clock = engine.clock
         assert isinstance(clock, ManualClock)
         todo = cases(engine, size, ops)
@@ -420,7 +358,7 @@ def bench_store(store: str, size: int, ops: int, repeats: int, workdir: Path) ->
         print(f"life: {store}: {type(exc).__name__}: {exc}", file=sys.stderr)
         # The kind of error, not its message, which may name a file or a server.
         note = f"missing: the {store} store cannot run here ({type(exc).__name__})"
-        return [_row(store, op, size, [], note=note) for op in OPS]
+        return [row(GROUP, store, op, size, [], note=note) for op in OPS]
     finally:
         if engine is not None:
             engine.close()
@@ -451,7 +389,7 @@ def _rows(
             extra["server_us_ratio"] = _ratio(server, floor)
             extra["commands_per_op"] = statistics.median(c / n for _, c, n in usage[case.op][1:])
             extra["round_trips_per_op"] = trips[case.op]
-        rows.append(_row(store, case.op, size, samples[case.op], **extra))
+        rows.append(row(GROUP, store, case.op, size, samples[case.op], **extra))
     return rows
 
 
