@@ -747,6 +747,8 @@ def _fresh(  # noqa: C901, PLR0912 - the loop is written out: it runs per fresh 
     """
     settings = chooser.settings
     if not chooser.eligible:
+        if sticky is not None:  # a kept sender that takes no fresh choice: it stays
+            return None
         msg = f"profile {shown(profile_id)} has no eligible sender for {shown(to)}"
         raise NoEligibleSender(msg)
     limits, burst, budgets, today_ = chooser.limits, settings.burst, settings.sticky_sender, day[0]

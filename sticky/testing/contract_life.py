@@ -44,6 +44,7 @@ WINDOW = 2400.0
 _WITH_CAPACITY = (
     "test_a_drained_number_takes_no_new_recipient_whatever_its_budget",
     "test_a_sticky_recipient_of_a_draining_number_waits_for_its_slot",
+    "test_a_kept_recipient_with_nowhere_to_overflow_waits",
     "test_a_moved_or_mapped_reply_counts_a_new_recipient_whatever_its_budget",
 )
 """The tests that need a store that keeps capacity."""
@@ -284,6 +285,18 @@ class LifeContract(ContractBase):
             (A, Reason.STICKY, T0 + 2),
         ]
         assert {c.number: c.next_slot for c in e.capacity("p", now=T0)} == {A: T0 + 3}
+
+    def test_a_kept_recipient_with_nowhere_to_overflow_waits(self) -> None:
+        # Past max_wait a sticky recipient overflows to a number with a sooner slot; the
+        # drained number was the only one, so there is none and it waits for its slot.
+        e = self.life(PoolSettings(long_code_rate=1.0, max_wait=0.0), numbers=[A])
+        assert e.select("p", TO, now=T0).send_at == T0
+        e.drain("p", A, now=T0)
+        sel = e.select("p", TO, now=T0)
+        assert (sel.from_number, sel.reason, sel.send_at) == (A, Reason.STICKY, T0 + 1)
+        with pytest.raises(NoEligibleSender):
+            e.select("p", X, now=T0)
+        e.store.check_invariants()
 
     def test_bad_drains_are_refused_and_change_nothing(self) -> None:
         e = self.life()

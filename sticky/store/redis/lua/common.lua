@@ -800,6 +800,9 @@ end
 -- NO_ELIGIBLE, EXHAUSTED with the next day's start, BUSY with its retry_at.
 local function fresh_capacity(cfg, loads, c, r, now, day, next_day_s, sticky, before)
   if #cfg.order == 0 then
+    if sticky then -- a kept sender that takes no fresh choice: it stays
+      return false
+    end
     return {{NO_ELIGIBLE}}
   end
   local slots, earliest = {}, math.huge
