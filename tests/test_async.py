@@ -35,7 +35,7 @@ def test_the_synchronous_engine_is_generated_from_the_asyncio_source() -> None:
 
 
 class TestAsyncEngineOnMemory(StoreContract):
-    state_machine_examples = 100
+    state_machine_examples = 50
 
     def make_store(self) -> Store:
         return MemoryStore()
@@ -146,7 +146,7 @@ def test_bad_stores_are_refused() -> None:
 class TestAsyncEngineOnSQLite(StoreContract):
     """SQLite through the asyncio engine: every step in the store's worker thread."""
 
-    state_machine_examples = 30
+    state_machine_examples = 20
 
     @pytest.fixture(autouse=True)
     def _files(self, tmp_path: Path) -> None:
@@ -182,7 +182,7 @@ class TestAsyncEngineOnRedis(StoreContract):
     store share its data, as two services on one Redis do.
     """
 
-    state_machine_examples = 30
+    state_machine_examples = 20
 
     @pytest.fixture(autouse=True)
     def _server(self, redis_server: Any) -> None:
@@ -275,7 +275,7 @@ def test_memory_and_async_redis_agree_step_by_step(redis_server: Any) -> None:
     run_state_machine_as_test(
         MemoryVsAsyncRedis,
         settings=settings(
-            max_examples=40,
+            max_examples=25,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -23,7 +23,7 @@ from sticky.testing import StoreContract
 
 
 class TestMemoryStore(StoreContract):
-    state_machine_examples = 1000
+    state_machine_examples = 400
 
     def make_store(self) -> MemoryStore:
         return MemoryStore()
@@ -78,7 +78,7 @@ class Batched(TwoSteps):
 
 
 class TestTwoStepPath(StoreContract):
-    state_machine_examples = 300
+    state_machine_examples = 150
     keeps_capacity = False
 
     def make_store(self) -> Store:
@@ -88,7 +88,7 @@ class TestTwoStepPath(StoreContract):
 
 
 class TestBatchPath(StoreContract):
-    state_machine_examples = 100
+    state_machine_examples = 60
     keeps_capacity = False
 
     def make_store(self) -> Store:

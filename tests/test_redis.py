@@ -149,7 +149,7 @@ def test_memory_and_redis_agree_step_by_step(redis_server: RedisServer) -> None:
     run_state_machine_as_test(
         MemoryVsRedis,
         settings=settings(
-            max_examples=200,
+            max_examples=100,
             stateful_step_count=60,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

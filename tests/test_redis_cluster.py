@@ -74,7 +74,7 @@ def evalsha_calls(node_client: Any) -> int:
 
 # -- the contract suite and the differential machine -------------------------------------
 class TestRedisClusterStore(StoreContract):
-    state_machine_examples = 15
+    state_machine_examples = 10
 
     @pytest.fixture(autouse=True)
     def _cluster(self, redis_cluster: RedisCluster) -> None:
@@ -100,7 +100,7 @@ def test_memory_and_redis_cluster_agree_step_by_step(redis_cluster: RedisCluster
         settings=settings(
             # The same examples every run: a run that met no sticky hit proved nothing.
             derandomize=True,
-            max_examples=25,
+            max_examples=15,
             stateful_step_count=40,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],

@@ -70,7 +70,7 @@ POOL = [f"+1312555{i:04d}" for i in range(8)]
 class TestSQLiteStore(StoreContract):
     """Every SEMANTICS.md rule, on a fresh file per store."""
 
-    state_machine_examples = 100
+    state_machine_examples = 50
 
     @pytest.fixture(autouse=True)
     def _directory(self, tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ class _TwoStep:
 class TestSQLiteStoreTwoSteps(StoreContract):
     """The contract again, through ``begin_select`` and the compare-and-set."""
 
-    state_machine_examples = 40
+    state_machine_examples = 25
     keeps_capacity = False  # capacity needs the one-step select
 
     @pytest.fixture(autouse=True)
@@ -261,7 +261,7 @@ def _run(machine: type[StickyMachine], examples: int) -> None:
 
 def test_memory_and_sqlite_agree() -> None:
     MemoryAgainstSQLite.crossed = MemoryAgainstSQLite.reopened = 0
-    _run(MemoryAgainstSQLite, 300)
+    _run(MemoryAgainstSQLite, 150)
     # The runs crossed the ttl boundary, and restarted the store, many times. (Hypothesis
     # varies the runs' lengths: across seeds the crossings ranged from 65 to over 700.)
     assert MemoryAgainstSQLite.crossed >= 20, MemoryAgainstSQLite.crossed
@@ -269,7 +269,7 @@ def test_memory_and_sqlite_agree() -> None:
 
 
 def test_sqlite_is_exact_across_sub_second_expiries() -> None:
-    _run(SQLiteAgainstTheModel, 150)
+    _run(SQLiteAgainstTheModel, 80)
 
 
 # -- the horizon, and what a hit writes -------------------------------------------------

@@ -25,7 +25,7 @@ TO = "+12125551234"
 class ContractBase:
     """What every contract test uses: fresh engines on the store under test."""
 
-    state_machine_examples = 60
+    state_machine_examples = 30
     """Examples of the state machine to run; raise it for a soak."""
     thread_count = 8
 
