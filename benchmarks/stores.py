@@ -8,11 +8,11 @@ Redis server's statistics, and builds their rows in one format.
 from __future__ import annotations
 
 import random
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import harness
 from sticky import Engine, ManualClock, NumberType
 
 __all__ = ["FILL", "NPAS", "T0", "RedisStats", "Row", "open_engine", "pool", "recipients", "row"]
@@ -77,19 +77,7 @@ def open_engine(store: str, db: Path, redis: RedisStats | None) -> Engine:
 def row(
     group: str, store: str, op: str, size: int, samples: Sequence[float], **fields: Any
 ) -> Row:
-    """A result row: the median of ``samples`` (ns per op), their spread, and ``fields``."""
-    median = statistics.median(samples) if samples else None
-    return {
-        "group": group,
-        "name": f"{store}: {op}",
-        "design": store,
-        "op": op,
-        "size": size,
-        "ns_per_op": median,
-        "ns_min": min(samples) if samples else None,
-        "ns_max": max(samples) if samples else None,
-        "ops_per_s": 1e9 / median if median else None,
-        "ratio_to_floor": None,
-        "repeats": len(samples),
-        **fields,
-    }
+    """:func:`benchmarks.harness.row`, named ``store: op``, with ``fields``."""
+    out = harness.row(group, store, op, size, samples)
+    del out["ratio_to_minimal"]  # these rows have no minimal design to compare with
+    return {**out, "name": f"{store}: {op}", **fields}

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sticky.cli.args import Parser, count, nonnegative, positive
+from sticky.cli.args import Parser, count, nonnegative, positive, share
 from sticky.clock import ManualClock
 from sticky.engine import Engine
 from sticky.errors import (
@@ -92,19 +92,6 @@ def segments_value(text: str) -> Segments:
 
 
 segments_value.__name__ = "segments"
-
-
-def share(text: str) -> float:
-    """An argparse type: a share, a number from 0 to 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"not a number: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-    if not 0 <= value <= 1:  # NaN fails it too
-        msg = f"must be a share from 0 to 1, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ __all__ = [
     "count",
     "nonnegative",
     "positive",
+    "share",
     "store_options",
     "time_value",
 ]
@@ -49,13 +50,18 @@ def count(least: int) -> Callable[[str], int]:
     return parse
 
 
-def positive(text: str) -> float:
-    """An argparse type: a finite number > 0."""
+def _number(text: str) -> float:
+    """``float(text)``, or the argparse error that names the text."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         msg = f"not a number: {text!r}"
         raise argparse.ArgumentTypeError(msg) from None
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = _number(text)
     if not (math.isfinite(value) and value > 0):
         msg = f"must be a finite number > 0, not {text}"
         raise argparse.ArgumentTypeError(msg)
@@ -64,13 +70,18 @@ def positive(text: str) -> float:
 
 def nonnegative(text: str) -> float:
     """An argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        msg = f"not a number: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+    value = _number(text)
     if not (math.isfinite(value) and value >= 0):
         msg = f"must be a finite number >= 0, not {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def share(text: str) -> float:
+    """An argparse type: a share, a number from 0 to 1."""
+    value = _number(text)
+    if not 0 <= value <= 1:  # NaN fails it too
+        msg = f"must be a share from 0 to 1, not {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
