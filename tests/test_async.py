@@ -206,13 +206,13 @@ def test_a_thousand_tasks_on_redis_never_block_the_loop(
 ) -> None:
     """1,000 tasks select at once on the asyncio Redis store: every recipient keeps its
     sender, and no step of the loop (one task's run between two awaits) takes more than
-    10 ms, as asyncio's debug mode measures it (a step is about 0.1 ms; the margin is
+    100 ms, as asyncio's debug mode measures it (a step is about 0.1 ms; the margin is
     for a shared machine that runs the Redis server on the same cores)."""
 
     async def main() -> None:
         store = _async_redis(redis_server.url, f"aio{next(_PREFIXES)}")
         async with AsyncEngine(seed=1, store=store) as engine:  # type: ignore[arg-type]
-            await _many_tasks(engine, 1_000, watch=0.010)
+            await _many_tasks(engine, 1_000, watch=0.100)
             stats = await engine.stats()
             assert (stats.new, stats.sticky) == (400, 1_600)
             await engine.store.check_invariants()
