@@ -157,11 +157,11 @@ def test_memory_and_redis_agree_step_by_step(redis_server: RedisServer) -> None:
     )
     # The machine drives the clock across the 8-day boundary: expiry was really exercised.
     print(f"differential run: {dict(reasons)}")
-    # With capacity and a number's life on Redis too, their steps take part of the run:
-    # fewer expiries and sticky hits (runs have seen 6 to 40 expiries and 35 to 120 hits
-    # in 100 examples), but some of each, every run.
+    # With capacity and a number's life on Redis too, their steps take part of the run,
+    # and many profiles have sticky sender off: fewer expiries and sticky hits (runs have
+    # seen 6 to 40 expiries and 8 to 120 hits in 100 examples), but some of each, every run.
     assert reasons[Reason.EXPIRED] >= 2, reasons
-    assert reasons[Reason.STICKY] >= 10, reasons
+    assert reasons[Reason.STICKY] >= 1, reasons
 
 
 # -- several processes on one Redis ------------------------------------------------------
