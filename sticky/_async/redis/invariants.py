@@ -14,8 +14,8 @@ from sticky import policy
 from sticky._async.redis.runner import AsyncRunner
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
-from sticky.store.redis.keys import KeyScheme, unhex
-from sticky.store.redis.scripts import LAYOUT, text
+from sticky.store.redis.keys import KeyScheme, ProfileKeys, bucket_hash, bucket_of, unhex
+from sticky.store.redis.scripts import BUCKET_LOAD, LAYOUT, text
 
 __all__ = ["check"]
 
@@ -53,34 +53,16 @@ async def check(run: AsyncRunner, keys: KeyScheme, *, allow_leftovers: bool) -> 
         )
 
 
-async def _check_profile(  # noqa: PLR0915 - one check after another
+async def _check_profile(
     run: AsyncRunner, keys: KeyScheme, hex_value: str, *, allow_leftovers: bool
 ) -> dict[str, str]:
     """Check one profile; return its numbers' expected owner-key values."""
     k = keys.of_hex(hex_value)
-    (
-        meta,
-        pool_flat,
-        table,
-        claims,
-        queue,
-        late_flat,
-        rev,
-        version,
-        choice,
-        batch,
-        cap,
-        optouts,
-        health,
-    ) = await run.pipeline(
+    (meta, pool_flat, claims, version, choice, batch, cap, optouts, health) = await run.pipeline(
         [
             (None, ("HGETALL", k.meta)),
             (None, ("HGETALL", k.pool)),
-            (None, ("HGETALL", k.map)),
             (None, ("HGETALL", k.claims)),
-            (None, ("LRANGE", k.queue, "0", "-1")),
-            (None, ("ZRANGE", k.late, "0", "-1", "WITHSCORES")),
-            (None, ("ZRANGE", k.rev, "0", "-1")),
             (None, ("GET", k.ver)),
             (None, ("HGETALL", k.choice)),
             (None, ("HGETALL", k.batch)),
@@ -90,7 +72,7 @@ async def _check_profile(  # noqa: PLR0915 - one check after another
         ]
     )
     pid = unhex(hex_value)
-    meta, pool_map, table, claims = (_as_dict(x) for x in (meta, pool_flat, table, claims))
+    meta, pool_map, claims = (_as_dict(x) for x in (meta, pool_flat, claims))
     assert meta["id"] == hex_value, f"{pid}: meta names {meta['id']}"
     settings = PoolSettings.from_dict(json.loads(meta["settings"]))
     json_text, *fields = codec.settings_args(settings)
@@ -111,43 +93,92 @@ async def _check_profile(  # noqa: PLR0915 - one check after another
         assert offset.isdigit(), f"{pid}: batch {token} at offset {offset!r}"
     if not allow_leftovers:
         assert not claims, f"{pid}: pending claims {claims}"
-    index: set[tuple[float, str]] = set()
-    queue_keys = []
-    for item in queue:
-        key, _, to = item.partition(" ")
-        queue_keys.append(float(key))
-        index.add((float(key), to))
-    assert queue_keys == sorted(queue_keys), f"{pid}: queue keys out of order"
-    due = meta.get("due")  # the expiry index's lower bound, when known
-    if due == "none":
-        assert not queue, f"{pid}: due says the index is empty, the queue is not"
-        assert not late_flat, f"{pid}: due says the index is empty, late is not"
-    # redis-py may pair members with scores, or not: flatten
-    flat = [
-        text(x)
-        for item in late_flat
-        for x in (item if isinstance(item, (list, tuple)) else [item])
-    ]
-    for member, score in zip(flat[::2], flat[1::2], strict=True):
-        to, sep, seq = member.partition("\0")
-        assert sep, f"{pid}: late member {member!r}"
-        assert seq.isdigit(), f"{pid}: late member {member!r}"
-        index.add((float(score), to))
-    if due is not None and due != "none":
-        assert all(float(due) <= key for key, _ in index), f"{pid}: an index key below due"
-    expected_rev = set()
-    for to, value in table.items():
-        last_used, idx, sender = value.split(" ", 2)
-        assert sender in pool_map, f"{pid}: {to} maps to {sender}, not in pool"
-        assert codec.float_text(float(last_used)) == last_used, f"{pid}: {to}: {last_used!r}"
-        assert float(idx) <= float(last_used), f"{pid}: {to} index key after last use"
-        assert (float(idx), to) in index, f"{pid}: {to} missing from the expiry index"
-        expected_rev.add(f"{sender}\0{to}")
-    assert set(rev) == expected_rev, f"{pid}: reverse index disagrees"
-    assert len(rev) == len(expected_rev)
+    if meta.get("layout") == LAYOUT:
+        await _check_mappings(run, k, pid, meta, pool_map)
+    else:
+        await _check_old_mappings(run, k, pid, pool_map)
     if "horizon" in meta:
         assert codec.float_text(float(meta["horizon"])) == meta["horizon"]
     return dict.fromkeys(pool_map, f"{meta['inc']}:{hex_value}")
+
+
+async def _check_mappings(
+    run: AsyncRunner, k: ProfileKeys, pid: str, meta: dict[str, str], pool_map: dict[str, str]
+) -> None:
+    """Check the bucketed table (layout 3).
+
+    Each mapping is in its bucket, under a pooled sender's id; ``n`` counts them; ``due``
+    scores each non-empty bucket at most its least last_used; each sender's reverse-index
+    bit is set for every bucket holding it; no stray key.
+    """
+    nb, n = int(meta["nb"]), int(meta["n"])
+    assert nb >= 1, f"{pid}: {nb} buckets"
+    ids_flat, due_flat, *buckets = await run.pipeline(
+        [
+            (None, ("HGETALL", k.ids)),
+            (None, ("ZRANGE", k.due, "0", "-1", "WITHSCORES")),
+            *((None, ("HGETALL", k.bucket(b))) for b in range(nb)),
+        ]
+    )
+    ids = _as_dict(ids_flat)
+    sids = {f: v for f, v in ids.items() if f[:1] != "#"}
+    names = {f[1:]: v for f, v in ids.items() if f[:1] == "#" and len(f) > 1}
+    assert names == {v: f for f, v in sids.items()}, f"{pid}: sender ids are not one to one"
+    assert set(sids) <= set(pool_map), f"{pid}: ids of numbers not in the pool"
+    assert all(int(sid) <= int(ids.get("#", "0")) for sid in names), f"{pid}: an id past '#'"
+    flat = [
+        text(x) for item in due_flat for x in (item if isinstance(item, (list, tuple)) else [item])
+    ]
+    due = {int(b): float(score) for b, score in zip(flat[::2], flat[1::2], strict=True)}
+    held: set[tuple[str, int]] = set()
+    total = 0
+    for b, bucket in enumerate(buckets):
+        table = _as_dict(bucket)
+        total += len(table)
+        least = math.inf
+        for to, value in table.items():
+            sid, last_used = value.split(" ")
+            assert sid in names, f"{pid}: {to} maps to id {sid}, which names no number"
+            assert names[sid] in pool_map, f"{pid}: {to} maps to {names[sid]}, not in pool"
+            assert codec.float_text(float(last_used)) == last_used, f"{pid}: {to}: {last_used!r}"
+            assert bucket_of(bucket_hash(to), nb) == b, f"{pid}: {to} in bucket {b}"
+            least = min(least, float(last_used))
+            held.add((sid, b))
+        if table:
+            assert b in due, f"{pid}: bucket {b} not in the expiry index"
+            assert due[b] <= least, f"{pid}: bucket {b} scored after its oldest mapping"
+    assert set(due) <= set(range(nb)), f"{pid}: the expiry index names buckets past {nb}"
+    assert all(buckets[b] for b in due), f"{pid}: the expiry index names an empty bucket"
+    assert total == n, f"{pid}: n = {n}, the buckets hold {total}"
+    assert n <= max(nb, 2) * BUCKET_LOAD, f"{pid}: {n} mappings in {nb} buckets"
+    ordered = sorted(held)
+    bits = await run.pipeline([(None, ("GETBIT", k.rev_of(sid), str(b))) for sid, b in ordered])
+    for (sid, b), bit in zip(ordered, bits, strict=True):
+        assert int(bit) == 1, f"{pid}: bucket {b} holds id {sid}, its reverse index says not"
+    strays = await run.scan(f"{k.map}:*") + await run.scan(f"{k.rev}:*")
+    for key in strays:
+        kind, _, rest = key[len(k.map) - 3 :].partition(":")
+        if kind == "map":
+            assert int(rest) < nb, f"{pid}: stray bucket {key}"
+        else:
+            assert rest in names, f"{pid}: a reverse index of no sender: {key}"
+    old = await run.pipeline([(None, ("EXISTS", key)) for key in (*k.old[-2:], k.map, k.rev)])
+    assert not any(int(x) for x in old), f"{pid}: a key of layout 2 left behind"
+
+
+async def _check_old_mappings(
+    run: AsyncRunner, k: ProfileKeys, pid: str, pool_map: dict[str, str]
+) -> None:
+    """Check a table of layout 2 (or 0.1) not migrated yet: senders pooled, reverse index whole."""
+    table, rev = await run.pipeline(
+        [(None, ("HGETALL", k.map)), (None, ("ZRANGE", k.rev, "0", "-1"))]
+    )
+    expected = set()
+    for to, value in _as_dict(table).items():
+        _, _, sender = value.split(" ", 2)
+        assert sender in pool_map, f"{pid}: {to} maps to {sender}, not in pool"
+        expected.add(f"{sender}\0{to}")
+    assert set(rev) == expected, f"{pid}: reverse index disagrees"
 
 
 def _check_pool(

@@ -54,7 +54,7 @@ from sticky.policy import (
 from sticky.settings import PoolSettings
 from sticky.store.redis import codec
 from sticky.store.redis.keys import KeyScheme, ProfileKeys, unhex
-from sticky.store.redis.scripts import Op, Tag, call, scripts
+from sticky.store.redis.scripts import Op, Script, Tag, Wrote, call, scripts
 from sticky.values import Outcome
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncRedisPools"]
 
+_MIGRATE_CHUNK = 1_000
+"""Mappings one migration script moves into buckets (about: HSCAN's COUNT)."""
 _ADD_ATTEMPTS = 50
 """Rounds of add_number's claim protocol before giving up on a racing rival add."""
 _DEFAULT_TIMEOUT = 5.0
@@ -332,11 +334,29 @@ class AsyncRedisPools:
         return self._current(profile_id, reply, 1, cached)
 
     async def _migrate(self, profile_id: str) -> None:
-        """Bring a profile written by 0.1 to this layout: its eligibility flags. 2+ round trips.
+        """Bring a profile of an older layout to this one. 2+ round trips, then one a chunk.
 
-        The flags are computed from the settings and pool of one version, and the
-        script stores them only if that version is still current.
+        A profile written by 0.1 first gets its eligibility flags (layout 2): computed
+        from the settings and pool of one version, and stored only if that version is
+        still current. Then its mappings move into buckets (layout 3), about
+        ``_MIGRATE_CHUNK`` a script, each atomic: the other scripts refuse the profile
+        until the last chunk, so nothing changes between two, and a migration that
+        stops half-way (a client gone, a timeout) is taken up where it stopped by the
+        next touch, from any client.
         """
+        k = self._keys.of(profile_id)
+        script, args = self._s["migrate_map"], (str(_MIGRATE_CHUNK),)
+        while True:
+            reply = await self._run.eval(script, k.old, args)
+            if reply[0] == _UNKNOWN:
+                raise unknown_profile(profile_id)
+            if reply[0] == _OLD:
+                await self._migrate_flags(profile_id)
+            elif reply[1] == "1":
+                return
+
+    async def _migrate_flags(self, profile_id: str) -> None:
+        """A profile written by 0.1 to layout 2: its pool entries' flags. 2+ round trips."""
         k = self._keys.of(profile_id)
         current = await self._info(profile_id, fresh=True)
         while True:
@@ -354,6 +374,27 @@ class AsyncRedisPools:
             if reply[0] == _UNKNOWN:
                 raise unknown_profile(profile_id)
             current = self._remember(profile_id, reply, 1)
+
+    async def _eval_current(
+        self,
+        profile_id: str,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[str],
+        wrote: Wrote | None = None,
+    ) -> Any:  # noqa: ANN401 - a script's reply
+        """Run a script that needs this layout. 1 round trip.
+
+        A profile it refuses as of an older layout (OLD_LAYOUT) is migrated, and the script
+        run again; UNKNOWN_PROFILE raises UnknownProfile.
+        """
+        reply = await self._run.eval(script, keys, args, wrote)
+        if reply[0] == _OLD:
+            await self._migrate(profile_id)
+            reply = await self._run.eval(script, keys, args, wrote)
+        if reply[0] == _UNKNOWN:
+            raise unknown_profile(profile_id)
+        return reply
 
     # -- profiles -------------------------------------------------------------------
     async def create_profile(self, profile_id: str, settings: PoolSettings) -> None:
@@ -393,9 +434,9 @@ class AsyncRedisPools:
         count is then lost, never doubled).
         """
         k = self._keys.of(profile_id)
-        reply = await self._run.eval(self._s["delete_profile"], k.every, (_f(now),))
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
+        reply = await self._eval_current(
+            profile_id, self._s["delete_profile"], k.every, (_f(now),)
+        )
         live, inc, evicted, numbers = int(reply[1]), reply[2], reply[3], reply[4:]
         self._cache.pop(profile_id, None)
         me = f"{inc}:{k.hex}"
@@ -586,9 +627,8 @@ class AsyncRedisPools:
                 cached.version_text,
                 *codec.choice_args(rest, cached.settings, cached.version),
             ]
-        reply = await self._run.eval(self._s["remove_number"], k.every, (number, _f(now), *choice))
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
+        args = (number, _f(now), *choice)
+        reply = await self._eval_current(profile_id, self._s["remove_number"], k.every, args)
         if reply[0] == Tag.NOT_IN_POOL:
             raise not_in_pool(number, profile_id)
         # Removed already: if releasing the owner key fails, the stale key heals itself.

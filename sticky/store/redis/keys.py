@@ -9,15 +9,17 @@ tuples of :class:`ProfileKeys` say which prefix each kind of script needs.
 
 from __future__ import annotations
 
-__all__ = ["ORDER", "KeyScheme", "ProfileKeys", "hex_id", "unhex"]
+import hashlib
+
+__all__ = ["ORDER", "KeyScheme", "ProfileKeys", "bucket_hash", "bucket_of", "hex_id", "unhex"]
 
 ORDER = (
     "meta",
     "map",
     "pool",
     "ver",
-    "queue",
-    "late",
+    "due",
+    "ids",
     "rev",
     "claims",
     "choice",
@@ -26,7 +28,26 @@ ORDER = (
     "optout",
     "health",
 )
-"""The keys of a profile in the order the scripts' KEYS list them."""
+"""The keys of a profile in the order the scripts' KEYS list them. ``map`` and ``rev``
+name no key of their own (layout 3): ``map:<b>`` is bucket ``b`` of the mapping table,
+``rev:<sid>`` the reverse index of sender id ``sid`` (docs/redis.md)."""
+
+OLD = ("queue", "late")
+"""Layout 2's expiry index, which the migration to layout 3 deletes (its ``map`` and
+``rev`` were keys of their own)."""
+
+
+def bucket_hash(to: str) -> int:
+    """A recipient's 32-bit hash, as the scripts compute it (``hash_of``). O(len)."""
+    digest = hashlib.sha1(to.encode("utf-8", "surrogatepass"), usedforsecurity=False)
+    return int(digest.hexdigest()[:8], 16)
+
+
+def bucket_of(h: int, nb: int) -> int:
+    """The bucket of hash ``h`` among ``nb`` by linear hashing (``bucket_of`` in Lua). O(1)."""
+    low = 1 << (nb.bit_length() - 1)
+    b = h % (2 * low)
+    return h % low if b >= nb else b
 
 
 def hex_id(value: str) -> str:
@@ -47,16 +68,16 @@ class ProfileKeys:
         "cap",
         "choice",
         "claims",
+        "due",
         "every",
         "health",
         "hex",
-        "late",
-        "lookup",
+        "ids",
         "map",
         "meta",
+        "old",
         "optout",
         "pool",
-        "queue",
         "rev",
         "select",
         "ver",
@@ -67,7 +88,7 @@ class ProfileKeys:
         base = f"{prefix}:{{{hex_value}}}:"
         self.hex = hex_value
         self.meta, self.map, self.pool, self.ver = (base + n for n in ORDER[:4])
-        self.queue, self.late, self.rev, self.claims = (base + n for n in ORDER[4:8])
+        self.due, self.ids, self.rev, self.claims = (base + n for n in ORDER[4:8])
         self.choice, self.batch, self.cap = (base + n for n in ORDER[8:11])
         self.optout, self.health = (base + n for n in ORDER[11:])
         self.every = (
@@ -75,8 +96,8 @@ class ProfileKeys:
             self.map,
             self.pool,
             self.ver,
-            self.queue,
-            self.late,
+            self.due,
+            self.ids,
             self.rev,
             self.claims,
             self.choice,
@@ -90,12 +111,20 @@ class ProfileKeys:
         ``cap`` (a hash: number -> capacity state), ``optout`` (a set of opted-out
         recipients) and ``health`` (a hash: number -> delivery window) come last, so the
         shorter prefixes below stay as they were."""
+        self.old = (*self.every, *(base + n for n in OLD))
+        """The migration to layout 3: every key, then layout 2's expiry index."""
         self.write = self.every[:7]
-        """Scripts that store or remove mappings, so touch the expiry and reverse indexes."""
+        """Scripts that read or write mappings: the table, its sender ids and indexes."""
         self.select = self.every[:4]
-        """Scripts that read a select (settings, a mapping, the pool and its version)."""
-        self.lookup = self.every[:2]
-        """Scripts that read one mapping: the settings and the mapping table."""
+        """Scripts that read the settings and the pool (and its version)."""
+
+    def bucket(self, b: int) -> str:
+        """The key of bucket ``b`` of the mapping table."""
+        return f"{self.map}:{b}"
+
+    def rev_of(self, sid: str) -> str:
+        """The key of sender id ``sid``'s reverse index (a bitmap of buckets)."""
+        return f"{self.rev}:{sid}"
 
 
 _CACHED = 10_000

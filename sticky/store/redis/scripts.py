@@ -25,9 +25,11 @@ from sticky import policy
 from sticky.values import GeoTier, Reason, ReplyAction
 
 __all__ = [
+    "BUCKET_LOAD",
     "LAYOUT",
     "REASONS",
     "SCRIPT_NAMES",
+    "STEP_BUCKETS",
     "TIERS",
     "TOPOLOGY",
     "TRANSIENT",
@@ -43,9 +45,21 @@ __all__ = [
 
 _log = logging.getLogger("sticky.store.redis")
 
-LAYOUT: Final = "2"
-"""The key layout version a profile's ``meta`` names. 0.1 wrote none (layout 1: pool
-entries without the eligibility flag); such a profile is migrated on first touch."""
+LAYOUT: Final = "3"
+"""The key layout version a profile's ``meta`` names: 3, mappings in buckets. 0.1 wrote
+none (layout 1: pool entries without the eligibility flag), 2 kept one hash of mappings
+with a sorted-set reverse index and a list expiry index; a profile of either is migrated
+on its first touch (``migrate``, then ``migrate_map`` a chunk a round trip)."""
+
+BUCKET_LOAD: Final = 32
+"""Mappings per bucket before the table grows by one bucket: small enough that a bucket
+(about 2 x this before it splits) stays a listpack under Redis's default
+``hash-max-listpack-entries`` 128, large enough that a bucket's key costs little per
+mapping."""
+
+STEP_BUCKETS: Final = 1
+"""Buckets whose expiry score is dead a write that stores a mapping cleans: the Redis
+store's amortised step (the memory and SQLite stores' is ``policy.STEP_EVICTIONS``)."""
 
 
 class Tag:
@@ -128,8 +142,8 @@ def _tags() -> dict[str, str]:
 def constants() -> dict[str, str]:
     """Every placeholder's Lua text: tags as string literals, numbers as integers."""
     out = {name: f"'{value}'" for name, value in _tags().items()}
-    out["STEP_EVICTIONS"] = str(policy.STEP_EVICTIONS)
-    out["STEP_LOOKS"] = str(policy.STEP_LOOKS)
+    out["BUCKET_LOAD"] = str(BUCKET_LOAD)
+    out["STEP_BUCKETS"] = str(STEP_BUCKETS)
     out["HEALTH_BUCKETS"] = str(policy.HEALTH_BUCKETS)
     out["LAYOUT"] = f"'{LAYOUT}'"
     for reason in REASONS[1:]:
@@ -159,6 +173,7 @@ SCRIPT_NAMES: Final = (
     "info",
     "mapping",
     "migrate",
+    "migrate_map",
     "opt_in",
     "opt_out",
     "opted_out",

@@ -30,17 +30,18 @@ from sticky.policy import Load, reply_action, today
 from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
+from sticky.store.redis.keys import unhex
 from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
 from sticky.store.redis.runner import ClosedRunner
-from sticky.store.redis.scripts import REASONS, TIERS, Op, Tag, call
+from sticky.store.redis.scripts import LAYOUT, REASONS, TIERS, Op, Tag, call, text
 from sticky.values import Keyword, Reason, ReplyAction, Selection
 
 __all__ = ["RedisStore"]
 
 _EVICT_CHUNK = 2_000
 """Dead mappings one evict_expired script removes before yielding the server."""
-_EVICT_LOOKS = 20_000
-"""Index entries one evict_expired script looks at before yielding the server."""
+_EVICT_BUCKETS = 500
+"""Buckets one evict_expired script cleans before yielding the server."""
 _CHUNK = 256
 """Recipients per batch script: each script is one atomic step, kept short."""
 
@@ -655,29 +656,33 @@ class RedisStore(RedisPools):
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
         """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. 1 round trip."""
-        reply = self._run.eval(self._s["mapping"], self._keys.of(profile_id).lookup, (to, _f(now)))
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
+        keys = self._keys.of(profile_id).write
+        reply = self._eval_current(profile_id, self._s["mapping"], keys, (to, _f(now)))
         if reply[0] == Tag.NO_MAPPING:
             return None
         return reply[1], float(reply[2]), float(reply[3])
 
     def recipients_of(self, profile_id: str, number: str, now: float) -> list[str]:
-        """Recipients with a live mapping to ``number``, sorted. 1 round trip, O(k log n)."""
-        reply = self._run.eval(
-            self._s["recipients_of"], self._keys.of(profile_id).write, (number, _f(now))
-        )
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
+        """Recipients with a live mapping to ``number``, sorted. 1 round trip.
+
+        O(k log k) for its k mappings, plus the buckets that hold them (each read whole).
+        """
+        keys = self._keys.of(profile_id).write
+        args = (number, _f(now))
+        reply = self._eval_current(profile_id, self._s["recipients_of"], keys, args)
         return sorted(reply[1:])
 
     def iter_mappings(
         self, profile_id: str, now: float, batch: int
     ) -> Iterator[list[LiveMapping]]:
-        """The live mappings, about ``batch`` a round trip (HSCAN; :mod:`.scan`)."""
-        return scan.iter_mappings(
-            lambda: self._run, self._keys.of(profile_id), profile_id, now, batch
-        )
+        """The live mappings, about ``batch`` a round trip (its buckets; :mod:`.scan`)."""
+        keys = self._keys.of(profile_id)
+        pages = scan.iter_mappings(lambda: self._run, keys, profile_id, now, batch)
+        if pages is None:  # an older layout
+            self._migrate(profile_id)
+            pages = scan.iter_mappings(lambda: self._run, keys, profile_id, now, batch)
+            assert pages is not None, "migrated, yet not of this layout"
+        return pages
 
     def pin(self, profile_id: str, to: str, number: str, now: float) -> PoolSettings:
         """Map ``to`` to ``number`` as used at ``now``, replacing any mapping. 1 round trip.
@@ -699,6 +704,9 @@ class RedisStore(RedisPools):
                 before = None
             if reply[0] == _UNKNOWN:
                 raise unknown_profile(profile_id)
+            if reply[0] == _OLD:
+                self._migrate(profile_id)
+                continue
             if reply[0] == Tag.NOT_IN_POOL:
                 raise not_in_pool(number, profile_id)
             if reply[0] == _STALE:
@@ -712,10 +720,9 @@ class RedisStore(RedisPools):
         Never a ``WAIT``: a delete lost at a failover leaves the old mapping, not a second
         sender.
         """
-        reply = self._run.eval(self._s["forget"], self._keys.of(profile_id).write, (to, _f(now)))
-        if reply == _UNKNOWN:
-            raise unknown_profile(profile_id)
-        return bool(reply == "1")
+        keys = self._keys.of(profile_id).write
+        reply = self._eval_current(profile_id, self._s["forget"], keys, (to, _f(now)))
+        return bool(reply[1] == "1")
 
     # -- opt-outs and replies -------------------------------------------------------
     def opt_out(self, profile_id: str, to: str, now: float) -> bool:
@@ -723,9 +730,8 @@ class RedisStore(RedisPools):
 
         1 round trip, O(log n). The deletion is :meth:`forget`'s (it moves the horizon).
         """
-        reply = self._run.eval(self._s["opt_out"], self._keys.of(profile_id).every, (to, _f(now)))
-        if reply[0] == _UNKNOWN:
-            raise unknown_profile(profile_id)
+        keys = self._keys.of(profile_id).every
+        reply = self._eval_current(profile_id, self._s["opt_out"], keys, (to, _f(now)))
         return bool(reply[1] == "1")
 
     def opt_in(self, profile_id: str, to: str) -> bool:
@@ -793,6 +799,9 @@ class RedisStore(RedisPools):
                 return ReplyAction.OPTED_OUT
             if tag == _UNKNOWN:
                 raise unknown_profile(profile_id)
+            if tag == _OLD:
+                self._migrate(profile_id)
+                continue
             assert tag == _STALE, f"unexpected reply {tag!r}"
             before = self._stale(profile_id, reply, keys)
 
@@ -805,7 +814,7 @@ class RedisStore(RedisPools):
         """
         hexes = list(self._run.command("SMEMBERS", self._keys.profiles))
         script = self._s["evict"]
-        args = (_f(now), str(_EVICT_CHUNK), str(_EVICT_LOOKS))
+        args = (_f(now), str(_EVICT_CHUNK), str(_EVICT_BUCKETS))
         total = 0
         while hexes:
             replies = self._run.pipeline(
@@ -817,6 +826,9 @@ class RedisStore(RedisPools):
                     total += int(reply[1])
                     if reply[2] == 1:
                         more.append(h)
+                elif reply[0] == _OLD:  # an older layout: migrated, then evicted again
+                    self._migrate(unhex(h))
+                    more.append(h)
             hexes = more
         return total
 
@@ -826,10 +838,13 @@ class RedisStore(RedisPools):
         ops: list[Op] = [(None, ("GET", self._keys.evicted))]
         for h in hexes:
             k = self._keys.of_hex(h)
-            ops += [(None, ("HLEN", k.map)), (None, ("HGET", k.meta, "evicted"))]
+            # a profile not yet migrated to this layout counts its layout 2 table
+            ops += [(None, ("HMGET", k.meta, "n", "evicted", "layout")), (None, ("HLEN", k.map))]
         results = self._run.pipeline(ops)
-        stored = sum(int(r) for r in results[1::2])
-        evicted = sum(int(r) for r in [results[0], *results[2::2]] if r is not None)
+        stored, evicted = 0, int(results[0] or 0)
+        for (n, dead, layout), old in zip(results[1::2], results[2::2], strict=True):
+            stored += int(n or 0) if text(layout or "") == LAYOUT else int(old)
+            evicted += int(dead or 0)
         return stored, evicted
 
     def check_invariants(self, *, allow_leftovers: bool = False) -> None:

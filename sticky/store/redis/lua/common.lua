@@ -13,18 +13,21 @@
 --
 -- KEYS of a profile's scripts always sit at these positions (a script is given the
 -- first 2, 4, 7 or all 13 of them); all of them share the profile's {hash tag}:
---   1 meta (hash)  2 map (hash)  3 pool (hash)  4 ver (string)
---   5 queue (list) 6 late (zset) 7 rev (zset)   8 claims (hash)
+--   1 meta (hash)  2 map (the buckets' prefix, see the mapping table)  3 pool (hash)
+--   4 ver (string)  5 due (zset: the expiry index)  6 ids (hash: the sender ids)
+--   7 rev (the reverse index's prefix)  8 claims (hash)
 --   9 choice (hash: what a fresh choice needs, see pick)  10 batch (hash: the draw
 --   offsets of batches in flight, see select_many.lua)  11 cap (hash: number ->
 --   "<tat> <floor> <day> <count>", its capacity state; absent: IDLE)
 --   12 optout (set: the opted-out recipients)  13 health (hash: number ->
 --   "<token>;<bucket> <delivered> <failed> <spam>;...", its delivery window)
---
+-- migrate_map.lua alone is given two more: 14 queue and 15 late, layout 2's expiry
+-- index (KEYS[2] and KEYS[7] are then also layout 2's table and reverse index).
+
 -- Times and ttls arrive as Python repr() strings. They are compared as doubles
 -- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
 -- received: Lua's tostring keeps 14 digits only, so no script ever formats a float.
--- A mapping is stored as "<last_used> <index key> <sender>"; a pool entry as
+-- A mapping is stored as "<sid> <last_used>" (see the mapping table); a pool entry as
 -- "<L|T><h><k><e><d>": type, health, kept (a live mapping to it may stay), eligible
 -- (for a fresh choice), delivery health, then " <rate> <budget>" and, while it drains,
 -- " <since> <grace>", which Python reads (Lua reads limits from the choice data), and
@@ -34,17 +37,24 @@
 -- the profile's time zone (on), or absent (not known: the choice data is not stored;
 -- store_choice writes both together).
 
-local STEP_EVICTIONS = {{STEP_EVICTIONS}} -- dead mappings a write that stores a mapping removes, at most
-local STEP_LOOKS = {{STEP_LOOKS}}         -- index entries such a write looks at, at most
 -- judge()'s verdicts, as policy.judge's, and the other reasons a select replies
 local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}}
 local NEW, POOL, OVERFLOW = {{R_NEW}}, {{R_POOL}}, {{R_OVERFLOW}}
-local NUL = '\0'
 
--- The profile's ttl, sticky flag, horizon, layout and expiry-index bound (see set_due),
--- or nil when it does not exist.
+-- The table's size: nb buckets, low = 2^L <= nb < 2^(L+1) (see the mapping table).
+local function set_buckets(p, nb)
+  p.nb = nb
+  local low = 1
+  while low * 2 <= nb do
+    low = low * 2
+  end
+  p.low = low
+end
+
+-- The profile's ttl, sticky flag, horizon, layout, capacity flag and its table's size
+-- (stored mappings n, buckets nb), or nil when it does not exist.
 local function load_profile()
-  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'due', 'cap')
+  local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'cap', 'n', 'nb')
   if not m[1] then
     return nil
   end
@@ -54,14 +64,17 @@ local function load_profile()
     sticky = m[2] == '1',
     horizon_s = false,
     horizon = -math.huge,
-    current = m[4] == {{LAYOUT}}, -- else written by 0.1: no eligibility flags yet
-    due_s = m[5] or false,
-    cap = m[6] or false,
+    current = m[4] == {{LAYOUT}}, -- else an older layout, which the caller migrates first
+    cap = m[5] or false,
+    n = tonumber(m[6] or '0'),
+    sids = {},
+    numbers = {},
   }
   if m[3] then
     p.horizon_s = m[3]
     p.horizon = tonumber(m[3])
   end
+  set_buckets(p, tonumber(m[7] or '1'))
   return p
 end
 
@@ -142,148 +155,296 @@ local function refreshed(lu_s, lu, now_s, now)
   return lu_s, false
 end
 
-local function parse_mapping(v)
-  local a = string.find(v, ' ', 1, true)
-  local b = string.find(v, ' ', a + 1, true)
-  return string.sub(v, 1, a - 1), string.sub(v, a + 1, b - 1), string.sub(v, b + 1)
+-- -- the mapping table ----------------------------------------------------------
+-- A profile's mappings live in `nb` buckets, the hashes KEYS[2] .. ':' .. b: recipient
+-- -> "<sid> <last_used>", where sid is the sender's small id in the profile (KEYS[6],
+-- `ids`: number -> sid, '#' .. sid -> number, '#' -> the last id given). Small hashes
+-- stay listpack-encoded: a mapping costs its two strings and a few bytes. Buckets grow
+-- by linear hashing: a recipient's bucket is its hash h mod 2^(L+1), or mod 2^L where
+-- that bucket is not split yet (2^L <= nb < 2^(L+1)); when the profile holds more than
+-- BUCKET_LOAD mappings per bucket, the next bucket in turn splits in two (one bucket's
+-- work, never a rehash of the whole table). meta's `n` counts the stored mappings.
+-- Two indexes, one entry per bucket, not per mapping:
+--   KEYS[5] `due` (zset): each non-empty bucket scored by a lower bound of its mappings'
+--   last_used (the expiry index: the smallest score says which bucket may hold the
+--   oldest dead mapping);
+--   KEYS[7] .. ':' .. sid (bitmap, the reverse index): bit b set when bucket b may
+--   hold a mapping to that sender; set by every write of one, cleared when a scan of
+--   the bucket (an eviction, a split, remove_number) finds none.
+
+local BUCKET_LOAD = {{BUCKET_LOAD}} -- mappings per bucket before the next one splits
+local STEP_BUCKETS = {{STEP_BUCKETS}} -- due buckets a write that stores a mapping cleans, at most
+
+-- The recipient's 32-bit hash (keys.bucket_hash in Python).
+local function hash_of(to)
+  return tonumber(string.sub(redis.sha1hex(to), 1, 8), 16)
+end
+
+-- Linear hashing: the bucket of hash h among nb buckets (low = 2^L <= nb < 2 * low).
+local function bucket_of(h, nb, low)
+  local b = h % (low * 2)
+  if b >= nb then
+    return h % low
+  end
+  return b
+end
+
+local function bucket_key(b)
+  return KEYS[2] .. ':' .. string.format('%d', b)
+end
+
+local function rev_key(sid)
+  return KEYS[7] .. ':' .. sid
+end
+
+local function parse_value(v)
+  local sp = string.find(v, ' ', 1, true)
+  local lu_s = string.sub(v, sp + 1)
+  return string.sub(v, 1, sp - 1), lu_s, tonumber(lu_s)
+end
+
+-- The number of sender id `sid` (cached in p for the script).
+local function number_of(p, sid)
+  local n = p.numbers[sid]
+  if not n then
+    n = redis.call('HGET', KEYS[6], '#' .. sid)
+    p.numbers[sid] = n
+  end
+  return n
+end
+
+-- The id of `number` in the profile, given it one if it has none and `create`.
+local function sid_of(p, number, create)
+  local sid = p.sids[number]
+  if sid then
+    return sid
+  end
+  sid = redis.call('HGET', KEYS[6], number)
+  if not sid and create then
+    sid = string.format('%d', redis.call('HINCRBY', KEYS[6], '#', 1))
+    redis.call('HSET', KEYS[6], number, sid, '#' .. sid, number)
+  end
+  if sid then
+    p.sids[number], p.numbers[sid] = sid, number
+  end
+  return sid
+end
+
+-- The mapping of `to`: a table m with its place (m.b, m.key, m.nb) and, when it has
+-- one, m.sid, m.sender, m.lu_s, m.lu. One HGET (and the sender's name once a script).
+local function lookup(p, to)
+  local b = bucket_of(hash_of(to), p.nb, p.low)
+  local m = {to = to, b = b, key = bucket_key(b), nb = p.nb}
+  local v = redis.call('HGET', m.key, to)
+  if v then
+    m.sid, m.lu_s, m.lu = parse_value(v)
+    m.sender = number_of(p, m.sid)
+  end
+  return m
 end
 
 -- Honour a sticky hit: at most one write (the mapping, when last_used changes); a hit
--- evicts nothing, so the horizon stays.
-local function honour(to, lu_s, lu, idx_s, sender, now_s, now)
-  local new_s, changed = refreshed(lu_s, lu, now_s, now)
+-- evicts nothing, so the horizon stays, and `due` stays a lower bound.
+local function honour(p, m, now_s, now)
+  local new_s, changed = refreshed(m.lu_s, m.lu, now_s, now)
   if changed then
-    redis.call('HSET', KEYS[2], to, new_s .. ' ' .. idx_s .. ' ' .. sender)
+    redis.call('HSET', m.key, m.to, m.sid .. ' ' .. new_s)
+    m.lu_s, m.lu = new_s, now
   end
 end
 
--- Byte-wise a < b. Lua's own string order follows the server's locale (strcoll);
--- Python compares code points, which UTF-8 bytes order the same way.
-local function bytes_lt(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then
-      return x < y
-    end
-  end
-  return #a < #b
-end
-
--- The expiry index's lower bound, meta's `due`: a key at most every key of `queue` and
--- `late` ('none' when both are empty; absent when not known, as in a profile written
--- before it existed), so that the amortised step, when nothing is due, looks at
--- nothing. Only put and evict change the index: put lowers the bound to a smaller key,
--- evict only removes keys or adds ones larger than the key it removed (so the bound
--- stays a bound), and sets it to the head it stopped at.
-local function set_due(p, due_s)
-  if due_s ~= p.due_s then
-    if due_s then
-      redis.call('HSET', KEYS[1], 'due', due_s)
-    else
-      redis.call('HDEL', KEYS[1], 'due')
-    end
-    p.due_s = due_s
-  end
-end
-
--- Store (sender, now) for `to`, replacing `old` (its stored value, or false). The index
--- entry goes to the tail of the queue while keys arrive in order, else into `late`.
-local function put(p, to, sender, now_s, now, old)
-  if old then
-    local _, _, old_sender = parse_mapping(old)
-    redis.call('ZREM', KEYS[7], old_sender .. NUL .. to)
-  end
-  redis.call('HSET', KEYS[2], to, now_s .. ' ' .. now_s .. ' ' .. sender)
-  redis.call('ZADD', KEYS[7], 0, sender .. NUL .. to)
-  local tail = redis.call('LINDEX', KEYS[5], -1)
-  if (not tail) or tonumber(string.sub(tail, 1, string.find(tail, ' ', 1, true) - 1)) <= now then
-    redis.call('RPUSH', KEYS[5], now_s .. ' ' .. to)
-  else
-    local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-    redis.call('ZADD', KEYS[6], now_s, to .. NUL .. seq)
-  end
-  if p.due_s == 'none' or (p.due_s and now < tonumber(p.due_s)) then
-    set_due(p, now_s)
-  end
-end
-
--- Remove up to `limit` mappings dead at `at`, looking at up to `max_looks` index
--- entries, in the order MemoryStore._evict does (the smaller of the queue's head and
--- late's head, as (key, to) tuples). Returns removed, looks.
-local function evict(p, at, limit, max_looks)
-  local ttl = p.ttl
-  local removed, looks = 0, 0
-  local due_s = p.due_s
-  if due_s and (due_s == 'none' or is_live(tonumber(due_s), ttl, at)) then
-    return removed, looks -- every index key is live at `at`: nothing is due
-  end
-  while removed < limit and looks < max_looks do
-    local q = redis.call('LINDEX', KEYS[5], 0)
-    local l = redis.call('ZRANGE', KEYS[6], 0, 0, 'WITHSCORES')
-    local key, to, qk, qk_s, qto, lk, lto
-    if q then
-      local sp = string.find(q, ' ', 1, true)
-      qk_s, qto = string.sub(q, 1, sp - 1), string.sub(q, sp + 1)
-      qk = tonumber(qk_s)
-    end
-    if l[1] then
-      lk, lto = tonumber(l[2]), string.sub(l[1], 1, string.find(l[1], NUL, 1, true) - 1)
-    end
-    local from_queue, key_s
-    if q and ((not l[1]) or qk < lk or (qk == lk and not bytes_lt(lto, qto))) then
-      key, key_s, to, from_queue = qk, qk_s, qto, true
-    elseif l[1] then
-      key, key_s, to, from_queue = lk, l[2], lto, false
-    else
-      set_due(p, 'none')
-      break
-    end
-    if is_live(key, ttl, at) then -- the index key is at most last_used: nothing older is dead
-      set_due(p, key_s) -- the smallest key
-      break
-    end
-    if from_queue then
-      redis.call('LPOP', KEYS[5])
-    else
-      redis.call('ZREM', KEYS[6], l[1])
-    end
-    looks = looks + 1
-    local v = redis.call('HGET', KEYS[2], to)
-    if v then
-      local lu_s, idx_s, sender = parse_mapping(v)
-      if tonumber(idx_s) == key then -- else it indexed a mapping replaced since
-        if is_live(tonumber(lu_s), ttl, at) then
-          -- used since it was indexed: index it again under its last use
-          redis.call('HSET', KEYS[2], to, lu_s .. ' ' .. lu_s .. ' ' .. sender)
-          local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-          redis.call('ZADD', KEYS[6], lu_s, to .. NUL .. seq)
-        else
-          redis.call('HDEL', KEYS[2], to)
-          redis.call('ZREM', KEYS[7], sender .. NUL .. to)
-          removed = removed + 1
-        end
+-- Scan bucket b (its key `key`), keeping the entries `keep(to, sid, lu)` says to keep
+-- and handing the others to `drop(to, sid, v)`. Clears the reverse-index bits of senders
+-- it no longer holds and sets its `due` score to the least last_used it keeps (or drops
+-- it when empty). Returns how many it kept. O(bucket).
+local function rescan(p, b, key, keep, drop)
+  local flat = redis.call('HGETALL', key)
+  local had, has = {}, {}
+  local least_s, least, kept = false, math.huge, 0
+  for i = 1, #flat, 2 do
+    local to, v = flat[i], flat[i + 1]
+    local sid, lu_s, lu = parse_value(v)
+    had[sid] = true
+    if keep(to, sid, lu) then
+      has[sid] = true
+      kept = kept + 1
+      if lu < least then
+        least_s, least = lu_s, lu
       end
+    else
+      drop(to, sid, v)
     end
+  end
+  for sid in pairs(had) do
+    if not has[sid] then
+      redis.call('SETBIT', rev_key(sid), b, 0)
+    end
+  end
+  if least_s then
+    redis.call('ZADD', KEYS[5], least_s, b)
+  else
+    redis.call('ZREM', KEYS[5], b)
+  end
+  return kept
+end
+
+-- Split the next bucket in turn, s = nb - low: its recipients whose hash mod 2 * low is
+-- nb move to the new bucket nb. O(bucket).
+local function split(p)
+  local s, t = p.nb - p.low, p.nb
+  local from, to_key, width = bucket_key(s), bucket_key(t), p.low * 2
+  local least_s, least = false, math.huge
+  local moved = {}
+  rescan(p, s, from, function(to)
+    return hash_of(to) % width ~= t
+  end, function(to, sid, v)
+    redis.call('HDEL', from, to)
+    redis.call('HSET', to_key, to, v)
+    moved[sid] = true
+    local _, lu_s, lu = parse_value(v)
+    if lu < least then
+      least_s, least = lu_s, lu
+    end
+  end)
+  for sid in pairs(moved) do
+    redis.call('SETBIT', rev_key(sid), t, 1)
+  end
+  if least_s then
+    redis.call('ZADD', KEYS[5], least_s, t)
+  end
+  set_buckets(p, p.nb + 1)
+  redis.call('HSET', KEYS[1], 'nb', p.nb)
+end
+
+-- Count `d` more (or fewer) stored mappings; a profile over its load splits a bucket.
+local function count(p, d)
+  p.n = p.n + d
+  redis.call('HSET', KEYS[1], 'n', p.n)
+  if d > 0 and p.n > p.nb * BUCKET_LOAD then
+    split(p)
+  end
+end
+
+-- Store (sender, lu_s) for m.to, replacing its mapping if it has one. O(1) amortised.
+local function put(p, m, sender, lu_s)
+  if m.nb ~= p.nb then -- a split since the lookup may have moved it
+    local b = bucket_of(hash_of(m.to), p.nb, p.low)
+    m.b, m.key, m.nb = b, bucket_key(b), p.nb
+  end
+  local sid = sid_of(p, sender, true)
+  if m.sid ~= sid then
+    redis.call('SETBIT', rev_key(sid), m.b, 1)
+  end
+  local new = redis.call('HSET', m.key, m.to, sid .. ' ' .. lu_s)
+  redis.call('ZADD', KEYS[5], 'LT', lu_s, m.b)
+  m.sid, m.sender, m.lu_s, m.lu = sid, sender, lu_s, tonumber(lu_s)
+  if new == 1 then
+    count(p, 1)
+  end
+end
+
+-- Delete the mapping m (it has one). The bucket's indexes stay bounds: the next scan
+-- of the bucket tightens them.
+local function delete(p, m)
+  redis.call('HDEL', m.key, m.to)
+  m.sid, m.sender, m.lu_s, m.lu = nil, nil, nil, nil
+  count(p, -1)
+end
+
+-- Remove the mappings of bucket b dead at `at`. Returns how many.
+local function clean(p, b, at)
+  local key, ttl, removed = bucket_key(b), p.ttl, 0
+  rescan(p, b, key, function(_, _, lu)
+    return is_live(lu, ttl, at)
+  end, function(to)
+    redis.call('HDEL', key, to)
+    removed = removed + 1
+  end)
+  return removed
+end
+
+-- Clean up to `max_buckets` buckets whose `due` score is dead at `at`, oldest first,
+-- until `limit` mappings are removed. Returns removed, buckets cleaned.
+local function evict(p, at, limit, max_buckets)
+  local removed, cleaned = 0, 0
+  while removed < limit and cleaned < max_buckets do
+    local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+    if not head[1] or is_live(tonumber(head[2]), p.ttl, at) then
+      break -- every bucket's least last_used is live: nothing is dead
+    end
+    removed = removed + clean(p, tonumber(head[1]), at)
+    cleaned = cleaned + 1
   end
   if removed > 0 then
+    count(p, -removed)
     redis.call('HINCRBY', KEYS[1], 'evicted', removed)
   end
-  return removed, looks
+  return removed, cleaned
 end
 
 -- Store.forget's step: delete the mapping of `to` and move the horizon. Returns whether
 -- it was live.
 local function forget_one(p, to, now_s, now)
   local _, at = move_horizon(p, now_s, now)
-  local v = redis.call('HGET', KEYS[2], to)
-  if not v then
+  local m = lookup(p, to)
+  if not m.sid then
     return false
   end
-  local lu_s, _, sender = parse_mapping(v)
-  redis.call('HDEL', KEYS[2], to)
-  redis.call('ZREM', KEYS[7], sender .. NUL .. to)
-  return is_live(tonumber(lu_s), p.ttl, at)
+  local live = is_live(m.lu, p.ttl, at)
+  delete(p, m)
+  return live
+end
+
+-- Delete the whole table and its indexes (the sender ids stay). Returns the number
+-- of live mappings it held at `at` (counted when `at` is given). O(n).
+local function clear_mappings(p, at)
+  local live, ttl = 0, p.ttl
+  for b = 0, p.nb - 1 do
+    local key = bucket_key(b)
+    if at then
+      for _, v in ipairs(redis.call('HVALS', key)) do
+        local _, _, lu = parse_value(v)
+        if is_live(lu, ttl, at) then
+          live = live + 1
+        end
+      end
+    end
+    redis.call('UNLINK', key)
+  end
+  local ids = redis.call('HGETALL', KEYS[6])
+  for i = 1, #ids, 2 do
+    if string.byte(ids[i], 1) ~= 35 then -- '#': an id's own field
+      redis.call('UNLINK', rev_key(ids[i + 1]))
+    end
+  end
+  redis.call('UNLINK', KEYS[5])
+  p.n = 0
+  set_buckets(p, 1)
+  redis.call('HSET', KEYS[1], 'n', 0, 'nb', 1)
+  return live
+end
+
+-- Call fn(to, lu, bucket key) for every mapping to `number`: the buckets its reverse
+-- index names, scanned. Returns its sid (nil: no mapping ever). O(k + buckets named).
+local function each_of(p, number, fn)
+  local sid = sid_of(p, number, false)
+  if not sid then
+    return nil
+  end
+  local key = rev_key(sid)
+  local pos = redis.call('BITPOS', key, 1, 0, -1, 'BIT')
+  while pos >= 0 do
+    local bkey = bucket_key(pos)
+    local flat = redis.call('HGETALL', bkey)
+    for i = 1, #flat, 2 do
+      local s, _, lu = parse_value(flat[i + 1])
+      if s == sid then
+        fn(flat[i], lu, bkey, pos)
+      end
+    end
+    pos = redis.call('BITPOS', key, 1, pos + 1, -1, 'BIT')
+  end
+  return sid
 end
 
 -- The pool version, read once per script (no select step changes it).
@@ -315,11 +476,10 @@ local function begin_one(p, to, now_s, now, capacity)
     return {{OPTED_OUT}}, '', '', '', ''
   end
   if p.sticky then
-    local v = redis.call('HGET', KEYS[2], to)
-    if v then
-      local lu_s, idx_s, sender = parse_mapping(v)
-      local lu = tonumber(lu_s)
-      local verdict = judge(p, lu, sender, now_s, now)
+    local m = lookup(p, to)
+    if m.sid then
+      local sender, lu_s = m.sender, m.lu_s
+      local verdict = judge(p, m.lu, sender, now_s, now)
       if capacity then
         local live = '0'
         if verdict == STICKY then
@@ -330,7 +490,7 @@ local function begin_one(p, to, now_s, now, capacity)
         return {{CAPACITY}}, '1', sender, lu_s, live
       end
       if verdict == STICKY then
-        honour(to, lu_s, lu, idx_s, sender, now_s, now)
+        honour(p, m, now_s, now)
         return {{HIT}}, sender, '', '', ''
       end
       if verdict == REASSIGNED then
@@ -372,14 +532,12 @@ local function commit_one(p, to, chosen, has, prev_sender, prev_lu, live, versio
     return {{OPTED_OUT}}, ''
   end
   local _, at = judged_at(p, now_s, now)
-  local v = redis.call('HGET', KEYS[2], to)
-  local lu_s, idx_s, sender, lu
+  local m = lookup(p, to)
+  local lu_s, sender, lu = m.lu_s, m.sender, m.lu
   -- No mapping matches no previous one, and also a dead previous one evicted since (by
   -- an earlier commit of the same batch, say): either way no live mapping came between.
   local current_live, same = false, has == '0' or live == '0'
-  if v then
-    lu_s, idx_s, sender = parse_mapping(v)
-    lu = tonumber(lu_s)
+  if m.sid then
     current_live = is_live(lu, p.ttl, at)
     -- last_used strings are repr() of a double: equal strings iff equal doubles
     same = has == '1' and sender == prev_sender and lu_s == prev_lu
@@ -388,13 +546,11 @@ local function commit_one(p, to, chosen, has, prev_sender, prev_lu, live, versio
     if not eligible(redis.call('HGET', KEYS[3], chosen)) then
       return {{NOT_ELIGIBLE}}, ''
     end
-    local _, stored_at = move_horizon(p, now_s, now)
-    put(p, to, chosen, now_s, now, v)
-    evict(p, stored_at, STEP_EVICTIONS, STEP_LOOKS)
+    store_fresh(p, m, chosen, now_s, now)
     return {{STORED}}, ''
   end
-  if v and p.sticky and judge(p, lu, sender, now_s, now) == STICKY then
-    honour(to, lu_s, lu, idx_s, sender, now_s, now)
+  if m.sid and p.sticky and judge(p, lu, sender, now_s, now) == STICKY then
+    honour(p, m, now_s, now)
     return {{HIT}}, sender
   end
   return {{START_OVER}}, ''
@@ -520,45 +676,45 @@ local function stale_capacity(p, cap)
   return false
 end
 
--- Store a fresh choice (sender, now) for `to`, replacing `old` (its stored value, or
--- false), with the amortised eviction step.
-local function store_fresh(p, to, sender, old, now_s, now)
+-- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
+-- amortised eviction step.
+local function store_fresh(p, m, sender, now_s, now)
   local _, at = move_horizon(p, now_s, now)
-  put(p, to, sender, now_s, now, old)
-  evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+  put(p, m, sender, now_s)
+  evict(p, at, math.huge, STEP_BUCKETS)
 end
 
--- A fresh choice for `to` (its mapping `old`, or false) with the draw r, stored unless
--- sticky is off (reason POOL). Returns sender, tier, or nil when no number is eligible.
-local function fresh(p, c, to, old, r, now_s, now)
+-- A fresh choice with the draw r for the recipient of `m` (lookup's, or false with
+-- sticky off: reason POOL, nothing stored). Returns sender, tier, or nil when no number
+-- is eligible.
+local function fresh(p, c, m, r, now_s, now)
   local sender, tier = choose(c, r)
   if not sender then
     return nil
   end
-  if p.sticky then
-    store_fresh(p, to, sender, old, now_s, now)
+  if m then
+    store_fresh(p, m, sender, now_s, now)
   end
   return sender, tier
 end
 
 -- The first half of a one-step select: a sticky hit (honoured: returns STICKY, sender),
--- or the reason a fresh choice would have and the stored mapping it replaces (or false).
+-- or the reason a fresh choice would have and the lookup of the mapping it replaces
+-- (false with sticky off).
 local function hit_or_reason(p, to, now_s, now)
   if not p.sticky then
     return POOL, false
   end
-  local v = redis.call('HGET', KEYS[2], to)
-  if not v then
-    return NEW, false
+  local m = lookup(p, to)
+  if not m.sid then
+    return NEW, m
   end
-  local lu_s, idx_s, sender = parse_mapping(v)
-  local lu = tonumber(lu_s)
-  local verdict = judge(p, lu, sender, now_s, now)
+  local verdict = judge(p, m.lu, m.sender, now_s, now)
   if verdict == STICKY then
-    honour(to, lu_s, lu, idx_s, sender, now_s, now)
-    return STICKY, sender
+    honour(p, m, now_s, now)
+    return STICKY, m.sender
   end
-  return verdict, v
+  return verdict, m
 end
 
 -- Store the choice data Python computed at a pool version (sticky.policy.Chooser's
@@ -879,23 +1035,21 @@ local function plan(cfg, loads, c, r, now, day, next_day_s, sticky, reason)
 end
 
 -- What a select with capacity reads of `to` before planning, changing nothing: the
--- live eligible sender (or false), the reason a fresh choice would have, the stored
--- mapping (or false) and its parts.
+-- live eligible sender (or false), the reason a fresh choice would have and the lookup
+-- of the mapping (false with sticky off).
 local function judge_capacity(p, to, now_s, now)
   if not p.sticky then
     return false, POOL, false
   end
-  local v = redis.call('HGET', KEYS[2], to)
-  if not v then
-    return false, NEW, false
+  local m = lookup(p, to)
+  if not m.sid then
+    return false, NEW, m
   end
-  local lu_s, idx_s, sender = parse_mapping(v)
-  local lu = tonumber(lu_s)
-  local verdict = judge(p, lu, sender, now_s, now)
+  local verdict = judge(p, m.lu, m.sender, now_s, now)
   if verdict == STICKY then
-    return sender, STICKY, v, lu_s, lu, idx_s
+    return m.sender, STICKY, m
   end
-  return false, verdict, v
+  return false, verdict, m
 end
 
 -- A whole select with capacity on (`judged`: judge_capacity's answer when the caller
@@ -906,7 +1060,7 @@ end
 -- an error tag and its retry_at (and a busy sticky sender), having written nothing.
 local function select_capacity(p, cap, c, to, r, now_s, now, judged)
   judged = judged or {judge_capacity(p, to, now_s, now)}
-  local sticky, reason, old, lu_s, lu, idx_s = unpack(judged, 1, 6)
+  local sticky, reason, m = judged[1], judged[2], judged[3]
   if not sticky or cap.cfg.max_wait then -- the plan may look at every number
     fill_loads(cap)
   end
@@ -917,9 +1071,9 @@ local function select_capacity(p, cap, c, to, r, now_s, now, judged)
   end
   local new = false
   if why == STICKY then
-    honour(to, lu_s, lu, idx_s, sender, now_s, now)
+    honour(p, m, now_s, now)
   elseif why ~= POOL then
-    store_fresh(p, to, sender, old, now_s, now)
+    store_fresh(p, m, sender, now_s, now)
     new = true
   end
   local cfg = cap.cfg

@@ -17,6 +17,6 @@ end
 redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1],
   'id', ARGV[1], 'settings', ARGV[2], 'ttl', ARGV[3], 'sticky', ARGV[4],
-  'inc', redis.call('GET', KEYS[4]), 'seq', '0', 'evicted', '0', 'layout', {{LAYOUT}},
+  'inc', redis.call('GET', KEYS[4]), 'evicted', '0', 'layout', {{LAYOUT}}, 'n', '0', 'nb', '1',
   'made', ARGV[6])
 return {{OK}}

@@ -3,12 +3,12 @@
 -- the caller computed the day in and that day's ordinal (as select.lua's).
 -- With capacity on, the pin counts a new recipient of `number` on that day (whatever
 -- its budget; no slot reserved).
--- Returns {UNKNOWN_PROFILE}, {NOT_IN_POOL}, STALE (capacity not known, or not the
+-- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {NOT_IN_POOL}, STALE (capacity not known, or not the
 -- profile's time zone: see stale_choice; nothing written) or {OK, version[,
 -- settings, pool...]}.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
+  return refusal
 end
 local to, number, now_s = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HEXISTS', KEYS[3], number) == 0 then
@@ -23,7 +23,5 @@ if p.cap ~= '0' then
   write_load({}, number, count_new(load, tonumber(ARGV[6])))
 end
 local now = tonumber(now_s)
-local _, at = move_horizon(p, now_s, now)
-put(p, to, number, now_s, now, redis.call('HGET', KEYS[2], to))
-evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+store_fresh(p, lookup(p, to), number, now_s, now)
 return append_pool({{{OK}}}, ARGV[4])

@@ -7,11 +7,11 @@
 -- holds (liveness judged at judged_at) and applies its action: REFRESHED refreshes as a
 -- hit does, MOVED and MAPPED store (number, now) as pin does (with capacity on,
 -- counting a new recipient of the number on that day).
--- Returns {UNKNOWN_PROFILE}, {OPTED_OUT}, STALE (the version moved on, or the
+-- Returns {UNKNOWN_PROFILE}, {OLD_LAYOUT}, {OPTED_OUT}, STALE (the version moved on, or the
 -- capacity data is not current: see stale_choice; nothing written) or {OK, action}.
-local p = load_profile()
+local p, refusal = current_profile()
 if not p then
-  return {{{UNKNOWN_PROFILE}}}
+  return refusal
 end
 local to, number, now_s, keyword = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = tonumber(now_s)
@@ -24,15 +24,12 @@ if version_of(p) ~= ARGV[5] then
   local c = redis.call('HMGET', KEYS[9], 'v', 'mode')
   return stale_choice(p, c)
 end
-local old = redis.call('HGET', KEYS[2], to)
+local m = lookup(p, to)
 local action = ARGV[8]
-local lu_s, idx_s, sender, lu
-if old then
-  lu_s, idx_s, sender = parse_mapping(old)
-  lu = tonumber(lu_s)
+if m.sid then
   local _, at = judged_at(p, now_s, now)
-  if is_live(lu, p.ttl, at) then
-    if sender == number then
+  if is_live(m.lu, p.ttl, at) then
+    if m.sender == number then
       action = ARGV[6]
     else
       action = ARGV[7]
@@ -52,14 +49,12 @@ elseif opted_out(to) then
   return {{{OPTED_OUT}}}
 end
 if action == {{A_REFRESHED}} then
-  honour(to, lu_s, lu, idx_s, sender, now_s, now)
+  honour(p, m, now_s, now)
 elseif moves then
   if p.cap ~= '0' then
     local load = parse_load(redis.call('HGET', KEYS[11], number))
     write_load({}, number, count_new(load, tonumber(ARGV[10])))
   end
-  local _, at = move_horizon(p, now_s, now)
-  put(p, to, number, now_s, now, old)
-  evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
+  store_fresh(p, m, number, now_s, now)
 end
 return {{{OK}}, action}

@@ -22,8 +22,7 @@ if redis.call('GET', KEYS[4]) ~= ARGV[6] then
 end
 if ARGV[7] == '1' then
   -- the mappings and their indexes go in the same step as the settings change
-  redis.call('UNLINK', KEYS[2], KEYS[5], KEYS[6], KEYS[7])
-  redis.call('HDEL', KEYS[1], 'due')
+  clear_mappings(p, false)
 elseif tonumber(ARGV[4]) > p.ttl and p.horizon_s then
   -- a longer ttl must not bring back what is dead at the horizon: evict it first
   evict(p, p.horizon, math.huge, math.huge)

@@ -67,7 +67,7 @@ if not c then
     return stale_choice(p, c)
   end
 end
-local sender, tier = fresh(p, c, to, old, tonumber(ARGV[3]), now_s, now)
+local sender, tier = fresh(p, c, old, tonumber(ARGV[3]), now_s, now)
 if not sender then
   return {{{NO_ELIGIBLE}}}
 end

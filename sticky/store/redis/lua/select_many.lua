@@ -93,7 +93,7 @@ for i = 12 + ndraws, #ARGV, stride do
         local g = redis.call('HMGET', KEYS[9], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4])
         c[5], c[6], c[7], c[8] = g[1], g[2], g[3], g[4]
       end
-      sender, tier = fresh(p, c, to, old, tonumber(ARGV[12 + offset + used]), now_s, now)
+      sender, tier = fresh(p, c, old, tonumber(ARGV[12 + offset + used]), now_s, now)
       if not sender then
         out[1], out[2] = {{NO_ELIGIBLE}}, used
         if chained or not last then
