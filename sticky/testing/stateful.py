@@ -63,7 +63,7 @@ from sticky.values import (
     Selections,
 )
 
-__all__ = ["NUMBERS", "PROFILES", "RECIPIENTS", "StickyMachine"]
+__all__ = ["NUMBERS", "PROFILES", "RECIPIENTS", "StickyMachine", "comparable"]
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ class StickyMachine(RuleBasedStateMachine):
         first = outcomes[0]
         for other in outcomes[1:]:
             assert same_error(first[1], other[1]), f"engines disagree: {first} != {other}"
-            assert _comparable(first[0]) == _comparable(other[0]), (
+            assert comparable(first[0]) == comparable(other[0]), (
                 f"engines disagree: {first[0]} != {other[0]}"
             )
         return first
@@ -691,12 +691,16 @@ class StickyMachine(RuleBasedStateMachine):
             )
 
 
-def _comparable(value: object) -> object:
-    """Two stores may differ only in whether a dead mapping was evicted yet."""
+def comparable(value: object) -> object:
+    """A store's answer as another store's must equal it: two stores may differ only in
+    whether a dead mapping was evicted yet (``expired`` or ``new``). Recurses into
+    lists and tuples of answers."""
     if isinstance(value, Selections):
-        return [_comparable(s) for s in value], value.opted_out
+        return [comparable(s) for s in value], value.opted_out
     if isinstance(value, Selection) and value.reason is Reason.EXPIRED:
         return (value.profile_id, value.to, value.from_number, Reason.NEW, value.tier, value[5])
     if isinstance(value, Selection):
         return tuple(value)
+    if isinstance(value, list | tuple):
+        return [comparable(v) for v in value]
     return value

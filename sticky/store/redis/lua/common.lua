@@ -343,10 +343,13 @@ local function put(p, m, sender, lu_s)
   end
 end
 
--- Delete the mapping m (it has one). The bucket's indexes stay bounds: the next scan
--- of the bucket tightens them.
+-- Delete the mapping m (it has one). The bucket's indexes stay bounds (the next scan of
+-- the bucket tightens them); an empty bucket leaves the expiry index.
 local function delete(p, m)
   redis.call('HDEL', m.key, m.to)
+  if redis.call('EXISTS', m.key) == 0 then
+    redis.call('ZREM', KEYS[5], m.b)
+  end
   m.sid, m.sender, m.lu_s, m.lu = nil, nil, nil, nil
   count(p, -1)
 end
@@ -380,6 +383,14 @@ local function evict(p, at, limit, max_buckets)
     redis.call('HINCRBY', KEYS[1], 'evicted', removed)
   end
   return removed, cleaned
+end
+
+-- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
+-- amortised eviction step.
+local function store_fresh(p, m, sender, now_s, now)
+  local _, at = move_horizon(p, now_s, now)
+  put(p, m, sender, now_s)
+  evict(p, at, math.huge, STEP_BUCKETS)
 end
 
 -- Store.forget's step: delete the mapping of `to` and move the horizon. Returns whether
@@ -674,14 +685,6 @@ local function stale_capacity(p, cap)
     return stale_choice(p, c)
   end
   return false
-end
-
--- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
--- amortised eviction step.
-local function store_fresh(p, m, sender, now_s, now)
-  local _, at = move_horizon(p, now_s, now)
-  put(p, m, sender, now_s)
-  evict(p, at, math.huge, STEP_BUCKETS)
 end
 
 -- A fresh choice with the draw r for the recipient of `m` (lookup's, or false with
