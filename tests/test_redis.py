@@ -718,10 +718,11 @@ def test_compare_and_set_agrees_with_memory(redis_server: RedisServer) -> None:
         out: list[object] = []
         for o in outcomes[:-1]:
             if isinstance(o, Miss):
-                o = (o.settings, o.pool, o.previous if o.live else None, o.live)
+                out.append((o.settings, o.pool, o.previous if o.live else None, o.live))
             elif isinstance(o, tuple) and len(o) == 2 and o[1] is False:
-                o = (None, False)
-            out.append(o)
+                out.append((None, False))
+            else:
+                out.append(o)
         return out
 
     redis_store = new_store(redis_server)

@@ -692,9 +692,11 @@ class StickyMachine(RuleBasedStateMachine):
 
 
 def comparable(value: object) -> object:
-    """A store's answer as another store's must equal it: two stores may differ only in
-    whether a dead mapping was evicted yet (``expired`` or ``new``). Recurses into
-    lists and tuples of answers."""
+    """A store's answer in the form another store's must equal. Recurses into lists and tuples.
+
+    Two stores may differ only in whether a dead mapping was evicted yet (``expired`` or
+    ``new``).
+    """
     if isinstance(value, Selections):
         return [comparable(s) for s in value], value.opted_out
     if isinstance(value, Selection) and value.reason is Reason.EXPIRED:
