@@ -59,6 +59,7 @@ from sticky.store.redis.scripts import (
     STEP_BUCKETS,
     Tag,
     constants,
+    library,
     scripts,
     substitute,
 )
@@ -357,15 +358,16 @@ def test_unreachable_server_raises_store_unavailable() -> None:
     e.close()
 
 
-def test_scripts_are_loaded_again_after_a_script_flush(redis_server: RedisServer) -> None:
+def test_the_library_is_loaded_again_after_a_function_flush(redis_server: RedisServer) -> None:
     e = Engine(seed=1, store=new_store(redis_server))
     e.create_profile("p")
     e.add_number("p", LONG[0])
     first = e.select("p", "+12125550000").from_number
     client = redis_server.client()
-    client.script_flush()
+    assert [x["library_name"] for x in client.function_list()] == [library().name]
+    client.function_flush()  # as a restart without persistence, or a new node
     assert e.select("p", "+12125550000").from_number == first
-    client.script_flush()
+    client.function_flush()
     many = e.select_many("p", ["+12125550000", "+12125550001"])
     assert [s.from_number for s in many] == [first, LONG[0]]
     client.close()
@@ -853,7 +855,8 @@ def test_select_many_equals_one_by_one(redis_server: RedisServer) -> None:
 def test_lua_pick_equals_python_pick(redis_server: RedisServer) -> None:
     """common.lua's pick gives Chooser's number for the same draw, whatever the group."""
     values = constants()
-    common = substitute("common", scripts()["select"].source.split("\n-- select:")[0], values)
+    root = importlib.resources.files("sticky.store.redis.lua")
+    common = substitute("common", root.joinpath("common.lua").read_text("utf-8"), values)
     lua = (
         common
         + """
@@ -1134,8 +1137,10 @@ def test_constants_are_substituted_or_the_load_fails() -> None:
     tags = {name: value for name, value in vars(Tag).items() if name.isupper()}
     assert len(set(tags.values())) == len(tags)  # one meaning per tag
     for name, script in scripts().items():
-        assert "{{" not in script.source, name
-        assert f"local STEP_BUCKETS = {STEP_BUCKETS}" in script.source
+        assert "{{" not in script.body, name
+        assert script.function == f"{library().name}_{name}"
+    assert "{{" not in library().code
+    assert f"local STEP_BUCKETS = {STEP_BUCKETS}" in library().code
     assert substitute("x", "return {{HIT}}", values) == f"return '{Tag.HIT}'"
     with pytest.raises(ValueError, match=r"x\.lua: placeholder \{\{NOPE\}\} names no constant"):
         substitute("x", "return {{NOPE}}", values)

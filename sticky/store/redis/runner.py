@@ -1,7 +1,8 @@
 # Generated from sticky/_async/redis/runner.py by .ci/unasync.py: edit the source, then run it.
 """Running the Redis store's scripts and commands on a redis-py client, errors mapped.
 
-:class:`Runner` runs scripts by SHA (loading them all again after a NOSCRIPT reply),
+:class:`Runner` runs scripts as functions of one library (``FCALL``; loading the library
+again when the server does not know the function: after a restart, a flush, a new node),
 plain commands and pipelines, and maps connection errors and "not now" replies to
 :class:`~sticky.StoreUnavailable`. Nothing here imports redis-py at import time.
 """
@@ -21,8 +22,8 @@ from sticky.store.redis.scripts import (
     Script,
     Wrote,
     call,
+    library,
     reply_text,
-    scripts,
     text,
 )
 
@@ -31,9 +32,13 @@ __all__ = ["ClosedRunner", "Runner"]
 _log = logging.getLogger("sticky.store.redis")
 
 
+_MISSING = "Function not found"
+"""The error of an ``FCALL`` the server has no such function for: it did not run."""
+
+
 def _command(op: Op) -> list[Any]:
     script, args = op
-    return list(args) if script is None else ["EVALSHA", script.sha, *args]
+    return list(args) if script is None else ["FCALL", script.function, *args]
 
 
 def _first_key(op: Op) -> str:
@@ -44,8 +49,8 @@ def _first_key(op: Op) -> str:
 class Runner:
     """Scripts and commands on one redis-py client, with redis-py's errors mapped.
 
-    Every method is 1 round trip (2 when the server had forgotten the scripts: they are
-    all loaded again in one pipeline, then the call is repeated; on a cluster, 1 per
+    Every method is 1 round trip (2 when the server did not know the library: it is
+    loaded, then the call is repeated; on a cluster, 1 per
     node a pipeline touches). With ``min_replicas``, a call given ``wrote`` sends
     ``WAIT`` on the same connection when a reply says it stored a mapping: 1 more.
     """
@@ -54,14 +59,13 @@ class Runner:
         "_client",
         "_cluster",
         "_down",
+        "_library",
         "_min_replicas",
-        "_noscript",
         "_not_redis",
         "_redirect",
         "_redis_errors",
         "_replica_ms",
         "_response_error",
-        "_scripts",
         "_send",
         "_topology",
         "_transient",
@@ -82,7 +86,7 @@ class Runner:
         self._send = cluster.send
         self._min_replicas = min_replicas
         self._replica_ms = max(1, round(replica_timeout * 1000))
-        self._scripts = scripts()
+        self._library = library()
         errors = redis_module.exceptions
         # InvalidResponse: what answered does not speak Redis' protocol (not a Redis server).
         self._not_redis: type[Exception] = errors.InvalidResponse
@@ -98,7 +102,6 @@ class Runner:
         self._topology: type[Exception] = errors.RedisClusterException
         self._redis_errors = (errors.RedisError, errors.RedisClusterException)
         self._redirect: type[Exception] = errors.AskError  # MOVED is an ASK: not run
-        self._noscript: type[Exception] = errors.NoScriptError
         self._response_error: type[Exception] = errors.ResponseError
         # redis-py strips the code of the replies it has a class for: match on the class
         self._transient: tuple[type[Exception], ...] = tuple(
@@ -163,16 +166,18 @@ class Runner:
         args: Sequence[str],
         wrote: Wrote | None = None,
     ) -> Any:  # noqa: ANN401 - a script's reply
-        """Run one script by SHA (loading every script on NOSCRIPT, e.g. after a restart)."""
+        """Run one script: ``FCALL`` of its function (the library loaded first if missing)."""
         if self._cluster or (wrote is not None and self._min_replicas):
             return self.pipeline([(script, call(keys, *args))], wrote)[0]
         client = self._client
         try:
             try:
-                reply = client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except self._noscript:
+                reply = client.execute_command("FCALL", script.function, len(keys), *keys, *args)
+            except self._response_error as exc:
+                if not self._missing(exc):
+                    raise
                 self.load_all()
-                reply = client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                reply = client.execute_command("FCALL", script.function, len(keys), *keys, *args)
         except self._redis_errors as exc:
             mapped = self._mapped(exc)
             if mapped is not None:
@@ -180,22 +185,19 @@ class Runner:
             raise
         return reply_text(reply)
 
-    def load_all(self) -> None:
-        """Register every script (SCRIPT LOAD) in one pipeline: after a NOSCRIPT reply.
+    def _missing(self, reply: object) -> bool:
+        """Whether a reply says the server has no such function (the call did not run)."""
+        return isinstance(reply, self._response_error) and str(reply).startswith(_MISSING)
 
-        The server forgets scripts when it restarts (or on SCRIPT FLUSH); loading them
-        all at the first miss spares each script its own miss. Connection errors
-        propagate to the caller, which maps them.
+    def load_all(self) -> None:
+        """Load the library (``FUNCTION LOAD REPLACE``): after a call of a missing function.
+
+        A server keeps its functions across restarts only when it persists (RDB, AOF), and
+        a node that joins a cluster has none. Loading is idempotent; on a cluster it goes
+        to every primary (replicas get it by replication). Connection errors propagate
+        to the caller, which maps them.
         """
-        client = self._client
-        if self._cluster:  # SCRIPT LOAD goes to every primary
-            for script in self._scripts.values():
-                client.script_load(script.source)
-            return
-        pipe = client.pipeline(transaction=False)
-        for script in self._scripts.values():
-            pipe.script_load(script.source)
-        pipe.execute()
+        self._client.function_load(self._library.code, replace=True)
 
     def command(self, *args: str) -> Any:  # noqa: ANN401 - a command's reply
         """One plain command."""
@@ -212,18 +214,18 @@ class Runner:
     def pipeline(self, ops: Sequence[Op], wrote: Wrote | None = None) -> list[Any]:
         """Commands and scripts in one non-transactional pipeline, each sent once.
 
-        Scripts the server did not know (NOSCRIPT: they did not run) are loaded and run
-        again. On a cluster the ops are grouped by node (see :mod:`.cluster`): no order
-        is kept between slots. With ``wrote`` and ``min_replicas``, each connection
-        whose replies include a stored mapping sends ``WAIT``; too few replicas raise
-        StoreUnavailable (the writes stand on the primary).
+        Scripts whose function the server did not know (they did not run) are run again
+        after the library is loaded. On a cluster the ops are grouped by node (see
+        :mod:`.cluster`): no order is kept between slots. With ``wrote`` and
+        ``min_replicas``, each connection whose replies include a stored mapping sends
+        ``WAIT``; too few replicas raise StoreUnavailable (the writes stand on the primary).
         """
         if not ops:
             return []
         short: list[int] = []
         try:
             results = self._run(ops, wrote, short)
-            missing = [i for i, r in enumerate(results) if isinstance(r, self._noscript)]
+            missing = [i for i, r in enumerate(results) if self._missing(r)]
             if missing:
                 self.load_all()
                 again = self._run([ops[i] for i in missing], wrote, short)

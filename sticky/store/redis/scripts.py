@@ -1,11 +1,14 @@
-"""The Redis store's Lua scripts: reading, constants, SHA, loading, and running them.
+"""The Redis store's Lua scripts: reading, constants, the function library, running them.
 
 The scripts are files in ``lua/`` (package data, read with :mod:`importlib.resources`);
-``common.lua``, the helpers (one per rule of docs/semantics.md), is prepended to each.
+``common.lua`` holds the helpers (one per rule of docs/semantics.md). They run as one
+Redis Functions library (:func:`library`): the helpers once, then each script's body as
+a function of its own, so a call runs its body alone (an ``EVALSHA`` of the helpers and a
+body would define every helper again on every call: most of a select's server time).
 ``{{NAME}}`` placeholders in them are replaced when they are read by the constants
-defined here once for both languages: the reply tags (:class:`Tag`), the amortised
-eviction step of :mod:`sticky.policy` and the layout version. A placeholder with no
-constant, or one left unsubstituted, fails the load, never a reply.
+defined here once for both languages: the reply tags (:class:`Tag`), the Redis store's
+amortised eviction step, the table's bucket load and the layout version. A placeholder
+with no constant, or one left unsubstituted, fails the load, never a reply.
 
 :class:`~sticky.store.redis.runner.Runner` runs them. Nothing here imports redis-py at
 import time.
@@ -33,12 +36,14 @@ __all__ = [
     "TIERS",
     "TOPOLOGY",
     "TRANSIENT",
+    "Library",
     "Op",
     "Script",
     "Tag",
     "Wrote",
     "call",
     "constants",
+    "library",
     "reply_text",
     "scripts",
 ]
@@ -196,14 +201,25 @@ _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
 class Script:
-    """One Lua script, constants substituted: the shared helpers, then its own body."""
+    """One script: its body (constants substituted) and the function that runs it."""
 
-    __slots__ = ("name", "sha", "source")
+    __slots__ = ("body", "function", "name")
 
-    def __init__(self, name: str, source: str) -> None:
+    def __init__(self, name: str, body: str, library: str) -> None:
         self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        self.body = body
+        self.function = f"{library}_{name}"
+        """Its name in the library (``FCALL`` it)."""
+
+
+class Library:
+    """The function library: its name (with a digest of its code) and its code."""
+
+    __slots__ = ("code", "name")
+
+    def __init__(self, name: str, code: str) -> None:
+        self.name = name
+        self.code = code
 
 
 def substitute(name: str, text: str, values: dict[str, str]) -> str:
@@ -225,20 +241,38 @@ def substitute(name: str, text: str, values: dict[str, str]) -> str:
 
 
 @functools.cache
-def scripts() -> dict[str, Script]:
-    """Every script, read once from the package, constants substituted."""
+def _read() -> tuple[Library, dict[str, Script]]:
     root = importlib.resources.files("sticky.store.redis.lua")
     values = constants()
     common = substitute("common", root.joinpath("common.lua").read_text("utf-8"), values)
-    return {
-        name: Script(
-            name,
-            common
-            + "\n"
-            + substitute(name, root.joinpath(f"{name}.lua").read_text("utf-8"), values),
-        )
+    bodies = {
+        name: substitute(name, root.joinpath(f"{name}.lua").read_text("utf-8"), values)
         for name in SCRIPT_NAMES
     }
+    whole = "\n".join([common, *bodies.values()]).encode()
+    # the digest names the code: processes of two versions on one server never share one
+    name = "sticky_" + hashlib.sha1(whole, usedforsecurity=False).hexdigest()[:12]
+    made = {n: Script(n, body, name) for n, body in bodies.items()}
+    # The helpers read KEYS and ARGV as an EVAL script's globals; a function gets them
+    # as arguments, so each function sets the library's two upvalues first. Redis runs
+    # one function at a time: no call sees another's.
+    code = [f"#!lua name={name}\nlocal KEYS, ARGV\n", common]
+    code += [
+        f"\nredis.register_function('{script.function}', function(keys, args)\n"
+        f"KEYS, ARGV = keys, args\n{script.body}\nend)\n"
+        for script in made.values()
+    ]
+    return Library(name, "".join(code)), made
+
+
+def scripts() -> dict[str, Script]:
+    """Every script, read once from the package, constants substituted."""
+    return _read()[1]
+
+
+def library() -> Library:
+    """The function library of every script (``FUNCTION LOAD`` it), built once."""
+    return _read()[0]
 
 
 def text(value: object) -> str:
@@ -272,5 +306,5 @@ Wrote = Callable[[Any], bool]
 
 
 def call(keys: Sequence[str], *args: str) -> list[str]:
-    """``numkeys, *keys, *args``: a pipelined EVALSHA's arguments."""
+    """``numkeys, *keys, *args``: a pipelined FCALL's arguments."""
     return [str(len(keys)), *keys, *args]

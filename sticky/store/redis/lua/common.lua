@@ -757,7 +757,7 @@ end
 -- floats are stored as '%.17g' text, which reads back as the same double. The
 -- settings and limits come from the choice data (Python's, once per pool version).
 
-local IDLE = {-math.huge, -math.huge, 0, 0}
+local IDLE = {-1 / 0, -1 / 0, 0, 0} -- -math.huge: the library loads where `math` is not yet in reach
 
 -- A double as text that Python's float() reads back exactly.
 local function num_text(x)
