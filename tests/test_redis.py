@@ -364,7 +364,7 @@ def test_the_library_is_loaded_again_after_a_function_flush(redis_server: RedisS
     e.add_number("p", LONG[0])
     first = e.select("p", "+12125550000").from_number
     client = redis_server.client()
-    assert [x["library_name"] for x in client.function_list()] == [library().name]
+    assert [lib[1] for lib in client.function_list()] == [library().name]  # name, value pairs
     client.function_flush()  # as a restart without persistence, or a new node
     assert e.select("p", "+12125550000").from_number == first
     client.function_flush()
