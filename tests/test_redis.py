@@ -52,6 +52,7 @@ from sticky import (
 from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepBatchStore, Store
 from sticky.store.redis import RedisStore, codec
+from sticky.store.redis.keys import bucket_hash, bucket_of
 from sticky.store.redis.scripts import (
     BUCKET_LOAD,
     LAYOUT,
@@ -850,6 +851,39 @@ def test_select_many_equals_one_by_one(redis_server: RedisServer) -> None:
     for e in (one_redis, many_redis):
         e.store.check_invariants()
         e.close()
+
+
+def test_lua_bucket_hash_equals_python_bucket_hash(redis_server: RedisServer) -> None:
+    """common.lua's hash_of and bucket_of place a recipient where keys.py says it is."""
+    root = importlib.resources.files("sticky.store.redis.lua")
+    common = substitute("common", root.joinpath("common.lua").read_text("utf-8"), constants())
+    lua = (
+        common
+        + """
+local out = {}
+for i = 2, #ARGV do
+  local h = hash_of(ARGV[i])
+  out[#out + 1] = string.format('%d %d', h, bucket_of(h, tonumber(ARGV[1]), LOW))
+end
+return out
+"""
+    )
+    client = redis_server.client()
+    rng = random.Random(11)
+    tos = ["", "+1", "+12125550000", "\u00e9\u6f22\U0001f600", "+" + "9" * 40]
+    tos += [f"+1{rng.randrange(10**9, 10**10)}" for _ in range(200)]
+    for nb in (1, 2, 3, 5, 8, 31, 32, 33, 1000, 31250):
+        low = 1 << (nb.bit_length() - 1)
+        script = lua.replace("LOW", str(low))
+        got = client.eval(script, 0, str(nb), *tos)
+        want = [f"{bucket_hash(to)} {bucket_of(bucket_hash(to), nb)}" for to in tos]
+        assert got == want, nb
+    # the low bits spread: 10,000 numbers over 64 buckets, none far from the mean
+    counts = Counter(
+        bucket_of(bucket_hash(f"+1212{rng.randrange(10**7):07d}"), 64) for _ in range(10_000)
+    )
+    assert len(counts) == 64
+    assert max(counts.values()) < 2 * 10_000 / 64
 
 
 def test_lua_pick_equals_python_pick(redis_server: RedisServer) -> None:

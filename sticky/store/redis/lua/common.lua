@@ -175,7 +175,8 @@ end
 local BUCKET_LOAD = {{BUCKET_LOAD}} -- mappings per bucket before the next one splits
 local STEP_BUCKETS = {{STEP_BUCKETS}} -- due buckets a write that stores a mapping cleans, at most
 
--- The recipient's 32-bit hash (keys.bucket_hash in Python).
+-- The recipient's 32-bit hash (keys.bucket_hash in Python): the first 32 bits of its
+-- SHA-1 (Redis computes it in C: cheaper than any hash written in Lua here).
 local function hash_of(to)
   return tonumber(string.sub(redis.sha1hex(to), 1, 8), 16)
 end
@@ -253,27 +254,33 @@ local function honour(p, m, now_s, now)
   end
 end
 
--- Scan bucket b (its key `key`), keeping the entries `keep(to, sid, lu)` says to keep
--- and handing the others to `drop(to, sid, v)`. Clears the reverse-index bits of senders
--- it no longer holds and sets its `due` score to the least last_used it keeps (or drops
--- it when empty). Returns how many it kept. O(bucket).
+-- Scan bucket b (its key `key`), keeping the entries `keep(to, sid, lu)` says to keep;
+-- the others are deleted in one HDEL and handed to `drop(to, sid, v)` when given. Clears
+-- the reverse-index bits of senders it no longer holds and sets its `due` score to the
+-- least last_used it keeps (or drops it when empty). Returns how many it deleted.
+-- O(bucket), 4 commands and one a sender gone.
 local function rescan(p, b, key, keep, drop)
   local flat = redis.call('HGETALL', key)
-  local had, has = {}, {}
-  local least_s, least, kept = false, math.huge, 0
+  local had, has, gone = {}, {}, {}
+  local least_s, least = false, math.huge
   for i = 1, #flat, 2 do
     local to, v = flat[i], flat[i + 1]
     local sid, lu_s, lu = parse_value(v)
     had[sid] = true
     if keep(to, sid, lu) then
       has[sid] = true
-      kept = kept + 1
       if lu < least then
         least_s, least = lu_s, lu
       end
     else
-      drop(to, sid, v)
+      gone[#gone + 1] = to
+      if drop then
+        drop(to, sid, v)
+      end
     end
+  end
+  if #gone > 0 then
+    redis.call('HDEL', key, unpack(gone))
   end
   for sid in pairs(had) do
     if not has[sid] then
@@ -285,7 +292,7 @@ local function rescan(p, b, key, keep, drop)
   else
     redis.call('ZREM', KEYS[5], b)
   end
-  return kept
+  return #gone
 end
 
 -- Split the next bucket in turn, s = nb - low: its recipients whose hash mod 2 * low is
@@ -294,18 +301,20 @@ local function split(p)
   local s, t = p.nb - p.low, p.nb
   local from, to_key, width = bucket_key(s), bucket_key(t), p.low * 2
   local least_s, least = false, math.huge
-  local moved = {}
+  local moved, pairs_of = {}, {}
   rescan(p, s, from, function(to)
     return hash_of(to) % width ~= t
   end, function(to, sid, v)
-    redis.call('HDEL', from, to)
-    redis.call('HSET', to_key, to, v)
+    pairs_of[#pairs_of + 1], pairs_of[#pairs_of + 2] = to, v
     moved[sid] = true
     local _, lu_s, lu = parse_value(v)
     if lu < least then
       least_s, least = lu_s, lu
     end
   end)
+  if #pairs_of > 0 then
+    redis.call('HSET', to_key, unpack(pairs_of))
+  end
   for sid in pairs(moved) do
     redis.call('SETBIT', rev_key(sid), t, 1)
   end
@@ -317,9 +326,12 @@ local function split(p)
 end
 
 -- Count `d` more (or fewer) stored mappings; a profile over its load splits a bucket.
+-- Under p.defer (store_fresh) meta's `n` is written by the caller, with the horizon.
 local function count(p, d)
   p.n = p.n + d
-  redis.call('HSET', KEYS[1], 'n', p.n)
+  if not p.defer then
+    redis.call('HSET', KEYS[1], 'n', p.n)
+  end
   if d > 0 and p.n > p.nb * BUCKET_LOAD then
     split(p)
   end
@@ -356,14 +368,10 @@ end
 
 -- Remove the mappings of bucket b dead at `at`. Returns how many.
 local function clean(p, b, at)
-  local key, ttl, removed = bucket_key(b), p.ttl, 0
-  rescan(p, b, key, function(_, _, lu)
+  local ttl = p.ttl
+  return rescan(p, b, bucket_key(b), function(_, _, lu)
     return is_live(lu, ttl, at)
-  end, function(to)
-    redis.call('HDEL', key, to)
-    removed = removed + 1
   end)
-  return removed
 end
 
 -- Clean up to `max_buckets` buckets whose `due` score is dead at `at`, oldest first,
@@ -388,8 +396,17 @@ end
 -- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
 -- amortised eviction step.
 local function store_fresh(p, m, sender, now_s, now)
-  local _, at = move_horizon(p, now_s, now)
+  local at_s, at = judged_at(p, now_s, now)
+  local n = p.n
+  p.defer = true -- one HSET of meta for the count and the horizon, not two
   put(p, m, sender, now_s)
+  p.defer = false
+  if at ~= p.horizon then
+    p.horizon_s, p.horizon = at_s, at
+    redis.call('HSET', KEYS[1], 'horizon', at_s, 'n', p.n)
+  elseif p.n ~= n then
+    redis.call('HSET', KEYS[1], 'n', p.n)
+  end
   evict(p, at, math.huge, STEP_BUCKETS)
 end
 
