@@ -568,14 +568,14 @@ def test_a_rival_add_revokes_a_claim_in_flight(redis_server: RedisServer) -> Non
     store.create_profile("b", PoolSettings())
     # "a" is halfway through add_number: claimed and owner key taken, not committed
     ka, s, run = store._keys.of("a"), store._s, store._run
-    claimed = run.eval(s["add_claim"], ka.every, (LONG[0], "tok", ""))
+    claimed = run.eval(s["add_claim"], ka.script, (LONG[0], "tok", ""))
     assert claimed[0] == Tag.OK
     inc, version = claimed[1], claimed[2]
     owner = store._keys.owner(LONG[0])
     assert run.eval(s["own"], (owner,), (f"{inc}:{ka.hex}", ka.hex, inc, "")) == Tag.OK
     store.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)  # takes it over
     commit = (LONG[0], "tok", "L11", inc, version)
-    assert run.eval(s["add_commit"], ka.every, commit) == [Tag.REVOKED]
+    assert run.eval(s["add_commit"], ka.script, commit) == [Tag.REVOKED]
     with pytest.raises(NumberInUse, match="'b'"):
         store.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
     assert [n.number for n in store.numbers("b")] == [LONG[0]]

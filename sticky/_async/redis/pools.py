@@ -326,7 +326,7 @@ class AsyncRedisPools:
         cached = None if fresh else self._cache.get(profile_id)
         reply = await self._run.eval(
             self._s["info"],
-            self._keys.of(profile_id).select,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:
@@ -347,7 +347,7 @@ class AsyncRedisPools:
         k = self._keys.of(profile_id)
         script, args = self._s["migrate_map"], (str(_MIGRATE_CHUNK),)
         while True:
-            reply = await self._run.eval(script, k.old, args)
+            reply = await self._run.eval(script, k.script, args)
             if reply[0] == _UNKNOWN:
                 raise unknown_profile(profile_id)
             if reply[0] == _OLD:
@@ -362,7 +362,7 @@ class AsyncRedisPools:
         while True:
             reply = await self._run.eval(
                 self._s["migrate"],
-                k.every,
+                k.script,
                 (
                     current.version_text,
                     *codec.choice_args(current.pool, current.settings, current.version),
@@ -413,7 +413,7 @@ class AsyncRedisPools:
         add: Op = (None, ("SADD", self._keys.profiles, k.hex))
         create: Op = (
             self._s["create_profile"],
-            call(k.select, k.hex, *codec.settings_args(settings), base, secrets.token_hex(8)),
+            call(k.script, k.hex, *codec.settings_args(settings), base, secrets.token_hex(8)),
         )
         reply = (await self._run.in_order([add, create, add]))[1]
         if reply == Tag.EXISTS:
@@ -435,7 +435,7 @@ class AsyncRedisPools:
         """
         k = self._keys.of(profile_id)
         reply = await self._eval_current(
-            profile_id, self._s["delete_profile"], k.every, (_f(now),)
+            profile_id, self._s["delete_profile"], k.script, (_f(now),)
         )
         live, inc, evicted, numbers = int(reply[1]), reply[2], reply[3], reply[4:]
         self._cache.pop(profile_id, None)
@@ -488,7 +488,7 @@ class AsyncRedisPools:
             windows = "1" if clears_windows(old, new) else "0"
             reply = await self._run.eval(
                 self._s["replace_settings"],
-                k.every,
+                k.script,
                 (*head, current.version_text, clear, windows, *choice, *changed),
             )
             tag = reply[0]
@@ -540,7 +540,7 @@ class AsyncRedisPools:
             cached = self._cache.get(profile_id)
             reply = await self._run.eval(
                 self._s["add_claim"],
-                k.every,
+                k.script,
                 (number, token, cached.version_text if cached else ""),
             )
             if reply[0] == _UNKNOWN:
@@ -556,7 +556,7 @@ class AsyncRedisPools:
             while True:
                 outcome = await self._run.eval(
                     self._s["add_commit"],
-                    k.every,
+                    k.script,
                     (
                         number,
                         token,
@@ -603,10 +603,10 @@ class AsyncRedisPools:
             other_inc, _, other_hex = current.partition(":")
             other = self._keys.of_hex(other_hex)
             if (
-                await self._run.eval(self._s["own_check"], other.every, (number, other_inc))
+                await self._run.eval(self._s["own_check"], other.script, (number, other_inc))
                 == Tag.IN_POOL
             ):
-                await self._run.eval(self._s["withdraw"], k.every, (number, token))
+                await self._run.eval(self._s["withdraw"], k.script, (number, token))
                 msg = f"number {shown(number)} is already in profile {shown(unhex(other_hex))}"
                 raise NumberInUse(msg)
             checked = current
@@ -628,7 +628,7 @@ class AsyncRedisPools:
                 *codec.choice_args(rest, cached.settings, cached.version),
             ]
         args = (number, _f(now), *choice)
-        reply = await self._eval_current(profile_id, self._s["remove_number"], k.every, args)
+        reply = await self._eval_current(profile_id, self._s["remove_number"], k.script, args)
         if reply[0] == Tag.NOT_IN_POOL:
             raise not_in_pool(number, profile_id)
         # Removed already: if releasing the owner key fails, the stale key heals itself.
@@ -729,7 +729,7 @@ class AsyncRedisPools:
                     *map(repr, recovery_rates(s)),
                     "0",
                 )
-            reply = await self._run.eval(self._s["record_delivery"], k.every, args)
+            reply = await self._run.eval(self._s["record_delivery"], k.script, args)
             tag = reply[0]
             if tag == Tag.OK:
                 assert cached is not None, "judged without a pool"
@@ -753,7 +753,7 @@ class AsyncRedisPools:
         cached = self._cache.get(profile_id)
         reply = await self._run.eval(
             self._s["health"],
-            self._keys.of(profile_id).every,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:
@@ -822,7 +822,7 @@ class AsyncRedisPools:
                 choice = codec.choice_args(pool, cached.settings, cached.version)
             reply = await self._run.eval(
                 self._s["set_health"],
-                k.every,
+                k.script,
                 (number, inc, entry, version, "1" if drop else "0", *choice),
             )
             tag = reply[0]
@@ -848,7 +848,7 @@ class AsyncRedisPools:
         cached = self._cache.get(profile_id)
         reply = await self._run.eval(
             self._s["capacity"],
-            self._keys.of(profile_id).every,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:

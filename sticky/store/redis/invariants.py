@@ -160,7 +160,7 @@ def _check_mappings(
             assert int(rest) < nb, f"{pid}: stray bucket {key}"
         else:
             assert rest in names, f"{pid}: a reverse index of no sender: {key}"
-    old = run.pipeline([(None, ("EXISTS", key)) for key in (*k.old[-2:], k.map, k.rev)])
+    old = run.pipeline([(None, ("EXISTS", key)) for key in (k.queue, k.late, k.map, k.rev)])
     assert not any(int(x) for x in old), f"{pid}: a key of layout 2 left behind"
 
 

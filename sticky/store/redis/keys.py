@@ -3,8 +3,8 @@
 Every key of one profile is ``P:{H}:<name>``, where ``P`` is the store's prefix and ``H``
 the hex of the profile id's UTF-8 (lone surrogates kept): hex is injective and has no
 braces, so any id keeps its keys apart from every other id's and in one Cluster slot.
-A script is given a prefix of :data:`ORDER` (common.lua names the positions); the
-tuples of :class:`ProfileKeys` say which prefix each kind of script needs.
+A profile's script is given its ``meta`` key and names the others from it, by their
+position in :data:`ORDER` (common.lua names the positions).
 """
 
 from __future__ import annotations
@@ -73,15 +73,15 @@ class ProfileKeys:
         "health",
         "hex",
         "ids",
+        "late",
         "map",
         "meta",
-        "old",
         "optout",
         "pool",
+        "queue",
         "rev",
-        "select",
+        "script",
         "ver",
-        "write",
     )
 
     def __init__(self, prefix: str, hex_value: str) -> None:
@@ -111,12 +111,11 @@ class ProfileKeys:
         ``cap`` (a hash: number -> capacity state), ``optout`` (a set of opted-out
         recipients) and ``health`` (a hash: number -> delivery window) come last, so the
         shorter prefixes below stay as they were."""
-        self.old = (*self.every, *(base + n for n in OLD))
-        """The migration to layout 3: every key, then layout 2's expiry index."""
-        self.write = self.every[:7]
-        """Scripts that read or write mappings: the table, its sender ids and indexes."""
-        self.select = self.every[:4]
-        """Scripts that read the settings and the pool (and its version)."""
+        self.queue, self.late = (base + n for n in OLD)
+        self.script = (self.meta,)
+        """The KEYS a profile's script is given: ``meta`` alone. The script names the
+        others from it (common.lua's ``profile_keys``, in :data:`ORDER`, then
+        :data:`OLD`): one key to send, and every one in ``meta``'s slot."""
 
     def bucket(self, b: int) -> str:
         """The key of bucket ``b`` of the mapping table."""

@@ -299,7 +299,7 @@ class RedisPools:
         cached = None if fresh else self._cache.get(profile_id)
         reply = self._run.eval(
             self._s["info"],
-            self._keys.of(profile_id).select,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:
@@ -320,7 +320,7 @@ class RedisPools:
         k = self._keys.of(profile_id)
         script, args = self._s["migrate_map"], (str(_MIGRATE_CHUNK),)
         while True:
-            reply = self._run.eval(script, k.old, args)
+            reply = self._run.eval(script, k.script, args)
             if reply[0] == _UNKNOWN:
                 raise unknown_profile(profile_id)
             if reply[0] == _OLD:
@@ -335,7 +335,7 @@ class RedisPools:
         while True:
             reply = self._run.eval(
                 self._s["migrate"],
-                k.every,
+                k.script,
                 (
                     current.version_text,
                     *codec.choice_args(current.pool, current.settings, current.version),
@@ -386,7 +386,7 @@ class RedisPools:
         add: Op = (None, ("SADD", self._keys.profiles, k.hex))
         create: Op = (
             self._s["create_profile"],
-            call(k.select, k.hex, *codec.settings_args(settings), base, secrets.token_hex(8)),
+            call(k.script, k.hex, *codec.settings_args(settings), base, secrets.token_hex(8)),
         )
         reply = self._run.in_order([add, create, add])[1]
         if reply == Tag.EXISTS:
@@ -407,7 +407,7 @@ class RedisPools:
         count is then lost, never doubled).
         """
         k = self._keys.of(profile_id)
-        reply = self._eval_current(profile_id, self._s["delete_profile"], k.every, (_f(now),))
+        reply = self._eval_current(profile_id, self._s["delete_profile"], k.script, (_f(now),))
         live, inc, evicted, numbers = int(reply[1]), reply[2], reply[3], reply[4:]
         self._cache.pop(profile_id, None)
         me = f"{inc}:{k.hex}"
@@ -457,7 +457,7 @@ class RedisPools:
             windows = "1" if clears_windows(old, new) else "0"
             reply = self._run.eval(
                 self._s["replace_settings"],
-                k.every,
+                k.script,
                 (*head, current.version_text, clear, windows, *choice, *changed),
             )
             tag = reply[0]
@@ -507,7 +507,7 @@ class RedisPools:
             cached = self._cache.get(profile_id)
             reply = self._run.eval(
                 self._s["add_claim"],
-                k.every,
+                k.script,
                 (number, token, cached.version_text if cached else ""),
             )
             if reply[0] == _UNKNOWN:
@@ -523,7 +523,7 @@ class RedisPools:
             while True:
                 outcome = self._run.eval(
                     self._s["add_commit"],
-                    k.every,
+                    k.script,
                     (
                         number,
                         token,
@@ -567,10 +567,10 @@ class RedisPools:
             other_inc, _, other_hex = current.partition(":")
             other = self._keys.of_hex(other_hex)
             if (
-                self._run.eval(self._s["own_check"], other.every, (number, other_inc))
+                self._run.eval(self._s["own_check"], other.script, (number, other_inc))
                 == Tag.IN_POOL
             ):
-                self._run.eval(self._s["withdraw"], k.every, (number, token))
+                self._run.eval(self._s["withdraw"], k.script, (number, token))
                 msg = f"number {shown(number)} is already in profile {shown(unhex(other_hex))}"
                 raise NumberInUse(msg)
             checked = current
@@ -592,7 +592,7 @@ class RedisPools:
                 *codec.choice_args(rest, cached.settings, cached.version),
             ]
         args = (number, _f(now), *choice)
-        reply = self._eval_current(profile_id, self._s["remove_number"], k.every, args)
+        reply = self._eval_current(profile_id, self._s["remove_number"], k.script, args)
         if reply[0] == Tag.NOT_IN_POOL:
             raise not_in_pool(number, profile_id)
         # Removed already: if releasing the owner key fails, the stale key heals itself.
@@ -693,7 +693,7 @@ class RedisPools:
                     *map(repr, recovery_rates(s)),
                     "0",
                 )
-            reply = self._run.eval(self._s["record_delivery"], k.every, args)
+            reply = self._run.eval(self._s["record_delivery"], k.script, args)
             tag = reply[0]
             if tag == Tag.OK:
                 assert cached is not None, "judged without a pool"
@@ -717,7 +717,7 @@ class RedisPools:
         cached = self._cache.get(profile_id)
         reply = self._run.eval(
             self._s["health"],
-            self._keys.of(profile_id).every,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:
@@ -784,7 +784,7 @@ class RedisPools:
                 choice = codec.choice_args(pool, cached.settings, cached.version)
             reply = self._run.eval(
                 self._s["set_health"],
-                k.every,
+                k.script,
                 (number, inc, entry, version, "1" if drop else "0", *choice),
             )
             tag = reply[0]
@@ -810,7 +810,7 @@ class RedisPools:
         cached = self._cache.get(profile_id)
         reply = self._run.eval(
             self._s["capacity"],
-            self._keys.of(profile_id).every,
+            self._keys.of(profile_id).script,
             (cached.version_text if cached else "",),
         )
         if reply[0] == _UNKNOWN:

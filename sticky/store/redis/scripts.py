@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from sticky import policy
+from sticky.store.redis import keys
 from sticky.values import GeoTier, Reason, ReplyAction
 
 __all__ = [
@@ -147,6 +148,7 @@ def _tags() -> dict[str, str]:
 def constants() -> dict[str, str]:
     """Every placeholder's Lua text: tags as string literals, numbers as integers."""
     out = {name: f"'{value}'" for name, value in _tags().items()}
+    out["KEY_NAMES"] = ", ".join(f"'{name}'" for name in (*keys.ORDER, *keys.OLD))
     out["BUCKET_LOAD"] = str(BUCKET_LOAD)
     out["STEP_BUCKETS"] = str(STEP_BUCKETS)
     out["HEALTH_BUCKETS"] = str(policy.HEALTH_BUCKETS)
@@ -197,6 +199,8 @@ SCRIPT_NAMES: Final = (
     "store_choice",
     "withdraw",
 )
+_OWN_KEYS: Final = frozenset({"add_evicted", "own", "own_release"})
+"""The scripts given keys of their own (global ones), not one profile's meta key."""
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -254,13 +258,15 @@ def _read() -> tuple[Library, dict[str, Script]]:
     name = "sticky_" + hashlib.sha1(whole, usedforsecurity=False).hexdigest()[:12]
     made = {n: Script(n, body, name) for n, body in bodies.items()}
     # The helpers read KEYS and ARGV as an EVAL script's globals; a function gets them
-    # as arguments, so each function sets the library's two upvalues first. Redis runs
-    # one function at a time: no call sees another's.
+    # as arguments, so each function sets the library's two upvalues first (a profile's
+    # script names its keys from its one key, meta). Redis runs one function at a time:
+    # no call sees another's.
     code = [f"#!lua name={name}\nlocal KEYS, ARGV\n", common]
     code += [
         f"\nredis.register_function('{script.function}', function(keys, args)\n"
-        f"KEYS, ARGV = keys, args\n{script.body}\nend)\n"
-        for script in made.values()
+        f"KEYS, ARGV = {'keys' if n in _OWN_KEYS else 'profile_keys(keys[1])'}, args\n"
+        f"{script.body}\nend)\n"
+        for n, script in made.items()
     ]
     return Library(name, "".join(code)), made
 

@@ -218,7 +218,7 @@ class RedisStore(RedisPools):
         draws: Draws | None = getattr(decide, "draws", None)
         if draws is None:
             return self._two_steps(profile_id, to, now, decide, hits)
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         now_s = _f(now)
         seg = str(segments)
         before: Op | None = None
@@ -321,7 +321,7 @@ class RedisStore(RedisPools):
         if draws is None:
             return self._many_in_two_steps(profile_id, recipients, now, decide)
         out: list[Selection] = []
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
         ahead = [repr(d) for d in draws.peek(len(recipients))]
         used = start = 0
@@ -453,7 +453,7 @@ class RedisStore(RedisPools):
             cached = self._cache.get(profile_id)
             reply = self._run.eval(
                 self._s_begin,
-                self._keys.of(profile_id).every,
+                self._keys.of(profile_id).script,
                 (to, _f(now), *_guess(cached)),
             )
             tag = reply[0]
@@ -511,7 +511,7 @@ class RedisStore(RedisPools):
         1 round trip, plus one ``WAIT`` with ``min_replicas`` when it stored the choice.
         Raises OptedOut for a ``to`` opted out since the read (nothing stored).
         """
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         args = (*self._commit_args(to, chosen, miss), _f(now))
         reply = self._run.eval(self._s_commit, keys, args, _commit_stored)
         if reply[0] in {_UNKNOWN, _OLD}:
@@ -582,7 +582,7 @@ class RedisStore(RedisPools):
             cached = self._cache.get(profile_id)
             head = [_f(now), *_guess(cached)]
             chunks = [recipients[i : i + _CHUNK] for i in range(0, len(recipients), _CHUNK)]
-            keys = self._keys.of(profile_id).every
+            keys = self._keys.of(profile_id).script
             replies = self._batch(profile_id, "begin_many", keys, [[*head, *c] for c in chunks])
             out = self._began_many(profile_id, chunks, replies, cached, known_version, now)
             if out is not None:
@@ -642,7 +642,7 @@ class RedisStore(RedisPools):
             for to, chosen, miss in chunk:
                 args += self._commit_args(to, chosen, miss)
             calls.append(args)
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         out: list[Selection | Literal[True] | None] = []
         for chunk, reply in zip(
             chunks, self._batch(profile_id, "commit_many", keys, calls), strict=True
@@ -656,7 +656,7 @@ class RedisStore(RedisPools):
     # -- inspection and override ----------------------------------------------------
     def mapping(self, profile_id: str, to: str, now: float) -> tuple[str, float, float] | None:
         """The live mapping of ``to`` as ``(from_number, last_used, ttl)``. 1 round trip."""
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).script
         reply = self._eval_current(profile_id, self._s["mapping"], keys, (to, _f(now)))
         if reply[0] == Tag.NO_MAPPING:
             return None
@@ -667,7 +667,7 @@ class RedisStore(RedisPools):
 
         O(k log k) for its k mappings, plus the buckets that hold them (each read whole).
         """
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).script
         args = (number, _f(now))
         reply = self._eval_current(profile_id, self._s["recipients_of"], keys, args)
         return sorted(reply[1:])
@@ -690,7 +690,7 @@ class RedisStore(RedisPools):
         With capacity on it counts a new recipient of ``number`` in the same script. One
         more round trip when the cached pool is stale for that (as a select's).
         """
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         before: Op | None = None
         while True:
             cached = self._cache.get(profile_id)
@@ -720,7 +720,7 @@ class RedisStore(RedisPools):
         Never a ``WAIT``: a delete lost at a failover leaves the old mapping, not a second
         sender.
         """
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).script
         reply = self._eval_current(profile_id, self._s["forget"], keys, (to, _f(now)))
         return bool(reply[1] == "1")
 
@@ -730,27 +730,27 @@ class RedisStore(RedisPools):
 
         1 round trip, O(log n). The deletion is :meth:`forget`'s (it moves the horizon).
         """
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         reply = self._eval_current(profile_id, self._s["opt_out"], keys, (to, _f(now)))
         return bool(reply[1] == "1")
 
     def opt_in(self, profile_id: str, to: str) -> bool:
         """End ``to``'s opt-out; return whether it was opted out. 1 round trip, O(1)."""
-        reply = self._run.eval(self._s["opt_in"], self._keys.of(profile_id).every, (to,))
+        reply = self._run.eval(self._s["opt_in"], self._keys.of(profile_id).script, (to,))
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
         return bool(reply[1] == "1")
 
     def is_opted_out(self, profile_id: str, to: str) -> bool:
         """Whether ``to`` is opted out. 1 round trip, O(1)."""
-        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).every, (to,))
+        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).script, (to,))
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
         return bool(reply[1] == "1")
 
     def opt_outs(self, profile_id: str) -> list[str]:
         """Every opted-out recipient, sorted. 1 round trip, O(k log k)."""
-        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).every, ())
+        reply = self._run.eval(self._s["opted_out"], self._keys.of(profile_id).script, ())
         if reply[0] == _UNKNOWN:
             raise unknown_profile(profile_id)
         return sorted(reply[1:])
@@ -773,7 +773,7 @@ class RedisStore(RedisPools):
         if not is_e164(to):  # validated before a script may store it
             check_e164(to, "recipient")
         kw = _KEYWORDS.get(keyword, "") if keyword is not None else ""
-        keys = self._keys.of(profile_id).every
+        keys = self._keys.of(profile_id).script
         before: Op | None = None
         while True:
             cached = self._cache.get(profile_id)
@@ -818,7 +818,7 @@ class RedisStore(RedisPools):
         total = 0
         while hexes:
             replies = self._run.pipeline(
-                [(script, call(self._keys.of_hex(h).write, *args)) for h in hexes]
+                [(script, call(self._keys.of_hex(h).script, *args)) for h in hexes]
             )
             more = []
             for h, reply in zip(hexes, replies, strict=True):
@@ -903,7 +903,7 @@ class RedisStore(RedisPools):
             for to, sender, last_used in entries[start : start + _CHUNK]:
                 args += (to, sender, _f(last_used))
             calls.append(args)
-        keys = self._keys.of(profile_id).write
+        keys = self._keys.of(profile_id).script
         script = self._s["import_mappings"]
         replies = self._run.pipeline([(script, call(keys, *a)) for a in calls], _imported)
         if replies[0][0] == _OLD:  # a profile written by 0.1: no chunk ran

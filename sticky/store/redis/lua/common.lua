@@ -11,8 +11,8 @@
 -- constants defined once in Python (sticky/store/redis/scripts.py: the reply tags,
 -- the eviction step, the layout version), substituted when the scripts are read.
 --
--- KEYS of a profile's scripts always sit at these positions (a script is given the
--- first 2, 4, 7 or all 13 of them); all of them share the profile's {hash tag}:
+-- KEYS of a profile's scripts always sit at these positions (see profile_keys); all of
+-- them share the profile's {hash tag}:
 --   1 meta (hash)  2 map (the buckets' prefix, see the mapping table)  3 pool (hash)
 --   4 ver (string)  5 due (zset: the expiry index)  6 ids (hash: the sender ids)
 --   7 rev (the reverse index's prefix)  8 claims (hash)
@@ -21,8 +21,8 @@
 --   "<tat> <floor> <day> <count>", its capacity state; absent: IDLE)
 --   12 optout (set: the opted-out recipients)  13 health (hash: number ->
 --   "<token>;<bucket> <delivered> <failed> <spam>;...", its delivery window)
--- migrate_map.lua alone is given two more: 14 queue and 15 late, layout 2's expiry
--- index (KEYS[2] and KEYS[7] are then also layout 2's table and reverse index).
+--   14 queue and 15 late: layout 2's expiry index, for migrate_map.lua (KEYS[2] and
+--   KEYS[7] are then also layout 2's table and reverse index)
 
 -- Times and ttls arrive as Python repr() strings. They are compared as doubles
 -- (tonumber, the same IEEE arithmetic as Python) and stored as the very strings
@@ -36,6 +36,19 @@
 -- meta's `cap` says whether capacity is on at the current pool version: '0' (off),
 -- the profile's time zone (on), or absent (not known: the choice data is not stored;
 -- store_choice writes both together).
+
+-- The KEYS of a profile's script: it is given its meta key alone, and names the others
+-- from it, as keys.ORDER (then keys.OLD) orders them, on first use.
+local KEY_NAMES = {{{KEY_NAMES}}}
+local KEY_OF = {__index = function(t, i)
+  local key = t[0] .. KEY_NAMES[i]
+  rawset(t, i, key)
+  return key
+end}
+
+local function profile_keys(meta)
+  return setmetatable({[0] = string.sub(meta, 1, -5), meta}, KEY_OF)
+end
 
 -- judge()'s verdicts, as policy.judge's, and the other reasons a select replies
 local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}}
