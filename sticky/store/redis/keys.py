@@ -70,6 +70,7 @@ class ProfileKeys:
         "claims",
         "due",
         "every",
+        "fence",
         "health",
         "hex",
         "ids",
@@ -112,10 +113,15 @@ class ProfileKeys:
         recipients) and ``health`` (a hash: number -> delivery window) come last, so the
         shorter prefixes below stay as they were."""
         self.queue, self.late = (base + n for n in OLD)
-        self.script = (self.meta,)
-        """The KEYS a profile's script is given: ``meta`` alone. The script names the
-        others from it (common.lua's ``profile_keys``, in :data:`ORDER`, then
-        :data:`OLD`): one key to send, and every one in ``meta``'s slot."""
+        self.fence = base + "fence"
+        """A key never written. Declared with ``meta``, it makes Redis Cluster refuse a
+        script before it runs (TRYAGAIN: one declared key present, one missing) while
+        the profile's slot migrates, rather than fail it midway at a key moved already
+        (a script reaches keys it was not given, and those Redis cannot check first)."""
+        self.script = (self.meta, self.fence)
+        """The KEYS a profile's script is given: ``meta`` and the fence. The script
+        names the others from ``meta`` (common.lua's ``profile_keys``, in
+        :data:`ORDER`, then :data:`OLD`), all in its slot."""
 
     def bucket(self, b: int) -> str:
         """The key of bucket ``b`` of the mapping table."""
