@@ -4,17 +4,23 @@ generated synchronous engine up to date, and many tasks on one loop."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sticky import Engine, InvalidSettings, ManualClock, MemoryStore, PoolSettings, Reason
+from sticky import (
+    Engine,
+    InvalidSettings,
+    ManualClock,
+    MemoryStore,
+    PoolSettings,
+    Reason,
+    Selection,
+)
 from sticky.aio import AsyncEngine
 from sticky.store import Store
 from sticky.testing import StoreContract
@@ -62,62 +68,47 @@ class SyncAgainstAsync(StickyMachine):
 TestSyncAgainstAsync = SyncAgainstAsync.TestCase
 
 
-async def _many_tasks(engine: AsyncEngine, tasks: int, watch: float | None = None) -> float:
-    """``tasks`` tasks selecting at once; the longest the loop was kept from a tick.
+async def _many_tasks(engine: AsyncEngine, tasks: int) -> int:
+    """``tasks`` tasks selecting at once; the most of them waiting on a select at once.
 
-    With ``watch``, asyncio's debug mode logs every step of the loop longer than that
-    while the tasks run (and only then: the set-up is not the engine's).
+    A store that blocked the loop on its I/O would finish each select before another
+    task ran: at most one would ever wait. Counted, not timed (speed is measured in
+    ``benchmarks/bench_async.py``).
     """
     await engine.create_profile("p", PoolSettings(long_code_rate=50.0, burst=5))
     for i in range(5):
         await engine.add_number("p", f"+1312555000{i}")
-    worst = 0.0
-    stop = asyncio.Event()
+    waiting = peak = 0
 
-    async def ticker() -> None:
-        nonlocal worst
-        last = time.perf_counter()
-        while not stop.is_set():
-            await asyncio.sleep(0.001)
-            now = time.perf_counter()
-            worst = max(worst, now - last - 0.001)
-            last = now
+    async def select(to: str) -> Selection:
+        nonlocal waiting, peak
+        waiting += 1
+        peak = max(peak, waiting)
+        try:
+            return await engine.select("p", to)
+        finally:
+            waiting -= 1
 
     async def task(k: int) -> None:
         to = f"+1212555{k % 400:04d}"
-        first = await engine.select("p", to)
-        again = await engine.select("p", to)
+        first = await select(to)
+        again = await select(to)
         assert again.reason is Reason.STICKY
         assert again.from_number == first.from_number
 
-    tick = asyncio.create_task(ticker())
-    loop = asyncio.get_running_loop()
-    # Created in one step of the test, before the watch: none runs until it awaits.
-    running = [asyncio.create_task(task(k)) for k in range(tasks)]
-    if watch is not None:
-        # The collector's pauses are the interpreter's, not the engine's: paused here.
-        gc.disable()
-        loop.slow_callback_duration = watch
-        loop.set_debug(True)
-    await asyncio.gather(*running)
-    if watch is not None:
-        loop.set_debug(False)
-        gc.enable()
-    stop.set()
-    await tick
-    return worst
+    await asyncio.gather(*(task(k) for k in range(tasks)))
+    return peak
 
 
 def test_a_thousand_tasks_on_one_loop_keep_stickiness() -> None:
     async def main() -> None:
         async with AsyncEngine(seed=1) as engine:
-            worst = await _many_tasks(engine, 1_000)
+            peak = await _many_tasks(engine, 1_000)
             stats = await engine.stats()
             assert stats.mappings == 400
             # Each of the 400 recipients is new once; every other select is sticky.
             assert (stats.new, stats.sticky) == (400, 1_600)
-            # The memory store never waits: the loop is never held for long.
-            assert worst < 0.25, worst
+            print(f"memory store: at most {peak} selects waiting at once")
 
     asyncio.run(main())
 
@@ -201,26 +192,21 @@ class TestAsyncEngineOnRedis(StoreContract):
         )
 
 
-def test_a_thousand_tasks_on_redis_never_block_the_loop(
-    redis_server: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_thousand_tasks_on_redis_never_block_the_loop(redis_server: Any) -> None:
     """1,000 tasks select at once on the asyncio Redis store: every recipient keeps its
-    sender, and no step of the loop (one task's run between two awaits) takes more than
-    100 ms, as asyncio's debug mode measures it (a step is about 0.1 ms; the margin is
-    for a shared machine that runs the Redis server on the same cores)."""
+    sender, and the selects wait on Redis side by side (a store that did its I/O on the
+    loop would let one wait at a time)."""
 
     async def main() -> None:
         store = _async_redis(redis_server.url, f"aio{next(_PREFIXES)}")
         async with AsyncEngine(seed=1, store=store) as engine:  # type: ignore[arg-type]
-            await _many_tasks(engine, 1_000, watch=0.100)
+            peak = await _many_tasks(engine, 1_000)
+            assert peak >= 100, peak
             stats = await engine.stats()
             assert (stats.new, stats.sticky) == (400, 1_600)
             await engine.store.check_invariants()
 
-    with caplog.at_level("WARNING", logger="asyncio"):
-        asyncio.run(main())
-    slow = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
-    assert not slow, slow[:3]
+    asyncio.run(main())
 
 
 def test_sync_and_async_engines_on_one_redis_agree(redis_server: Any) -> None:

@@ -1345,6 +1345,100 @@ def test_a_profile_written_by_0_1_is_migrated_on_first_touch(
     e.close()
 
 
+def _as_layout_2(client: Any, store: RedisStore, pid: str) -> dict[str, tuple[str, float]]:
+    """Rewrite a profile's table as layout 2 kept it (one hash, a sorted-set reverse index,
+    a list expiry index); return its mappings."""
+    k = store._keys.of(pid)
+    names = {f[1:]: v for f, v in client.hgetall(k.ids).items() if f[:1] == "#" and f != "#"}
+    table: dict[str, tuple[str, float]] = {}
+    for b in range(int(client.hget(k.meta, "nb"))):
+        for to, value in client.hgetall(k.bucket(b)).items():
+            sid, used = value.split(" ")
+            table[to] = (names[sid], float(used))
+    client.delete(k.due, k.ids, *client.keys(f"{k.map}:*"), *client.keys(f"{k.rev}:*"))
+    client.hdel(k.meta, "n", "nb")
+    ordered = sorted(table.items(), key=lambda item: item[1][1])
+    client.hset(
+        k.map, mapping={to: f"{used!r} {used!r} {sender}" for to, (sender, used) in ordered}
+    )
+    client.zadd(k.rev, {f"{sender}\0{to}": 0 for to, (sender, _) in ordered})
+    client.rpush(k.queue, *(f"{used!r} {to}" for to, (_, used) in ordered))
+    client.hset(k.meta, mapping={"layout": "2", "seq": "0", "due": repr(ordered[0][1][1])})
+    return table
+
+
+def test_a_profile_of_layout_2_moves_into_buckets_a_chunk_a_round_trip(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=2, clock=ManualClock(T0), store=store)
+    e.create_profile("p")
+    for n in LONG:
+        e.add_number("p", n)
+    recipients = [f"+1646{i:07d}" for i in range(2_500)]
+    e.select_many("p", recipients)
+    client = redis_server.client()
+    table = _as_layout_2(client, store, "p")
+    assert len(table) == 2_500
+    store.check_invariants()  # a layout 2 profile is consistent as it is
+    k = store._keys.of("p")
+    trips = RoundTrips(monkeypatch)
+    with trips.measure() as first:  # the first touch migrates, a chunk a round trip
+        m = e.mapping("p", recipients[7])
+    assert m is not None
+    assert (m.from_number, m.last_used) == table[recipients[7]]
+    assert first[0] >= 4  # the refused read, 3 or more chunks of about 1,000, the read
+    meta = client.hgetall(k.meta)
+    assert meta["layout"] == LAYOUT
+    assert int(meta["n"]) == 2_500
+    assert not {"mcur", "seq", "due"} & meta.keys()
+    assert client.exists(k.map, k.rev, k.queue, k.late) == 0
+    store.check_invariants()
+    with trips.measure() as again:  # migrated once: one round trip now
+        assert e.mapping("p", recipients[8]) is not None
+    assert again[0] == 1
+    for to, (sender, used) in table.items():  # every mapping and age survived
+        got = e.mapping("p", to)
+        assert got is not None
+        assert (got.from_number, got.last_used) == (sender, used), to
+    by_sender = {n: sorted(t for t, (s, _) in table.items() if s == n) for n in LONG}
+    assert {n: e.recipients_of("p", n) for n in LONG} == by_sender
+    assert e.select("p", recipients[0]).reason is Reason.STICKY
+    client.close()
+    e.close()
+
+
+def test_a_migration_broken_off_is_taken_up_where_it_stopped(redis_server: RedisServer) -> None:
+    store = new_store(redis_server)
+    e = Engine(seed=3, clock=ManualClock(T0), store=store)
+    e.create_profile("p")
+    e.add_number("p", LONG[0])
+    recipients = [f"+1718{i:07d}" for i in range(1_500)]
+    e.select_many("p", recipients)
+    client = redis_server.client()
+    table = _as_layout_2(client, store, "p")
+    k = store._keys.of("p")
+    script = scripts()["migrate_map"]
+    # one chunk, then the client goes away: the profile stays refused, half moved
+    reply = store._run.eval(script, k.script, ("500",))
+    assert reply == [Tag.OK, "0"]
+    meta = client.hgetall(k.meta)
+    assert (meta["layout"], meta["mcur"] != "0") == ("2", True)
+    assert 0 < int(meta["n"]) < 1_500
+    assert client.hlen(k.map) == 1_500  # the old table stays whole until the last chunk
+    # any client's next touch finishes it
+    same = RedisStore.from_url(redis_server.url, prefix=store._prefix)
+    other = Engine(seed=3, clock=ManualClock(T0 + 1), store=same)
+    assert other.stats().mappings == 1_500
+    assert other.select("p", recipients[3]).reason is Reason.STICKY
+    assert client.hget(k.meta, "layout") == LAYOUT
+    store.check_invariants()
+    assert sorted(e.recipients_of("p", LONG[0])) == sorted(table)
+    client.close()
+    e.close()
+    other.close()
+
+
 # -- capacity --------------------------------------------------------------------------
 def _within_the_rate(send_at: list[float], rate: float, burst: int, label: str) -> None:
     """No window of length w (1 s and 5 s) holds more than ``r * w + b`` one-segment sends."""

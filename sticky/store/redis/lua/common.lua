@@ -183,7 +183,7 @@ end
 --   oldest dead mapping);
 --   KEYS[7] .. ':' .. sid (bitmap, the reverse index): bit b set when bucket b may
 --   hold a mapping to that sender; set by every write of one, cleared when a scan of
---   the bucket (an eviction, a split, remove_number) finds none.
+--   the bucket (an eviction, a split) finds none; remove_number deletes its bitmap.
 
 local BUCKET_LOAD = {{BUCKET_LOAD}} -- mappings per bucket before the next one splits
 local STEP_BUCKETS = {{STEP_BUCKETS}} -- due buckets a write that stores a mapping cleans, at most
@@ -339,7 +339,7 @@ local function split(p)
 end
 
 -- Count `d` more (or fewer) stored mappings; a profile over its load splits a bucket.
--- Under p.defer (store_fresh) meta's `n` is written by the caller, with the horizon.
+-- Under p.defer (store_fresh, an import, a migration chunk) the caller writes meta's `n`.
 local function count(p, d)
   p.n = p.n + d
   if not p.defer then

@@ -21,7 +21,8 @@ end
 local now_s = ARGV[1]
 local _, at = move_horizon(p, now_s, tonumber(now_s))
 local ttl = p.ttl
-local written = 0
+local written, n = 0, p.n
+p.defer = true -- meta's count written once, below
 for i = 3 + senders, #ARGV, 3 do
   local to, sender, lu_s = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local lu = tonumber(lu_s)
@@ -32,5 +33,8 @@ for i = 3 + senders, #ARGV, 3 do
       written = written + 1
     end
   end
+end
+if p.n ~= n then
+  redis.call('HSET', KEYS[1], 'n', p.n)
 end
 return {{{OK}}, written}

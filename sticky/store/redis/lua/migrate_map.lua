@@ -20,6 +20,7 @@ local p = load_profile()
 local cursor = redis.call('HGET', KEYS[1], 'mcur') or '0'
 local page = redis.call('HSCAN', KEYS[2], cursor, 'COUNT', ARGV[1])
 local flat = page[2]
+p.defer = true -- meta's count written once, below
 for i = 1, #flat, 2 do
   local v = flat[i + 1] -- "<last_used> <index key> <sender>"
   local a = string.find(v, ' ', 1, true)
@@ -27,7 +28,7 @@ for i = 1, #flat, 2 do
   put(p, lookup(p, flat[i]), string.sub(v, b + 1), string.sub(v, 1, a - 1))
 end
 if page[1] ~= '0' then
-  redis.call('HSET', KEYS[1], 'mcur', page[1])
+  redis.call('HSET', KEYS[1], 'mcur', page[1], 'n', p.n)
   return {{{OK}}, '0'}
 end
 redis.call('UNLINK', KEYS[2], KEYS[7], KEYS[14], KEYS[15])
