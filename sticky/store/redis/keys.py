@@ -38,7 +38,14 @@ OLD = ("queue", "late")
 
 
 def bucket_hash(to: str) -> int:
-    """A recipient's 32-bit hash, as the scripts compute it (``hash_of``). O(len)."""
+    """A recipient's 32-bit hash, as the scripts compute it (``hash_of``). O(len).
+
+    An E.164 number (``+`` and at most 15 ASCII digits) is its digits mod 2^32; any
+    other text the first 32 bits of the SHA-1 of its UTF-8.
+    """
+    digits = to[1:]
+    if to[:1] == "+" and 0 < len(digits) <= 15 and digits.isascii() and digits.isdigit():
+        return int(digits) % (1 << 32)
     digest = hashlib.sha1(to.encode("utf-8", "surrogatepass"), usedforsecurity=False)
     return int(digest.hexdigest()[:8], 16)
 
