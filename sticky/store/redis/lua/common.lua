@@ -105,12 +105,15 @@ local function judged_at(p, now_s, now)
   return now_s, now
 end
 
--- A write that can evict or replace a mapping moves the horizon to judged_at.
-local function move_horizon(p, now_s, now)
+-- A write that can evict or replace a mapping moves the horizon to judged_at. `...`:
+-- more meta field, value pairs, written in the same HSET (alone when the horizon stays).
+local function move_horizon(p, now_s, now, ...)
   local at_s, at = judged_at(p, now_s, now)
   if at ~= p.horizon then
-    redis.call('HSET', KEYS[1], 'horizon', at_s)
+    redis.call('HSET', KEYS[1], 'horizon', at_s, ...)
     p.horizon_s, p.horizon = at_s, at
+  elseif select('#', ...) > 0 then
+    redis.call('HSET', KEYS[1], ...)
   end
   return at_s, at
 end
@@ -373,13 +376,18 @@ local function put(p, m, sender, lu_s)
   end
 end
 
+-- An emptied bucket leaves the expiry index (Redis deleted its hash).
+local function unindex_if_empty(key, b)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[5], b)
+  end
+end
+
 -- Delete the mapping m (it has one). The bucket's indexes stay bounds (the next scan of
 -- the bucket tightens them); an empty bucket leaves the expiry index.
 local function delete(p, m)
   redis.call('HDEL', m.key, m.to)
-  if redis.call('EXISTS', m.key) == 0 then
-    redis.call('ZREM', KEYS[5], m.b)
-  end
+  unindex_if_empty(m.key, m.b)
   m.sid, m.sender, m.lu_s, m.lu = nil, nil, nil, nil
   count(p, -1)
 end
@@ -414,16 +422,15 @@ end
 -- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
 -- amortised eviction step.
 local function store_fresh(p, m, sender, now_s, now)
-  local at_s, at = judged_at(p, now_s, now)
   local n = p.n
   p.defer = true -- one HSET of meta for the count and the horizon, not two
   put(p, m, sender, now_s)
   p.defer = false
-  if at ~= p.horizon then
-    p.horizon_s, p.horizon = at_s, at
-    redis.call('HSET', KEYS[1], 'horizon', at_s, 'n', p.n)
-  elseif p.n ~= n then
-    redis.call('HSET', KEYS[1], 'n', p.n)
+  local _, at
+  if p.n ~= n then
+    _, at = move_horizon(p, now_s, now, 'n', p.n)
+  else
+    _, at = move_horizon(p, now_s, now)
   end
   evict(p, at, math.huge, STEP_BUCKETS)
 end

@@ -13,17 +13,18 @@ if redis.call('HEXISTS', KEYS[3], number) == 0 then
   return {{{NOT_IN_POOL}}}
 end
 local _, at = move_horizon(p, now_s, tonumber(now_s))
-local live, gone, ttl = 0, 0, p.ttl
+local live, gone, ttl, touched = 0, 0, p.ttl, {}
 local sid = each_of(p, number, function(to, lu, key, b)
   if is_live(lu, ttl, at) then
     live = live + 1
   end
   redis.call('HDEL', key, to)
   gone = gone + 1
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', KEYS[5], b)
-  end
+  touched[b] = key
 end)
+for b, key in pairs(touched) do -- once a bucket, not once a mapping
+  unindex_if_empty(key, b)
+end
 if sid then
   redis.call('UNLINK', rev_key(sid))
   redis.call('HDEL', KEYS[6], number, '#' .. sid)
