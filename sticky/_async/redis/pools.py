@@ -234,11 +234,12 @@ class AsyncRedisPools:
         try:
             # async: begin
             import redis.asyncio as aredis  # noqa: PLC0415 - the optional extra, on demand
+            from redis.asyncio.retry import Retry  # noqa: PLC0415 - redis-py 8 warns at a sync one
 
             # async: end
             # sync: import redis as redis_module  # noqa: PLC0415 - the optional extra, on demand
+            # sync: from redis.retry import Retry  # noqa: PLC0415
             from redis.backoff import NoBackoff  # noqa: PLC0415
-            from redis.retry import Retry  # noqa: PLC0415
 
             from sticky.store.redis import cluster  # noqa: PLC0415
         except ImportError as exc:
