@@ -3,16 +3,18 @@
 ``run(quick)`` starts its own redis-server (127.0.0.1, a free port, no persistence)
 and, at each size (10^5; 10^6 in full mode; 10^7 with ``huge``):
 
-- **memory per mapping**: ``INFO memory`` ``used_memory`` before and after filling an
-  empty server, divided by the mappings; for the store (filled through ``select_many``
-  batches) and for the naive minimal layout (one hash per profile, ``to -> "sender
-  last_used"``), and for the store per key type (``MEMORY USAGE`` of every key,
-  ``SAMPLES 0``, grouped by the key's last name: ``map``, ``rev``, ``queue``, ...);
+- **memory per mapping**: ``INFO memory`` ``used_memory`` before and after filling,
+  divided by the mappings: first the naive minimal layout (one hash per profile, ``to ->
+  "sender last_used"``) on an empty server, then beside it the store (filled through
+  ``select_many`` batches), and the store per key type (``MEMORY USAGE`` of every key
+  of its prefix, ``SAMPLES 0``, grouped by the key's last name: ``map``, ``rev``,
+  ``due``, ...);
 - **latency**: ``PING``, a ``GET`` + ``SET`` pair, the naive layout's hit and new
   recipient (each one ``EVALSHA`` of one tiny script: read, then refresh a live
   mapping or store the sender the client chose), ``Engine.select`` for a hit and a new
   recipient, ``select_many`` of 100 hits and of 100 new recipients; each the median
-  (with min and max) of the repeats, per select, and its ratio to ``PING``;
+  (with min and max) of the repeats, per select, and its ratio to ``PING``; the phases
+  interleaved (each repeat runs every one of them once, in a rotated order);
 - **server CPU per select**: ``INFO commandstats`` after ``CONFIG RESETSTAT``, the
   ``usec`` of every command the phase sent, divided by its selects
   (``server_us_per_op``: the scripts', whose usec includes the commands they call), and
@@ -42,6 +44,7 @@ FILL = 1_000
 TTL = 8 * 86_400
 POOL = [f"+1312555{i:04d}" for i in range(20)]
 NAIVE_KEY = "naive:{acme}"
+STORE_PREFIX = "bench"
 
 NAIVE_SELECT = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
@@ -74,19 +77,6 @@ def _recipients(tag: int) -> Iterator[str]:
     while True:
         yield f"+1{2_000_000_000 + tag * 10_000_000 + i}"
         i += 1
-
-
-def _measure(
-    op: Callable[[int], None], ops: int, repeats: int, per_call: int = 1
-) -> tuple[float, float, float]:
-    """Median, min and max ns per select over ``repeats`` runs of ``ops`` calls."""
-    op(max(1, ops // 10))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
-        op(ops)
-        times.append((time.perf_counter_ns() - t0) / (ops * per_call))
-    return statistics.median(times), min(times), max(times)
 
 
 def _used(client: Any) -> int:
@@ -136,11 +126,52 @@ def _key_kind(key: str) -> str:
 
 
 def _per_kind(client: Any) -> dict[str, int]:
-    """``MEMORY USAGE`` (every element counted) of every key, summed by key type."""
+    """``MEMORY USAGE`` (every element counted) of every key of the store, summed by key type."""
     kinds: dict[str, int] = defaultdict(int)
-    for key in client.scan_iter(count=1_000):
+    for key in client.scan_iter(match=f"{STORE_PREFIX}*", count=1_000):
         kinds[_key_kind(key)] += int(client.memory_usage(key, samples=0) or 0)
     return dict(kinds)
+
+
+def _interleaved(
+    client: Any, phases: Sequence[tuple[str, Callable[[int], None], int, int, bool]], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Each phase ``(name, op, calls, selects per call, cpu)`` timed ``repeats`` times,
+    the phases interleaved (each repeat runs every phase once, in a rotated order), so
+    that a noisy neighbour burdens all of them alike: median, min and max ns per select,
+    and for ``cpu`` phases the server usec per select and the scripts' usec per call.
+    """
+    times: dict[str, list[float]] = defaultdict(list)
+    usec: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+    per_script: dict[str, list[float]] = defaultdict(list)
+    for _, op, n, _, _ in phases:
+        op(max(1, n // 10))  # warm-up, untimed and uncounted
+    for rep in range(repeats):
+        turn = rep % len(phases)
+        for name, op, n, per_call, cpu in (*phases[turn:], *phases[:turn]):
+            client.config_resetstat()
+            t0 = time.perf_counter_ns()
+            op(n)
+            times[name].append((time.perf_counter_ns() - t0) / (n * per_call))
+            if cpu:
+                spent, script = _cpu(client)
+                usec[name] += spent
+                calls[name] += n * per_call
+                if script is not None:
+                    per_script[name].append(script)
+    out: dict[str, dict[str, Any]] = {}
+    for name, _, _, _, cpu in phases:
+        t = times[name]
+        median = statistics.median(t)
+        fields: dict[str, Any] = {"ns_per_op": median, "ns_min": min(t), "ns_max": max(t)}
+        fields["ops_per_s"] = 1e9 / median
+        if cpu:
+            fields["server_us_per_op"] = usec[name] / calls[name]
+            scripts = per_script[name]
+            fields["script_usec_per_call"] = statistics.median(scripts) if scripts else None
+        out[name] = fields
+    return out
 
 
 def bench_size(
@@ -151,7 +182,7 @@ def bench_size(
     repeats: int,
     tag: int,
 ) -> list[Row]:
-    """Every row at one size: each layout filled on an empty server, then timed."""
+    """Every row at one size: both layouts filled on an empty server, then timed, interleaved."""
     import redis  # noqa: PLC0415 - the optional extra
 
     from sticky import Engine  # noqa: PLC0415
@@ -163,26 +194,6 @@ def bench_size(
     mapped = [next(fresh) for _ in range(size)]
     cursor = [0]
 
-    def timed(
-        name: str,
-        op: Callable[[int], None],
-        n: int,
-        per_call: int = 1,
-        *,
-        cpu: bool = False,
-        at: int = size,
-    ) -> None:
-        client.config_resetstat()
-        median, low, high = _measure(op, n, repeats, per_call)
-        fields: dict[str, Any] = {"ns_per_op": median, "ns_min": low, "ns_max": high}
-        fields["ops_per_s"] = 1e9 / median
-        if cpu:
-            usec, per_call_us = _cpu(client)
-            done = (n // 10 + n * repeats) * per_call  # the warm-up's selects too
-            fields["server_us_per_op"] = usec / done
-            fields["script_usec_per_call"] = per_call_us
-        rows.append(_row(name, at, **fields))
-
     def stride(n: int) -> Iterator[str]:
         i = cursor[0]
         for _ in range(n):
@@ -190,8 +201,9 @@ def bench_size(
             i += 7919  # a prime stride: spread over the whole table
         cursor[0] = i
 
+    engine = None
     try:
-        # -- the naive minimal layout ---------------------------------------------
+        # -- the naive minimal layout, filled first ----------------------------------
         client.flushall()
         before = _used(client)
         t0 = time.time()
@@ -209,6 +221,35 @@ def bench_size(
         sha = client.script_load(NAIVE_SELECT)
         choose = random.Random(1).choice
         evalsha = client.evalsha
+
+        # -- the store, beside it (its own keys: the deltas are its alone) --------------
+        before = _used(client)
+        engine = Engine(seed=1, store=RedisStore.from_url(server.url, prefix=STORE_PREFIX))
+        engine.create_profile("p")
+        for number in POOL:
+            engine.add_number("p", number)
+        for i in range(0, size, FILL):
+            engine.select_many("p", mapped[i : i + FILL])
+        stored = engine.stats().mappings
+        rows.append(
+            _row(
+                "store: memory",
+                stored,
+                op="memory",
+                bytes_per_mapping=(_used(client) - before) / stored,
+            )
+        )
+        kinds = _per_kind(client)
+        for kind, used in sorted(kinds.items(), key=lambda kv: -kv[1]):
+            rows.append(
+                _row(
+                    f"store: memory, {kind} keys",
+                    stored,
+                    op=f"memory, {kind} keys",
+                    bytes_per_mapping=used / stored,
+                )
+            )
+        select, select_many = engine.select, engine.select_many
 
         def naive_hit(n: int) -> None:
             for to in stride(n):
@@ -228,65 +269,37 @@ def bench_size(
                 client.get(key)
                 client.set(key, POOL[0])
 
-        timed("PING", ping, ops)
-        timed("GET+SET", get_set, ops)
-        timed("naive: hit", naive_hit, ops, cpu=True)
-        timed("naive: new", naive_new, ops, cpu=True)
+        def hit(n: int) -> None:
+            for to in stride(n):
+                select("p", to)
 
-        # -- the store --------------------------------------------------------------
-        client.flushall()
-        before = _used(client)
-        engine = Engine(seed=1, store=RedisStore.from_url(server.url, prefix="bench"))
-        try:
-            engine.create_profile("p")
-            for number in POOL:
-                engine.add_number("p", number)
-            for i in range(0, size, FILL):
-                engine.select_many("p", mapped[i : i + FILL])
-            stored = engine.stats().mappings
-            rows.append(
-                _row(
-                    "store: memory",
-                    stored,
-                    op="memory",
-                    bytes_per_mapping=(_used(client) - before) / stored,
-                )
-            )
-            kinds = _per_kind(client)
-            for kind, used in sorted(kinds.items(), key=lambda kv: -kv[1]):
-                rows.append(
-                    _row(
-                        f"store: memory, {kind} keys",
-                        stored,
-                        op=f"memory, {kind} keys",
-                        bytes_per_mapping=used / stored,
-                    )
-                )
-            select, select_many = engine.select, engine.select_many
+        def new(n: int) -> None:
+            for _ in range(n):
+                select("p", next(fresh))
 
-            def hit(n: int) -> None:
-                for to in stride(n):
-                    select("p", to)
+        def many_hits(n: int) -> None:
+            for _ in range(n):
+                select_many("p", list(stride(BATCH)))
 
-            def new(n: int) -> None:
-                for _ in range(n):
-                    select("p", next(fresh))
+        def many_new(n: int) -> None:
+            for _ in range(n):
+                select_many("p", [next(fresh) for _ in range(BATCH)])
 
-            def many_hits(n: int) -> None:
-                for _ in range(n):
-                    select_many("p", list(stride(BATCH)))
-
-            def many_new(n: int) -> None:
-                for _ in range(n):
-                    select_many("p", [next(fresh) for _ in range(BATCH)])
-
-            timed("store: select hit", hit, ops, cpu=True)
-            timed("store: select new", new, ops, cpu=True)
-            timed(f"store: select_many hit x{BATCH}", many_hits, batches, BATCH, cpu=True)
-            timed(f"store: select_many new x{BATCH}", many_new, batches, BATCH, cpu=True)
-        finally:
-            engine.close()
+        phases = (
+            ("PING", ping, ops, 1, False),
+            ("GET+SET", get_set, ops, 1, False),
+            ("naive: hit", naive_hit, ops, 1, True),
+            ("naive: new", naive_new, ops, 1, True),
+            ("store: select hit", hit, ops, 1, True),
+            ("store: select new", new, ops, 1, True),
+            (f"store: select_many hit x{BATCH}", many_hits, batches, BATCH, True),
+            (f"store: select_many new x{BATCH}", many_new, batches, BATCH, True),
+        )
+        for name, fields in _interleaved(client, phases, repeats).items():
+            rows.append(_row(name, stored if name.startswith("store") else size, **fields))
     finally:
+        if engine is not None:
+            engine.close()
         client.close()
     ping_ns = next(r["ns_per_op"] for r in rows if r["name"] == "PING")
     for r in rows:

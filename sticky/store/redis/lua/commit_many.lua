@@ -9,7 +9,8 @@ if not p then
 end
 local now_s = ARGV[1]
 local now = tonumber(now_s)
-local out = {}
+local out, n0 = {}, p.n
+p.defer = true -- meta's count written once, by flush_count
 for i = 2, #ARGV, 7 do
   local tag, sender = commit_one(
     p, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
@@ -17,4 +18,4 @@ for i = 2, #ARGV, 7 do
   out[#out + 1] = tag
   out[#out + 1] = sender
 end
-return out
+return flush_count(p, n0, out)

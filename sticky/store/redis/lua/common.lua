@@ -347,7 +347,8 @@ local function split(p)
 end
 
 -- Count `d` more (or fewer) stored mappings; a profile over its load splits a bucket.
--- Under p.defer (store_fresh, an import, a migration chunk) the caller writes meta's `n`.
+-- Under p.defer (store_fresh, a batch, an import, a migration chunk) the caller writes
+-- meta's `n` (see flush_count).
 local function count(p, d)
   p.n = p.n + d
   if not p.defer then
@@ -371,6 +372,9 @@ local function put(p, m, sender, lu_s)
   local new = redis.call('HSET', m.key, m.to, sid .. ' ' .. lu_s)
   redis.call('ZADD', KEYS[5], 'LT', lu_s, m.b)
   m.sid, m.sender, m.lu_s, m.lu = sid, sender, lu_s, tonumber(lu_s)
+  if p.live_at and not is_live(m.lu, p.ttl, p.live_at) then
+    p.live_at = nil -- a mapping dead at once (a horizon far ahead): `due` may now say so
+  end
   if new == 1 then
     count(p, 1)
   end
@@ -402,12 +406,19 @@ end
 
 -- Clean up to `max_buckets` buckets whose `due` score is dead at `at`, oldest first,
 -- until `limit` mappings are removed. Returns removed, buckets cleaned.
+-- p.live_at remembers a time at which `due`'s head was live: until a put stores a mapping
+-- dead at it, nothing is (a scan only raises a bucket's bound, and a put lowers it to a
+-- live last_used), so the next stores of the script skip the read.
 local function evict(p, at, limit, max_buckets)
   local removed, cleaned = 0, 0
+  if p.live_at == at then
+    return 0, 0
+  end
   while removed < limit and cleaned < max_buckets do
     local head = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
     if not head[1] or is_live(tonumber(head[2]), p.ttl, at) then
-      break -- every bucket's least last_used is live: nothing is dead
+      p.live_at = at -- every bucket's least last_used is live: nothing is dead
+      break
     end
     removed = removed + clean(p, tonumber(head[1]), at)
     cleaned = cleaned + 1
@@ -422,17 +433,26 @@ end
 -- A fresh choice's store for the recipient of `m` (lookup's; see put), with the
 -- amortised eviction step.
 local function store_fresh(p, m, sender, now_s, now)
-  local n = p.n
+  local n, batch = p.n, p.defer
   p.defer = true -- one HSET of meta for the count and the horizon, not two
   put(p, m, sender, now_s)
-  p.defer = false
+  p.defer = batch
   local _, at
-  if p.n ~= n then
+  if p.n ~= n and not batch then
     _, at = move_horizon(p, now_s, now, 'n', p.n)
   else
     _, at = move_horizon(p, now_s, now)
   end
   evict(p, at, math.huge, STEP_BUCKETS)
+end
+
+-- A batch's writes count under p.defer (from p.n = `n`); it writes meta's count once,
+-- and returns `out`. Every reply of a batch script that may have written goes through it.
+local function flush_count(p, n, out)
+  if p.n ~= n then
+    redis.call('HSET', KEYS[1], 'n', p.n)
+  end
+  return out
 end
 
 -- Store.forget's step: delete the mapping of `to` and move the horizon. Returns whether
@@ -647,10 +667,16 @@ end
 -- the same float arithmetic in the same order as Python's (so the same r gives the
 -- same number), clamped to the last one where r * total / w rounds up to the count.
 -- A group is "<n_long> <n_toll> <width> " then its numbers (long codes, then toll-free,
--- each sorted by number), each padded with spaces to width.
-local function pick(group, w_long, w_toll, r)
+-- each sorted by number), each padded with spaces to width. `h`: the group's header
+-- (see header), when the caller has it.
+local function header(group)
   local nl, nt, width, at = string.match(group, '^(%d+) (%d+) (%d+) ()')
-  nl, nt, width = tonumber(nl), tonumber(nt), tonumber(width)
+  return {tonumber(nl), tonumber(nt), tonumber(width), at}
+end
+
+local function pick(group, w_long, w_toll, r, h)
+  h = h or header(group)
+  local nl, nt, width, at = h[1], h[2], h[3], h[4]
   local split = nl * w_long
   local total = split + nt * w_toll
   local x = r * total
@@ -671,27 +697,46 @@ local function pick(group, w_long, w_toll, r)
   return string.match(string.sub(group, s, s + width - 1), '^%S+')
 end
 
+-- A group's header, parsed once per script and group (a batch draws from a few groups).
+local function cached_header(c, group)
+  local cache = c.headers
+  if not cache then
+    cache = {}
+    c.headers = cache
+  end
+  local h = cache[group]
+  if not h then
+    h = header(group)
+    cache[group] = h
+  end
+  return h
+end
+
 -- Chooser.choose, as data. `c` is HMGET of the choice hash's 'v', 'mode', 'w', '*'
 -- (every eligible number) and the recipient's four tier groups (nil where the tier
 -- has none): the number of the first non-empty tier's draw and its tier code, or the
 -- plain draw (tier 0 with geomatch off, TIER_NONE with it on); nil when no number is
 -- eligible (the caller replies NO_ELIGIBLE, and the draw is not used).
 local function choose(c, r)
-  local w = c[3]
-  local sp = string.find(w, ' ', 1, true)
-  local w_long, w_toll = tonumber(string.sub(w, 1, sp - 1)), tonumber(string.sub(w, sp + 1))
-  if string.sub(c[4], 1, 4) == '0 0 ' then
+  local w_long, w_toll = c.w_long, c.w_toll
+  if not w_long then -- parsed once per script: a batch reuses `c`
+    local w = c[3]
+    local sp = string.find(w, ' ', 1, true)
+    w_long, w_toll = tonumber(string.sub(w, 1, sp - 1)), tonumber(string.sub(w, sp + 1))
+    c.w_long, c.w_toll, c.empty = w_long, w_toll, string.sub(c[4], 1, 4) == '0 0 '
+  end
+  if c.empty then
     return nil
   end
   if c[2] == 'off' then
-    return pick(c[4], w_long, w_toll, r), 0
+    return pick(c[4], w_long, w_toll, r, cached_header(c, c[4])), 0
   end
   for t = 1, 4 do
     if c[4 + t] then
-      return pick(c[4 + t], w_long, w_toll, r), t
+      return pick(c[4 + t], w_long, w_toll, r, cached_header(c, c[4 + t])), t
     end
   end
-  return pick(c[4], w_long, w_toll, r), {{TIER_NONE}}
+  return pick(c[4], w_long, w_toll, r, cached_header(c, c[4])), {{TIER_NONE}}
 end
 
 -- Whether the choice data `c` (as choose takes it) is of the pool's current version and
@@ -940,8 +985,8 @@ end
 -- Chooser._Group.only(allowed).pick(r): the group's numbers that `allowed` holds, in
 -- the same order, and pick's arithmetic over them. nil when it keeps none (total 0).
 local function pick_among(group, allowed, w_long, w_toll, r)
-  local nl, nt, width, at = string.match(group, '^(%d+) (%d+) (%d+) ()')
-  nl, nt, width = tonumber(nl), tonumber(nt), tonumber(width)
+  local h = header(group)
+  local nl, nt, width, at = h[1], h[2], h[3], h[4]
   local longs, tolls = {}, {}
   for i = 0, nl + nt - 1 do
     local s = at + i * width

@@ -53,6 +53,8 @@ if cap == false then
   return stale
 end
 local now = tonumber(now_s)
+local n0 = p.n
+p.defer = true -- meta's count written once, by flush_count
 local out = {{{OK}}, 0, '', '', ''}
 local used = 0
 for i = 12 + ndraws, #ARGV, stride do
@@ -77,7 +79,7 @@ for i = 12 + ndraws, #ARGV, stride do
       if chained or not last then
         redis.call('HDEL', KEYS[10], token)
       end
-      return out
+      return flush_count(p, n0, out)
     end
     if reason ~= STICKY then
       used = used + 1
@@ -99,7 +101,7 @@ for i = 12 + ndraws, #ARGV, stride do
         if chained or not last then
           redis.call('HDEL', KEYS[10], token)
         end
-        return out
+        return flush_count(p, n0, out)
       end
       used = used + 1
     end
@@ -112,4 +114,4 @@ if not last then
 elseif chained then
   redis.call('HDEL', KEYS[10], token)
 end
-return out
+return flush_count(p, n0, out)
