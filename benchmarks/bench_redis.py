@@ -11,7 +11,9 @@ and, at each size (10^5; 10^6 in full mode; 10^7 with ``huge``):
   ``due``, ...);
 - **latency**: ``PING``, a ``GET`` + ``SET`` pair, the naive layout's hit and new
   recipient (each one ``EVALSHA`` of one tiny script: read, then refresh a live
-  mapping or store the sender the client chose), ``Engine.select`` for a hit and a new
+  mapping or store the sender the client chose), the least a complete hit does on the
+  naive layout (``complete: hit``: the opt-out check, the profile's ttl, the sender's
+  flag in the pool, then the refresh), ``Engine.select`` for a hit and a new
   recipient, ``select_many`` of 100 hits and of 100 new recipients; each the median
   (with min and max) of the repeats, per select, and its ratio to ``PING``; the phases
   interleaved (each repeat runs every one of them once, in a rotated order);
@@ -60,6 +62,30 @@ return ARGV[4]
 """
 """The naive minimal select: a live mapping is refreshed and returned, else the
 client's choice (ARGV[4]) is stored. KEYS: the hash; ARGV: to, now, ttl, sender."""
+
+COMPLETE_HIT = """
+if redis.call('SISMEMBER', KEYS[4], ARGV[1]) == 1 then
+  return {'OPTED_OUT'}
+end
+local m = redis.call('HMGET', KEYS[2], 'ttl', 'sticky')
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and m[2] == '1' then
+  local cut = string.find(v, ' ', 1, true)
+  local sender = string.sub(v, 1, cut - 1)
+  if tonumber(ARGV[2]) < tonumber(string.sub(v, cut + 1)) + tonumber(m[1]) then
+    local entry = redis.call('HGET', KEYS[3], sender)
+    if entry and string.byte(entry, 3) == 49 then
+      redis.call('HSET', KEYS[1], ARGV[1], sender .. ' ' .. ARGV[2])
+      return {'HIT', sender}
+    end
+  end
+end
+return {'MISS'}
+"""
+"""The least a complete sticky hit does, on the naive layout: the opt-out check, the
+profile's ttl and sticky flag, the mapping, its sender's flag in the pool, the refresh.
+KEYS: the hash, the profile's settings, the pool, the opt-outs; ARGV: to, now."""
+COMPLETE_KEYS = (NAIVE_KEY, "meta:{acme}", "pool:{acme}", "optout:{acme}")
 
 
 def _server() -> Any:
@@ -219,6 +245,10 @@ def bench_size(
         per = (_used(client) - before) / size
         rows.append(_row("naive: memory", size, op="memory", bytes_per_mapping=per))
         sha = client.script_load(NAIVE_SELECT)
+        complete_sha = client.script_load(COMPLETE_HIT)
+        client.hset(COMPLETE_KEYS[1], mapping={"ttl": repr(float(TTL)), "sticky": "1"})
+        client.hset(COMPLETE_KEYS[2], mapping=dict.fromkeys(POOL, "L111"))
+        client.sadd(COMPLETE_KEYS[3], "+10000000000")
         choose = random.Random(1).choice
         evalsha = client.evalsha
 
@@ -255,6 +285,10 @@ def bench_size(
             for to in stride(n):
                 evalsha(sha, 1, NAIVE_KEY, to, time.time(), TTL, choose(POOL))
 
+        def complete_hit(n: int) -> None:
+            for to in stride(n):
+                evalsha(complete_sha, 4, *COMPLETE_KEYS, to, repr(time.time()))
+
         def naive_new(n: int) -> None:
             for _ in range(n):
                 evalsha(sha, 1, NAIVE_KEY, next(fresh), time.time(), TTL, choose(POOL))
@@ -290,6 +324,7 @@ def bench_size(
             ("GET+SET", get_set, ops, 1, False),
             ("naive: hit", naive_hit, ops, 1, True),
             ("naive: new", naive_new, ops, 1, True),
+            ("complete: hit", complete_hit, ops, 1, True),
             ("store: select hit", hit, ops, 1, True),
             ("store: select new", new, ops, 1, True),
             (f"store: select_many hit x{BATCH}", many_hits, batches, BATCH, True),

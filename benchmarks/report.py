@@ -221,6 +221,13 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
             "x floor",
             "10",
         ),
+        (
+            "SQLite file bytes per mapping",
+            of("sqlite", "sqlite: file bytes", "ratio_to_floor"),
+            2.0,
+            "x floor",
+            "10",
+        ),
     ]
     return _judge([*checks, *_capacity_checks(rows)], size)
 
