@@ -83,7 +83,7 @@ def not_in_pool(number: str, profile_id: str) -> UnknownNumber:
     return UnknownNumber(f"number {shown(number)} is not in profile {shown(profile_id)}")
 
 
-_NO_TIERS = ("-", "-", "-", "-")
+NO_TIERS: tuple[str, ...] = ("-", "-", "-", "-")
 """The tier fields of a recipient whose tier keys are not needed (or not known)."""
 
 
@@ -125,7 +125,7 @@ class Cached:
     def tier_fields(self, to: str) -> tuple[str, ...]:
         """The choice hash's fields of ``to``'s four geomatch tiers ('-': none). O(1)."""
         if self.mode == "off":
-            return _NO_TIERS
+            return NO_TIERS
         keys_of = self._keys_of
         if keys_of is None:
             keys_of = self._keys_of = geo.keys_function(self.settings.geomatch)

@@ -31,7 +31,13 @@ from sticky.settings import PoolSettings
 from sticky.store.base import Decide, Draws, LiveMapping, Miss
 from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.keys import unhex
-from sticky.store.redis.pools import Cached, RedisPools, not_in_pool, unknown_profile
+from sticky.store.redis.pools import (
+    NO_TIERS,
+    Cached,
+    RedisPools,
+    not_in_pool,
+    unknown_profile,
+)
 from sticky.store.redis.runner import ClosedRunner
 from sticky.store.redis.scripts import LAYOUT, REASONS, TIERS, Op, Tag, call, text
 from sticky.values import Keyword, Reason, ReplyAction, Selection
@@ -49,7 +55,6 @@ _HIT, _MISS, _STORED, _START_OVER = Tag.HIT, Tag.MISS, Tag.STORED, Tag.START_OVE
 _UNKNOWN, _OLD = Tag.UNKNOWN_PROFILE, Tag.OLD_LAYOUT
 _CHOSEN, _NO_ELIGIBLE, _STALE, _SKIPPED = Tag.CHOSEN, Tag.NO_ELIGIBLE, Tag.STALE, Tag.SKIPPED
 _OPTED_OUT = Tag.OPTED_OUT
-_NO_TIERS: tuple[str, ...] = ("-", "-", "-", "-")
 _STICKY = Reason.STICKY
 _f = codec.float_text
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
@@ -225,10 +230,25 @@ class RedisStore(RedisPools):
         while True:
             cached = self._cache.get(profile_id)
             if cached is None:
-                mode, fields = "", _NO_TIERS
+                mode, fields = "", NO_TIERS
             else:
                 mode, fields = cached.mode, cached.tier_fields(to)
-            args = (to, now_s, repr(draws.peek(1)[0]), mode, *fields, *_day(cached, now), seg)
+            day = _day(cached, now)
+            # the arguments a script would not read are left out (see select.lua)
+            if fields is not NO_TIERS:
+                args: tuple[str, ...] = (
+                    to,
+                    now_s,
+                    repr(draws.peek(1)[0]),
+                    mode,
+                    *day,
+                    seg,
+                    *fields,
+                )
+            elif day is not _NO_DAY:
+                args = (to, now_s, repr(draws.peek(1)[0]), mode, *day, seg)
+            else:
+                args = (to, now_s, repr(draws.peek(1)[0]), mode, "")
             if before is None:
                 reply = self._run.eval(self._s_select, keys, args, _select_stored)
             else:
