@@ -59,6 +59,7 @@ from sticky.policy import (
     clears_mappings,
     clears_windows,
     count_new,
+    dies_at,
     drain_deadlines,
     is_live,
     judge,
@@ -136,10 +137,12 @@ class _Profile:
         "capacity",
         "chooser",
         "deadlines",
+        "evict_at",
         "full",
         "horizon",
         "id",
         "kept",
+        "keys",
         "late",
         "late_min",
         "limit",
@@ -147,7 +150,7 @@ class _Profile:
         "optouts",
         "pool",
         "pool_tuple",
-        "queue",
+        "queued",
         "rates",
         "room",
         "settings",
@@ -163,9 +166,7 @@ class _Profile:
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
         self.by_sender: dict[str, set[str]] = {}
-        self.queue: deque[tuple[float, str]] = deque()
-        self.late: SortedList = SortedList()
-        self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
+        self.clear_index()
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
         self.optouts: set[str] = set()
@@ -176,6 +177,7 @@ class _Profile:
         """Adopt new settings or a changed pool: recompute what selects read. O(p log p)."""
         self.settings = settings
         self.ttl = settings.ttl
+        self.rehead()
         self.sticky = settings.sticky_sender
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
@@ -208,8 +210,41 @@ class _Profile:
         if budget is not None and load[3] >= budget:
             self.full[number] = load[2]
 
+    def clear_index(self) -> None:
+        """Empty the expiry index. O(1)."""
+        # Two deques side by side, not one of (key, to) tuples: a tuple per mapping
+        # would cost 56 bytes, two deque slots cost 16.
+        self.keys: deque[float] = deque()
+        self.queued: deque[str] = deque()
+        self.late: SortedList = SortedList()
+        self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
+        self.evict_at = math.inf
+
+    def rehead(self) -> None:
+        """Recompute ``evict_at`` after the index's oldest key or the ttl changed. O(1).
+
+        ``evict_at`` is :func:`~sticky.policy.dies_at` of the oldest key: the time from
+        which a write's eviction step has something to look at.
+        """
+        first = self.keys[0] if self.keys else math.inf
+        self.evict_at = dies_at(first if first < self.late_min else self.late_min, self.ttl)  # noqa: FURB136
+
+    def index(self, key: float, to: str) -> None:
+        """Index ``to`` under ``key``: appended in order, else in ``late``. O(log n) at worst."""
+        keys = self.keys
+        if keys and keys[-1] <= key:  # the common case: nothing else changes
+            keys.append(key)
+            self.queued.append(to)
+            return
+        if not keys:
+            keys.append(key)
+            self.queued.append(to)
+        else:
+            self.add_late(key, to)
+        self.rehead()
+
     def add_late(self, key: float, to: str) -> None:
-        """Index ``to`` under ``key`` out of order. O(log n)."""
+        """Index ``to`` under ``key`` out of order (``evict_at`` is the caller's). O(log n)."""
         self.late.add((key, to))
         self.late_min = min(self.late_min, key)
 
@@ -278,13 +313,13 @@ class MemoryStore:
             p.by_sender[sender] = {to}
         else:
             recipients.add(to)
-        queue = p.queue
-        if not queue or queue[-1][0] <= now:
-            queue.append((now, to))
+        keys = p.keys
+        if keys and keys[-1] <= now:  # p.index, its common case written out
+            keys.append(now)
+            p.queued.append(to)
         else:
-            p.add_late(now, to)
-        first = queue[0][0] if queue else math.inf
-        if not is_live(first if first < p.late_min else p.late_min, p.ttl, at):  # noqa: FURB136
+            p.index(now, to)
+        if at >= p.evict_at:  # the oldest key is dead: a step has something to evict
             self._evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 
     @staticmethod
@@ -296,15 +331,16 @@ class MemoryStore:
 
     def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
         """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
-        ttl, queue, late, table, by_sender = p.ttl, p.queue, p.late, p.table, p.by_sender
+        ttl, keys, queued, late, table = p.ttl, p.keys, p.queued, p.late, p.table
+        by_sender = p.by_sender
         inf = math.inf
         removed = pops = 0
         while removed < limit and pops < max_pops:
-            first = queue[0][0] if queue else inf
+            first = keys[0] if keys else inf
             if first <= p.late_min:
                 if is_live(first, ttl, now):  # also stops when both are empty: inf + ttl
                     break
-                key, to = queue.popleft()
+                key, to = keys.popleft(), queued.popleft()
             else:
                 if is_live(p.late_min, ttl, now):
                     break
@@ -326,6 +362,8 @@ class MemoryStore:
                 if not recipients:
                     del by_sender[sender]
                 removed += 1
+        if pops:
+            p.rehead()
         self._evicted += removed
         return removed
 
@@ -367,9 +405,7 @@ class MemoryStore:
             if clears_mappings(p.settings, new):
                 p.table = _Table()
                 p.by_sender = {}
-                p.queue = deque()
-                p.late = SortedList()
-                p.late_min = math.inf
+                p.clear_index()
             elif new.ttl > p.ttl:  # so that no dead mapping comes back to life
                 self._evict(p, p.horizon, math.inf, math.inf)
             if clears_windows(p.settings, new):
@@ -873,7 +909,7 @@ class MemoryStore:
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
                 by_sender: dict[str, set[str]] = {}
-                keys = set(p.queue) | set(p.late)
+                keys = set(zip(p.keys, p.queued, strict=True)) | set(p.late)
                 assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
                 for to, (sender, last_used, idx) in p.table.items():
                     assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
@@ -883,8 +919,9 @@ class MemoryStore:
                 assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
                 assert set(p.loads) <= set(p.pool), f"{pid}: capacity of a number not in pool"
                 assert p.capacity == p.chooser.capacity, f"{pid}: capacity flag is stale"
-                queue = list(p.queue)
-                assert all(a[0] <= b[0] for a, b in itertools.pairwise(queue))
+                assert all(a <= b for a, b in itertools.pairwise(p.keys)), f"{pid}: key order"
+                first = p.keys[0] if p.keys else math.inf
+                assert p.evict_at == dies_at(min(first, p.late_min), p.ttl), f"{pid}: evict_at"
 
     def close(self) -> None:
         """Drop every profile and mapping; every later call raises StoreUnavailable. Idempotent."""
@@ -908,7 +945,7 @@ class MemoryStore:
                     msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
                     raise UnknownNumber(msg)
             at = p.advance(now)
-            ttl, table, by_sender, queue = p.ttl, p.table, p.by_sender, p.queue
+            ttl, table, by_sender = p.ttl, p.table, p.by_sender
             written = 0
             for to, sender, last_used in entries:
                 if not is_live(last_used, ttl, at):
@@ -926,9 +963,6 @@ class MemoryStore:
                     by_sender[sender] = {to}
                 else:
                     recipients.add(to)
-                if not queue or queue[-1][0] <= idx:
-                    queue.append((idx, to))
-                else:
-                    p.add_late(idx, to)
+                p.index(idx, to)
                 written += 1
             return written
