@@ -28,8 +28,8 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Literal, NoReturn
 
 import attrs
 from sortedcontainers import SortedList
@@ -43,7 +43,7 @@ from sticky.errors import (
     opted_out,
     shown,
 )
-from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164, match_e164
 from sticky.policy import (
     COUNTED,
     HEALTH_BUCKETS,
@@ -138,6 +138,7 @@ class _Profile:
         "chooser",
         "deadlines",
         "evict_at",
+        "fast",
         "full",
         "horizon",
         "id",
@@ -148,6 +149,7 @@ class _Profile:
         "limit",
         "loads",
         "optouts",
+        "plain",
         "pool",
         "pool_tuple",
         "queued",
@@ -161,8 +163,11 @@ class _Profile:
         "windows",
     )
 
-    def __init__(self, profile_id: str, settings: PoolSettings, version: int) -> None:
+    def __init__(
+        self, profile_id: str, settings: PoolSettings, version: int, *, fast: bool = True
+    ) -> None:
         self.id = profile_id
+        self.fast = fast
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
         self.by_sender: dict[str, set[str]] = {}
@@ -187,6 +192,11 @@ class _Profile:
         self.deadlines = drain_deadlines(self.pool_tuple)
         self.chooser = Chooser(self.pool_tuple, settings, version)
         self.capacity = self.chooser.capacity
+        # The plain path's word (MemoryStore.select_in_one_step): sticky on, no limit, no
+        # drain with a grace, and the O(1) draw of geomatch off; else None.
+        self.plain: Callable[[float], str] | None = None
+        if self.sticky and not self.capacity and not self.deadlines and self.fast:
+            self.plain = self.chooser.plain
         # What the capacity path reads per select, once per version: each number's rate
         # and budget, the room a choice allows, and the summary that makes a choice
         # O(1) while every number has room: the pool's latest busy_until, and the
@@ -272,8 +282,14 @@ class MemoryStore:
     profile that falls quiet keeps its dead mappings until ``evict_expired``.
     """
 
+    plain_path: ClassVar[bool] = True
+    """Whether plain profiles take the plain path of a select (a subclass of the tests
+    turns it off, to compare it with the general path)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._decide: object = None
+        self._draws: Any = None  # the draws of the last _decide seen: no getattr per miss
         self._profiles: dict[str, _Profile] = {}
         self._owner: dict[str, str] = {}
         self._version = 0
@@ -374,7 +390,9 @@ class MemoryStore:
             if profile_id in self._profiles:
                 msg = f"profile {shown(profile_id)} already exists"
                 raise ProfileExists(msg)
-            self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
+            self._profiles[profile_id] = _Profile(
+                profile_id, settings, self._next_version(), fast=self.plain_path
+            )
 
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
@@ -533,7 +551,7 @@ class MemoryStore:
             return self._get(profile_id).pool_tuple
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
+    def select_in_one_step(  # noqa: C901, PLR0912, PLR0915 - the hot path, written out
         self,
         profile_id: str,
         to: str,
@@ -545,7 +563,9 @@ class MemoryStore:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
         The engine's hot path, written out in one function (each call saved is
-        measurable); the rules it applies are :mod:`sticky.policy`'s.
+        measurable); the rules it applies are :mod:`sticky.policy`'s. A plain profile
+        (``p.plain``: sticky on, no limit, no drain with a grace, geomatch off) with the
+        engine's decide takes the plain path, the general one with its branches decided.
         """
         lock = self._lock
         lock.acquire()
@@ -557,6 +577,29 @@ class MemoryStore:
                 raise UnknownProfile(msg) from None
             if p.optouts and to in p.optouts:
                 raise opted_out(profile_id, to)
+            plain = p.plain
+            if plain is not None:
+                table = p.table
+                entry = table.get(to)
+                if entry is None:
+                    reason = _NEW
+                else:
+                    sender, last_used, idx = entry
+                    reason = judge(last_used, p.ttl, now, p.horizon, sender in p.kept)
+                    if reason is _STICKY:  # a hit evicts nothing: the horizon stays
+                        if now > last_used:
+                            table[to] = (sender, now, idx)
+                        hits[0] += 1
+                        return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
+                if decide is not self._decide:
+                    self._decide, self._draws = decide, getattr(decide, "draws", None)
+                draws = self._draws
+                if draws is not None:  # the engine's decide: its chooser is p.chooser
+                    if match_e164(to) is None:  # a str: the engine checked its type
+                        check_e164(to, "recipient")
+                    sender = plain(draws.take())
+                    self._store_choice(p, to, sender, now, entry)
+                    return _new(Selection, (profile_id, to, sender, reason, None, now))
             if p.capacity:
                 return self._select_with_capacity(p, to, now, decide, hits, segments)
             table = p.table
