@@ -1,9 +1,12 @@
 """The in-memory store: one process, every operation atomic under one lock.
 
-Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used,
-idx)``, ``idx`` being the key of its expiry-index entry; ``by_sender`` maps a sender to
-its recipients, so a cascade is O(k); the expiry index is a deque of ``(key, to)`` in
-key order, plus a sorted list for the keys that arrive out of order.
+Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used)``;
+``by_sender`` maps a sender to its recipients, each with ``idx``, the key of its
+expiry-index entry, so a cascade is O(k); the expiry index is two deques side by side,
+keys and recipients in key order, plus a sorted list of ``(key, to)`` for the keys that
+arrive out of order. A hit reads and replaces only the table's tuple: ``idx`` lives in
+the reverse index, which the hit does not touch (at 10^6 mappings, each object a hit
+touches is a likely cache miss, and freeing a tuple touches every object in it).
 
 Why the index is cheap: within a profile every mapping shares one ttl, so while the
 clock moves forward, creation order is expiry order and a new mapping is appended to
@@ -89,8 +92,8 @@ _NEW = Reason.NEW
 _EXPIRED = Reason.EXPIRED
 _new = tuple.__new__
 
-_Entry = tuple[str, float, float]
-"""``(sender, last_used, idx)``."""
+_Entry = tuple[str, float]
+"""``(sender, last_used)``."""
 
 
 class _Stopped(Exception):
@@ -171,7 +174,8 @@ class _Profile:
         self.fast = fast
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
-        self.by_sender: dict[str, set[str]] = {}
+        self.by_sender: dict[str, dict[str, float]] = {}
+        """Sender to its recipients, each with the key it is indexed under."""
         self.clear_index()
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
@@ -325,12 +329,12 @@ class MemoryStore:
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
-        table[to] = (sender, now, now)
+        table[to] = (sender, now)
         recipients = p.by_sender.get(sender)
         if recipients is None:
-            p.by_sender[sender] = {to}
+            p.by_sender[sender] = {to: now}
         else:
-            recipients.add(to)
+            recipients[to] = now
         keys = p.keys
         if keys and keys[-1] <= now:  # p.index, its common case written out
             keys.append(now)
@@ -343,7 +347,7 @@ class MemoryStore:
     @staticmethod
     def _unlink(p: _Profile, to: str, sender: str) -> None:
         recipients = p.by_sender[sender]
-        recipients.discard(to)
+        del recipients[to]
         if not recipients:
             del p.by_sender[sender]
 
@@ -366,17 +370,19 @@ class MemoryStore:
                 p.late_min = late[0][0] if late else inf
             pops += 1
             entry = table.get(to)
-            if entry is None or entry[2] != key:
-                continue  # the mapping it indexed was replaced or deleted
-            sender, last_used, _ = entry
+            if entry is None:
+                continue  # the mapping it indexed was deleted
+            sender, last_used = entry
+            recipients = by_sender[sender]
+            if recipients[to] != key:
+                continue  # the mapping it indexed was replaced
             if is_live(last_used, ttl, now):  # used since it was indexed: index it again
-                table[to] = (sender, last_used, last_used)
+                recipients[to] = last_used
                 p.add_late(last_used, to)
                 late = p.late
             else:
                 del table[to]
-                recipients = by_sender[sender]
-                recipients.discard(to)
+                del recipients[to]
                 if not recipients:
                     del by_sender[sender]
                 removed += 1
@@ -401,7 +407,7 @@ class MemoryStore:
         with self._lock:
             p = self._get(profile_id)
             ttl, at = p.ttl, p.at(now)
-            live = sum(1 for _, last_used, _ in p.table.values() if is_live(last_used, ttl, at))
+            live = sum(1 for _, last_used in p.table.values() if is_live(last_used, ttl, at))
             for number in p.pool:
                 del self._owner[number]
             del self._profiles[profile_id]
@@ -586,7 +592,7 @@ class MemoryStore:
                 if entry is None:
                     reason = _NEW
                 else:
-                    sender, last_used, idx = entry
+                    sender, last_used = entry
                     # policy.judge written out, as judge writes out is_live and judged_at:
                     # a call is a tenth of a hit. The tests compare this path with the
                     # general one, which calls judge, step by step.
@@ -597,7 +603,7 @@ class MemoryStore:
                         reason = _REASSIGNED
                     else:  # a hit evicts nothing: the horizon stays
                         if now > last_used:  # policy.refreshed
-                            table[to] = (sender, now, idx)
+                            table[to] = (sender, now)
                         hits[0] += 1
                         return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
                 if decide is not self._decide:
@@ -616,14 +622,14 @@ class MemoryStore:
             if entry is None:
                 reason = _NEW if p.sticky else _POOL
             else:
-                sender, last_used, idx = entry
+                sender, last_used = entry
                 kept = sender in p.kept
                 if kept and p.deadlines:
                     kept = keeps(sender, p.kept, p.deadlines, now)
                 reason = judge(last_used, p.ttl, now, p.horizon, kept)
                 if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
-                        table[to] = (sender, now, idx)
+                        table[to] = (sender, now)
                     hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             draws = getattr(decide, "draws", None)
@@ -666,7 +672,7 @@ class MemoryStore:
         if entry is None:
             reason = _NEW if p.sticky else _POOL
         else:
-            sender, last_used, idx = entry
+            sender, last_used = entry
             kept = sender in p.kept
             if kept and p.deadlines:
                 kept = keeps(sender, p.kept, p.deadlines, now)
@@ -678,7 +684,7 @@ class MemoryStore:
                 )
                 if step is not None:  # keeps its number: no draw, no choice
                     if now > last_used:
-                        table[to] = (sender, now, idx)
+                        table[to] = (sender, now)
                     hits[0] += 1
                     slot, loads[sender], busy = step
                     if busy > p.busy:  # noqa: PLR1730 - max() costs a call
@@ -688,7 +694,7 @@ class MemoryStore:
         draws = getattr(decide, "draws", None)
         day = today(now, p.settings.timezone)
         if draws is None:  # a decide of its own: it plans from what a Miss shows
-            previous = None if entry is None else entry[:2]
+            previous = entry
             miss = Miss(
                 p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now,
                 p.loads, sticky,
@@ -712,7 +718,7 @@ class MemoryStore:
             sel = _new(Selection, (p.id, to, sender, why, tier, send_at))
         if why is _STICKY:
             if now > entry[1]:  # type: ignore[index]  # a sticky answer has an entry
-                table[to] = (sender, now, entry[2])  # type: ignore[index]
+                table[to] = (sender, now)
             hits[0] += 1
         elif why is not _POOL:
             self._store_choice(p, to, sender, now, entry)
@@ -751,7 +757,7 @@ class MemoryStore:
     @staticmethod
     def _miss(p: _Profile, entry: _Entry | None, reason: Reason, now: float) -> Miss:
         """What a fresh choice reads, for a decide of the caller's."""
-        previous = None if entry is None else entry[:2]
+        previous = entry
         return Miss(p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now)
 
     def begin_select(
@@ -794,11 +800,11 @@ class MemoryStore:
                 self._store_choice(p, to, chosen, now, entry)
                 return True
             if entry is not None and p.sticky:
-                sender, last_used, idx = entry
+                sender, last_used = entry
                 kept = keeps(sender, p.kept, p.deadlines, now)
                 if judge(last_used, p.ttl, now, p.horizon, kept) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
-                    p.table[to] = (sender, refreshed(last_used, now), idx)
+                    p.table[to] = (sender, refreshed(last_used, now))
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             return None
 
@@ -929,7 +935,7 @@ class MemoryStore:
             action = reply_action(p.pool.get(number), p.settings, current, now)
             if action is ReplyAction.REFRESHED:
                 assert entry is not None
-                p.table[to] = (entry[0], refreshed(entry[1], now), entry[2])
+                p.table[to] = (entry[0], refreshed(entry[1], now))
             elif action is ReplyAction.MOVED or action is ReplyAction.MAPPED:
                 self._store_choice(p, to, number, now, entry)
                 self._count_new(p, number, now)
@@ -960,14 +966,15 @@ class MemoryStore:
                 assert all(len(w) <= HEALTH_BUCKETS for w in p.windows.values()), f"{pid}: window"
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
-                by_sender: dict[str, set[str]] = {}
+                by_sender: dict[str, dict[str, float]] = {}
                 keys = set(zip(p.keys, p.queued, strict=True)) | set(p.late)
                 assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
-                for to, (sender, last_used, idx) in p.table.items():
+                for to, (sender, last_used) in p.table.items():
+                    idx = p.by_sender.get(sender, {}).get(to, math.inf)
                     assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
                     assert idx <= last_used, f"{pid}: {to} index key after last use"
                     assert (idx, to) in keys, f"{pid}: {to} missing from the expiry index"
-                    by_sender.setdefault(sender, set()).add(to)
+                    by_sender.setdefault(sender, {})[to] = idx
                 assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
                 assert set(p.loads) <= set(p.pool), f"{pid}: capacity of a number not in pool"
                 assert p.capacity == p.chooser.capacity, f"{pid}: capacity flag is stale"
@@ -1009,12 +1016,12 @@ class MemoryStore:
                     self._unlink(p, to, old[0])
                 # A key no later than the horizon, and at most its last use.
                 idx = min(at, last_used)
-                table[to] = (sender, last_used, idx)
+                table[to] = (sender, last_used)
                 recipients = by_sender.get(sender)
                 if recipients is None:
-                    by_sender[sender] = {to}
+                    by_sender[sender] = {to: idx}
                 else:
-                    recipients.add(to)
+                    recipients[to] = idx
                 p.index(idx, to)
                 written += 1
             return written
