@@ -1,12 +1,16 @@
 """The in-memory store: one process, every operation atomic under one lock.
 
-Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used)``;
-``by_sender`` maps a sender to its recipients, each with ``idx``, the key of its
-expiry-index entry, so a cascade is O(k); the expiry index is two deques side by side,
-keys and recipients in key order, plus a sorted list of ``(key, to)`` for the keys that
-arrive out of order. A hit reads and replaces only the table's tuple: ``idx`` lives in
-the reverse index, which the hit does not touch (at 10^6 mappings, each object a hit
-touches is a likely cache miss, and freeing a tuple touches every object in it).
+Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used,
+tag)``; ``by_sender`` maps a sender to the set of its recipients, so a cascade is O(k);
+the expiry index is three deques side by side, keys, recipients and tags in key order,
+plus a sorted list of ``(key, to, tag)`` for the keys that arrive out of order. The tag
+(0 to 255, a new one per index entry, in turn) tells a mapping's own index entry from
+the stale ones of the mappings it replaced. It is a small int, which CPython shares,
+rather than the entry's key: a hit builds a new tuple and frees the old, which touches
+each object in them, and at 10^6 mappings each cold object touched is a likely cache
+miss (a key float per mapping made a hit about a tenth slower). A stale entry whose tag
+happens to match is harmless: it re-indexes a live mapping (which then drops its
+previous entry as stale) or evicts a dead one, as the right entry would.
 
 Why the index is cheap: within a profile every mapping shares one ttl, so while the
 clock moves forward, creation order is expiry order and a new mapping is appended to
@@ -92,8 +96,8 @@ _NEW = Reason.NEW
 _EXPIRED = Reason.EXPIRED
 _new = tuple.__new__
 
-_Entry = tuple[str, float]
-"""``(sender, last_used)``."""
+_Entry = tuple[str, float, int]
+"""``(sender, last_used, tag)``."""
 
 
 class _Stopped(Exception):
@@ -162,6 +166,8 @@ class _Profile:
         "settings",
         "sticky",
         "table",
+        "tag",
+        "tags",
         "ttl",
         "version",
         "windows",
@@ -174,8 +180,8 @@ class _Profile:
         self.fast = fast
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
-        self.by_sender: dict[str, dict[str, float]] = {}
-        """Sender to its recipients, each with the key it is indexed under."""
+        self.by_sender: dict[str, set[str]] = {}
+        self.tag = 0  # the last tag given to an index entry
         self.clear_index()
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
@@ -227,10 +233,11 @@ class _Profile:
 
     def clear_index(self) -> None:
         """Empty the expiry index. O(1)."""
-        # Two deques side by side, not one of (key, to) tuples: a tuple per mapping
-        # would cost 56 bytes, two deque slots cost 16.
+        # Deques side by side, not one of (key, to, tag) tuples: a tuple per mapping
+        # would cost 64 bytes, three deque slots cost 24.
         self.keys: deque[float] = deque()
         self.queued: deque[str] = deque()
+        self.tags: deque[int] = deque()
         self.late: SortedList = SortedList()
         self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
         self.evict_at = math.inf
@@ -244,23 +251,30 @@ class _Profile:
         first = self.keys[0] if self.keys else math.inf
         self.evict_at = dies_at(first if first < self.late_min else self.late_min, self.ttl)  # noqa: FURB136
 
-    def index(self, key: float, to: str) -> None:
+    def next_tag(self) -> int:
+        """The tag of a new index entry: 0 to 255 in turn (small ints are shared). O(1)."""
+        self.tag = tag = (self.tag + 1) & 255
+        return tag
+
+    def index(self, key: float, to: str, tag: int) -> None:
         """Index ``to`` under ``key``: appended in order, else in ``late``. O(log n) at worst."""
         keys = self.keys
         if keys and keys[-1] <= key:  # the common case: nothing else changes
             keys.append(key)
             self.queued.append(to)
+            self.tags.append(tag)
             return
         if not keys:
             keys.append(key)
             self.queued.append(to)
+            self.tags.append(tag)
         else:
-            self.add_late(key, to)
+            self.add_late(key, to, tag)
         self.rehead()
 
-    def add_late(self, key: float, to: str) -> None:
+    def add_late(self, key: float, to: str, tag: int) -> None:
         """Index ``to`` under ``key`` out of order (``evict_at`` is the caller's). O(log n)."""
-        self.late.add((key, to))
+        self.late.add((key, to, tag))
         self.late_min = min(self.late_min, key)
 
     def at(self, now: float) -> float:
@@ -329,31 +343,33 @@ class MemoryStore:
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
-        table[to] = (sender, now)
+        p.tag = tag = (p.tag + 1) & 255  # p.next_tag, written out
+        table[to] = (sender, now, tag)
         recipients = p.by_sender.get(sender)
         if recipients is None:
-            p.by_sender[sender] = {to: now}
+            p.by_sender[sender] = {to}
         else:
-            recipients[to] = now
+            recipients.add(to)
         keys = p.keys
         if keys and keys[-1] <= now:  # p.index, its common case written out
             keys.append(now)
             p.queued.append(to)
+            p.tags.append(tag)
         else:
-            p.index(now, to)
+            p.index(now, to, tag)
         if at >= p.evict_at:  # the oldest key is dead: a step has something to evict
             self._evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 
     @staticmethod
     def _unlink(p: _Profile, to: str, sender: str) -> None:
         recipients = p.by_sender[sender]
-        del recipients[to]
+        recipients.discard(to)
         if not recipients:
             del p.by_sender[sender]
 
     def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
         """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
-        ttl, keys, queued, late, table = p.ttl, p.keys, p.queued, p.late, p.table
+        ttl, keys, queued, tags, late, table = p.ttl, p.keys, p.queued, p.tags, p.late, p.table
         by_sender = p.by_sender
         inf = math.inf
         removed = pops = 0
@@ -362,27 +378,27 @@ class MemoryStore:
             if first <= p.late_min:
                 if is_live(first, ttl, now):  # also stops when both are empty: inf + ttl
                     break
-                key, to = keys.popleft(), queued.popleft()
+                keys.popleft()
+                to, tag = queued.popleft(), tags.popleft()
             else:
                 if is_live(p.late_min, ttl, now):
                     break
-                key, to = late.pop(0)
+                _, to, tag = late.pop(0)
                 p.late_min = late[0][0] if late else inf
             pops += 1
             entry = table.get(to)
-            if entry is None:
-                continue  # the mapping it indexed was deleted
-            sender, last_used = entry
-            recipients = by_sender[sender]
-            if recipients[to] != key:
-                continue  # the mapping it indexed was replaced
+            if entry is None or entry[2] != tag:
+                continue  # the mapping it indexed was replaced or deleted
+            sender, last_used, _ = entry
             if is_live(last_used, ttl, now):  # used since it was indexed: index it again
-                recipients[to] = last_used
-                p.add_late(last_used, to)
+                tag = p.next_tag()
+                table[to] = (sender, last_used, tag)
+                p.add_late(last_used, to, tag)
                 late = p.late
             else:
                 del table[to]
-                del recipients[to]
+                recipients = by_sender[sender]
+                recipients.discard(to)
                 if not recipients:
                     del by_sender[sender]
                 removed += 1
@@ -407,7 +423,7 @@ class MemoryStore:
         with self._lock:
             p = self._get(profile_id)
             ttl, at = p.ttl, p.at(now)
-            live = sum(1 for _, last_used in p.table.values() if is_live(last_used, ttl, at))
+            live = sum(1 for _, last_used, _ in p.table.values() if is_live(last_used, ttl, at))
             for number in p.pool:
                 del self._owner[number]
             del self._profiles[profile_id]
@@ -592,7 +608,7 @@ class MemoryStore:
                 if entry is None:
                     reason = _NEW
                 else:
-                    sender, last_used = entry
+                    sender, last_used, tag = entry
                     # policy.judge written out, as judge writes out is_live and judged_at:
                     # a call is a tenth of a hit. The tests compare this path with the
                     # general one, which calls judge, step by step.
@@ -603,7 +619,7 @@ class MemoryStore:
                         reason = _REASSIGNED
                     else:  # a hit evicts nothing: the horizon stays
                         if now > last_used:  # policy.refreshed
-                            table[to] = (sender, now)
+                            table[to] = (sender, now, tag)
                         hits[0] += 1
                         return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
                 if decide is not self._decide:
@@ -622,14 +638,14 @@ class MemoryStore:
             if entry is None:
                 reason = _NEW if p.sticky else _POOL
             else:
-                sender, last_used = entry
+                sender, last_used, tag = entry
                 kept = sender in p.kept
                 if kept and p.deadlines:
                     kept = keeps(sender, p.kept, p.deadlines, now)
                 reason = judge(last_used, p.ttl, now, p.horizon, kept)
                 if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
-                        table[to] = (sender, now)
+                        table[to] = (sender, now, tag)
                     hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             draws = getattr(decide, "draws", None)
@@ -672,7 +688,7 @@ class MemoryStore:
         if entry is None:
             reason = _NEW if p.sticky else _POOL
         else:
-            sender, last_used = entry
+            sender, last_used, tag = entry
             kept = sender in p.kept
             if kept and p.deadlines:
                 kept = keeps(sender, p.kept, p.deadlines, now)
@@ -684,7 +700,7 @@ class MemoryStore:
                 )
                 if step is not None:  # keeps its number: no draw, no choice
                     if now > last_used:
-                        table[to] = (sender, now)
+                        table[to] = (sender, now, tag)
                     hits[0] += 1
                     slot, loads[sender], busy = step
                     if busy > p.busy:  # noqa: PLR1730 - max() costs a call
@@ -694,7 +710,7 @@ class MemoryStore:
         draws = getattr(decide, "draws", None)
         day = today(now, p.settings.timezone)
         if draws is None:  # a decide of its own: it plans from what a Miss shows
-            previous = entry
+            previous = None if entry is None else entry[:2]
             miss = Miss(
                 p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now,
                 p.loads, sticky,
@@ -718,7 +734,7 @@ class MemoryStore:
             sel = _new(Selection, (p.id, to, sender, why, tier, send_at))
         if why is _STICKY:
             if now > entry[1]:  # type: ignore[index]  # a sticky answer has an entry
-                table[to] = (sender, now)
+                table[to] = (sender, now, entry[2])  # type: ignore[index]
             hits[0] += 1
         elif why is not _POOL:
             self._store_choice(p, to, sender, now, entry)
@@ -757,7 +773,7 @@ class MemoryStore:
     @staticmethod
     def _miss(p: _Profile, entry: _Entry | None, reason: Reason, now: float) -> Miss:
         """What a fresh choice reads, for a decide of the caller's."""
-        previous = entry
+        previous = None if entry is None else entry[:2]
         return Miss(p.settings, p.version, p.pool_tuple, previous, reason is _REASSIGNED, now)
 
     def begin_select(
@@ -800,11 +816,11 @@ class MemoryStore:
                 self._store_choice(p, to, chosen, now, entry)
                 return True
             if entry is not None and p.sticky:
-                sender, last_used = entry
+                sender, last_used, tag = entry
                 kept = keeps(sender, p.kept, p.deadlines, now)
                 if judge(last_used, p.ttl, now, p.horizon, kept) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
-                    p.table[to] = (sender, refreshed(last_used, now))
+                    p.table[to] = (sender, refreshed(last_used, now), tag)
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             return None
 
@@ -935,7 +951,7 @@ class MemoryStore:
             action = reply_action(p.pool.get(number), p.settings, current, now)
             if action is ReplyAction.REFRESHED:
                 assert entry is not None
-                p.table[to] = (entry[0], refreshed(entry[1], now))
+                p.table[to] = (entry[0], refreshed(entry[1], now), entry[2])
             elif action is ReplyAction.MOVED or action is ReplyAction.MAPPED:
                 self._store_choice(p, to, number, now, entry)
                 self._count_new(p, number, now)
@@ -966,15 +982,16 @@ class MemoryStore:
                 assert all(len(w) <= HEALTH_BUCKETS for w in p.windows.values()), f"{pid}: window"
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
-                by_sender: dict[str, dict[str, float]] = {}
-                keys = set(zip(p.keys, p.queued, strict=True)) | set(p.late)
+                by_sender: dict[str, set[str]] = {}
+                first_key: dict[tuple[str, int], float] = {}
+                for key, to, tag in [*zip(p.keys, p.queued, p.tags, strict=True), *p.late]:
+                    first_key[to, tag] = min(key, first_key.get((to, tag), math.inf))
                 assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
-                for to, (sender, last_used) in p.table.items():
-                    idx = p.by_sender.get(sender, {}).get(to, math.inf)
+                for to, (sender, last_used, tag) in p.table.items():
                     assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
-                    assert idx <= last_used, f"{pid}: {to} index key after last use"
-                    assert (idx, to) in keys, f"{pid}: {to} missing from the expiry index"
-                    by_sender.setdefault(sender, {})[to] = idx
+                    key = first_key.get((to, tag), math.inf)
+                    assert key <= last_used, f"{pid}: {to} not indexed by its last use"
+                    by_sender.setdefault(sender, set()).add(to)
                 assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
                 assert set(p.loads) <= set(p.pool), f"{pid}: capacity of a number not in pool"
                 assert p.capacity == p.chooser.capacity, f"{pid}: capacity flag is stale"
@@ -1016,12 +1033,13 @@ class MemoryStore:
                     self._unlink(p, to, old[0])
                 # A key no later than the horizon, and at most its last use.
                 idx = min(at, last_used)
-                table[to] = (sender, last_used)
+                tag = p.next_tag()
+                table[to] = (sender, last_used, tag)
                 recipients = by_sender.get(sender)
                 if recipients is None:
-                    by_sender[sender] = {to: idx}
+                    by_sender[sender] = {to}
                 else:
-                    recipients[to] = idx
-                p.index(idx, to)
+                    recipients.add(to)
+                p.index(idx, to, tag)
                 written += 1
             return written
