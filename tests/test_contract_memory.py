@@ -81,7 +81,7 @@ class PlainVsGeneral(StickyMachine):
             assert a.by_sender == b.by_sender
             assert list(a.keys) == list(b.keys)
             assert list(a.queued) == list(b.queued)
-            assert (list(a.tags), a.tag) == (list(b.tags), b.tag)
+            assert (a.tag, a.head_tag, a.late_tag) == (b.tag, b.head_tag, b.late_tag)
             assert list(a.late) == list(b.late)
             assert (a.horizon, a.evict_at, a.loads) == (b.horizon, b.evict_at, b.loads)
 

@@ -2,10 +2,12 @@
 
 Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used,
 tag)``; ``by_sender`` maps a sender to the set of its recipients, so a cascade is O(k);
-the expiry index is three deques side by side, keys, recipients and tags in key order,
-plus a sorted list of ``(key, to, tag)`` for the keys that arrive out of order. The tag
-(0 to 255, a new one per index entry, in turn) tells a mapping's own index entry from
-the stale ones of the mappings it replaced. It is a small int, which CPython shares,
+the expiry index is two deques side by side, keys and recipients in key order, plus a
+sorted list of ``(key, to, tag)`` for the keys that arrive out of order. The tag (0 to
+255) tells a mapping's own index entry from the stale ones of the mappings it replaced:
+the deques' entries take the tags in turn, so their tags are implicit (``head_tag``, the
+first entry's, then one more each), and the sorted list's take theirs from a counter of
+their own. It is a small int, which CPython shares,
 rather than the entry's key: a hit builds a new tuple and frees the old, which touches
 each object in them, and at 10^6 mappings each cold object touched is a likely cache
 miss (a key float per mapping made a hit about a tenth slower). A stale entry whose tag
@@ -148,12 +150,14 @@ class _Profile:
         "evict_at",
         "fast",
         "full",
+        "head_tag",
         "horizon",
         "id",
         "kept",
         "keys",
         "late",
         "late_min",
+        "late_tag",
         "limit",
         "loads",
         "optouts",
@@ -167,7 +171,6 @@ class _Profile:
         "sticky",
         "table",
         "tag",
-        "tags",
         "ttl",
         "version",
         "windows",
@@ -181,7 +184,6 @@ class _Profile:
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
         self.by_sender: dict[str, set[str]] = {}
-        self.tag = 0  # the last tag given to an index entry
         self.clear_index()
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
@@ -233,11 +235,11 @@ class _Profile:
 
     def clear_index(self) -> None:
         """Empty the expiry index. O(1)."""
-        # Deques side by side, not one of (key, to, tag) tuples: a tuple per mapping
-        # would cost 64 bytes, three deque slots cost 24.
+        # Two deques side by side, not one of (key, to) tuples: a tuple per mapping
+        # would cost 56 bytes, two deque slots cost 16.
         self.keys: deque[float] = deque()
         self.queued: deque[str] = deque()
-        self.tags: deque[int] = deque()
+        self.tag = self.head_tag = self.late_tag = 0  # the deques' last and first tags
         self.late: SortedList = SortedList()
         self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
         self.evict_at = math.inf
@@ -251,31 +253,29 @@ class _Profile:
         first = self.keys[0] if self.keys else math.inf
         self.evict_at = dies_at(first if first < self.late_min else self.late_min, self.ttl)  # noqa: FURB136
 
-    def next_tag(self) -> int:
-        """The tag of a new index entry: 0 to 255 in turn (small ints are shared). O(1)."""
-        self.tag = tag = (self.tag + 1) & 255
-        return tag
-
-    def index(self, key: float, to: str, tag: int) -> None:
-        """Index ``to`` under ``key``: appended in order, else in ``late``. O(log n) at worst."""
+    def index(self, key: float, to: str) -> int:
+        """Index ``to`` under ``key`` (in order: the deques; else ``late``); its tag. O(log n)."""
         keys = self.keys
         if keys and keys[-1] <= key:  # the common case: nothing else changes
+            self.tag = tag = (self.tag + 1) & 255
             keys.append(key)
             self.queued.append(to)
-            self.tags.append(tag)
-            return
+            return tag
         if not keys:
+            self.tag = self.head_tag = tag = (self.tag + 1) & 255
             keys.append(key)
             self.queued.append(to)
-            self.tags.append(tag)
         else:
-            self.add_late(key, to, tag)
+            tag = self.add_late(key, to)
         self.rehead()
+        return tag
 
-    def add_late(self, key: float, to: str, tag: int) -> None:
-        """Index ``to`` under ``key`` out of order (``evict_at`` is the caller's). O(log n)."""
+    def add_late(self, key: float, to: str) -> int:
+        """Index ``to`` under ``key`` out of order; its tag. O(log n). Leaves ``evict_at``."""
+        self.late_tag = tag = (self.late_tag + 1) & 255
         self.late.add((key, to, tag))
         self.late_min = min(self.late_min, key)
+        return tag
 
     def at(self, now: float) -> float:
         """The time liveness is judged at: never before the horizon."""
@@ -343,8 +343,6 @@ class MemoryStore:
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
-        p.tag = tag = (p.tag + 1) & 255  # p.next_tag, written out
-        table[to] = (sender, now, tag)
         recipients = p.by_sender.get(sender)
         if recipients is None:
             p.by_sender[sender] = {to}
@@ -352,11 +350,12 @@ class MemoryStore:
             recipients.add(to)
         keys = p.keys
         if keys and keys[-1] <= now:  # p.index, its common case written out
+            p.tag = tag = (p.tag + 1) & 255
             keys.append(now)
             p.queued.append(to)
-            p.tags.append(tag)
         else:
-            p.index(now, to, tag)
+            tag = p.index(now, to)
+        table[to] = (sender, now, tag)
         if at >= p.evict_at:  # the oldest key is dead: a step has something to evict
             self._evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 
@@ -369,7 +368,7 @@ class MemoryStore:
 
     def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
         """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
-        ttl, keys, queued, tags, late, table = p.ttl, p.keys, p.queued, p.tags, p.late, p.table
+        ttl, keys, queued, late, table = p.ttl, p.keys, p.queued, p.late, p.table
         by_sender = p.by_sender
         inf = math.inf
         removed = pops = 0
@@ -379,7 +378,8 @@ class MemoryStore:
                 if is_live(first, ttl, now):  # also stops when both are empty: inf + ttl
                     break
                 keys.popleft()
-                to, tag = queued.popleft(), tags.popleft()
+                to, tag = queued.popleft(), p.head_tag
+                p.head_tag = (tag + 1) & 255
             else:
                 if is_live(p.late_min, ttl, now):
                     break
@@ -391,9 +391,7 @@ class MemoryStore:
                 continue  # the mapping it indexed was replaced or deleted
             sender, last_used, _ = entry
             if is_live(last_used, ttl, now):  # used since it was indexed: index it again
-                tag = p.next_tag()
-                table[to] = (sender, last_used, tag)
-                p.add_late(last_used, to, tag)
+                table[to] = (sender, last_used, p.add_late(last_used, to))
                 late = p.late
             else:
                 del table[to]
@@ -984,7 +982,9 @@ class MemoryStore:
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
                 by_sender: dict[str, set[str]] = {}
                 first_key: dict[tuple[str, int], float] = {}
-                for key, to, tag in [*zip(p.keys, p.queued, p.tags, strict=True), *p.late]:
+                tags = [(p.head_tag + i) & 255 for i in range(len(p.keys))]
+                assert not tags or tags[-1] == p.tag, f"{pid}: the deques' tags"
+                for key, to, tag in [*zip(p.keys, p.queued, tags, strict=True), *p.late]:
                     first_key[to, tag] = min(key, first_key.get((to, tag), math.inf))
                 assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
                 for to, (sender, last_used, tag) in p.table.items():
@@ -1033,13 +1033,11 @@ class MemoryStore:
                     self._unlink(p, to, old[0])
                 # A key no later than the horizon, and at most its last use.
                 idx = min(at, last_used)
-                tag = p.next_tag()
-                table[to] = (sender, last_used, tag)
+                table[to] = (sender, last_used, p.index(idx, to))
                 recipients = by_sender.get(sender)
                 if recipients is None:
                     by_sender[sender] = {to}
                 else:
                     recipients.add(to)
-                p.index(idx, to, tag)
                 written += 1
             return written
