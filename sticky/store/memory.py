@@ -7,12 +7,12 @@ sorted list of ``(key, to, tag)`` for the keys that arrive out of order. The tag
 255) tells a mapping's own index entry from the stale ones of the mappings it replaced:
 the deques' entries take the tags in turn, so their tags are implicit (``head_tag``, the
 first entry's, then one more each), and the sorted list's take theirs from a counter of
-their own. It is a small int, which CPython shares,
-rather than the entry's key: a hit builds a new tuple and frees the old, which touches
-each object in them, and at 10^6 mappings each cold object touched is a likely cache
-miss (a key float per mapping made a hit about a tenth slower). A stale entry whose tag
-happens to match is harmless: it re-indexes a live mapping (which then drops its
-previous entry as stale) or evicts a dead one, as the right entry would.
+their own. A tag is a small int, which CPython shares, rather than the entry's key: a
+hit builds a new tuple and frees the old, which touches each object in them, and at
+10^6 mappings each cold object touched is a likely cache miss (a key float per mapping
+made a hit about a tenth slower). A stale entry whose tag happens to match is
+harmless: it re-indexes a live mapping (which then drops its previous entry as stale)
+or evicts a dead one, as the right entry would.
 
 Why the index is cheap: within a profile every mapping shares one ttl, so while the
 clock moves forward, creation order is expiry order and a new mapping is appended to
