@@ -107,6 +107,7 @@ _OPTED_OUT = _SLOT["opted_out"]
 _STICKY_REASON = Reason.STICKY
 _STICKY = _SLOT[_STICKY_REASON]
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
+_ONE = 1
 
 
 def _time(value: object) -> float:
@@ -667,7 +668,9 @@ class Engine:
         if type(profile_id) is not str or type(to) is not str:
             _profile_id(profile_id)
             check_e164(to, "recipient")
-        if type(segments) is not int or segments < 1:
+        # The default 1 is one object (CPython caches small ints): an identity test spares
+        # the common case the type test; any other value is checked in full.
+        if segments is not _ONE and (type(segments) is not int or segments < 1):
             _segments(segments)
         one_step = self._one_step
         if one_step is not None:
@@ -676,7 +679,7 @@ class Engine:
             except (NoEligibleSender, OptedOut) as exc:
                 self._refused(exc)
                 raise
-            if sel.reason is _STICKY_REASON:  # counted by the store, under its lock
+            if sel[3] is _STICKY_REASON:  # counted by the store, under its lock
                 if sel[5] > now:
                     self._tally()[_WAITED] += 1
                 return sel
@@ -692,13 +695,13 @@ class Engine:
             counts = self._local.counts
         except AttributeError:
             counts = self._tally()
-        reason = sel.reason
+        reason = sel[3]  # a tuple's index: cheaper than the field's name
         if reason is _STICKY_REASON:  # the common case, without hashing an Enum
             counts[_STICKY] += 1
         else:
             counts[_SLOT[reason]] += 1
-            if sel.tier is not None:
-                counts[_SLOT[sel.tier]] += 1
+            if sel[4] is not None:  # the tier
+                counts[_SLOT[sel[4]]] += 1
             if reason is _REASSIGNED:
                 self._reassigned(sel)
         if sel[5] > now:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 
 import attrs
 
 from sticky.errors import InvalidNumber, shown
 
-__all__ = ["NumberType", "SenderNumber", "check_e164", "is_e164", "nanp_area_code"]
+__all__ = [
+    "NumberType",
+    "SenderNumber",
+    "check_e164",
+    "is_e164",
+    "match_e164",
+    "nanp_area_code",
+]
 
 
 class NumberType(enum.Enum):
@@ -53,13 +61,20 @@ class SenderNumber:
         return self.draining_since is not None
 
 
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}").fullmatch  # [0-9]: ASCII digits only
+match_e164: Callable[[str], re.Match[str] | None] = re.compile(
+    r"\+[1-9][0-9]{6,14}"  # [0-9]: ASCII digits only
+).fullmatch
+"""The E.164 rule on a ``str``: a match if it is E.164, else None. O(1).
+
+The compiled pattern's own method, for hot paths that know they hold a ``str``: no
+Python frame (a compiled pattern is also faster than the same test with str methods).
+It raises TypeError on anything else; :func:`is_e164` takes any value.
+"""
 
 
 def is_e164(value: object) -> bool:
     """Whether ``value`` is ``+`` then 7 to 15 ASCII digits, the first of them 1-9. O(1)."""
-    # A compiled pattern: faster than the same test written with str methods.
-    return type(value) is str and _E164(value) is not None
+    return type(value) is str and match_e164(value) is not None
 
 
 def check_e164(value: object, what: str = "number") -> str:

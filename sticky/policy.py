@@ -6,7 +6,8 @@ the Redis scripts have one Lua helper per rule in ``common.lua``, and the consta
 both languages need are defined here and substituted into the Lua when the scripts
 load. ``docs/rules.md`` maps each rule to its Python function and its Lua helper.
 
-- a mapping is live while ``at < last_used + ttl``: :func:`is_live`, :func:`dead_up_to`;
+- a mapping is live while ``at < last_used + ttl``: :func:`is_live`, :func:`dead_up_to`,
+  and the time it dies, :func:`dies_at`;
 - liveness is judged at ``max(now, horizon)``, and writes that can evict move the
   horizon: :func:`judged_at`;
 - eligibility for a fresh choice (weight of its type > 0, healthy unless unhealthy is
@@ -64,6 +65,7 @@ __all__ = [
     "count_new",
     "counts_budget",
     "dead_up_to",
+    "dies_at",
     "drain_deadlines",
     "eligible_numbers",
     "has_budget",
@@ -104,8 +106,22 @@ STEP_LOOKS = 8
 
 
 def is_live(last_used: float, ttl: float, at: float) -> bool:
-    """A mapping is live while ``at < last_used + ttl``; at equality it is dead. O(1)."""
+    """A mapping is live while ``at < last_used + ttl``; at equality it is dead. O(1).
+
+    That is ``at < dies_at(last_used, ttl)``, written out (it runs in every eviction
+    loop); the tests check that the two agree for any input.
+    """
     return at < last_used + ttl
+
+
+def dies_at(last_used: float, ttl: float) -> float:
+    """The first time at which :func:`is_live` calls the mapping dead. O(1).
+
+    ``last_used + ttl``: a store may keep it for the oldest key of its expiry index, so
+    that each write asks ``at >= evict_at`` whether an eviction step is due, one float
+    comparison instead of a call. ``inf`` for an empty index (``last_used = inf``).
+    """
+    return last_used + ttl
 
 
 def dead_up_to(ttl: float, at: float) -> float:

@@ -33,10 +33,11 @@ from sticky import (
     UnknownProfile,
     open_store,
 )
-from sticky.numbers import check_e164, is_e164, nanp_area_code
+from sticky.numbers import check_e164, is_e164, match_e164, nanp_area_code
 from sticky.policy import (
     Chooser,
     dead_up_to,
+    dies_at,
     eligible_numbers,
     is_eligible,
     is_live,
@@ -147,6 +148,7 @@ def test_evolve_rejects_unknown_names() -> None:
 @given(st.text(max_size=20))
 def test_is_e164_is_exactly_the_rule(text: str) -> None:
     assert is_e164(text) == bool(E164.fullmatch(text))
+    assert (match_e164(text) is not None) == is_e164(text)
 
 
 @given(e164_numbers())
@@ -215,6 +217,17 @@ def test_judge_is_liveness_at_the_horizon_then_eligibility(
     assert judge(last_used, ttl, now, horizon, eligible) is want
     assert judged_at(now, horizon) == max(now, horizon)
     assert refreshed(last_used, now) == max(last_used, now)
+
+
+@given(
+    last_used=_times | st.just(math.inf),
+    ttl=st.floats(min_value=1e-6, max_value=1e9) | st.sampled_from([DEFAULT_TTL, 3600.0]),
+    at=_times,
+)
+def test_dies_at_is_where_liveness_ends(last_used: float, ttl: float, at: float) -> None:
+    # is_live writes dies_at out for the eviction loops: the two must agree everywhere.
+    assert is_live(last_used, ttl, at) == (at < dies_at(last_used, ttl))
+    assert not is_live(last_used, ttl, dies_at(last_used, ttl))
 
 
 @given(ttl=st.floats(min_value=1e-6, max_value=1e9), at=_times)

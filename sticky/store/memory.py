@@ -1,9 +1,18 @@
 """The in-memory store: one process, every operation atomic under one lock.
 
 Layout, per profile: ``table`` maps a recipient to a tuple ``(sender, last_used,
-idx)``, ``idx`` being the key of its expiry-index entry; ``by_sender`` maps a sender to
-its recipients, so a cascade is O(k); the expiry index is a deque of ``(key, to)`` in
-key order, plus a sorted list for the keys that arrive out of order.
+tag)``; ``by_sender`` maps a sender to the set of its recipients, so a cascade is O(k);
+the expiry index is two deques side by side, keys and recipients in key order, plus a
+sorted list of ``(key, to, tag)`` for the keys that arrive out of order. The tag (0 to
+255) tells a mapping's own index entry from the stale ones of the mappings it replaced:
+the deques' entries take the tags in turn, so their tags are implicit (``head_tag``, the
+first entry's, then one more each), and the sorted list's take theirs from a counter of
+their own. A tag is a small int, which CPython shares, rather than the entry's key: a
+hit builds a new tuple and frees the old, which touches each object in them, and at
+10^6 mappings each cold object touched is a likely cache miss (a key float per mapping
+made a hit about a tenth slower). A stale entry whose tag happens to match is
+harmless: it re-indexes a live mapping (which then drops its previous entry as stale)
+or evicts a dead one, as the right entry would.
 
 Why the index is cheap: within a profile every mapping shares one ttl, so while the
 clock moves forward, creation order is expiry order and a new mapping is appended to
@@ -28,8 +37,8 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, NoReturn
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Literal, NoReturn
 
 import attrs
 from sortedcontainers import SortedList
@@ -43,7 +52,7 @@ from sticky.errors import (
     opted_out,
     shown,
 )
-from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164
+from sticky.numbers import NumberType, SenderNumber, check_e164, is_e164, match_e164
 from sticky.policy import (
     COUNTED,
     HEALTH_BUCKETS,
@@ -59,6 +68,7 @@ from sticky.policy import (
     clears_mappings,
     clears_windows,
     count_new,
+    dies_at,
     drain_deadlines,
     is_live,
     judge,
@@ -85,10 +95,11 @@ _STICKY = Reason.STICKY
 _POOL = Reason.POOL
 _REASSIGNED = Reason.REASSIGNED
 _NEW = Reason.NEW
+_EXPIRED = Reason.EXPIRED
 _new = tuple.__new__
 
-_Entry = tuple[str, float, float]
-"""``(sender, last_used, idx)``."""
+_Entry = tuple[str, float, int]
+"""``(sender, last_used, tag)``."""
 
 
 class _Stopped(Exception):
@@ -136,36 +147,44 @@ class _Profile:
         "capacity",
         "chooser",
         "deadlines",
+        "evict_at",
+        "fast",
         "full",
+        "head_tag",
         "horizon",
         "id",
         "kept",
+        "keys",
         "late",
         "late_min",
+        "late_tag",
         "limit",
         "loads",
         "optouts",
+        "plain",
         "pool",
         "pool_tuple",
-        "queue",
+        "queued",
         "rates",
         "room",
         "settings",
         "sticky",
         "table",
+        "tag",
         "ttl",
         "version",
         "windows",
     )
 
-    def __init__(self, profile_id: str, settings: PoolSettings, version: int) -> None:
+    def __init__(
+        self, profile_id: str, settings: PoolSettings, version: int, *, fast: bool = True
+    ) -> None:
         self.id = profile_id
+        self.fast = fast
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
         self.by_sender: dict[str, set[str]] = {}
-        self.queue: deque[tuple[float, str]] = deque()
-        self.late: SortedList = SortedList()
-        self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
+        self.clear_index()
         self.horizon = -math.inf
         self.loads: dict[str, Load] = {}
         self.optouts: set[str] = set()
@@ -176,6 +195,7 @@ class _Profile:
         """Adopt new settings or a changed pool: recompute what selects read. O(p log p)."""
         self.settings = settings
         self.ttl = settings.ttl
+        self.rehead()
         self.sticky = settings.sticky_sender
         self.version = version
         self.pool_tuple = sorted_pool(list(self.pool.values()))
@@ -185,6 +205,11 @@ class _Profile:
         self.deadlines = drain_deadlines(self.pool_tuple)
         self.chooser = Chooser(self.pool_tuple, settings, version)
         self.capacity = self.chooser.capacity
+        # The plain path's word (MemoryStore.select_in_one_step): sticky on, no limit, no
+        # drain with a grace, and the O(1) draw of geomatch off; else None.
+        self.plain: Callable[[float], str] | None = None
+        if self.sticky and not self.capacity and not self.deadlines and self.fast:
+            self.plain = self.chooser.plain
         # What the capacity path reads per select, once per version: each number's rate
         # and budget, the room a choice allows, and the summary that makes a choice
         # O(1) while every number has room: the pool's latest busy_until, and the
@@ -208,10 +233,49 @@ class _Profile:
         if budget is not None and load[3] >= budget:
             self.full[number] = load[2]
 
-    def add_late(self, key: float, to: str) -> None:
-        """Index ``to`` under ``key`` out of order. O(log n)."""
-        self.late.add((key, to))
+    def clear_index(self) -> None:
+        """Empty the expiry index. O(1)."""
+        # Two deques side by side, not one of (key, to) tuples: a tuple per mapping
+        # would cost 56 bytes, two deque slots cost 16.
+        self.keys: deque[float] = deque()
+        self.queued: deque[str] = deque()
+        self.tag = self.head_tag = self.late_tag = 0  # the deques' last and first tags
+        self.late: SortedList = SortedList()
+        self.late_min = math.inf  # the smallest key in ``late``: no SortedList call to peek
+        self.evict_at = math.inf
+
+    def rehead(self) -> None:
+        """Recompute ``evict_at`` after the index's oldest key or the ttl changed. O(1).
+
+        ``evict_at`` is :func:`~sticky.policy.dies_at` of the oldest key: the time from
+        which a write's eviction step has something to look at.
+        """
+        first = self.keys[0] if self.keys else math.inf
+        self.evict_at = dies_at(first if first < self.late_min else self.late_min, self.ttl)  # noqa: FURB136
+
+    def index(self, key: float, to: str) -> int:
+        """Index ``to`` under ``key`` (in order: the deques; else ``late``); its tag. O(log n)."""
+        keys = self.keys
+        if keys and keys[-1] <= key:  # the common case: nothing else changes
+            self.tag = tag = (self.tag + 1) & 255
+            keys.append(key)
+            self.queued.append(to)
+            return tag
+        if not keys:
+            self.tag = self.head_tag = tag = (self.tag + 1) & 255
+            keys.append(key)
+            self.queued.append(to)
+        else:
+            tag = self.add_late(key, to)
+        self.rehead()
+        return tag
+
+    def add_late(self, key: float, to: str) -> int:
+        """Index ``to`` under ``key`` out of order; its tag. O(log n). Leaves ``evict_at``."""
+        self.late_tag = tag = (self.late_tag + 1) & 255
+        self.late.add((key, to, tag))
         self.late_min = min(self.late_min, key)
+        return tag
 
     def at(self, now: float) -> float:
         """The time liveness is judged at: never before the horizon."""
@@ -237,8 +301,14 @@ class MemoryStore:
     profile that falls quiet keeps its dead mappings until ``evict_expired``.
     """
 
+    plain_path: ClassVar[bool] = True
+    """Whether plain profiles take the plain path of a select (a subclass of the tests
+    turns it off, to compare it with the general path)."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._decide: object = None
+        self._draws: Any = None  # the draws of the last _decide seen: no getattr per miss
         self._profiles: dict[str, _Profile] = {}
         self._owner: dict[str, str] = {}
         self._version = 0
@@ -268,23 +338,25 @@ class MemoryStore:
 
         Also moves the horizon and takes an amortised eviction step.
         """
-        at = p.horizon = judged_at(now, p.horizon)
+        h = p.horizon
+        at = p.horizon = now if now > h else h  # noqa: FURB136 - policy.judged_at, written out
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
-        table[to] = (sender, now, now)
         recipients = p.by_sender.get(sender)
         if recipients is None:
             p.by_sender[sender] = {to}
         else:
             recipients.add(to)
-        queue = p.queue
-        if not queue or queue[-1][0] <= now:
-            queue.append((now, to))
+        keys = p.keys
+        if keys and keys[-1] <= now:  # p.index, its common case written out
+            p.tag = tag = (p.tag + 1) & 255
+            keys.append(now)
+            p.queued.append(to)
         else:
-            p.add_late(now, to)
-        first = queue[0][0] if queue else math.inf
-        if not is_live(first if first < p.late_min else p.late_min, p.ttl, at):  # noqa: FURB136
+            tag = p.index(now, to)
+        table[to] = (sender, now, tag)
+        if at >= p.evict_at:  # the oldest key is dead: a step has something to evict
             self._evict(p, at, STEP_EVICTIONS, STEP_LOOKS)
 
     @staticmethod
@@ -296,28 +368,30 @@ class MemoryStore:
 
     def _evict(self, p: _Profile, now: float, limit: float, max_pops: float) -> int:
         """Remove up to ``limit`` dead mappings of ``p``, looking at up to ``max_pops`` keys."""
-        ttl, queue, late, table, by_sender = p.ttl, p.queue, p.late, p.table, p.by_sender
+        ttl, keys, queued, late, table = p.ttl, p.keys, p.queued, p.late, p.table
+        by_sender = p.by_sender
         inf = math.inf
         removed = pops = 0
         while removed < limit and pops < max_pops:
-            first = queue[0][0] if queue else inf
+            first = keys[0] if keys else inf
             if first <= p.late_min:
                 if is_live(first, ttl, now):  # also stops when both are empty: inf + ttl
                     break
-                key, to = queue.popleft()
+                keys.popleft()
+                to, tag = queued.popleft(), p.head_tag
+                p.head_tag = (tag + 1) & 255
             else:
                 if is_live(p.late_min, ttl, now):
                     break
-                key, to = late.pop(0)
+                _, to, tag = late.pop(0)
                 p.late_min = late[0][0] if late else inf
             pops += 1
             entry = table.get(to)
-            if entry is None or entry[2] != key:
+            if entry is None or entry[2] != tag:
                 continue  # the mapping it indexed was replaced or deleted
             sender, last_used, _ = entry
             if is_live(last_used, ttl, now):  # used since it was indexed: index it again
-                table[to] = (sender, last_used, last_used)
-                p.add_late(last_used, to)
+                table[to] = (sender, last_used, p.add_late(last_used, to))
                 late = p.late
             else:
                 del table[to]
@@ -326,6 +400,8 @@ class MemoryStore:
                 if not recipients:
                     del by_sender[sender]
                 removed += 1
+        if pops:
+            p.rehead()
         self._evicted += removed
         return removed
 
@@ -336,7 +412,9 @@ class MemoryStore:
             if profile_id in self._profiles:
                 msg = f"profile {shown(profile_id)} already exists"
                 raise ProfileExists(msg)
-            self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
+            self._profiles[profile_id] = _Profile(
+                profile_id, settings, self._next_version(), fast=self.plain_path
+            )
 
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
@@ -367,9 +445,7 @@ class MemoryStore:
             if clears_mappings(p.settings, new):
                 p.table = _Table()
                 p.by_sender = {}
-                p.queue = deque()
-                p.late = SortedList()
-                p.late_min = math.inf
+                p.clear_index()
             elif new.ttl > p.ttl:  # so that no dead mapping comes back to life
                 self._evict(p, p.horizon, math.inf, math.inf)
             if clears_windows(p.settings, new):
@@ -497,7 +573,7 @@ class MemoryStore:
             return self._get(profile_id).pool_tuple
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
+    def select_in_one_step(  # noqa: C901, PLR0912, PLR0915 - the hot path, written out
         self,
         profile_id: str,
         to: str,
@@ -509,7 +585,9 @@ class MemoryStore:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
         The engine's hot path, written out in one function (each call saved is
-        measurable); the rules it applies are :mod:`sticky.policy`'s.
+        measurable); the rules it applies are :mod:`sticky.policy`'s. A plain profile
+        (``p.plain``: sticky on, no limit, no drain with a grace, geomatch off) with the
+        engine's decide takes the plain path, the general one with its branches decided.
         """
         lock = self._lock
         lock.acquire()
@@ -521,6 +599,36 @@ class MemoryStore:
                 raise UnknownProfile(msg) from None
             if p.optouts and to in p.optouts:
                 raise opted_out(profile_id, to)
+            plain = p.plain
+            if plain is not None:
+                table = p.table
+                entry = table.get(to)
+                if entry is None:
+                    reason = _NEW
+                else:
+                    sender, last_used, tag = entry
+                    # policy.judge written out, as judge writes out is_live and judged_at:
+                    # a call is a tenth of a hit. The tests compare this path with the
+                    # general one, which calls judge, step by step.
+                    h = p.horizon
+                    if (now if now > h else h) >= last_used + p.ttl:  # noqa: FURB136
+                        reason = _EXPIRED
+                    elif sender not in p.kept:
+                        reason = _REASSIGNED
+                    else:  # a hit evicts nothing: the horizon stays
+                        if now > last_used:  # policy.refreshed
+                            table[to] = (sender, now, tag)
+                        hits[0] += 1
+                        return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
+                if decide is not self._decide:
+                    self._decide, self._draws = decide, getattr(decide, "draws", None)
+                draws = self._draws
+                if draws is not None:  # the engine's decide: its chooser is p.chooser
+                    if match_e164(to) is None:  # a str: the engine checked its type
+                        check_e164(to, "recipient")
+                    sender = plain(draws.take())
+                    self._store_choice(p, to, sender, now, entry)
+                    return _new(Selection, (profile_id, to, sender, reason, None, now))
             if p.capacity:
                 return self._select_with_capacity(p, to, now, decide, hits, segments)
             table = p.table
@@ -528,14 +636,14 @@ class MemoryStore:
             if entry is None:
                 reason = _NEW if p.sticky else _POOL
             else:
-                sender, last_used, idx = entry
+                sender, last_used, tag = entry
                 kept = sender in p.kept
                 if kept and p.deadlines:
                     kept = keeps(sender, p.kept, p.deadlines, now)
                 reason = judge(last_used, p.ttl, now, p.horizon, kept)
                 if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
-                        table[to] = (sender, now, idx)
+                        table[to] = (sender, now, tag)
                     hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             draws = getattr(decide, "draws", None)
@@ -578,7 +686,7 @@ class MemoryStore:
         if entry is None:
             reason = _NEW if p.sticky else _POOL
         else:
-            sender, last_used, idx = entry
+            sender, last_used, tag = entry
             kept = sender in p.kept
             if kept and p.deadlines:
                 kept = keeps(sender, p.kept, p.deadlines, now)
@@ -590,7 +698,7 @@ class MemoryStore:
                 )
                 if step is not None:  # keeps its number: no draw, no choice
                     if now > last_used:
-                        table[to] = (sender, now, idx)
+                        table[to] = (sender, now, tag)
                     hits[0] += 1
                     slot, loads[sender], busy = step
                     if busy > p.busy:  # noqa: PLR1730 - max() costs a call
@@ -706,11 +814,11 @@ class MemoryStore:
                 self._store_choice(p, to, chosen, now, entry)
                 return True
             if entry is not None and p.sticky:
-                sender, last_used, idx = entry
+                sender, last_used, tag = entry
                 kept = keeps(sender, p.kept, p.deadlines, now)
                 if judge(last_used, p.ttl, now, p.horizon, kept) is _STICKY:
                     # Another select stored a live mapping first: this one is a hit on it.
-                    p.table[to] = (sender, refreshed(last_used, now), idx)
+                    p.table[to] = (sender, refreshed(last_used, now), tag)
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             return None
 
@@ -873,18 +981,23 @@ class MemoryStore:
                 assert (p.ttl, p.sticky) == (p.settings.ttl, p.settings.sticky_sender)
                 assert type(p.table) is _Table, f"{pid}: the table lost its type"
                 by_sender: dict[str, set[str]] = {}
-                keys = set(p.queue) | set(p.late)
+                first_key: dict[tuple[str, int], float] = {}
+                tags = [(p.head_tag + i) & 255 for i in range(len(p.keys))]
+                assert not tags or tags[-1] == p.tag, f"{pid}: the deques' tags"
+                for key, to, tag in [*zip(p.keys, p.queued, tags, strict=True), *p.late]:
+                    first_key[to, tag] = min(key, first_key.get((to, tag), math.inf))
                 assert p.late_min == (p.late[0][0] if p.late else math.inf), f"{pid}: late_min"
-                for to, (sender, last_used, idx) in p.table.items():
+                for to, (sender, last_used, tag) in p.table.items():
                     assert sender in p.pool, f"{pid}: {to} maps to {sender}, not in pool"
-                    assert idx <= last_used, f"{pid}: {to} index key after last use"
-                    assert (idx, to) in keys, f"{pid}: {to} missing from the expiry index"
+                    key = first_key.get((to, tag), math.inf)
+                    assert key <= last_used, f"{pid}: {to} not indexed by its last use"
                     by_sender.setdefault(sender, set()).add(to)
                 assert by_sender == p.by_sender, f"{pid}: reverse index disagrees"
                 assert set(p.loads) <= set(p.pool), f"{pid}: capacity of a number not in pool"
                 assert p.capacity == p.chooser.capacity, f"{pid}: capacity flag is stale"
-                queue = list(p.queue)
-                assert all(a[0] <= b[0] for a, b in itertools.pairwise(queue))
+                assert all(a <= b for a, b in itertools.pairwise(p.keys)), f"{pid}: key order"
+                first = p.keys[0] if p.keys else math.inf
+                assert p.evict_at == dies_at(min(first, p.late_min), p.ttl), f"{pid}: evict_at"
 
     def close(self) -> None:
         """Drop every profile and mapping; every later call raises StoreUnavailable. Idempotent."""
@@ -908,7 +1021,7 @@ class MemoryStore:
                     msg = f"number {shown(sender)} is not in profile {shown(profile_id)}"
                     raise UnknownNumber(msg)
             at = p.advance(now)
-            ttl, table, by_sender, queue = p.ttl, p.table, p.by_sender, p.queue
+            ttl, table, by_sender = p.ttl, p.table, p.by_sender
             written = 0
             for to, sender, last_used in entries:
                 if not is_live(last_used, ttl, at):
@@ -920,15 +1033,11 @@ class MemoryStore:
                     self._unlink(p, to, old[0])
                 # A key no later than the horizon, and at most its last use.
                 idx = min(at, last_used)
-                table[to] = (sender, last_used, idx)
+                table[to] = (sender, last_used, p.index(idx, to))
                 recipients = by_sender.get(sender)
                 if recipients is None:
                     by_sender[sender] = {to}
                 else:
                     recipients.add(to)
-                if not queue or queue[-1][0] <= idx:
-                    queue.append((idx, to))
-                else:
-                    p.add_late(idx, to)
                 written += 1
             return written
