@@ -7,8 +7,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import pytest
-from hypothesis import HealthCheck, settings
-from hypothesis.stateful import invariant, run_state_machine_as_test
 
 from sticky import (
     Engine,
@@ -16,15 +14,12 @@ from sticky import (
     MemoryStore,
     NoEligibleSender,
     OptedOut,
-    PoolSettings,
     Reason,
     Selection,
 )
-from sticky.policy import capacity_on, drain_deadlines, eligible_numbers
-from sticky.settings import GeoMatch
+from sticky.policy import eligible_numbers
 from sticky.store import BatchStore, Miss, OneStepStore, Store
 from sticky.testing import StoreContract
-from sticky.testing.stateful import StickyMachine
 
 
 class TestMemoryStore(StoreContract):
@@ -32,96 +27,6 @@ class TestMemoryStore(StoreContract):
 
     def make_store(self) -> MemoryStore:
         return MemoryStore()
-
-
-class GeneralPath(MemoryStore):
-    """A memory store whose selects never take the plain path: the reference for it."""
-
-    plain_path = False
-
-
-class TestGeneralPath(StoreContract):
-    state_machine_examples = 100
-
-    def make_store(self) -> MemoryStore:
-        return GeneralPath()
-
-
-def _takes_the_plain_path(store: MemoryStore, pid: str) -> bool:
-    """Whether a profile should take the plain path, from its public settings and pool."""
-    s, pool = store.settings(pid), store.numbers(pid)
-    return (
-        s.sticky_sender
-        and s.geomatch is GeoMatch.OFF
-        and not capacity_on(pool, s)
-        and not drain_deadlines(pool)
-        and bool(eligible_numbers(pool, s))
-    )
-
-
-class PlainVsGeneral(StickyMachine):
-    """The plain path and the general path side by side: the same answers (the
-    machine's own comparison of its engines) and the same stored state after each step."""
-
-    def make_stores(self) -> list[Store]:
-        return [MemoryStore(), GeneralPath()]
-
-    @invariant()
-    def same_state_on_both_paths(self) -> None:
-        plain, general = (e.store for e in self.engines)
-        assert isinstance(plain, MemoryStore)
-        assert isinstance(general, MemoryStore)
-        assert plain.profiles() == general.profiles()
-        assert plain.counts() == general.counts()
-        for pid in plain.profiles():
-            a, b = plain._profiles[pid], general._profiles[pid]
-            assert b.plain is None, "the general store took the plain path"
-            assert (a.plain is not None) == _takes_the_plain_path(plain, pid)
-            assert a.table == b.table
-            assert a.by_sender == b.by_sender
-            assert list(a.keys) == list(b.keys)
-            assert list(a.queued) == list(b.queued)
-            assert (a.tag, a.head_tag, a.late_tag) == (b.tag, b.head_tag, b.late_tag)
-            assert list(a.late) == list(b.late)
-            assert (a.horizon, a.evict_at, a.loads) == (b.horizon, b.evict_at, b.loads)
-
-
-def test_the_plain_path_agrees_with_the_general_path() -> None:
-    run_state_machine_as_test(
-        PlainVsGeneral,
-        settings=settings(
-            max_examples=200,
-            stateful_step_count=60,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
-
-
-def test_which_profiles_take_the_plain_path() -> None:
-    clock = ManualClock(1_700_000_000.0)
-    store = MemoryStore()
-    e = Engine(clock=clock, seed=1, store=store)
-    e.create_profile("p")
-    assert store._profiles["p"].plain is None
-    e.add_number("p", "+13125550001")
-    e.add_number("p", "+13125550002")
-    assert store._profiles["p"].plain is not None
-    for changes, plain in (
-        ({"sticky_sender": False}, False),
-        ({"geomatch": "area_code"}, False),
-        ({"long_code_rate": 1.0}, False),
-        ({"ttl": 60.0}, True),
-        ({"skip_unhealthy": False}, True),
-    ):
-        e.update_settings("p", **changes)
-        assert (store._profiles["p"].plain is not None) is plain, changes
-        e.update_settings("p", **{k: getattr(PoolSettings(), k) for k in changes})
-    e.drain("p", "+13125550001")  # no grace: a hit still keeps it, as in the general path
-    assert store._profiles["p"].plain is not None
-    e.drain("p", "+13125550002", grace=60.0)
-    assert store._profiles["p"].plain is None
-    assert GeneralPath()._profiles == {}
 
 
 class TwoSteps:

@@ -37,8 +37,8 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Literal, NoReturn
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, NoReturn
 
 import attrs
 from sortedcontainers import SortedList
@@ -95,7 +95,6 @@ _STICKY = Reason.STICKY
 _POOL = Reason.POOL
 _REASSIGNED = Reason.REASSIGNED
 _NEW = Reason.NEW
-_EXPIRED = Reason.EXPIRED
 _new = tuple.__new__
 
 _Entry = tuple[str, float, int]
@@ -148,7 +147,6 @@ class _Profile:
         "chooser",
         "deadlines",
         "evict_at",
-        "fast",
         "full",
         "head_tag",
         "horizon",
@@ -161,7 +159,6 @@ class _Profile:
         "limit",
         "loads",
         "optouts",
-        "plain",
         "pool",
         "pool_tuple",
         "queued",
@@ -176,11 +173,8 @@ class _Profile:
         "windows",
     )
 
-    def __init__(
-        self, profile_id: str, settings: PoolSettings, version: int, *, fast: bool = True
-    ) -> None:
+    def __init__(self, profile_id: str, settings: PoolSettings, version: int) -> None:
         self.id = profile_id
-        self.fast = fast
         self.pool: dict[str, SenderNumber] = {}
         self.table = _Table()
         self.by_sender: dict[str, set[str]] = {}
@@ -205,11 +199,6 @@ class _Profile:
         self.deadlines = drain_deadlines(self.pool_tuple)
         self.chooser = Chooser(self.pool_tuple, settings, version)
         self.capacity = self.chooser.capacity
-        # The plain path's word (MemoryStore.select_in_one_step): sticky on, no limit, no
-        # drain with a grace, and the O(1) draw of geomatch off; else None.
-        self.plain: Callable[[float], str] | None = None
-        if self.sticky and not self.capacity and not self.deadlines and self.fast:
-            self.plain = self.chooser.plain
         # What the capacity path reads per select, once per version: each number's rate
         # and budget, the room a choice allows, and the summary that makes a choice
         # O(1) while every number has room: the pool's latest busy_until, and the
@@ -301,10 +290,6 @@ class MemoryStore:
     profile that falls quiet keeps its dead mappings until ``evict_expired``.
     """
 
-    plain_path: ClassVar[bool] = True
-    """Whether plain profiles take the plain path of a select (a subclass of the tests
-    turns it off, to compare it with the general path)."""
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._decide: object = None
@@ -338,8 +323,7 @@ class MemoryStore:
 
         Also moves the horizon and takes an amortised eviction step.
         """
-        h = p.horizon
-        at = p.horizon = now if now > h else h  # noqa: FURB136 - policy.judged_at, written out
+        at = p.horizon = judged_at(now, p.horizon)
         table = p.table
         if old is not None:
             self._unlink(p, to, old[0])
@@ -412,9 +396,7 @@ class MemoryStore:
             if profile_id in self._profiles:
                 msg = f"profile {shown(profile_id)} already exists"
                 raise ProfileExists(msg)
-            self._profiles[profile_id] = _Profile(
-                profile_id, settings, self._next_version(), fast=self.plain_path
-            )
+            self._profiles[profile_id] = _Profile(profile_id, settings, self._next_version())
 
     def delete_profile(self, profile_id: str, now: float) -> int:
         """Delete a profile with its pool and mappings; return the live ones. O(n + p)."""
@@ -573,7 +555,7 @@ class MemoryStore:
             return self._get(profile_id).pool_tuple
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(  # noqa: C901, PLR0912, PLR0915 - the hot path, written out
+    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
         self,
         profile_id: str,
         to: str,
@@ -585,9 +567,7 @@ class MemoryStore:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
 
         The engine's hot path, written out in one function (each call saved is
-        measurable); the rules it applies are :mod:`sticky.policy`'s. A plain profile
-        (``p.plain``: sticky on, no limit, no drain with a grace, geomatch off) with the
-        engine's decide takes the plain path, the general one with its branches decided.
+        measurable); the rules it applies are :mod:`sticky.policy`'s.
         """
         lock = self._lock
         lock.acquire()
@@ -599,36 +579,6 @@ class MemoryStore:
                 raise UnknownProfile(msg) from None
             if p.optouts and to in p.optouts:
                 raise opted_out(profile_id, to)
-            plain = p.plain
-            if plain is not None:
-                table = p.table
-                entry = table.get(to)
-                if entry is None:
-                    reason = _NEW
-                else:
-                    sender, last_used, tag = entry
-                    # policy.judge written out, as judge writes out is_live and judged_at:
-                    # a call is a tenth of a hit. The tests compare this path with the
-                    # general one, which calls judge, step by step.
-                    h = p.horizon
-                    if (now if now > h else h) >= last_used + p.ttl:  # noqa: FURB136
-                        reason = _EXPIRED
-                    elif sender not in p.kept:
-                        reason = _REASSIGNED
-                    else:  # a hit evicts nothing: the horizon stays
-                        if now > last_used:  # policy.refreshed
-                            table[to] = (sender, now, tag)
-                        hits[0] += 1
-                        return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
-                if decide is not self._decide:
-                    self._decide, self._draws = decide, getattr(decide, "draws", None)
-                draws = self._draws
-                if draws is not None:  # the engine's decide: its chooser is p.chooser
-                    if match_e164(to) is None:  # a str: the engine checked its type
-                        check_e164(to, "recipient")
-                    sender = plain(draws.take())
-                    self._store_choice(p, to, sender, now, entry)
-                    return _new(Selection, (profile_id, to, sender, reason, None, now))
             if p.capacity:
                 return self._select_with_capacity(p, to, now, decide, hits, segments)
             table = p.table
@@ -646,7 +596,9 @@ class MemoryStore:
                         table[to] = (sender, now, tag)
                     hits[0] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
-            draws = getattr(decide, "draws", None)
+            if decide is not self._decide:  # the engine passes one decide: no getattr a miss
+                self._decide, self._draws = decide, getattr(decide, "draws", None)
+            draws = self._draws
             if draws is None:  # a decide of its own (begin_select's): the generic path
                 sel = decide(profile_id, to, self._miss(p, entry, reason, now))
                 if sel.reason is not _POOL:
@@ -654,7 +606,7 @@ class MemoryStore:
                 return sel
             # A fresh choice with this pool version's chooser: what the engine's decide
             # would do, without the call back and the Miss it reads.
-            if not is_e164(to):
+            if match_e164(to) is None:  # a str: the engine checked its type
                 check_e164(to, "recipient")
             chooser = p.chooser
             plain = chooser.plain
