@@ -301,7 +301,7 @@ def run_designs(cfg: Config, groups: set[str], notes: list[str]) -> list[Row]:
         here = {g for g in groups if g in {"select", "geomatch", "evict"}}
         if size in cfg.cascade_sizes and "cascade" in groups:
             here.add("cascade")
-        if size == cfg.memory_size and "memory" in groups:
+        if size in (cfg.memory_size, HUGE) and "memory" in groups:  # 10^7 with --huge
             here.add("memory")
         if not here:
             continue
