@@ -245,17 +245,15 @@ class _Profile:
     def index(self, key: float, to: str) -> int:
         """Index ``to`` under ``key`` (in order: the deques; else ``late``); its tag. O(log n)."""
         keys = self.keys
-        if keys and keys[-1] <= key:  # the common case: nothing else changes
+        if keys and keys[-1] > key:
+            tag = self.add_late(key, to)
+        else:
             self.tag = tag = (self.tag + 1) & 255
             keys.append(key)
             self.queued.append(to)
-            return tag
-        if not keys:
-            self.tag = self.head_tag = tag = (self.tag + 1) & 255
-            keys.append(key)
-            self.queued.append(to)
-        else:
-            tag = self.add_late(key, to)
+            if len(keys) > 1:  # the common case: the oldest key stays
+                return tag
+            self.head_tag = tag
         self.rehead()
         return tag
 

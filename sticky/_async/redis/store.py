@@ -233,22 +233,14 @@ class AsyncRedisStore(AsyncRedisPools):
                 mode, fields = "", NO_TIERS
             else:
                 mode, fields = cached.mode, cached.tier_fields(to)
-            day = _day(cached, now)
+            day, draw = _day(cached, now), repr(draws.peek(1)[0])
             # the arguments a script would not read are left out (see select.lua)
             if fields is not NO_TIERS:
-                args: tuple[str, ...] = (
-                    to,
-                    now_s,
-                    repr(draws.peek(1)[0]),
-                    mode,
-                    *day,
-                    seg,
-                    *fields,
-                )
+                args: tuple[str, ...] = (to, now_s, draw, mode, *day, seg, *fields)
             elif day is not _NO_DAY:
-                args = (to, now_s, repr(draws.peek(1)[0]), mode, *day, seg)
+                args = (to, now_s, draw, mode, *day, seg)
             else:
-                args = (to, now_s, repr(draws.peek(1)[0]), mode, "")
+                args = (to, now_s, draw, mode, "")
             if before is None:
                 reply = await self._run.eval(self._s_select, keys, args, _select_stored)
             else:
