@@ -50,6 +50,7 @@ from sticky.policy import (
     today,
 )
 from sticky.settings import PoolSettings, check_budget, check_grace, check_rate
+from sticky.store.base import SLOT as _SLOT
 from sticky.store.base import (
     BatchStore,
     BulkImportStore,
@@ -61,11 +62,12 @@ from sticky.store.base import (
     OneStepStore,
     Store,
     coerce_store,
+    count,
     import_by_pin,
+    new_counts,
     scan_by_sender,
 )
 from sticky.values import (
-    GeoTier,
     Mapping,
     NumberCapacity,
     NumberHealth,
@@ -83,29 +85,9 @@ _log = logging.getLogger(__name__)
 _DEBUG = logging.DEBUG
 _REASSIGNED = Reason.REASSIGNED
 
-# Slots of the engine's counters.
-_SLOT = {
-    Reason.STICKY: 0,
-    Reason.NEW: 1,
-    Reason.EXPIRED: 2,
-    Reason.REASSIGNED: 3,
-    Reason.POOL: 4,
-    GeoTier.AREA_CODE: 5,
-    GeoTier.OVERLAY: 6,
-    GeoTier.REGION: 7,
-    GeoTier.COUNTRY: 8,
-    GeoTier.NONE: 9,
-    None: 10,
-    Reason.OVERFLOW: 11,
-    "waited": 12,
-    "exhausted": 13,
-    "busy": 14,
-    "opted_out": 15,
-}
-_WAITED, _EXHAUSTED, _BUSY = _SLOT["waited"], _SLOT["exhausted"], _SLOT["busy"]
+_EXHAUSTED, _BUSY = _SLOT["exhausted"], _SLOT["busy"]
 _OPTED_OUT = _SLOT["opted_out"]
 _STICKY_REASON = Reason.STICKY
-_STICKY = _SLOT[_STICKY_REASON]
 _new = tuple.__new__  # builds a Selection without its Python-level __new__
 _ONE = 1
 
@@ -231,9 +213,9 @@ class Engine:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._all_counts: list[list[int]] = []
-        # Sticky hits of one-step selects: the store counts them under its own lock,
-        # which it holds anyway (cheaper than this thread's counters on the hot path).
-        self._hits = [0]
+        # One-step selects: the store counts them under the lock of its step, which it
+        # holds anyway (cheaper than this thread's counters on the hot path).
+        self._counts = new_counts()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(clock={self._clock!r}, store={self._store!r})"
@@ -651,7 +633,7 @@ class Engine:
         return tuple(out)
 
     # -- selection ------------------------------------------------------------------
-    def select(  # noqa: C901, PLR0912 - the hot path, written out
+    def select(
         self, profile_id: str, to: str, *, segments: int = 1, now: float | None = None
     ) -> Selection:
         """Choose the sender of a message to ``to``, keeping Sticky Sender's rules.
@@ -672,40 +654,25 @@ class Engine:
         # the common case the type test; any other value is checked in full.
         if segments is not _ONE and (type(segments) is not int or segments < 1):
             _segments(segments)
+        # A recipient already stored was validated when it was stored: only a fresh
+        # choice validates ``to`` (in _decide), before anything is written.
         one_step = self._one_step
         if one_step is not None:
             try:
-                sel = one_step(profile_id, to, now, self._decide_bound, self._hits, segments)
+                # the store counts the answer, under the lock of its step
+                sel = one_step(profile_id, to, now, self._decide_bound, self._counts, segments)
             except (NoEligibleSender, OptedOut) as exc:
                 self._refused(exc)
                 raise
-            if sel[3] is _STICKY_REASON:  # counted by the store, under its lock
-                if sel[5] > now:
-                    self._tally()[_WAITED] += 1
-                return sel
         else:
             try:
                 sel = self._two_steps(profile_id, to, now)
             except OptedOut as exc:
                 self._refused(exc)
                 raise
-        # A recipient already stored was validated when it was stored: only a fresh
-        # choice validates ``to`` (in _decide), before anything is written.
-        try:
-            counts = self._local.counts
-        except AttributeError:
-            counts = self._tally()
-        reason = sel[3]  # a tuple's index: cheaper than the field's name
-        if reason is _STICKY_REASON:  # the common case, without hashing an Enum
-            counts[_STICKY] += 1
-        else:
-            counts[_SLOT[reason]] += 1
-            if sel[4] is not None:  # the tier
-                counts[_SLOT[sel[4]]] += 1
-            if reason is _REASSIGNED:
-                self._reassigned(sel)
-        if sel[5] > now:
-            counts[_WAITED] += 1
+            count(self._tally(), sel, now)
+        if sel[3] is _REASSIGNED:  # a tuple's index: cheaper than the field's name
+            self._reassigned(sel)
         return sel
 
     def _refused(self, exc: NoEligibleSender | OptedOut) -> None:
@@ -841,7 +808,7 @@ class Engine:
         try:
             return self._local.counts  # type: ignore[no-any-return]
         except AttributeError:
-            counts = self._local.counts = [0] * len(_SLOT)
+            counts = self._local.counts = new_counts()
             with self._lock:
                 self._all_counts.append(counts)
             return counts
@@ -975,13 +942,9 @@ class Engine:
         """Count a batch's selections by reason and tier in this thread's counters."""
         counts = self._tally()
         for sel in selections:
-            counts[_SLOT[sel.reason]] += 1
-            if sel.tier is not None:
-                counts[_SLOT[sel.tier]] += 1
+            count(counts, sel, now)
             if sel.reason is _REASSIGNED:
                 self._reassigned(sel)
-            if sel[5] > now:
-                counts[_WAITED] += 1
 
     def _commit_many(
         self,
@@ -1131,8 +1094,7 @@ class Engine:
         """This engine's counters and the store's mapping count. Pure."""
         mappings, evicted = self._store.counts()
         with self._lock:
-            c = [sum(column) for column in zip(*self._all_counts, strict=True)] or [0] * len(_SLOT)
-        c[_STICKY] += self._hits[0]
+            c = [sum(column) for column in zip(*self._all_counts, self._counts, strict=True)]
         return Stats(
             mappings=mappings,
             sticky=c[0],

@@ -54,7 +54,7 @@ from sticky import (
 from sticky.errors import OptedOut
 from sticky.policy import Chooser, today
 from sticky.settings import DEFAULT_TTL
-from sticky.store.base import Miss, OneStepStore, Store
+from sticky.store.base import Miss, OneStepStore, Store, new_counts
 from sticky.store.sqlite import SCHEMA_VERSION, SQLiteStore
 from sticky.store.sqlite.schema import recipient_key, recipient_of
 from sticky.testing import StickyMachine, StoreContract
@@ -1719,14 +1719,14 @@ def test_every_select_path_refuses_an_opted_out_recipient_before_writing(
     store = _life(path)
     decide = _Decide()
     to, other = "+16465550001", "+16465550002"
-    store.select_in_one_step("p", to, T0, decide, [0])
+    store.select_in_one_step("p", to, T0, decide, new_counts())
     assert store.opt_out("p", to, T0 + 1) is True
     assert store.opt_out("p", to, T0 + 1) is False  # already out
     assert store.mapping("p", to, T0 + 1) is None  # the opt-out forgot it
     dumped = _dump(path)
     calls = decide.calls
     with pytest.raises(OptedOut) as info:
-        store.select_in_one_step("p", to, T0 + 2, decide, [0])
+        store.select_in_one_step("p", to, T0 + 2, decide, new_counts())
     assert (info.value.profile_id, info.value.to) == ("p", to)
     with pytest.raises(OptedOut):
         store.begin_select("p", to, T0 + 2, 0)
@@ -1747,7 +1747,7 @@ def test_every_select_path_refuses_an_opted_out_recipient_before_writing(
     # Opted in again, it selects as a new recipient.
     assert store.opt_in("p", to) is True
     assert store.opt_in("p", to) is False
-    assert store.select_in_one_step("p", to, T0 + 5, decide, [0]).reason is Reason.NEW
+    assert store.select_in_one_step("p", to, T0 + 5, decide, new_counts()).reason is Reason.NEW
     store.check_invariants()
     store.close()
 
@@ -1763,7 +1763,9 @@ def test_opt_outs_survive_a_restart_and_are_never_evicted(tmp_path: Path) -> Non
         again.check_invariants()
         assert again.opt_outs("p") == [f"+1646555000{i}" for i in range(5)]
         with pytest.raises(OptedOut):
-            again.select_in_one_step("p", "+16465550003", T0 + 20 * 86_400, _Decide(), [0])
+            again.select_in_one_step(
+                "p", "+16465550003", T0 + 20 * 86_400, _Decide(), new_counts()
+            )
         # The profile takes them along, and a new one of that name has none.
         again.delete_profile("p", T0 + 20 * 86_400)
         again.create_profile("p", PoolSettings())
@@ -1791,7 +1793,7 @@ def test_two_connections_a_select_never_answers_after_the_opt_out_returned(
             began = time.perf_counter()
             with contextlib.suppress(OptedOut):
                 if rng.random() < 0.5:
-                    sel = selecting.select_in_one_step("p", to, T0, decide, [0])
+                    sel = selecting.select_in_one_step("p", to, T0, decide, new_counts())
                     answers.append((to, began, sel.from_number))
                     continue
                 got = selecting.begin_select("p", to, T0, -1)
@@ -1829,7 +1831,7 @@ def test_a_drain_keeps_its_recipients_until_its_grace_ends(tmp_path: Path) -> No
     store = _life(path)
     decide = _Decide()
     to = "+16465550001"
-    sender = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    sender = store.select_in_one_step("p", to, T0, decide, new_counts()).from_number
     version = _version(store)
     drained = store.set_drain("p", sender, T0 + 10, 100.0)
     assert (drained.draining_since, drained.drain_grace) == (T0 + 10, 100.0)
@@ -1838,11 +1840,15 @@ def test_a_drain_keeps_its_recipients_until_its_grace_ends(tmp_path: Path) -> No
         (1, T0 + 110)
     ]
     # Sticky on every path until the grace ends (judged at the select's now) ...
-    assert store.select_in_one_step("p", to, T0 + 109, decide, [0]).reason is Reason.STICKY
+    assert (
+        store.select_in_one_step("p", to, T0 + 109, decide, new_counts()).reason is Reason.STICKY
+    )
     assert store.begin_select("p", to, T0 + 109.5, 0).reason is Reason.STICKY
     # ... and no fresh choice lands on it meanwhile.
     fresh = {
-        store.select_in_one_step("p", f"+1917555{i:04d}", T0 + 50, decide, [0]).from_number
+        store.select_in_one_step(
+            "p", f"+1917555{i:04d}", T0 + 50, decide, new_counts()
+        ).from_number
         for i in range(30)
     }
     assert sender not in fresh
@@ -1850,7 +1856,7 @@ def test_a_drain_keeps_its_recipients_until_its_grace_ends(tmp_path: Path) -> No
     miss = store.begin_select("p", to, T0 + 110, 0)
     assert isinstance(miss, Miss)
     assert miss.live
-    sel = store.select_in_one_step("p", to, T0 + 110, decide, [0])
+    sel = store.select_in_one_step("p", to, T0 + 110, decide, new_counts())
     assert sel.reason is Reason.REASSIGNED
     assert sel.from_number != sender
     # Ending the drain restores the number; the state survives a restart.
@@ -1873,7 +1879,7 @@ def test_a_delivery_verdict_is_a_pool_change_and_survives_a_restart(tmp_path: Pa
     store = _life(path, PoolSettings(skip_unhealthy=True, min_samples=4))
     decide = _Decide()
     to = "+16465550001"
-    bad = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    bad = store.select_in_one_step("p", to, T0, decide, new_counts()).from_number
     version = _version(store)
     for i in range(3):
         assert store.record_delivery(bad, Outcome.FAILED, T0 + i).delivery_healthy
@@ -1884,7 +1890,9 @@ def test_a_delivery_verdict_is_a_pool_change_and_survives_a_restart(tmp_path: Pa
     assert _version(store) > version
     assert _raw(path, f"SELECT kept FROM numbers WHERE number = '{bad}'") == [(0,)]
     # The sticky recipient moves; the window is what the reports made.
-    assert store.select_in_one_step("p", to, T0 + 4, decide, [0]).reason is Reason.REASSIGNED
+    assert (
+        store.select_in_one_step("p", to, T0 + 4, decide, new_counts()).reason is Reason.REASSIGNED
+    )
     pool, windows = store.health("p")
     assert windows == {bad: ((windows[bad][0][0], 0, 3, 1),)}
     assert next(n for n in pool if n.number == bad) == judged
@@ -1920,7 +1928,7 @@ def test_replies_refresh_move_map_and_keywords_survive_a_restart(tmp_path: Path)
     store = _life(path, PoolSettings(skip_unhealthy=True, daily_new_recipients=100))
     decide = _Decide()
     to = "+16465550001"
-    sender = store.select_in_one_step("p", to, T0, decide, [0]).from_number
+    sender = store.select_in_one_step("p", to, T0, decide, new_counts()).from_number
     other = next(n for n in POOL[:3] if n != sender)
     assert store.record_reply("p", to, sender, T0 + 5, None) is ReplyAction.REFRESHED
     assert store.mapping("p", to, T0 + 5) == (sender, T0 + 5, DEFAULT_TTL)
@@ -1956,7 +1964,7 @@ def test_a_sticky_recipient_of_a_draining_number_keeps_it_with_capacity(tmp_path
     store = _life(path, PoolSettings(long_code_rate=10.0))
     decide = _Decide()
     to = "+16465550001"
-    store.select_in_one_step("p", to, T0, decide, [0])
+    store.select_in_one_step("p", to, T0, decide, new_counts())
     sender = store.mapping("p", to, T0)
     assert sender is not None
     store.set_drain("p", sender[0], T0, 60.0)

@@ -46,9 +46,10 @@ from sticky.errors import InvalidSettings, NoEligibleSender, UnknownNumber, show
 from sticky.numbers import NumberType, SenderNumber
 from sticky.policy import Load, Window, is_live
 from sticky.settings import PoolSettings
-from sticky.values import Keyword, Outcome, ReplyAction, Selection
+from sticky.values import GeoTier, Keyword, Outcome, Reason, ReplyAction, Selection
 
 __all__ = [
+    "SLOT",
     "BatchStore",
     "BulkImportStore",
     "Decide",
@@ -62,9 +63,54 @@ __all__ = [
     "Store",
     "StoredMapping",
     "coerce_store",
+    "count",
     "import_by_pin",
+    "new_counts",
     "scan_by_sender",
 ]
+
+SLOT: dict[Reason | GeoTier | str | None, int] = {
+    Reason.STICKY: 0,
+    Reason.NEW: 1,
+    Reason.EXPIRED: 2,
+    Reason.REASSIGNED: 3,
+    Reason.POOL: 4,
+    GeoTier.AREA_CODE: 5,
+    GeoTier.OVERLAY: 6,
+    GeoTier.REGION: 7,
+    GeoTier.COUNTRY: 8,
+    GeoTier.NONE: 9,
+    None: 10,
+    Reason.OVERFLOW: 11,
+    "waited": 12,
+    "exhausted": 13,
+    "busy": 14,
+    "opted_out": 15,
+}
+"""The slots of an engine's counters (what ``stats()`` reports): by reason, by tier,
+and the selects that waited or were refused. A one-step store adds its answers to them
+(:func:`count`); the engine counts the rest."""
+
+_WAITED = SLOT["waited"]
+
+
+def new_counts() -> list[int]:
+    """A list of counters, one per :data:`SLOT`, all zero."""
+    return [0] * len(SLOT)
+
+
+def count(counts: list[int], sel: Selection, now: float) -> None:
+    """Add one answer to ``counts``: its reason, its tier, and whether it waits. O(1).
+
+    The tier is a fresh choice's (None, not counted, otherwise); a select waits when its
+    ``send_at`` is after ``now``.
+    """
+    counts[SLOT[sel[3]]] += 1
+    if sel[4] is not None:
+        counts[SLOT[sel[4]]] += 1
+    if sel[5] > now:
+        counts[_WAITED] += 1
+
 
 StoredMapping = tuple[str, float]
 """A stored mapping as ``(from_number, last_used)``, live or not."""
@@ -382,19 +428,23 @@ class OneStepStore(Store, Protocol):
         to: str,
         now: float,
         decide: Decide,
-        hits: list[int],
+        counts: list[int],
         segments: int = 1,
     ) -> Selection:
         """One select in one atomic step: a sticky hit, or ``decide`` and store its choice.
 
         With capacity on, ``decide`` is asked for every select (see the module
-        docstring); a sticky answer refreshes the mapping and counts in ``hits``, any
-        other is stored as below, and the answer's sender reserves ``segments`` slots.
+        docstring); a sticky answer refreshes the mapping, any other is stored as
+        below, and the answer's sender reserves ``segments`` slots.
+
+        Every answer returned is added to ``counts`` (the engine's counters, by
+        :data:`SLOT`) with :func:`count`, once the step is done and before another
+        thread's step can add to them: the counts stay exact whichever thread selects,
+        and an answer not returned (an error) is not counted.
 
         If sticky is on and the stored mapping of ``to`` is live with an eligible
-        sender: refresh it as :meth:`Store.begin_select` does, add one to ``hits[0]``
-        (inside the atomic step: the engine's count of sticky hits, exact whichever
-        thread selects), and return the sticky :class:`Selection`. Otherwise call
+        sender: refresh it as :meth:`Store.begin_select` does, and return the sticky
+        :class:`Selection`. Otherwise call
         ``decide(profile_id, to, miss)`` with the :class:`Miss` ``begin_select`` would
         return (``pool`` always given); if it
         raises, change nothing; else, unless its reason is ``pool``, store
@@ -425,8 +475,8 @@ class OneStepBatchStore(Store, Protocol):
         Fresh choices use ``decide.draws`` in order, one each, as one-by-one selects
         would. An opted-out recipient is skipped (absent from the list; it uses no
         draw). Stops at the first recipient without an eligible sender: returns the
-        selections made before it and that error (else None). Sticky hits are in the
-        list, not counted in the engine's ``hits``.
+        selections made before it and that error (else None). The engine counts the
+        list's selections itself.
         """
         ...
 

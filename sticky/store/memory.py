@@ -86,7 +86,7 @@ from sticky.policy import (
     today,
 )
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, LiveMapping, Miss, sorted_pool
+from sticky.store.base import SLOT, Decide, LiveMapping, Miss, count, new_counts, sorted_pool
 from sticky.values import Keyword, Outcome, Reason, ReplyAction, Selection
 
 __all__ = ["MemoryStore"]
@@ -95,6 +95,7 @@ _STICKY = Reason.STICKY
 _POOL = Reason.POOL
 _REASSIGNED = Reason.REASSIGNED
 _NEW = Reason.NEW
+_HIT_SLOT, _WAITED = SLOT[_STICKY], SLOT["waited"]
 _new = tuple.__new__
 
 _Entry = tuple[str, float, int]
@@ -559,10 +560,12 @@ class MemoryStore:
         to: str,
         now: float,
         decide: Decide,
-        hits: list[int],
+        counts: list[int],
         segments: int = 1,
     ) -> Selection:
         """A whole select under the lock: a hit, or ``decide`` and store. O(1) expected.
+
+        The answer is counted in ``counts`` under the lock.
 
         The engine's hot path, written out in one function (each call saved is
         measurable); the rules it applies are :mod:`sticky.policy`'s.
@@ -578,7 +581,7 @@ class MemoryStore:
             if p.optouts and to in p.optouts:
                 raise opted_out(profile_id, to)
             if p.capacity:
-                return self._select_with_capacity(p, to, now, decide, hits, segments)
+                return self._select_with_capacity(p, to, now, decide, counts, segments)
             table = p.table
             entry = table.get(to) if p.sticky else None
             if entry is None:
@@ -592,7 +595,7 @@ class MemoryStore:
                 if reason is _STICKY:  # a hit evicts nothing: the horizon stays
                     if now > last_used:
                         table[to] = (sender, now, tag)
-                    hits[0] += 1
+                    counts[_HIT_SLOT] += 1
                     return _new(Selection, (profile_id, to, sender, _STICKY, None, now))
             if decide is not self._decide:  # the engine passes one decide: no getattr a miss
                 self._decide, self._draws = decide, getattr(decide, "draws", None)
@@ -601,6 +604,7 @@ class MemoryStore:
                 sel = decide(profile_id, to, self._miss(p, entry, reason, now))
                 if sel.reason is not _POOL:
                     self._store_choice(p, to, sel.from_number, now, entry)
+                count(counts, sel, now)
                 return sel
             # A fresh choice with this pool version's chooser: what the engine's decide
             # would do, without the call back and the Miss it reads.
@@ -616,12 +620,16 @@ class MemoryStore:
                 )
             if reason is not _POOL:
                 self._store_choice(p, to, sender, now, entry)
+            # count(), written out: without capacity an answer never waits
+            counts[SLOT[reason]] += 1
+            if tier is not None:
+                counts[SLOT[tier]] += 1
             return _new(Selection, (profile_id, to, sender, reason, tier, now))
         finally:
             lock.release()
 
-    def _select_with_capacity(  # noqa: C901, PLR0912 - written out: the capacity hot path
-        self, p: _Profile, to: str, now: float, decide: Decide, hits: list[int], segments: int
+    def _select_with_capacity(  # noqa: C901, PLR0912, PLR0915 - written out: the capacity hot path
+        self, p: _Profile, to: str, now: float, decide: Decide, counts: list[int], segments: int
     ) -> Selection:
         """A select of a profile with capacity on (lock held): :func:`sticky.policy.plan`.
 
@@ -649,8 +657,10 @@ class MemoryStore:
                 if step is not None:  # keeps its number: no draw, no choice
                     if now > last_used:
                         table[to] = (sender, now, tag)
-                    hits[0] += 1
                     slot, loads[sender], busy = step
+                    counts[_HIT_SLOT] += 1
+                    if slot > now:
+                        counts[_WAITED] += 1
                     if busy > p.busy:  # noqa: PLR1730 - max() costs a call
                         p.busy = busy
                     return _new(Selection, (p.id, to, sender, _STICKY, None, slot))
@@ -683,10 +693,10 @@ class MemoryStore:
         if why is _STICKY:
             if now > entry[1]:  # type: ignore[index]  # a sticky answer has an entry
                 table[to] = (sender, now, entry[2])  # type: ignore[index]
-            hits[0] += 1
         elif why is not _POOL:
             self._store_choice(p, to, sender, now, entry)
         self._reserve(p, sender, now, segments, day[0] if why in COUNTED else None)
+        count(counts, sel, now)
         return sel
 
     @staticmethod
@@ -737,7 +747,7 @@ class MemoryStore:
         nothing.
         """
         try:
-            return self.select_in_one_step(profile_id, to, now, _stop, [0])
+            return self.select_in_one_step(profile_id, to, now, _stop, new_counts())
         except _Stopped as stop:
             return stop.miss
 

@@ -207,7 +207,7 @@ class AsyncRedisPools:
         self._owners: dict[str, str] = {}
         """Each number's owner key as last read (``<incarnation>:<hex id>``): a hint only,
         which the scripts check."""
-        self._hits_lock = threading.Lock()
+        self._counts_lock = threading.Lock()
 
     @classmethod
     def from_url(

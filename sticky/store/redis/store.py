@@ -28,7 +28,7 @@ from sticky.errors import (
 from sticky.numbers import check_e164, is_e164
 from sticky.policy import Load, reply_action, today
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, Draws, LiveMapping, Miss
+from sticky.store.base import Decide, Draws, LiveMapping, Miss, count
 from sticky.store.redis import codec, invariants, scan
 from sticky.store.redis.keys import unhex
 from sticky.store.redis.pools import (
@@ -200,13 +200,13 @@ class RedisStore(RedisPools):
     """
 
     # -- selection ------------------------------------------------------------------
-    def select_in_one_step(  # noqa: C901, PLR0912 - the hot path, written out
+    def select_in_one_step(  # noqa: PLR0912 - the hot path, written out
         self,
         profile_id: str,
         to: str,
         now: float,
         decide: Decide,
-        hits: list[int],
+        counts: list[int],
         segments: int = 1,
     ) -> Selection:
         """A whole select in one script: a sticky hit, or a fresh choice it stores.
@@ -222,7 +222,10 @@ class RedisStore(RedisPools):
             check_e164(to, "recipient")
         draws: Draws | None = getattr(decide, "draws", None)
         if draws is None:
-            return self._two_steps(profile_id, to, now, decide, hits)
+            sel = self._two_steps(profile_id, to, now, decide)
+            with self._counts_lock:
+                count(counts, sel, now)
+            return sel
         keys = self._keys.of(profile_id).script
         now_s = _f(now)
         seg = str(segments)
@@ -250,27 +253,40 @@ class RedisStore(RedisPools):
                 before = None
             tag = reply[0]
             if tag == _HIT:
-                with self._hits_lock:
-                    hits[0] += 1
                 at = now if len(reply) < 3 else float(reply[2])
-                return _new(Selection, (profile_id, to, reply[1], _STICKY, None, at))
-            if tag == _CHOSEN:
+                sel = _new(Selection, (profile_id, to, reply[1], _STICKY, None, at))
+            elif tag == _CHOSEN:
                 draws.consume(1)
                 at = now if len(reply) < 5 else float(reply[4])
-                return _new(
+                sel = _new(
                     Selection,
                     (profile_id, to, reply[1], REASONS[reply[2]], TIERS[reply[3]], at),
                 )
-            if tag == _NO_ELIGIBLE:
-                raise _no_eligible(profile_id, to)
-            if tag in _REFUSALS:
-                raise _refusal(profile_id, to, reply)
-            if tag == _STALE:
-                before = self._stale(profile_id, reply, keys)
-            elif tag == _OPTED_OUT:
-                raise opted_out(profile_id, to)
             else:
-                self._refused(profile_id, tag)
+                before = self._not_selected(profile_id, to, reply, keys)
+                continue
+            with self._counts_lock:
+                count(counts, sel, now)
+            return sel
+
+    def _not_selected(
+        self, profile_id: str, to: str, reply: list[str], keys: Sequence[str]
+    ) -> Op | None:
+        """A select reply that is not an answer: raise its error, or cache a STALE's data.
+
+        Returns what to run before the select runs again (or None).
+        """
+        tag = reply[0]
+        if tag == _NO_ELIGIBLE:
+            raise _no_eligible(profile_id, to)
+        if tag in _REFUSALS:
+            raise _refusal(profile_id, to, reply)
+        if tag == _STALE:
+            return self._stale(profile_id, reply, keys)
+        if tag == _OPTED_OUT:
+            raise opted_out(profile_id, to)
+        self._refused(profile_id, tag)
+        return None
 
     def _stale(self, profile_id: str, reply: list[str], keys: Sequence[str]) -> Op | None:
         """Cache the data a STALE select reply carried; the store_choice to run first, if any.
@@ -286,15 +302,14 @@ class RedisStore(RedisPools):
             return None
         return (self._s["store_choice"], call(keys, *current.choice_args()))
 
-    def _two_steps(
-        self, profile_id: str, to: str, now: float, decide: Decide, hits: list[int]
-    ) -> Selection:
-        """A select for a ``decide`` without draws: begin, decide, compare-and-set."""
+    def _two_steps(self, profile_id: str, to: str, now: float, decide: Decide) -> Selection:
+        """A select for a ``decide`` without draws: begin, decide, compare-and-set.
+
+        Not counted: the caller counts the answer.
+        """
         while True:
             began = self.begin_select(profile_id, to, now, -1)
             if isinstance(began, Selection):
-                with self._hits_lock:
-                    hits[0] += 1
                 return began
             if began.loads is not None:
                 msg = "a select with capacity on needs the engine's decide (with its draws)"
@@ -306,8 +321,6 @@ class RedisStore(RedisPools):
             if won is True:
                 return sel
             if won is not None:
-                with self._hits_lock:
-                    hits[0] += 1
                 return won
 
     def select_many_in_one_step(
@@ -378,10 +391,9 @@ class RedisStore(RedisPools):
     ) -> tuple[list[Selection], NoEligibleSender | None]:
         """select_many for a ``decide`` without draws: two steps per recipient."""
         out: list[Selection] = []
-        hits = [0]
         for to in recipients:
             try:
-                out.append(self._two_steps(profile_id, to, now, decide, hits))
+                out.append(self._two_steps(profile_id, to, now, decide))
             except NoEligibleSender as exc:
                 return out, exc
             except OptedOut:

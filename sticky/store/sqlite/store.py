@@ -71,7 +71,7 @@ from sticky.policy import (
     today,
 )
 from sticky.settings import PoolSettings
-from sticky.store.base import Decide, LiveMapping, Miss
+from sticky.store.base import SLOT, Decide, LiveMapping, Miss, count
 from sticky.store.sqlite.connection import parse_url
 from sticky.store.sqlite.expiry import (
     HORIZON_SLACK,
@@ -142,6 +142,7 @@ _OLDEST_MAX = 4096
 # passes the bound, by the writer's own steps, or by evict_expired. So the bound can
 # only delay an eviction, never change what is live.
 _STICKY = Reason.STICKY
+_HIT_SLOT = SLOT[_STICKY]
 _EXPIRED = Reason.EXPIRED
 _REASSIGNED = Reason.REASSIGNED
 _REASON_POOL = Reason.POOL
@@ -371,13 +372,13 @@ class SQLiteStore(SQLitePools):
         to: str,
         now: float,
         decide: Decide,
-        hits: list[int],
+        counts: list[int],
         segments: int = 1,
     ) -> Selection:
         """A whole select in one ``BEGIN IMMEDIATE`` transaction. O(log n).
 
-        A hit changes one page, and counts in ``hits[0]`` once committed (under the
-        store's lock, so the count is exact whichever thread selects). Otherwise
+        The answer counts in ``counts`` once committed (under the store's lock, so the
+        count is exact whichever thread selects). A hit changes one page. Otherwise
         ``decide`` chooses inside the transaction (the pool comes from a per-version
         cache) and its choice is stored, with at most two amortised evictions; if
         ``decide`` raises, nothing is written. With capacity on, ``decide`` answers
@@ -394,16 +395,15 @@ class SQLiteStore(SQLitePools):
                 row = self._hit(cur, profile_id, to, rk, now)
                 if row.__class__ is Selection:
                     cur.execute("COMMIT")
-                    hits[0] += 1
+                    counts[_HIT_SLOT] += 1
                     return row
                 if row.__class__ is _Capacity:
                     sel, stored = self._select_with_capacity(
                         cur, profile_id, to, rk, row, now, decide, segments
                     )
                     cur.execute("COMMIT")
-                    if sel.reason is _STICKY:
-                        hits[0] += 1
-                    elif stored is not None:
+                    count(counts, sel, now)
+                    if stored is not None:
                         if len(self._oldest) > _OLDEST_MAX:
                             self._oldest.clear()
                         self._oldest[stored[0], stored[1]] = stored[2:]  # committed: it holds
@@ -425,6 +425,7 @@ class SQLiteStore(SQLitePools):
                         known[1] if known is not None and known[0] == version else _NONE,
                     )
                     cur.execute("COMMIT")
+                    count(counts, sel, now)
                     if len(self._oldest) > _OLDEST_MAX:
                         self._oldest.clear()
                     self._oldest[key, sid] = (version, oldest)  # committed: it holds
@@ -435,6 +436,7 @@ class SQLiteStore(SQLitePools):
                 if error is exc:
                     raise
                 raise error from exc
+            count(counts, sel, now)
             return sel
 
     def begin_select(
