@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
 
 from sticky import (
@@ -53,6 +54,7 @@ from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepBatchStore, Store
 from sticky.store.redis import RedisStore, codec
 from sticky.store.redis.keys import bucket_hash, bucket_of
+from sticky.store.redis.runner import Packer
 from sticky.store.redis.scripts import (
     BUCKET_LOAD,
     LAYOUT,
@@ -90,7 +92,11 @@ LONG = ["+13125550001", "+13125550002", "+14155550003"]
 _prefixes = itertools.count()
 
 
-NO_SERVER = {"test_without_the_redis_package"}
+NO_SERVER = {
+    "test_without_the_redis_package",
+    "test_the_packed_fcall_is_redis_pys",
+    "test_a_bool_or_none_argument_is_refused",
+}
 """Tests that need no server (they run where redis-server is missing)."""
 
 
@@ -1078,6 +1084,91 @@ def test_a_client_without_decoded_replies(redis_server: RedisServer) -> None:
     e.close()  # the client is the caller's: still open
     assert client.ping()
     client.close()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"single_connection_client": True}, {"encoding": "latin-1"}],
+    ids=["one-connection", "latin-1"],
+)
+def test_clients_the_store_does_not_pack_for(redis_server: RedisServer, options: Any) -> None:
+    # FCALL goes through redis-py's own execute_command for these: same answers
+    client = redis.Redis(
+        host="127.0.0.1", port=redis_server.port, decode_responses=True, **options
+    )
+    store = RedisStore(client, prefix=f"t{next(_prefixes)}")
+    assert store._run._packer is None
+    e = Engine(seed=2, store=store)
+    e.create_profile("p")
+    for n in LONG:
+        e.add_number("p", n)
+    first = e.select("p", "+12125550000")
+    assert e.select("p", "+12125550000").from_number == first.from_number
+    store.check_invariants()
+    client.close()
+
+
+@given(
+    function=st.text(min_size=1, max_size=20),
+    keys=st.lists(st.text(max_size=30), max_size=3),
+    args=st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.binary(max_size=20),
+            st.integers(),
+            st.floats(allow_nan=False),
+        ),
+        max_size=12,
+    ),
+)
+def test_the_packed_fcall_is_redis_pys(function: str, keys: list[str], args: list[Any]) -> None:
+    packer = Packer()
+    mine = packer.fcall(function, keys, args)
+    assert packer.fcall(function, tuple(keys), args) == mine  # the cached head
+    theirs = redis.connection.PythonRespSerializer(
+        65536, redis.connection.Encoder("utf-8", "strict", decode_responses=False).encode
+    ).pack("FCALL", function, len(keys), *keys, *args)
+    assert mine == b"".join(theirs)
+
+
+def test_a_bool_or_none_argument_is_refused() -> None:
+    for bad in (True, None):
+        with pytest.raises(TypeError, match="cannot send"):
+            Packer().fcall("f", ["k"], ["a", bad])  # type: ignore[list-item]
+
+
+def test_a_select_that_times_out_leaves_its_connection_behind(redis_server: RedisServer) -> None:
+    # The server runs a timed-out select once it can: its reply must never be read as
+    # the answer of a later call (the connection is dropped), nor the select run twice.
+    store = new_store(redis_server, socket_timeout=0.3)
+    e = Engine(clock=ManualClock(T0), seed=4, store=store)
+    e.create_profile("p")
+    for n in LONG:
+        e.add_number("p", n)
+    known = {f"+1212555{i:04d}": e.select("p", f"+1212555{i:04d}").from_number for i in range(6)}
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    admin.execute_command("CLIENT", "PAUSE", "1000", "ALL")
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            e.select("p", "+13125559999")
+        assert isinstance(info.value.__cause__, redis.TimeoutError)
+    finally:
+        time.sleep(1.1)  # the pause ends: the server runs the select it was sent
+    # a client gone before its command ran: the server dropped it (else it ran once)
+    late = e.mapping("p", "+13125559999")
+    for to, sender in known.items():  # each call reads its own reply
+        sel = e.select("p", to)
+        assert (sel.from_number, sel.reason) == (sender, Reason.STICKY)
+        assert e.mapping("p", to).from_number == sender  # type: ignore[union-attr]
+    again = e.select("p", "+13125559999")
+    if late is None:
+        assert again.reason is Reason.NEW
+    else:
+        assert (again.from_number, again.reason) == (late.from_number, Reason.STICKY)
+    assert e.stats().mappings == 7
+    store.check_invariants()
+    admin.close()
+    e.close()
 
 
 # -- one rule, one place: the Lua helpers, the constants, eligibility as data --------------
