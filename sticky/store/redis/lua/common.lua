@@ -57,38 +57,37 @@ local NEW, POOL, OVERFLOW = {{R_NEW}}, {{R_POOL}}, {{R_OVERFLOW}}
 -- The table's size: nb buckets, low = 2^L <= nb < 2^(L+1) (see the mapping table).
 local function set_buckets(p, nb)
   p.nb = nb
-  local low = 1
-  while low * 2 <= nb do
-    low = low * 2
-  end
-  p.low = low
+  -- nb = f * 2^e with 0.5 <= f < 1, exactly for an integer: low = 2^(e - 1), one call
+  -- where a doubling loop took one step a doubling (every select loads it)
+  local _, e = math.frexp(nb)
+  p.low = 2 ^ (e - 1)
 end
 
 -- The profile's ttl, sticky flag, horizon, layout, capacity flag and its table's size
--- (stored mappings n, buckets nb), or nil when it does not exist.
+-- (stored mappings n, buckets nb), or nil when it does not exist. One HMGET, and one
+-- table constructor: every select loads it, so each field set after it (the table
+-- growing) or each helper called would be server time on every hit.
 local function load_profile()
   local m = redis.call('HMGET', KEYS[1], 'ttl', 'sticky', 'horizon', 'layout', 'cap', 'n', 'nb')
-  if not m[1] then
+  local ttl_s = m[1]
+  if not ttl_s then
     return nil
   end
-  local p = {
-    ttl_s = m[1],
-    ttl = tonumber(m[1]),
+  local horizon_s, nb = m[3], tonumber(m[7] or '1')
+  local _, e = math.frexp(nb) -- see set_buckets
+  -- sids and numbers (the sender ids' cache, see sid_of) are made on first use
+  return {
+    ttl_s = ttl_s,
+    ttl = tonumber(ttl_s),
     sticky = m[2] == '1',
-    horizon_s = false,
-    horizon = -math.huge,
+    horizon_s = horizon_s or false,
+    horizon = horizon_s and tonumber(horizon_s) or -math.huge,
     current = m[4] == {{LAYOUT}}, -- else an older layout, which the caller migrates first
     cap = m[5] or false,
     n = tonumber(m[6] or '0'),
-    sids = {},
-    numbers = {},
+    nb = nb,
+    low = 2 ^ (e - 1),
   }
-  if m[3] then
-    p.horizon_s = m[3]
-    p.horizon = tonumber(m[3])
-  end
-  set_buckets(p, tonumber(m[7] or '1'))
-  return p
 end
 
 -- policy.is_live: a mapping is live while at < last_used + ttl.
@@ -220,23 +219,31 @@ local function rev_key(sid)
 end
 
 local function parse_value(v)
-  local sp = string.find(v, ' ', 1, true)
-  local lu_s = string.sub(v, sp + 1)
-  return string.sub(v, 1, sp - 1), lu_s, tonumber(lu_s)
+  local sid, lu_s = string.match(v, '^(%S+) (.*)$') -- one call, where find and two subs took three
+  return sid, lu_s, tonumber(lu_s)
 end
 
 -- The number of sender id `sid` (cached in p for the script).
 local function number_of(p, sid)
-  local n = p.numbers[sid]
+  local numbers = p.numbers
+  if not numbers then
+    numbers = {}
+    p.numbers = numbers
+  end
+  local n = numbers[sid]
   if not n then
     n = redis.call('HGET', KEYS[6], '#' .. sid)
-    p.numbers[sid] = n
+    numbers[sid] = n
   end
   return n
 end
 
 -- The id of `number` in the profile, given it one if it has none and `create`.
 local function sid_of(p, number, create)
+  if not p.sids then
+    p.sids = {}
+    p.numbers = p.numbers or {}
+  end
   local sid = p.sids[number]
   if sid then
     return sid
@@ -256,13 +263,15 @@ end
 -- one, m.sid, m.sender, m.lu_s, m.lu. One HGET (and the sender's name once a script).
 local function lookup(p, to)
   local b = bucket_of(hash_of(to), p.nb, p.low)
-  local m = {to = to, b = b, key = bucket_key(b), nb = p.nb}
-  local v = redis.call('HGET', m.key, to)
-  if v then
-    m.sid, m.lu_s, m.lu = parse_value(v)
-    m.sender = number_of(p, m.sid)
+  local key = bucket_key(b)
+  local v = redis.call('HGET', key, to)
+  if not v then
+    return {to = to, b = b, key = key, nb = p.nb}
   end
-  return m
+  local sid, lu_s, lu = parse_value(v)
+  -- one constructor with every field: filled in after, the table would grow twice
+  return {to = to, b = b, key = key, nb = p.nb, sid = sid, lu_s = lu_s, lu = lu,
+    sender = number_of(p, sid)}
 end
 
 -- Honour a sticky hit: at most one write (the mapping, when last_used changes); a hit

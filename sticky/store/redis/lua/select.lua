@@ -18,23 +18,24 @@ if not p then
   return refusal
 end
 local to, now_s = ARGV[1], ARGV[2]
-local t1, t2, t3, t4 = ARGV[9] or '-', ARGV[10] or '-', ARGV[11] or '-', ARGV[12] or '-'
 if opted_out(to) then
   return {{{OPTED_OUT}}}
 end
 local now = tonumber(now_s)
-local function answer(cap, kind, sender, reason, tier, send_at)
-  if kind == {{NO_ELIGIBLE}} then
-    return {kind}
-  elseif kind ~= true then
-    return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
-  elseif reason == STICKY then
-    return {{{HIT}}, sender, send_at}
-  end
-  return {{{CHOSEN}}, sender, reason, tier, send_at}
-end
 local c, judged
 if p.cap ~= '0' then -- capacity on, or not known yet
+  -- made here, not above: a hit with capacity off (the common one) makes no closure
+  local t1, t2, t3, t4 = ARGV[9] or '-', ARGV[10] or '-', ARGV[11] or '-', ARGV[12] or '-'
+  local function answer(cap, kind, sender, reason, tier, send_at)
+    if kind == {{NO_ELIGIBLE}} then
+      return {kind}
+    elseif kind ~= true then
+      return {kind, sender, reason or '', cap.cfg.max_queue and num_text(cap.cfg.max_queue) or ''}
+    elseif reason == STICKY then
+      return {{{HIT}}, sender, send_at}
+    end
+    return {{{CHOSEN}}, sender, reason, tier, send_at}
+  end
   -- A sticky recipient that keeps its number (no max_wait to weigh) needs the
   -- capacity settings and its sender's state alone, not the groups a choice draws from.
   local head = redis.call('HMGET', KEYS[9], 'v', 'cap', 'lim')
@@ -65,7 +66,8 @@ if reason == STICKY then
   return {{{HIT}}, old}
 end
 if not c then
-  c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', t1, t2, t3, t4)
+  c = redis.call('HMGET', KEYS[9], 'v', 'mode', 'w', '*', ARGV[9] or '-', ARGV[10] or '-',
+    ARGV[11] or '-', ARGV[12] or '-')
   if not choice_is_current(p, c, ARGV[4]) then
     return stale_choice(p, c)
   end
