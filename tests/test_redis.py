@@ -1069,15 +1069,21 @@ def test_open_store_and_engine_take_a_url(redis_server: RedisServer) -> None:
     assert "p" in RedisStore.from_url(redis_server.url).profiles()
 
 
-def test_a_client_without_decoded_replies(redis_server: RedisServer) -> None:
-    client = redis.Redis(host="127.0.0.1", port=redis_server.port)  # bytes replies
-    store = RedisStore(client, prefix="bytes")
+def _sticky_on(client: Any, prefix: str) -> tuple[Engine, RedisStore, Selection]:
+    """An engine on ``client``'s store with a pool and one select, checked sticky."""
+    store = RedisStore(client, prefix=prefix)
     e = Engine(seed=2, store=store)
     e.create_profile("p")
     for n in LONG:
         e.add_number("p", n)
     first = e.select("p", "+12125550000")
     assert e.select("p", "+12125550000").from_number == first.from_number
+    return e, store, first
+
+
+def test_a_client_without_decoded_replies(redis_server: RedisServer) -> None:
+    client = redis.Redis(host="127.0.0.1", port=redis_server.port)  # bytes replies
+    e, store, first = _sticky_on(client, "bytes")
     assert e.select_many("p", ["+12125550000", "+12125550001"])[0].from_number == first.from_number
     assert e.profiles() == ["p"]
     store.check_invariants()
@@ -1096,14 +1102,8 @@ def test_clients_the_store_does_not_pack_for(redis_server: RedisServer, options:
     client = redis.Redis(
         host="127.0.0.1", port=redis_server.port, decode_responses=True, **options
     )
-    store = RedisStore(client, prefix=f"t{next(_prefixes)}")
+    _, store, _ = _sticky_on(client, f"t{next(_prefixes)}")
     assert store._run._packer is None
-    e = Engine(seed=2, store=store)
-    e.create_profile("p")
-    for n in LONG:
-        e.add_number("p", n)
-    first = e.select("p", "+12125550000")
-    assert e.select("p", "+12125550000").from_number == first.from_number
     store.check_invariants()
     client.close()
 

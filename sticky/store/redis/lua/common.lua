@@ -55,12 +55,25 @@ local STICKY, REASSIGNED, EXPIRED = {{R_STICKY}}, {{R_REASSIGNED}}, {{R_EXPIRED}
 local NEW, POOL, OVERFLOW = {{R_NEW}}, {{R_POOL}}, {{R_OVERFLOW}}
 
 -- The table's size: nb buckets, low = 2^L <= nb < 2^(L+1) (see the mapping table).
-local function set_buckets(p, nb)
-  p.nb = nb
+local function low_of(nb)
   -- nb = f * 2^e with 0.5 <= f < 1, exactly for an integer: low = 2^(e - 1), one call
   -- where a doubling loop took one step a doubling (every select loads it)
   local _, e = math.frexp(nb)
-  p.low = 2 ^ (e - 1)
+  return 2 ^ (e - 1)
+end
+
+local function set_buckets(p, nb)
+  p.nb, p.low = nb, low_of(nb)
+end
+
+-- t[name], a table made on first use (the caches of one script).
+local function table_in(t, name)
+  local v = t[name]
+  if not v then
+    v = {}
+    t[name] = v
+  end
+  return v
 end
 
 -- The profile's ttl, sticky flag, horizon, layout, capacity flag and its table's size
@@ -74,7 +87,6 @@ local function load_profile()
     return nil
   end
   local horizon_s, nb = m[3], tonumber(m[7] or '1')
-  local _, e = math.frexp(nb) -- see set_buckets
   -- sids and numbers (the sender ids' cache, see sid_of) are made on first use
   return {
     ttl_s = ttl_s,
@@ -86,7 +98,7 @@ local function load_profile()
     cap = m[5] or false,
     n = tonumber(m[6] or '0'),
     nb = nb,
-    low = 2 ^ (e - 1),
+    low = low_of(nb),
   }
 end
 
@@ -225,11 +237,7 @@ end
 
 -- The number of sender id `sid` (cached in p for the script).
 local function number_of(p, sid)
-  local numbers = p.numbers
-  if not numbers then
-    numbers = {}
-    p.numbers = numbers
-  end
+  local numbers = table_in(p, 'numbers')
   local n = numbers[sid]
   if not n then
     n = redis.call('HGET', KEYS[6], '#' .. sid)
@@ -240,11 +248,8 @@ end
 
 -- The id of `number` in the profile, given it one if it has none and `create`.
 local function sid_of(p, number, create)
-  if not p.sids then
-    p.sids = {}
-    p.numbers = p.numbers or {}
-  end
-  local sid = p.sids[number]
+  local sids = table_in(p, 'sids')
+  local sid = sids[number]
   if sid then
     return sid
   end
@@ -254,7 +259,7 @@ local function sid_of(p, number, create)
     redis.call('HSET', KEYS[6], number, sid, '#' .. sid, number)
   end
   if sid then
-    p.sids[number], p.numbers[sid] = sid, number
+    sids[number], table_in(p, 'numbers')[sid] = sid, number
   end
   return sid
 end
@@ -708,11 +713,7 @@ end
 
 -- A group's header, parsed once per script and group (a batch draws from a few groups).
 local function cached_header(c, group)
-  local cache = c.headers
-  if not cache then
-    cache = {}
-    c.headers = cache
-  end
+  local cache = table_in(c, 'headers')
   local h = cache[group]
   if not h then
     h = header(group)
