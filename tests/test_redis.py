@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -54,7 +54,7 @@ from sticky.settings import DEFAULT_TTL
 from sticky.store.base import Miss, OneStepBatchStore, Store
 from sticky.store.redis import RedisStore, codec
 from sticky.store.redis.keys import bucket_hash, bucket_of
-from sticky.store.redis.runner import Packer
+from sticky.store.redis.runner import Packer, Runner
 from sticky.store.redis.scripts import (
     BUCKET_LOAD,
     LAYOUT,
@@ -594,6 +594,83 @@ def test_a_rival_add_revokes_a_claim_in_flight(redis_server: RedisServer) -> Non
     assert store.numbers("a") == ()
     store.check_invariants()
     store.close()
+
+
+def test_a_rival_that_checked_a_revoked_attempt_cannot_take_its_retry(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner key's ABA: "a" owns; "b" checks "a" (FREE: a's claim revoked); "a" starts
+    over and owns again; "b" then tries its compare-and-set on the value it checked."""
+    a = new_store(redis_server)
+    b = RedisStore.from_url(redis_server.url, prefix=a._prefix)
+    a.create_profile("a", PoolSettings())
+    a.create_profile("b", PoolSettings())
+    ka, kb, s, run = a._keys.of("a"), b._keys.of("b"), b._s, b._run
+    owner = a._keys.owner(LONG[0])
+    client = redis_server.client()
+    owned: list[str] = []
+    rival: list[object] = []
+    real = Runner.eval
+
+    def hooked(self: Runner, script: Any, keys: Sequence[str], *args: Any) -> Any:
+        reply = real(self, script, keys, *args)
+        if self is a._run and script is a._s["own"] and reply == Tag.OK:
+            owned.append(client.get(owner))
+            if len(owned) == 1:  # b: claim, find a's value, check a: FREE, a's claim revoked
+                claimed = run.eval(s["add_claim"], kb.script, (LONG[0], "tok", ""))
+                b_me = f"{claimed[1]}:{kb.hex}:tok"
+                rival.append(b_me)
+                assert run.eval(s["own"], (owner,), (b_me, kb.hex, claimed[1], "")) == owned[0]
+                assert run.eval(s["own_check"], ka.script, (LONG[0], owned[0].split(":")[0])) == (
+                    Tag.FREE
+                )
+            elif len(owned) == 2:  # a's retry owns; b's compare-and-set must now fail
+                b_me = str(rival[0])
+                inc = b_me.split(":")[0]
+                rival.append(run.eval(s["own"], (owner,), (b_me, kb.hex, inc, owned[0])))
+        return reply
+
+    monkeypatch.setattr(Runner, "eval", hooked)
+    a.add_number("a", LONG[0], NumberType.LONG_CODE, healthy=True)
+    monkeypatch.undo()
+    assert len(owned) == 2
+    assert rival[1] == owned[1], "the value checked named the first attempt only"
+    assert owned[0] != owned[1], "each attempt writes a value of its own"
+    assert client.get(owner) == owned[1]
+    with pytest.raises(NumberInUse, match="'a'"):
+        b.add_number("b", LONG[0], NumberType.LONG_CODE, healthy=True)
+    assert [n.number for n in a.numbers("a")] == [LONG[0]]
+    assert a.numbers("b") == ()
+    a.check_invariants()
+    client.close()
+    a.close()
+    b.close()
+
+
+def test_an_add_between_a_remove_and_its_release_keeps_the_owner_key(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = new_store(redis_server)
+    b = RedisStore.from_url(redis_server.url, prefix=a._prefix)
+    a.create_profile("p", PoolSettings())
+    a.create_profile("q", PoolSettings())
+    a.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+    real = Runner.eval
+
+    def hooked(self: Runner, script: Any, keys: Sequence[str], *args: Any) -> Any:
+        if self is a._run and script is a._s["own_release"]:  # removed, then added again
+            b.add_number("p", LONG[0], NumberType.LONG_CODE, healthy=True)
+        return real(self, script, keys, *args)
+
+    monkeypatch.setattr(Runner, "eval", hooked)
+    assert a.remove_number("p", LONG[0], T0) == 0
+    monkeypatch.undo()
+    assert [n.number for n in a.numbers("p")] == [LONG[0]]
+    a.check_invariants()  # the owner key names "p" still
+    with pytest.raises(NumberInUse, match="'p'"):
+        a.add_number("q", LONG[0], NumberType.LONG_CODE, healthy=True)
+    a.close()
+    b.close()
 
 
 def test_racing_adds_of_one_number_leave_it_in_one_pool(redis_server: RedisServer) -> None:

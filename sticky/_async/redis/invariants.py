@@ -45,7 +45,9 @@ async def check(run: AsyncRunner, keys: KeyScheme, *, allow_leftovers: bool) -> 
         )
     )
     for number, me in owners.items():
-        assert values[keys.owner(number)] == me, f"{number}: owner key is not {me}"
+        value = values[keys.owner(number)]
+        assert value is not None, f"{number}: no owner key"
+        assert ":".join(codec.parse_owner(value)) == me, f"{number}: owner key is not {me}"
     for key in owner_keys:
         number = unhex(key[len(prefix) + 5 :])
         assert number in owners or allow_leftovers, (

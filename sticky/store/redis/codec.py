@@ -17,7 +17,9 @@ scripts' ``pick`` draws from, and with capacity on the settings and each number'
 limits that ``plan`` in common.lua reads. A number's capacity state is ``"<tat> <floor>
 <day> <count>"``; its delivery window (:data:`sticky.policy.Window`) is ``"<token>;<b>
 <delivered> <failed> <spam>;..."``, oldest bucket first, after the token of the report
-that wrote it last (a re-sent report is not counted twice).
+that wrote it last (a re-sent report is not counted twice). A number's owner key holds
+``"<incarnation>:<hex id>:<token>"``, the token new for each attempt of an add (0.1 and
+layout 2 wrote ``"<incarnation>:<hex id>"``, which still parses).
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ __all__ = [
 
 TYPE_CODE = {NumberType.LONG_CODE: "L", NumberType.TOLL_FREE: "T"}
 CODE_TYPE = {"L": NumberType.LONG_CODE, "T": NumberType.TOLL_FREE}
+
+
+def owner_value(incarnation: str, hex_value: str, token: str) -> str:
+    """The owner-key value an attempt of ``add_number`` writes: unique to that attempt."""
+    return f"{incarnation}:{hex_value}:{token}"
+
+
+def parse_owner(value: str) -> tuple[str, str]:
+    """An owner-key value's (incarnation, hex id of its profile); any token dropped."""
+    incarnation, _, rest = value.partition(":")
+    return incarnation, rest.partition(":")[0]
 
 
 def float_text(value: float) -> str:

@@ -410,9 +410,9 @@ class RedisPools:
         reply = self._eval_current(profile_id, self._s["delete_profile"], k.script, (_f(now),))
         live, inc, evicted, numbers = int(reply[1]), reply[2], reply[3], reply[4:]
         self._cache.pop(profile_id, None)
-        me = f"{inc}:{k.hex}"
+        me = f"{inc}:{k.hex}"  # any attempt's value: none can commit to a deleted profile
         release = self._s["own_release"]
-        ops: list[Op] = [(release, call((self._keys.owner(n),), me)) for n in numbers]
+        ops: list[Op] = [(release, call((self._keys.owner(n),), me, "0")) for n in numbers]
         # one script, keyed by the incarnation: a re-sent pipeline adds the count once
         moved = (self._keys.evicted, self._keys.moved)
         ops.append((self._s["add_evicted"], call(moved, k.hex, inc or "", evicted or "0")))
@@ -500,10 +500,11 @@ class RedisPools:
         claim still stands and that version is current. See docs/redis.md.
         """
         k = self._keys.of(profile_id)
-        token = secrets.token_hex(8)
         owner_key = self._keys.owner(number)
         new = SenderNumber(number, number_type, healthy, rate, daily_new_recipients)
         for attempt in range(_ADD_ATTEMPTS):
+            # new for each attempt: a rival that checked an earlier one cannot take over
+            token = secrets.token_hex(8)
             cached = self._cache.get(profile_id)
             reply = self._run.eval(
                 self._s["add_claim"],
@@ -518,7 +519,7 @@ class RedisPools:
                 )
             inc = reply[1]
             current = self._current(profile_id, reply, 2, cached)
-            me = f"{inc}:{k.hex}"
+            me = codec.owner_value(inc, k.hex, token)
             self._take_owner(k, number, token, owner_key, me, inc)
             while True:
                 outcome = self._run.eval(
@@ -548,7 +549,7 @@ class RedisPools:
                     f"number {shown(number)} is already in profile {shown(profile_id)}"
                 )
             if tag == _UNKNOWN:
-                self._run.eval(self._s["own_release"], (owner_key,), (me,))
+                self._run.eval(self._s["own_release"], (owner_key,), (me, "1"))
                 raise unknown_profile(profile_id)
             # revoked by a rival add of the same number: back off and start over
             time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter
@@ -564,7 +565,7 @@ class RedisPools:
             current = self._run.eval(self._s["own"], (owner_key,), (me, k.hex, inc, checked))
             if current == Tag.OK:
                 return
-            other_inc, _, other_hex = current.partition(":")
+            other_inc, other_hex = codec.parse_owner(current)
             other = self._keys.of_hex(other_hex)
             if (
                 self._run.eval(self._s["own_check"], other.script, (number, other_inc))
@@ -576,13 +577,18 @@ class RedisPools:
             checked = current
 
     def remove_number(self, profile_id: str, number: str, now: float) -> int:
-        """Remove a number and its mappings; return the live ones. 2 round trips, O(k log n).
+        """Remove a number and its mappings; return the live ones. 3 round trips, O(k log n).
 
-        The script in the profile's slot is the commit point; releasing the owner key
-        follows, and if it fails the stale owner key counts as free. The other numbers'
-        eligibility does not depend on this one, so no flag changes.
+        The owner key is read first; the script in the profile's slot is the commit
+        point; releasing the owner key follows, only if it still holds the value read,
+        and if that fails the stale owner key counts as free. Read before, so that an add
+        of the number to this profile again, between the commit and the release, keeps
+        the key it wrote. The other numbers' eligibility does not depend on this one, so
+        no flag changes.
         """
         k = self._keys.of(profile_id)
+        owner_key = self._keys.owner(number)
+        owner = self._run.command("GET", owner_key)
         cached = self._cache.get(profile_id)
         choice = ["", "0"]  # no pool cached: the next fresh choice has the data computed
         if cached is not None and number in cached.by_number:
@@ -596,10 +602,9 @@ class RedisPools:
         if reply[0] == Tag.NOT_IN_POOL:
             raise not_in_pool(number, profile_id)
         # Removed already: if releasing the owner key fails, the stale key heals itself.
-        with contextlib.suppress(StoreUnavailable):
-            self._run.eval(
-                self._s["own_release"], (self._keys.owner(number),), (f"{reply[2]}:{k.hex}",)
-            )
+        if owner is not None and codec.parse_owner(owner) == (reply[2], k.hex):
+            with contextlib.suppress(StoreUnavailable):
+                self._run.eval(self._s["own_release"], (owner_key,), (owner, "1"))
         return int(reply[1])
 
     def set_health(self, number: str, *, healthy: bool) -> None:
@@ -655,7 +660,7 @@ class RedisPools:
                     msg = f"number {shown(number)} is in no profile"
                     raise UnknownNumber(msg)
             seen.add(owner)
-            inc, _, hex_id = owner.partition(":")
+            inc, hex_id = codec.parse_owner(owner)
             done = self._record_in(unhex(hex_id), number, inc, place, now, token)
             if done is not None:
                 if len(self._owners) >= _OWNERS:
@@ -745,7 +750,7 @@ class RedisPools:
         owner_key = self._keys.owner(number)
         current = self._run.command("GET", owner_key)
         while current is not None:
-            inc, _, hex_id = current.partition(":")
+            inc, hex_id = codec.parse_owner(current)
             done = self._set_entry_in(unhex(hex_id), number, inc, changes, drop=drop)
             if done is not None:
                 return done
