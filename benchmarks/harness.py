@@ -2,7 +2,10 @@
 
 One process, one run: at each size every design is built in turn (floor first), measured
 on the same recipients, and freed before the next is built, so that no design's objects
-burden another's garbage collections. Ratios are taken within the run.
+burden another's garbage collections. Ratios are taken within the run. The engine's
+ratio to the minimal complete design is also taken side by side (the ``paired`` group):
+a minimal design is built beside the engine and their repeats alternate, so that the
+machine's drift between two designs' turns does not land in the ratio.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ FLOOR_OF = {
 
 MINIMAL_OF = {op: op for op in ("select hit", "select miss", "select mix", "memory")}
 """The operations the minimal complete design measures: its rows are the second reference."""
+PAIRED = {f"{op}, paired": op for op in ("select hit", "select miss", "select mix")}
+"""The paired rows (the minimal design and the engine side by side), by what they repeat."""
+MINIMAL_OF |= {op: op for op in PAIRED}
+FLOOR_OF |= PAIRED
 
 MINIMAL_GROUPS = {"select", "memory"}
 """The groups the minimal complete design runs (it has no eviction, cascade or geomatch)."""
@@ -201,6 +208,34 @@ def bench_select(d: Design, w: Workload, cfg: Config, size: int) -> list[Row]:
     return rows
 
 
+def bench_paired(
+    minimal: Design, engine: Design, w: Workload, cfg: Config, size: int
+) -> list[Row]:
+    """Hit, miss and mix of both designs, alive together, their repeats alternated.
+
+    Twice the repeats, each pair in the order of the last pair reversed (ABBA), so that
+    a slow spell of the machine lands on both; the ratios of these rows are the ones the
+    issue 10 targets read.
+    """
+    rows = []
+    designs = (minimal, engine)
+    for op, batch in (("select hit", w.hits), ("select miss", w.new), ("select mix", w.mix)):
+        samples: dict[str, list[float]] = {d.name: [] for d in designs}
+        for i in range(cfg.warmup + 2 * cfg.repeats):
+            for d in designs if i % 2 else designs[::-1]:
+                undo = None if op == "select hit" else partial(d.forget, w.new)
+                (ns,) = measure(
+                    partial(d.run, batch),
+                    replace(cfg, warmup=0, repeats=1),
+                    partial(d.clock.advance, 1.0),
+                    undo,
+                )
+                if i >= cfg.warmup:
+                    samples[d.name].append(ns)
+        rows += [row("paired", d.name, f"{op}, paired", size, samples[d.name]) for d in designs]
+    return rows
+
+
 def bench_geomatch(d: EngineDesign, w: Workload, cfg: Config, size: int) -> list[Row]:
     """Misses with geomatch off, area_code and full: the same pool, table and recipients."""
     rows = []
@@ -324,6 +359,10 @@ def run_designs(cfg: Config, groups: set[str], notes: list[str]) -> list[Row]:
                 rows.append(memory)
             if cls is Floor or "select" in wanted:
                 rows += bench_select(design, w, cfg, size)
+            if cls is EngineDesign and "select" in wanted and Minimal in designs and size < HUGE:
+                partner, _ = build(Minimal, w.base, traced=False)
+                rows += bench_paired(partner, design, w, cfg, size)
+                del partner
             if isinstance(design, EngineDesign) and "geomatch" in wanted:
                 rows += bench_geomatch(design, w, cfg, size)
             if "cascade" in wanted:

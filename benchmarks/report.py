@@ -16,6 +16,8 @@ Check = tuple[str, float | None, float, str, str]
 """A target: its name, the measured value (None: not measured), limit, unit and issue."""
 
 GROUPS = ("select", "geomatch", "cascade", "evict", "memory")
+OWN = (*GROUPS, "paired")
+"""The harness's own groups: those one can ask for, and the paired rows ``select`` adds."""
 """The groups the harness measures itself; any other group is a plug-in backend's."""
 DESIGNS = ("floor", "minimal", "engine", "ordereddict", "ttlcache")
 COLOURS = {
@@ -57,7 +59,7 @@ def machine_line() -> str:
 
 def own(rows: Sequence[Row]) -> list[Row]:
     """The harness's own rows (not a backend's, whose designs and ops have other meanings)."""
-    return [r for r in rows if r.get("group") in GROUPS]
+    return [r for r in rows if r.get("group") in OWN]
 
 
 def find(rows: Sequence[Row], design: str, op: str, size: int) -> Row | None:
@@ -109,7 +111,8 @@ def targets(rows: Sequence[Row], size: int, cascade_sizes: Sequence[int]) -> lis
         return None if a is None or not b else a / b
 
     def to_minimal(op: str) -> float | None:
-        r = find(rows, "engine", op, size)
+        """Read from the paired rows (side by side), else from the designs' own turns."""
+        r = find(rows, "engine", f"{op}, paired", size) or find(rows, "engine", op, size)
         return None if r is None else r.get("ratio_to_minimal")
 
     def of(group: str, name: str, field: str) -> float | None:
@@ -412,7 +415,7 @@ def markdown(
     m = meta["machine"]
     size = checks[0]["size"] if checks else 0
     sizes = sorted({r["size"] for r in own(rows)})
-    backends = [r for r in rows if r.get("group") not in GROUPS]
+    backends = [r for r in rows if r.get("group") not in OWN]
     return "\n".join(
         [
             "# sticky benchmarks: results",
@@ -497,7 +500,7 @@ def _panels(rows: Sequence[Row]) -> list[tuple[str, list[tuple[str, list[tuple[i
         if r.get("ns_per_op") is None:
             continue
         point = (r["size"], r["ns_per_op"])
-        if r["group"] in GROUPS:
+        if r["group"] in OWN:
             own_series.setdefault((r["design"], r["op"]), []).append(point)
         else:
             backends.setdefault(r["group"], {}).setdefault(r["name"], []).append(point)

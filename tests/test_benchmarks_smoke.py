@@ -86,12 +86,22 @@ def test_smoke_run_writes_json_markdown_and_rows(tmp_path: Path) -> None:
     assert rows["minimal", "memory"]["bytes_per_mapping"] > 0
     assert rows["engine", "memory"]["ratio_to_minimal"] > 0
     assert ("minimal", "evict_expired") not in rows  # it runs the select group alone
+    # Side by side: both designs' repeats alternated, twice as many; the #10 targets read them.
+    for op in ("select hit, paired", "select miss, paired", "select mix, paired"):
+        ours, theirs = rows["engine", op], rows["minimal", op]
+        assert ours["group"] == theirs["group"] == "paired"
+        assert ours["repeats"] == theirs["repeats"] == 2 * data["meta"]["repeats"]
+        assert theirs["ratio_to_minimal"] == 1.0
+        assert ours["ratio_to_minimal"] == ours["ns_per_op"] / theirs["ns_per_op"]
+        assert ours["ratio_to_floor"] > 0
 
     statuses = {(t["target"], t["issue"]): t["status"] for t in data["targets"]}
     assert len(statuses) >= 7
     assert set(statuses.values()) <= {"PASS", "MISS", "N/A"}
     assert statuses["select hit", "10"] in {"PASS", "MISS"}  # measured in smoke mode too
     assert statuses["select miss", "10"] in {"PASS", "MISS"}
+    miss = next(t for t in data["targets"] if t["target"] == "select miss" and t["issue"] == "10")
+    assert miss["value"] == rows["engine", "select miss, paired"]["ratio_to_minimal"]
     assert statuses["Redis select new", "10"] == "N/A"  # backends are skipped in smoke mode
 
     table = (tmp_path / "results.md").read_text(encoding="utf-8")
