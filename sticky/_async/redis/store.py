@@ -176,8 +176,8 @@ class AsyncRedisStore(AsyncRedisPools):
     ``is_opted_out``, ``opt_outs``, ``health``, ``record_reply``, ``record_delivery`` 1
     (its verdict included; the owner key once more the first time); ``set_health``,
     ``set_limits``, ``delete_profile``, ``profiles``, ``counts`` 2; ``remove_number`` 3;
-    ``add_number`` 3 (more when a rival add races for the same number); ``evict_expired`` 2 plus one per 2,000 dead
-    mappings of its largest profile. A select whose cached geomatch mode is stale, or the
+    ``add_number`` 3 (more when a rival add races for the same number);
+    ``evict_expired`` 2 plus one per 2,000 dead mappings of its largest profile. A select whose cached geomatch mode is stale, or the
     first fresh choice after a pool change (which stores that version's choice data), costs
     one more; so does a pool change that finds this store's cached pool stale; the first
     touch of a profile written by 0.1 migrates it (2 more). Server work: O(1) per select and
