@@ -173,21 +173,21 @@ class AsyncRedisStore(AsyncRedisPools):
     ``begin_select``/``commit_select`` and their batch forms 1 each; ``mapping``,
     ``recipients_of``, ``pin``, ``forget``, ``settings``, ``numbers``, ``replace_settings``,
     ``create_profile``, ``capacity_state``, ``set_drain``, ``opt_out``, ``opt_in``,
-    ``is_opted_out``, ``opt_outs``, ``health``, ``record_reply``, ``record_delivery`` 1
-    (its verdict included; the owner key once more the first time); ``set_health``,
+    ``is_opted_out``, ``opt_outs``, ``health``, ``record_reply``, ``record_delivery`` 1 (its
+    verdict included; the owner key once more the first time); ``set_health``,
     ``set_limits``, ``delete_profile``, ``profiles``, ``counts`` 2; ``remove_number`` 3;
-    ``add_number`` 3 (more when a rival add races for the same number);
-    ``evict_expired`` 2 plus one per 2,000 dead mappings of its largest profile. A select whose cached geomatch mode is stale, or the
-    first fresh choice after a pool change (which stores that version's choice data), costs
-    one more; so does a pool change that finds this store's cached pool stale; the first
-    touch of a profile written by 0.1 migrates it (2 more). Server work: O(1) per select and
-    look-up (O(log n) for sorted-set steps), O(k) for cascades over k mappings, O(p) for a
-    settings change or a migration, O(n) for ``delete_profile`` and ``check_invariants``. A
-    sticky hit writes at most one field (the mapping's ``last_used``, when it changes). With
-    capacity on, a select is still 1 round trip (O(p) on the server: the plan reads every
-    eligible number's state) and also writes its sender's capacity state; a cached time zone
-    that is stale costs one more. Every select checks the recipient's opt-out first (one
-    set look-up in its script).
+    ``add_number`` 3 (more when a rival add races for the same number); ``evict_expired`` 2
+    plus one per 2,000 dead mappings of its largest profile. A select whose cached geomatch
+    mode is stale, or the first fresh choice after a pool change (which stores that
+    version's choice data), costs one more; so does a pool change that finds this store's
+    cached pool stale; the first touch of a profile written by 0.1 migrates it (2 more).
+    Server work: O(1) per select and look-up (O(log n) for sorted-set steps), O(k) for
+    cascades over k mappings, O(p) for a settings change or a migration, O(n) for
+    ``delete_profile`` and ``check_invariants``. A sticky hit writes at most one field (the
+    mapping's ``last_used``, when it changes). With capacity on, a select is still 1 round
+    trip (O(p) on the server: the plan reads every eligible number's state) and also writes
+    its sender's capacity state; a cached time zone that is stale costs one more. Every
+    select checks the recipient's opt-out first (one set look-up in its script).
 
     With ``min_replicas``, a call that stored a mapping (a select or commit of a new,
     expired or reassigned recipient, a batch that stored any, a pin) sends one ``WAIT``
