@@ -70,6 +70,8 @@ MINIMAL_OF = {op: op for op in ("select hit", "select miss", "select mix", "memo
 """The operations the minimal complete design measures: its rows are the second reference."""
 PAIRED = {f"{op}, paired": op for op in ("select hit", "select miss", "select mix")}
 """The paired rows (the minimal design and the engine side by side), by what they repeat."""
+PAIRED_REPEATS = 4
+"""A paired row's repeats, as a multiple of the mode's."""
 MINIMAL_OF |= {op: op for op in PAIRED}
 FLOOR_OF |= PAIRED
 
@@ -213,15 +215,16 @@ def bench_paired(
 ) -> list[Row]:
     """Hit, miss and mix of both designs, alive together, their repeats alternated.
 
-    Twice the repeats, each pair in the order of the last pair reversed (ABBA), so that
-    a slow spell of the machine lands on both; the ratios of these rows are the ones the
+    ``PAIRED_REPEATS`` times the repeats (a ratio of two medians needs tighter medians
+    than one row), each pair in the order of the last pair reversed (ABBA), so that a
+    slow spell of the machine lands on both; the ratios of these rows are the ones the
     issue 10 targets read.
     """
     rows = []
     designs = (minimal, engine)
     for op, batch in (("select hit", w.hits), ("select miss", w.new), ("select mix", w.mix)):
         samples: dict[str, list[float]] = {d.name: [] for d in designs}
-        for i in range(cfg.warmup + 2 * cfg.repeats):
+        for i in range(cfg.warmup + PAIRED_REPEATS * cfg.repeats):
             for d in designs if i % 2 else designs[::-1]:
                 undo = None if op == "select hit" else partial(d.forget, w.new)
                 (ns,) = measure(

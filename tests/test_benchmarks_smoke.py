@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.harness import PAIRED_REPEATS
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = 2_000
 
@@ -90,7 +92,7 @@ def test_smoke_run_writes_json_markdown_and_rows(tmp_path: Path) -> None:
     for op in ("select hit, paired", "select miss, paired", "select mix, paired"):
         ours, theirs = rows["engine", op], rows["minimal", op]
         assert ours["group"] == theirs["group"] == "paired"
-        assert ours["repeats"] == theirs["repeats"] == 2 * data["meta"]["repeats"]
+        assert ours["repeats"] == theirs["repeats"] == PAIRED_REPEATS * data["meta"]["repeats"]
         assert theirs["ratio_to_minimal"] == 1.0
         assert ours["ratio_to_minimal"] == ours["ns_per_op"] / theirs["ns_per_op"]
         assert ours["ratio_to_floor"] > 0
