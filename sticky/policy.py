@@ -358,9 +358,11 @@ class Chooser:
     __slots__ = (
         "_all",
         "_geo_keys",
+        "_live",
         "_tiers",
         "capacity",
         "eligible",
+        "empty",
         "limits",
         "plain",
         "settings",
@@ -384,7 +386,12 @@ class Chooser:
             w_long,
             w_toll,
         )
+        self.empty = self._all.total == 0
+        """Whether no number is eligible (an attribute: a fresh choice reads it each time)."""
         self._tiers: tuple[dict[str, _Group], ...] = ()
+        self._live: tuple[tuple[int, GeoTier, dict[str, _Group]], ...] = ()
+        """The tiers with a group, nearest first: (index in a number's keys, tier, groups).
+        A loop over these alone, not a ``zip`` of every tier: a fresh choice's cost."""
         self._geo_keys: Callable[[str], geo.GeoKeys] | None = None
         self.plain: Callable[[float], str] | None = None
         """With geomatch off and a number eligible, the O(1) draw itself: ``plain(r)``
@@ -407,6 +414,7 @@ class Chooser:
         self._tiers = tuple(
             {k: _Group(lg, tf, w_long, w_toll) for k, (lg, tf) in b.items()} for b in buckets
         )
+        self._live = tuple((i, _TIERS[i], t) for i, t in enumerate(self._tiers) if t)
 
     def groups(self) -> tuple[Group, tuple[dict[str, Group], ...]]:
         """The draw's data: every eligible number, and each geomatch tier's groups by key.
@@ -419,11 +427,6 @@ class Chooser:
         tiers = tuple({k: (g.long_codes, g.toll_free) for k, g in t.items()} for t in self._tiers)
         return (self._all.long_codes, self._all.toll_free), tiers
 
-    @property
-    def empty(self) -> bool:
-        """Whether no number is eligible."""
-        return self._all.total == 0
-
     def choose(self, profile_id: str, to: str, r: float) -> tuple[str, GeoTier | None]:
         """Choose a sender for ``to`` with the uniform draw ``r`` in [0, 1).
 
@@ -435,7 +438,9 @@ class Chooser:
             raise NoEligibleSender(msg)
         if self._geo_keys is None:
             return self._all.pick(r), None
-        for tier, key, groups in zip(_TIERS, self._geo_keys(to), self._tiers, strict=True):
+        keys = self._geo_keys(to)
+        for i, tier, groups in self._live:
+            key = keys[i]
             if key is not None:
                 group = groups.get(key)
                 if group is not None:
@@ -453,7 +458,9 @@ class Chooser:
         """
         if self._geo_keys is None:
             return self._all.only(allowed).pick(r), None
-        for tier, key, groups in zip(_TIERS, self._geo_keys(to), self._tiers, strict=True):
+        keys = self._geo_keys(to)
+        for i, tier, groups in self._live:
+            key = keys[i]
             if key is not None:
                 group = groups.get(key)
                 if group is not None:
