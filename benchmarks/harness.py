@@ -26,7 +26,6 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.designs import (
-    PID,
     TTL,
     VICTIM,
     Design,
@@ -211,31 +210,62 @@ def bench_select(d: Design, w: Workload, cfg: Config, size: int) -> list[Row]:
     return rows
 
 
+Turn = tuple[str, Callable[[], int], Callable[[], object], Callable[[], object] | None]
+"""One side of an interleaved measurement: name, the timed run, untimed before and after."""
+
+
+def alternate(
+    turns: Sequence[Turn], cfg: Config, rounds: int
+) -> tuple[dict[str, list[float]], dict[str, Exception]]:
+    """Each turn's ns per operation, the turns alternated repeat by repeat.
+
+    ``cfg.warmup`` untimed rounds, then ``rounds`` timed ones; every turn runs once a
+    round, the order reversed each round (ABBA), so that a slow spell of the machine
+    lands on all of them. A turn that raises is dropped from later rounds, its
+    exception returned by name; the others go on.
+    """
+    one = replace(cfg, warmup=0, repeats=1)
+    samples: dict[str, list[float]] = {name: [] for name, *_ in turns}
+    failed: dict[str, Exception] = {}
+    for i in range(cfg.warmup + rounds):
+        for name, run, before, after in turns if i % 2 else turns[::-1]:
+            if name in failed:
+                continue
+            try:
+                (ns,) = measure(run, one, before, after)
+            except Exception as exc:  # a tier under construction must not stop the run
+                failed[name] = exc
+                if after is not None:
+                    after()  # undo what the batch did before it raised
+                continue
+            if i >= cfg.warmup:
+                samples[name].append(ns)
+    return samples, failed
+
+
 def bench_paired(
     minimal: Design, engine: Design, w: Workload, cfg: Config, size: int
 ) -> list[Row]:
     """Hit, miss and mix of both designs, alive together, their repeats alternated.
 
     ``PAIRED_REPEATS`` times the repeats (a ratio of two medians needs tighter medians
-    than one row), each pair in the order of the last pair reversed (ABBA), so that a
-    slow spell of the machine lands on both; the ratios of these rows are the ones the
-    issue 10 targets read.
+    than one row); the ratios of these rows are the ones the issue 10 targets read.
     """
     rows = []
     designs = (minimal, engine)
     for op, batch in (("select hit", w.hits), ("select miss", w.new), ("select mix", w.mix)):
-        samples: dict[str, list[float]] = {d.name: [] for d in designs}
-        for i in range(cfg.warmup + PAIRED_REPEATS * cfg.repeats):
-            for d in designs if i % 2 else designs[::-1]:
-                undo = None if op == "select hit" else partial(d.forget, w.new)
-                (ns,) = measure(
-                    partial(d.run, batch),
-                    replace(cfg, warmup=0, repeats=1),
-                    partial(d.clock.advance, 1.0),
-                    undo,
-                )
-                if i >= cfg.warmup:
-                    samples[d.name].append(ns)
+        turns = [
+            (
+                d.name,
+                partial(d.run, batch),
+                partial(d.clock.advance, 1.0),
+                None if op == "select hit" else partial(d.forget, w.new),
+            )
+            for d in designs
+        ]
+        samples, failed = alternate(turns, cfg, PAIRED_REPEATS * cfg.repeats)
+        if failed:
+            raise next(iter(failed.values()))
         rows += [row("paired", d.name, f"{op}, paired", size, samples[d.name]) for d in designs]
     return rows
 
@@ -266,8 +296,6 @@ def bench_geomatch(d: EngineDesign, w: Workload, cfg: Config, size: int) -> list
             rows.append(missing)
         finally:
             d.configure(geomatch="off")
-    one = replace(cfg, warmup=0, repeats=1)
-    samples: dict[str, list[float]] = {mode: [] for mode in modes}
 
     def turn(mode: str) -> None:
         d.configure(geomatch=mode)
@@ -275,22 +303,9 @@ def bench_geomatch(d: EngineDesign, w: Workload, cfg: Config, size: int) -> list
         d.forget(w.new[:1])
         d.clock.advance(1.0)
 
-    failed: dict[str, Exception] = {}
-    for i in range(cfg.warmup + cfg.repeats):
-        for mode in modes if i % 2 else modes[::-1]:
-            if mode in failed:
-                continue
-            try:
-                (ns,) = measure(
-                    partial(d.run, w.new), one, partial(turn, mode), partial(d.forget, w.new)
-                )
-            except Exception as exc:  # as above: marked missing, the other modes go on
-                failed[mode] = exc
-                d.configure(geomatch="off")
-                d.forget([to for to in w.new if d.engine.mapping(PID, to) is not None])
-                continue
-            if i >= cfg.warmup:
-                samples[mode].append(ns)
+    undo = partial(d.forget, w.new)  # the engine's forget: a batch cut short undoes too
+    turns = [(mode, partial(d.run, w.new), partial(turn, mode), undo) for mode in modes]
+    samples, failed = alternate(turns, cfg, cfg.repeats)
     d.configure(geomatch="off")
     for mode in modes:
         r = row("geomatch", d.name, f"select miss, geomatch={mode}", size, samples[mode])

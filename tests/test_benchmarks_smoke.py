@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -246,3 +247,28 @@ def test_life_rows_measure_every_case_against_its_floor() -> None:
         assert r["ns_per_op"] is not None or r["note"].startswith("missing: ")
         assert "/" not in r.get("note", "")
     assert "| memory |" in bench_life.table(rows)
+
+
+def test_alternate_reverses_the_order_each_round_and_drops_a_turn_that_raises() -> None:
+    from benchmarks.harness import MODES, alternate  # noqa: PLC0415 - the benchmarks package
+
+    order: list[str] = []
+    undone: list[str] = []
+
+    def run(name: str) -> int:
+        order.append(name)
+        if name == "c" and order.count("c") == 2:
+            msg = "broke midway"
+            raise RuntimeError(msg)
+        return 1
+
+    def turn(name: str) -> tuple[str, Any, Any, Any]:
+        return (name, lambda: run(name), None, lambda: undone.append(name))
+
+    cfg = MODES["smoke"]  # one warm-up round
+    samples, failed = alternate([turn("a"), turn("b"), turn("c")], cfg, 3)
+    assert order == ["c", "b", "a", "a", "b", "c", "b", "a", "a", "b"]
+    assert set(failed) == {"c"}
+    assert str(failed["c"]) == "broke midway"
+    assert undone.count("c") == 2  # after its first batch, and after the one that raised
+    assert [len(samples[n]) for n in "abc"] == [3, 3, 0]  # the warm-up round is not kept
