@@ -433,7 +433,7 @@ class Chooser:
         Returns the number and the geomatch tier it came from (None with geomatch off).
         Raises :class:`~sticky.NoEligibleSender` when no number is eligible. O(1).
         """
-        if self._all.total == 0:
+        if self.empty:
             msg = f"profile {shown(profile_id)} has no eligible sender for {shown(to)}"
             raise NoEligibleSender(msg)
         if self._geo_keys is None:

@@ -610,6 +610,7 @@ def test_a_rival_that_checked_a_revoked_attempt_cannot_take_its_retry(
     client = redis_server.client()
     owned: list[str] = []
     rival: list[object] = []
+    b_inc: list[str] = []
     real = Runner.eval
 
     def hooked(self: Runner, script: Any, keys: Sequence[str], *args: Any) -> Any:
@@ -618,16 +619,15 @@ def test_a_rival_that_checked_a_revoked_attempt_cannot_take_its_retry(
             owned.append(client.get(owner))
             if len(owned) == 1:  # b: claim, find a's value, check a: FREE, a's claim revoked
                 claimed = run.eval(s["add_claim"], kb.script, (LONG[0], "tok", ""))
-                b_me = f"{claimed[1]}:{kb.hex}:tok"
+                b_inc.append(claimed[1])
+                b_me = codec.owner_value(claimed[1], kb.hex, "tok")
                 rival.append(b_me)
                 assert run.eval(s["own"], (owner,), (b_me, kb.hex, claimed[1], "")) == owned[0]
-                assert run.eval(s["own_check"], ka.script, (LONG[0], owned[0].split(":")[0])) == (
-                    Tag.FREE
-                )
+                a_inc = codec.parse_owner(owned[0])[0]
+                assert run.eval(s["own_check"], ka.script, (LONG[0], a_inc)) == Tag.FREE
             elif len(owned) == 2:  # a's retry owns; b's compare-and-set must now fail
                 b_me = str(rival[0])
-                inc = b_me.split(":")[0]
-                rival.append(run.eval(s["own"], (owner,), (b_me, kb.hex, inc, owned[0])))
+                rival.append(run.eval(s["own"], (owner,), (b_me, kb.hex, b_inc[0], owned[0])))
         return reply
 
     monkeypatch.setattr(Runner, "eval", hooked)
